@@ -1,0 +1,110 @@
+//! Typed configuration: embedded defaults, then an optional TOML file, then environment
+//! variables with a per-service prefix and `__` for nesting (`USER_REGISTRY_DATABASE__URL`).
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// Loads a service's configuration. Later sources override earlier ones: `defaults` (the
+/// service's embedded `config.default.toml`), then `file` if given, then the environment.
+pub fn load<T: DeserializeOwned>(
+    defaults: &str,
+    file: Option<&Path>,
+    env_prefix: &str,
+) -> Result<T, Box<figment::Error>> {
+    let mut figment = Figment::new().merge(Toml::string(defaults));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment
+        .merge(Env::prefixed(env_prefix).split("__"))
+        .extract()
+        .map_err(Box::new)
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogConfig {
+    /// `json` when deployed, `pretty` for a terminal.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info,sqlx=warn`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Pretty, filter: "info".to_owned() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Where a service's database lives.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://path/to/file.db`; the scheme picks the backend.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        database: DatabaseConfig,
+        log: LogConfig,
+    }
+
+    const DEFAULTS: &str = r#"
+        [database]
+        url = "sqlite://default.db"
+        max_connections = 4
+        [log]
+        format = "pretty"
+        filter = "info"
+    "#;
+
+    #[test]
+    fn environment_overrides_defaults_with_double_underscore_nesting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_TEST_DATABASE__URL", "postgres://db/x");
+            jail.set_env("SAMPLE_TEST_LOG__FORMAT", "json");
+            let config: Sample = load(DEFAULTS, None, "SAMPLE_TEST_").map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url, "postgres://db/x");
+            assert_eq!(config.database.max_connections, 4);
+            assert_eq!(config.log.format, LogFormat::Json);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("svc.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 9\n")?;
+            jail.set_env("SAMPLE_TEST_DATABASE__MAX_CONNECTIONS", "2");
+            let config: Sample = load(DEFAULTS, Some(Path::new("svc.toml")), "SAMPLE_TEST_")
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.database.url, "sqlite://file.db");
+            assert_eq!(config.database.max_connections, 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = load::<Sample>(DEFAULTS, Some(Path::new("/nonexistent/svc.toml")), "SAMPLE_TEST_")
+            .unwrap_err();
+        assert!(err.to_string().contains("svc.toml"), "{err}");
+    }
+}

@@ -1,0 +1,105 @@
+//! gRPC plumbing shared by the services: serving a pre-bound listener with health and
+//! reflection, client channels, the status classification callers retry on, and the
+//! `healthcheck` probe.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus as ProbeStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Largest message a service accepts or sends (4 MiB, tonic's default, stated explicitly).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `routes` plus `grpc.health.v1` and reflection (v1 and v1alpha) on `listener` until
+/// `shutdown` is cancelled. Health reports `service_name` (and the server as a whole) as
+/// serving while it runs and not serving once shutdown begins; in-flight calls then finish.
+pub async fn serve(
+    listener: TcpListener,
+    service_name: &'static str,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status(service_name, ServingStatus::Serving).await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection v1")?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("reflection v1alpha")?;
+
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let stopping = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            health.set_service_status(service_name, ServingStatus::NotServing).await;
+            health.set_service_status("", ServingStatus::NotServing).await;
+        }
+    };
+    let addr = listener.local_addr().ok();
+    tracing::info!(service = service_name, addr = ?addr, "serving gRPC");
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            stopping,
+        )
+        .await
+        .context("gRPC server failed")?;
+    tracing::info!(service = service_name, "gRPC server stopped");
+    Ok(())
+}
+
+/// A lazily connected channel to another service, so services can start in any order.
+pub fn channel(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid service URL {url}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    Ok(endpoint.connect_lazy())
+}
+
+/// True for statuses worth retrying: the callee was unavailable, slow or overloaded.
+pub fn is_retryable(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted)
+}
+
+/// Asks a gRPC server on `addr` whether it is serving; used by the `healthcheck` subcommand.
+pub async fn probe(addr: SocketAddr) -> anyhow::Result<()> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .context("health check failed")?;
+    let status = response.into_inner().status();
+    anyhow::ensure!(status == ProbeStatus::Serving, "service reports {status:?}");
+    Ok(())
+}
