@@ -24,3 +24,36 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The command line every service binary shares: `serve` (the default), `migrate` and
+/// `healthcheck`, and where the configuration file is.
+#[derive(Debug, clap::Parser)]
+pub struct ServiceArgs {
+    /// A TOML file overriding the embedded defaults; environment variables override both.
+    #[arg(long, global = true, env = "USERIMPORT_CONFIG_FILE")]
+    pub config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<ServiceCommand>,
+}
+
+/// What a service binary does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// Runs migrations, then serves until SIGTERM or SIGINT (the default).
+    Serve,
+    /// Runs the database migrations and exits.
+    Migrate,
+    /// Exits 0 when the service on this address reports serving (for container health checks).
+    Healthcheck {
+        /// Defaults to the configured listen port on 127.0.0.1.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
+}
+
+impl ServiceCommand {
+    /// The address `healthcheck` probes: the given one, else loopback on the listen port.
+    pub fn probe_addr(given: Option<std::net::SocketAddr>, listen: std::net::SocketAddr) -> std::net::SocketAddr {
+        given.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())))
+    }
+}

@@ -1,0 +1,133 @@
+//! test-support: what the services' tests share — a fresh database per test on SQLite and on
+//! Postgres (one suite, two backends), the broker URL, and test logging.
+//!
+//! Postgres and RabbitMQ are never faked. Tests that need them read
+//! `USERIMPORT_TEST_DATABASE_URL` / `USERIMPORT_TEST_AMQP_URL`; without them a test says so on
+//! stderr and returns, except under `CI=true`, where it fails so CI cannot pass by skipping.
+
+use std::sync::Once;
+
+use sqlx::{Connection as _, Executor as _};
+
+/// Prepares the process once: the rustls crypto provider and test logging (`RUST_LOG`).
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        service_runtime::install_crypto_provider();
+        sqlx::any::install_default_drivers();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+fn required_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("CI needs {name}: a test that needs it must not be skipped")
+        }
+        _ => {
+            eprintln!("skipped: {name} is not set");
+            None
+        }
+    }
+}
+
+/// The Postgres server URL for tests, or `None` (with a note on stderr) to skip.
+pub fn postgres_url_or_skip() -> Option<String> {
+    required_env("USERIMPORT_TEST_DATABASE_URL")
+}
+
+/// The RabbitMQ URL for tests, or `None` (with a note on stderr) to skip.
+pub fn amqp_url_or_skip() -> Option<String> {
+    required_env("USERIMPORT_TEST_AMQP_URL")
+}
+
+/// A database of its own for one test: a SQLite file in a temporary folder, or a fresh
+/// schema on the Postgres test server (dropped when the value is dropped).
+pub struct TestDatabase {
+    /// The URL a service connects with.
+    pub url: String,
+    /// Which backend this is, for test messages.
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    postgres_schema: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    /// A new SQLite database file.
+    pub async fn sqlite() -> Self {
+        init();
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self { url, backend: "sqlite", _dir: Some(dir), postgres_schema: None }
+    }
+
+    /// A new schema on the Postgres test server, or `None` when no server is configured.
+    pub async fn postgres() -> Option<Self> {
+        init();
+        let server = postgres_url_or_skip()?;
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&server).await.expect("connect to the Postgres test server");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .await
+            .expect("create test schema");
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
+        Some(Self { url, backend: "postgres", _dir: None, postgres_schema: Some((server, schema)) })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server, schema)) = self.postgres_schema.take() else { return };
+        // Drop runs outside async code; a short-lived thread with its own runtime does the I/O.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&server).await.ok()?;
+                conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Declares tests that run once on SQLite and once on Postgres. Each becomes a module named
+/// after the test, holding `on_sqlite` and `on_postgres`.
+///
+/// ```ignore
+/// test_support::on_both_backends! {
+///     async fn importing_twice_reports_already_present(db) { /* db: TestDatabase */ }
+/// }
+/// ```
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($db:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_sqlite() {
+                    let $db = $crate::TestDatabase::sqlite().await;
+                    $body
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres() {
+                    let Some($db) = $crate::TestDatabase::postgres().await else { return };
+                    $body
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,44 @@
+//! user-registry configuration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use service_runtime::config::{DatabaseConfig, LogConfig};
+
+/// Environment variables override the defaults with this prefix.
+pub const ENV_PREFIX: &str = "USER_REGISTRY_";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    /// Companies created at start-up when missing.
+    #[serde(default)]
+    pub companies: Vec<CompanyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompanyConfig {
+    pub code: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Config {
+    /// Defaults, then `file`, then `USER_REGISTRY_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        service_runtime::config::load(include_str!("../config.default.toml"), file, ENV_PREFIX)
+    }
+
+    /// A configuration for tests and for `userimport dev`: the given database, port 0.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database: DatabaseConfig { url: database_url.to_owned(), max_connections: 5 },
+            log: LogConfig::default(),
+            companies: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The registry's tables (sqlx, Postgres or SQLite). Every function takes a connection so it
+//! composes inside one transaction. Batches travel as one JSON text parameter expanded by the
+//! database (`jsonb_to_recordset` / `json_each`), so each batch is one set-based statement on
+//! both backends.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use service_runtime::storage::{Backend, Migrations, flag};
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use crate::domain::{AccountType, Company, CompanyCode, RegistryUser};
+use crate::error::Error;
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The registry's migrations for both backends.
+pub static MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES, sqlite: &SQLITE };
+
+const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_id, u.network_alias, u.network_domain, \
+     u.email, u.name, u.enabled, u.company, u.account_type, u.created_at_ms, u.updated_at_ms, \
+     u.created_by_import";
+
+/// A `FROM` item named `r` that expands a JSON array of objects (the statement's first
+/// parameter) into rows with the given columns: `(name, postgres type)`.
+fn json_rows(backend: Backend, columns: &[(&str, &str)]) -> String {
+    match backend {
+        Backend::Postgres => {
+            let defs: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
+            format!("jsonb_to_recordset($1::jsonb) AS r({})", defs.join(", "))
+        }
+        Backend::Sqlite => {
+            let picks: Vec<String> = columns
+                .iter()
+                .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                .collect();
+            format!("(SELECT {} FROM json_each($1)) AS r", picks.join(", "))
+        }
+    }
+}
+
+/// One statement text per backend, built once.
+struct Dialects {
+    postgres: String,
+    sqlite: String,
+}
+
+impl Dialects {
+    fn new(build: impl Fn(Backend) -> String) -> Self {
+        Self { postgres: build(Backend::Postgres), sqlite: build(Backend::Sqlite) }
+    }
+
+    fn get(&self, backend: Backend) -> AssertSqlSafe<&str> {
+        AssertSqlSafe(match backend {
+            Backend::Postgres => &self.postgres,
+            Backend::Sqlite => &self.sqlite,
+        })
+    }
+}
+
+fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
+    let account_type: String = row.try_get("account_type")?;
+    Ok(RegistryUser {
+        user_id: row.try_get("user_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        object_id: row.try_get("object_id")?,
+        network_alias: row.try_get("network_alias")?,
+        network_domain: row.try_get("network_domain")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        enabled: flag(row, "enabled")?,
+        company: row.try_get("company")?,
+        account_type: if account_type == "guest" { AccountType::Guest } else { AccountType::Member },
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        created_by_import: row.try_get("created_by_import")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Companies
+
+/// True when the company exists.
+pub async fn company_exists(conn: &mut AnyConnection, code: &CompanyCode) -> Result<bool, Error> {
+    let found = sqlx::query("SELECT 1 AS one FROM companies WHERE code = $1")
+        .bind(code.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("look up company"))?;
+    Ok(found.is_some())
+}
+
+/// Every company, by code.
+pub async fn list_companies(conn: &mut AnyConnection) -> Result<Vec<Company>, Error> {
+    let rows = sqlx::query("SELECT code, name FROM companies ORDER BY code")
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list companies"))?;
+    rows.iter()
+        .map(|row| {
+            let code: String = row.try_get("code").context("company code")?;
+            let name: String = row.try_get("name").context("company name")?;
+            Company::parse(&code, &name)
+        })
+        .collect()
+}
+
+/// Inserts a company; `Error::CompanyExists` if the code is taken.
+pub async fn insert_company(conn: &mut AnyConnection, company: &Company, now_ms: i64) -> Result<(), Error> {
+    sqlx::query("INSERT INTO companies (code, name, created_at_ms) VALUES ($1, $2, $3)")
+        .bind(company.code.as_str())
+        .bind(&company.name)
+        .bind(now_ms)
+        .execute(conn)
+        .await
+        .map_err(|e| {
+            if service_runtime::storage::is_unique_violation(&e) {
+                Error::CompanyExists(company.code.to_string())
+            } else {
+                Error::internal("insert company")(e)
+            }
+        })?;
+    Ok(())
+}
+
+/// Inserts a company unless one with its code exists (configured companies at start-up).
+pub async fn ensure_company(conn: &mut AnyConnection, company: &Company, now_ms: i64) -> Result<(), Error> {
+    sqlx::query("INSERT INTO companies (code, name, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING")
+        .bind(company.code.as_str())
+        .bind(&company.name)
+        .bind(now_ms)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("ensure company"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+/// A user row to insert, with the user id it should claim.
+#[derive(Debug, Serialize)]
+pub struct InsertRow<'a> {
+    pub ord: usize,
+    pub tenant_id: &'a str,
+    pub object_id: &'a str,
+    pub user_id: &'a str,
+    pub user_key: &'a str,
+    pub network_alias: &'a str,
+    pub network_domain: &'a str,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub enabled: bool,
+    pub account_type: &'a str,
+}
+
+/// Identity of a user within the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ObjectKey {
+    pub tenant_id: String,
+    pub object_id: String,
+}
+
+static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(
+            backend,
+            &[
+                ("ord", "bigint"),
+                ("tenant_id", "text"),
+                ("object_id", "text"),
+                ("user_id", "text"),
+                ("user_key", "text"),
+                ("network_alias", "text"),
+                ("network_domain", "text"),
+                ("email", "text"),
+                ("name", "text"),
+                ("enabled", "boolean"),
+                ("account_type", "text"),
+            ],
+        );
+        // No conflict target: a row that hits either key (object id or user id) is skipped,
+        // and the caller tells the two apart. `WHERE true` resolves SQLite's upsert ambiguity.
+        format!(
+            "INSERT INTO users (tenant_id, object_id, user_id, user_key, network_alias, \
+             network_domain, email, name, enabled, company, account_type, created_at_ms, \
+             updated_at_ms, created_by_import) \
+             SELECT r.tenant_id, r.object_id, r.user_id, r.user_key, r.network_alias, \
+             r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4 \
+             FROM {rows} WHERE true ORDER BY r.ord \
+             ON CONFLICT DO NOTHING RETURNING tenant_id, object_id"
+        )
+    })
+});
+
+/// Inserts the rows that conflict with nothing, in one statement, and returns their keys.
+pub async fn insert_users(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: &[InsertRow<'_>],
+    company: &CompanyCode,
+    import_id: &str,
+    now_ms: i64,
+) -> Result<Vec<ObjectKey>, Error> {
+    let json = serde_json::to_string(rows).context("encode user rows")?;
+    let inserted = sqlx::query(INSERT_USERS.get(backend))
+        .bind(json)
+        .bind(company.as_str())
+        .bind(now_ms)
+        .bind(import_id)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("insert users"))?;
+    inserted
+        .iter()
+        .map(|row| {
+            Ok(ObjectKey { tenant_id: row.try_get("tenant_id")?, object_id: row.try_get("object_id")? })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read inserted keys"))
+}
+
+static FIND_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        format!(
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN users u ON u.tenant_id = r.tenant_id AND u.object_id = r.object_id"
+        )
+    })
+});
+
+/// The users that exist among `keys`, in one statement.
+pub async fn find_users(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[ObjectKey],
+) -> Result<Vec<RegistryUser>, Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = serde_json::to_string(keys).context("encode keys")?;
+    let rows = sqlx::query(FIND_USERS.get(backend))
+        .bind(json)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("find users"))?;
+    rows.iter().map(user_from_row).collect::<Result<_, _>>().map_err(Error::internal("read users"))
+}
+
+static CLAIM_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("base", "text"), ("n", "bigint")]);
+        // A new family starts at 2 (the base itself is number 1); each claim of n numbers
+        // moves the counter by n. ORDER BY base takes row locks in one order everywhere.
+        format!(
+            "INSERT INTO user_id_families (base, next_suffix) \
+             SELECT r.base, 2 + r.n FROM {rows} WHERE true ORDER BY r.base \
+             ON CONFLICT (base) DO UPDATE \
+             SET next_suffix = user_id_families.next_suffix + excluded.next_suffix - 2 \
+             RETURNING base, next_suffix"
+        )
+    })
+});
+
+#[derive(Serialize)]
+struct Claim<'a> {
+    base: &'a str,
+    n: u64,
+}
+
+/// Claims `n` fresh suffix numbers for each base and returns, per base, the first claimed
+/// number. The counters are rows, so concurrent imports never receive the same number.
+pub async fn claim_suffixes(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    counts: &[(String, u64)],
+) -> Result<HashMap<String, u64>, Error> {
+    let claims: Vec<Claim<'_>> = counts.iter().map(|(base, n)| Claim { base, n: *n }).collect();
+    let json = serde_json::to_string(&claims).context("encode claims")?;
+    let rows = sqlx::query(CLAIM_SUFFIXES.get(backend))
+        .bind(json)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("claim user id suffixes"))?;
+    let wanted: HashMap<&str, u64> = counts.iter().map(|(b, n)| (b.as_str(), *n)).collect();
+    let mut first = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let base: String = row.try_get("base").map_err(Error::internal("read claim"))?;
+        let next: i64 = row.try_get("next_suffix").map_err(Error::internal("read claim"))?;
+        let n = wanted.get(base.as_str()).copied().unwrap_or(0);
+        let next = u64::try_from(next).context("negative suffix counter")?;
+        first.insert(base, next - n);
+    }
+    Ok(first)
+}
+
+static IMPORTED_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("object_id", "text")]);
+        format!(
+            "SELECT u.object_id FROM {rows} \
+             JOIN users u ON u.tenant_id = $2 AND u.object_id = r.object_id"
+        )
+    })
+});
+
+/// The object ids among `object_ids` that the registry holds for `tenant_id`.
+pub async fn imported_object_ids(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    object_ids: &[String],
+) -> Result<Vec<String>, Error> {
+    #[derive(Serialize)]
+    struct Id<'a> {
+        object_id: &'a str,
+    }
+    let ids: Vec<Id<'_>> = object_ids.iter().map(|object_id| Id { object_id }).collect();
+    let json = serde_json::to_string(&ids).context("encode object ids")?;
+    let rows = sqlx::query(IMPORTED_OBJECT_IDS.get(backend))
+        .bind(json)
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("check imported"))?;
+    rows.iter()
+        .map(|row| row.try_get("object_id"))
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read object ids"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading users
+
+/// The user with this user id (case-insensitive).
+pub async fn user_by_user_id(conn: &mut AnyConnection, user_id: &str) -> Result<Option<RegistryUser>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.user_key = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(crate::domain::user_id::user_key(user_id))
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("get user"))?;
+    row.as_ref().map(user_from_row).transpose().map_err(Error::internal("read user"))
+}
+
+/// The user with this directory identity.
+pub async fn user_by_object(conn: &mut AnyConnection, key: &ObjectKey) -> Result<Option<RegistryUser>, Error> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.tenant_id = $1 AND u.object_id = $2");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(&key.tenant_id)
+        .bind(&key.object_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("get user"))?;
+    row.as_ref().map(user_from_row).transpose().map_err(Error::internal("read user"))
+}
+
+/// Filters of a user listing; empty strings and `None` mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Lower-case prefix of user id, name or alias.
+    pub search: String,
+    pub company: Option<CompanyCode>,
+    pub enabled: Option<bool>,
+    pub account_type: Option<AccountType>,
+    pub created_by_import: String,
+}
+
+/// One page of users ordered by user key, starting after `after_key`.
+pub async fn list_users(
+    conn: &mut AnyConnection,
+    filter: &UserFilter,
+    after_key: &str,
+    limit: u32,
+) -> Result<Vec<RegistryUser>, Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u \
+         WHERE u.user_key > $1 \
+         AND ($2 = '' OR u.user_key LIKE $3 ESCAPE '\\' OR lower(u.name) LIKE $3 ESCAPE '\\' \
+              OR lower(u.network_alias) LIKE $3 ESCAPE '\\') \
+         AND ($4 = '' OR u.company = $4) \
+         AND ($5 = -1 OR u.enabled = ($5 = 1)) \
+         AND ($6 = '' OR u.account_type = $6) \
+         AND ($7 = '' OR u.created_by_import = $7) \
+         ORDER BY u.user_key LIMIT $8"
+    );
+    let search = filter.search.to_lowercase();
+    let pattern = format!("{}%", escape_like(&search));
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(after_key)
+        .bind(search.clone())
+        .bind(pattern)
+        .bind(filter.company.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default())
+        .bind(filter.enabled.map_or(-1_i64, i64::from))
+        .bind(filter.account_type.map(|t| t.as_str()).unwrap_or_default())
+        .bind(&filter.created_by_import)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list users"))?;
+    rows.iter().map(user_from_row).collect::<Result<_, _>>().map_err(Error::internal("read users"))
+}
+
+/// Escapes `%`, `_` and `\` so a search term matches literally under `LIKE … ESCAPE '\'`.
+fn escape_like(term: &str) -> String {
+    term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}

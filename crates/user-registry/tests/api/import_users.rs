@@ -1,0 +1,155 @@
+use std::collections::HashSet;
+
+use proto::registry::v1 as pb;
+use proto::registry::v1::OutcomeKind::{AlreadyPresent, Created, Failed};
+use tonic::Code;
+
+use crate::helpers::{TestApp, kinds, member, object_id};
+
+test_support::on_both_backends! {
+    async fn new_users_are_created_with_ids_from_their_alias_in_the_given_company(db) {
+        let app = TestApp::spawn(&db).await;
+        let outcomes = app
+            .import("imp-1", "dat", vec![member(1, "Adele.Vance@contoso.com"), member(2, "zoë.ångström@contoso.com")])
+            .await
+            .unwrap();
+        assert_eq!(kinds(&outcomes), [Created, Created]);
+        assert_eq!(outcomes[0].user_id, "adele.vance");
+        assert_eq!(outcomes[1].user_id, "zoe.angstrom");
+        let user = app
+            .client
+            .clone()
+            .get_user(pb::GetUserRequest { key: Some(pb::get_user_request::Key::UserId("ADELE.VANCE".into())) })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        assert_eq!(user.company, "DAT");
+        assert_eq!(user.network_alias, "Adele.Vance@contoso.com");
+        assert_eq!(user.created_by_import, "imp-1");
+        assert!(user.enabled);
+    }
+
+    async fn importing_again_reports_already_present_and_changes_nothing(db) {
+        let app = TestApp::spawn(&db).await;
+        let users = vec![member(1, "a@contoso.com"), member(2, "b@contoso.com")];
+        app.import("first", "DAT", users.clone()).await.unwrap();
+        let before = app.client.clone().list_users(pb::ListUsersRequest::default()).await.unwrap().into_inner();
+        let mut renamed = users.clone();
+        renamed[0].name = "Someone Else".into();
+        renamed[0].network_alias = "other@contoso.com".into();
+        let outcomes = app.import("second", "DAT", renamed).await.unwrap();
+        assert_eq!(kinds(&outcomes), [AlreadyPresent, AlreadyPresent]);
+        assert_eq!(outcomes[0].user_id, "a");
+        let after = app.client.clone().list_users(pb::ListUsersRequest::default()).await.unwrap().into_inner();
+        assert_eq!(before, after);
+    }
+
+    async fn a_replayed_import_reports_the_outcomes_of_its_first_run(db) {
+        let app = TestApp::spawn(&db).await;
+        app.import("job-7", "DAT", vec![member(1, "a@contoso.com")]).await.unwrap();
+        let replay = app.import("job-7", "DAT", vec![member(1, "a@contoso.com"), member(2, "b@contoso.com")]).await.unwrap();
+        assert_eq!(kinds(&replay), [Created, Created]);
+        assert_eq!(app.user_count().await, 2);
+    }
+
+    async fn aliases_colliding_after_twenty_characters_get_numbered_ids(db) {
+        let app = TestApp::spawn(&db).await;
+        let outcomes = app
+            .import(
+                "imp",
+                "DAT",
+                vec![
+                    member(1, "christopher.alexander.smith@contoso.com"),
+                    member(2, "christopher.alexander.smyth@contoso.com"),
+                    member(3, "Christopher.Alexander.Smart@fabrikam.com"),
+                ],
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = outcomes.iter().map(|o| o.user_id.as_str()).collect();
+        // Claimants are numbered in object id order, whatever order the request had.
+        assert_eq!(ids, ["christopher.alexande", "christopher.alexand2", "christopher.alexand3"]);
+        let later = app.import("imp2", "DAT", vec![member(4, "christopher.alexander.x@contoso.com")]).await.unwrap();
+        assert_eq!(later[0].user_id, "christopher.alexand4");
+    }
+
+    async fn a_suffixed_id_that_is_already_taken_moves_on_to_the_next_number(db) {
+        let app = TestApp::spawn(&db).await;
+        app.import("imp", "DAT", vec![member(1, "john@contoso.com"), member(2, "john2@contoso.com")]).await.unwrap();
+        let outcomes = app.import("imp", "DAT", vec![member(3, "john@fabrikam.com")]).await.unwrap();
+        assert_eq!(outcomes[0].user_id, "john3");
+    }
+
+    async fn one_malformed_user_fails_alone_with_a_reason(db) {
+        let app = TestApp::spawn(&db).await;
+        let mut bad = member(2, "bad@contoso.com");
+        bad.object_id = "not-a-guid".into();
+        let mut no_alias = member(3, "");
+        no_alias.network_alias = String::new();
+        let outcomes = app.import("imp", "DAT", vec![member(1, "ok@contoso.com"), bad, no_alias]).await.unwrap();
+        assert_eq!(kinds(&outcomes), [Created, Failed, Failed]);
+        assert!(outcomes[1].reason.contains("object_id"), "{}", outcomes[1].reason);
+        assert!(outcomes[2].reason.contains("network_alias"), "{}", outcomes[2].reason);
+        assert_eq!(app.user_count().await, 1);
+    }
+
+    async fn a_long_display_name_is_truncated_and_noted(db) {
+        let app = TestApp::spawn(&db).await;
+        let mut user = member(1, "long@contoso.com");
+        user.name = "N".repeat(100_000);
+        let outcomes = app.import("imp", "DAT", vec![user]).await.unwrap();
+        assert_eq!(outcomes[0].kind(), Created);
+        assert!(outcomes[0].note.contains("truncated"), "{}", outcomes[0].note);
+    }
+
+    async fn the_same_user_twice_in_one_request_is_created_once(db) {
+        let app = TestApp::spawn(&db).await;
+        let outcomes = app.import("imp", "DAT", vec![member(1, "a@contoso.com"), member(1, "a@contoso.com")]).await.unwrap();
+        assert_eq!(kinds(&outcomes), [Created, Created]);
+        assert_eq!(outcomes[0].user_id, outcomes[1].user_id);
+        assert_eq!(app.user_count().await, 1);
+    }
+
+    async fn an_unknown_company_is_rejected_by_name_and_nothing_is_written(db) {
+        let app = TestApp::spawn(&db).await;
+        let err = app.import("imp", "ZZZ", vec![member(1, "a@contoso.com")]).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("ZZZ"), "{}", err.message());
+        assert_eq!(app.user_count().await, 0);
+    }
+
+    async fn an_empty_or_oversized_request_is_rejected(db) {
+        let app = TestApp::spawn(&db).await;
+        let err = app.import("imp", "DAT", vec![]).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let many: Vec<pb::NewUser> = (0..1001).map(|n| member(n, &format!("u{n}@contoso.com"))).collect();
+        let err = app.import("imp", "DAT", many).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("1000"), "{}", err.message());
+        let err = app.import("", "DAT", vec![member(1, "a@contoso.com")]).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(app.user_count().await, 0);
+    }
+
+    async fn concurrent_imports_with_colliding_aliases_get_distinct_ids_and_no_error(db) {
+        let app = TestApp::spawn(&db).await;
+        // Two importers, each with 200 users whose aliases collide with the other's.
+        let batch = |offset: u32| -> Vec<pb::NewUser> {
+            (0..200).map(|i| member(offset + i, &format!("john.doe{}@contoso.com", i % 7))).collect()
+        };
+        let (a, b) = tokio::join!(app.import("a", "DAT", batch(0)), app.import("b", "DAT", batch(1000)));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.iter().chain(&b).all(|o| o.kind() == Created));
+        let ids: HashSet<String> = a.iter().chain(&b).map(|o| o.user_id.to_lowercase()).collect();
+        assert_eq!(ids.len(), 400);
+        assert!(ids.iter().all(|id| id.len() <= 20));
+        assert_eq!(app.user_count().await, 400);
+    }
+}
+
+#[test]
+fn object_ids_in_helpers_are_guids() {
+    assert_eq!(object_id(255).len(), 36);
+}

@@ -1,0 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod binary;
+mod companies;
+mod helpers;
+mod import_users;
+mod lookups;
