@@ -36,7 +36,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, filter: "info".to_owned() }
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
     }
 }
 
@@ -91,7 +94,10 @@ mod tests {
     #[test]
     fn a_config_file_overrides_defaults_and_env_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("svc.toml", "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 9\n")?;
+            jail.create_file(
+                "svc.toml",
+                "[database]\nurl = \"sqlite://file.db\"\nmax_connections = 9\n",
+            )?;
             jail.set_env("SAMPLE_TEST_DATABASE__MAX_CONNECTIONS", "2");
             let config: Sample = load(DEFAULTS, Some(Path::new("svc.toml")), "SAMPLE_TEST_")
                 .map_err(|e| e.to_string())?;
@@ -103,8 +109,12 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = load::<Sample>(DEFAULTS, Some(Path::new("/nonexistent/svc.toml")), "SAMPLE_TEST_")
-            .unwrap_err();
+        let err = load::<Sample>(
+            DEFAULTS,
+            Some(Path::new("/nonexistent/svc.toml")),
+            "SAMPLE_TEST_",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("svc.toml"), "{err}");
     }
 }

@@ -29,7 +29,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status(service_name, ServingStatus::Serving).await;
+    health
+        .set_service_status(service_name, ServingStatus::Serving)
+        .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -52,8 +54,12 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
-            health.set_service_status(service_name, ServingStatus::NotServing).await;
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status(service_name, ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
         }
     };
     let addr = listener.local_addr().ok();
@@ -84,7 +90,10 @@ pub fn channel(url: &str) -> anyhow::Result<Channel> {
 
 /// True for statuses worth retrying: the callee was unavailable, slow or overloaded.
 pub fn is_retryable(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted)
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+    )
 }
 
 /// Asks a gRPC server on `addr` whether it is serving; used by the `healthcheck` subcommand.
@@ -96,7 +105,9 @@ pub async fn probe(addr: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .context("health check failed")?;
     let status = response.into_inner().status();

@@ -53,7 +53,10 @@ pub enum ServiceCommand {
 
 impl ServiceCommand {
     /// The address `healthcheck` probes: the given one, else loopback on the listen port.
-    pub fn probe_addr(given: Option<std::net::SocketAddr>, listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    pub fn probe_addr(
+        given: Option<std::net::SocketAddr>,
+        listen: std::net::SocketAddr,
+    ) -> std::net::SocketAddr {
         given.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())))
     }
 }

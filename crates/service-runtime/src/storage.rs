@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor as _, Row as _, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor as _, Row as _, Transaction};
 
 /// Which SQL dialect a [`Database`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,57 @@ impl Database {
     }
 }
 
+/// A `FROM` item named `r` that expands a JSON array of objects (the statement's first
+/// parameter) into rows with the given columns: `(name, postgres type)`.
+pub fn json_rows(backend: Backend, columns: &[(&str, &str)]) -> String {
+    match backend {
+        Backend::Postgres => {
+            let defs: Vec<String> = columns
+                .iter()
+                .map(|(name, ty)| format!("{name} {ty}"))
+                .collect();
+            format!("jsonb_to_recordset($1::jsonb) AS r({})", defs.join(", "))
+        }
+        Backend::Sqlite => {
+            let picks: Vec<String> = columns
+                .iter()
+                .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                .collect();
+            format!("(SELECT {} FROM json_each($1)) AS r", picks.join(", "))
+        }
+    }
+}
+
+/// One statement text per backend, built once (keep it in a `LazyLock`).
+pub struct Dialects {
+    postgres: String,
+    sqlite: String,
+}
+
+impl Dialects {
+    pub fn new(build: impl Fn(Backend) -> String) -> Self {
+        Self {
+            postgres: build(Backend::Postgres),
+            sqlite: build(Backend::Sqlite),
+        }
+    }
+
+    pub fn get(&self, backend: Backend) -> AssertSqlSafe<&str> {
+        AssertSqlSafe(match backend {
+            Backend::Postgres => &self.postgres,
+            Backend::Sqlite => &self.sqlite,
+        })
+    }
+}
+
+/// Escapes `%`, `_` and `\` so a search term matches literally under `LIKE … ESCAPE '\'`
+/// (written that way on both backends: SQLite has no default escape character).
+pub fn escape_like(term: &str) -> String {
+    term.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
 /// Reads a boolean column stored as `BOOLEAN` (Postgres) or `INTEGER` (SQLite).
 pub fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     match row.try_get::<bool, _>(column) {
@@ -110,7 +161,9 @@ pub fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
 /// True when a database error is a transient conflict worth retrying the whole transaction
 /// for: a Postgres deadlock or serialization failure, or SQLite reporting the file busy.
 pub fn is_transient_conflict(error: &sqlx::Error) -> bool {
-    let Some(db) = error.as_database_error() else { return false };
+    let Some(db) = error.as_database_error() else {
+        return false;
+    };
     match db.code().as_deref() {
         Some("40P01" | "40001") => true,
         // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
@@ -121,7 +174,9 @@ pub fn is_transient_conflict(error: &sqlx::Error) -> bool {
 
 /// True when a database error is a unique-key violation.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error.as_database_error().is_some_and(|db| db.is_unique_violation())
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
 }
 
 fn backend_of(url: &str) -> anyhow::Result<Backend> {
@@ -130,7 +185,9 @@ fn backend_of(url: &str) -> anyhow::Result<Backend> {
     } else if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
     } else {
-        anyhow::bail!("database URL must start with postgres:// or sqlite: (got a different scheme)")
+        anyhow::bail!(
+            "database URL must start with postgres:// or sqlite: (got a different scheme)"
+        )
     }
 }
 
@@ -142,9 +199,13 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         return Ok(url.to_owned());
     }
     if !path.is_empty() {
-        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the database folder {}", parent.display()))?;
+        if let Some(parent) = std::path::Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).with_context(|| {
+                format!("cannot create the database folder {}", parent.display())
+            })?;
         }
     }
     let query = if query.split('&').any(|kv| kv.starts_with("mode=")) {
@@ -182,7 +243,10 @@ mod tests {
     #[tokio::test]
     async fn flags_read_back_from_sqlite_integers() {
         let db = Database::connect("sqlite::memory:", 1).await.unwrap();
-        let row = sqlx::query("SELECT 1 AS yes, 0 AS no").fetch_one(db.pool()).await.unwrap();
+        let row = sqlx::query("SELECT 1 AS yes, 0 AS no")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
         assert!(flag(&row, "yes").unwrap());
         assert!(!flag(&row, "no").unwrap());
     }

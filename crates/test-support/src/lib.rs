@@ -65,7 +65,12 @@ impl TestDatabase {
         init();
         let dir = tempfile::tempdir().expect("temporary folder");
         let url = format!("sqlite://{}", dir.path().join("test.db").display());
-        Self { url, backend: "sqlite", _dir: Some(dir), postgres_schema: None }
+        Self {
+            url,
+            backend: "sqlite",
+            _dir: Some(dir),
+            postgres_schema: None,
+        }
     }
 
     /// A new schema on the Postgres test server, or `None` when no server is configured.
@@ -73,27 +78,41 @@ impl TestDatabase {
         init();
         let server = postgres_url_or_skip()?;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&server).await.expect("connect to the Postgres test server");
+        let mut conn = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("connect to the Postgres test server");
         conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .await
             .expect("create test schema");
         let separator = if server.contains('?') { '&' } else { '?' };
         let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
-        Some(Self { url, backend: "postgres", _dir: None, postgres_schema: Some((server, schema)) })
+        Some(Self {
+            url,
+            backend: "postgres",
+            _dir: None,
+            postgres_schema: Some((server, schema)),
+        })
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((server, schema)) = self.postgres_schema.take() else { return };
+        let Some((server, schema)) = self.postgres_schema.take() else {
+            return;
+        };
         // Drop runs outside async code; a short-lived thread with its own runtime does the I/O.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&server).await.ok()?;
-                conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                    .await
-                    .ok()
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .await
+                .ok()
             })
         })
         .join();

@@ -23,7 +23,11 @@ pub struct App {
 impl App {
     /// Wires the service on `listener` over an already migrated database, creating the
     /// configured companies.
-    pub async fn build(config: &Config, db: Database, listener: TcpListener) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        db: Database,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let companies = config
             .companies
             .iter()
@@ -31,12 +35,16 @@ impl App {
             .collect::<Result<Vec<_>, _>>()
             .context("invalid company in configuration")?;
         let registry = Registry::new(db);
-        registry.ensure_companies(&companies, service_runtime::now_ms()).await?;
+        registry
+            .ensure_companies(&companies, service_runtime::now_ms())
+            .await?;
         Ok(Self { listener, registry })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.

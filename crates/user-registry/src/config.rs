@@ -36,7 +36,10 @@ impl Config {
     pub fn for_tests(database_url: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database: DatabaseConfig { url: database_url.to_owned(), max_connections: 5 },
+            database: DatabaseConfig {
+                url: database_url.to_owned(),
+                max_connections: 5,
+            },
             log: LogConfig::default(),
             companies: Vec::new(),
         }

@@ -21,7 +21,10 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Invalid { field, reason: reason.into() }
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn internal(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
@@ -33,7 +36,9 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match &error {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
-            Error::UnknownCompany(_) | Error::UserNotFound(_) => Status::not_found(error.to_string()),
+            Error::UnknownCompany(_) | Error::UserNotFound(_) => {
+                Status::not_found(error.to_string())
+            }
             Error::CompanyExists(_) => Status::already_exists(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::Internal(inner) => {

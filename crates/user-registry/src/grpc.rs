@@ -6,7 +6,9 @@ use proto::registry::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::domain::user::{RawNewUser, parse_guid};
-use crate::domain::{AccountType, Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser};
+use crate::domain::{
+    AccountType, Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser,
+};
 use crate::error::Error;
 use crate::service::{ImportItem, Registry};
 use crate::store::{ObjectKey, UserFilter};
@@ -96,7 +98,10 @@ impl From<ImportOutcome> for pb::ImportOutcome {
 
 impl From<Company> for pb::Company {
     fn from(company: Company) -> Self {
-        Self { code: company.code.to_string(), name: company.name }
+        Self {
+            code: company.code.to_string(),
+            name: company.name,
+        }
     }
 }
 
@@ -116,7 +121,10 @@ pub(crate) fn decode_page_token(token: &str) -> Result<String, Error> {
 pub(crate) fn page_size(requested: u32) -> Result<u32, Error> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(Error::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}"))),
+        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
         n => Ok(n),
     }
 }
@@ -144,9 +152,16 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             .collect();
         let outcomes = self
             .registry
-            .import_users(&request.import_id, company, items, service_runtime::now_ms())
+            .import_users(
+                &request.import_id,
+                company,
+                items,
+                service_runtime::now_ms(),
+            )
             .await?;
-        Ok(Response::new(pb::ImportUsersResponse { outcomes: outcomes.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ImportUsersResponse {
+            outcomes: outcomes.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn check_imported(
@@ -155,14 +170,28 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
     ) -> Result<Response<pb::CheckImportedResponse>, Status> {
         let request = request.into_inner();
         let tenant_id = parse_guid("tenant_id", &request.tenant_id)?;
-        let object_ids: Vec<String> = request.object_ids.iter().map(|id| id.trim().to_ascii_lowercase()).collect();
-        let imported = self.registry.check_imported(&tenant_id, &object_ids).await?;
-        Ok(Response::new(pb::CheckImportedResponse { imported_object_ids: imported }))
+        let object_ids: Vec<String> = request
+            .object_ids
+            .iter()
+            .map(|id| id.trim().to_ascii_lowercase())
+            .collect();
+        let imported = self
+            .registry
+            .check_imported(&tenant_id, &object_ids)
+            .await?;
+        Ok(Response::new(pb::CheckImportedResponse {
+            imported_object_ids: imported,
+        }))
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
         let user = match request.into_inner().key {
-            Some(pb::get_user_request::Key::UserId(user_id)) => self.registry.user_by_user_id(&user_id).await?,
+            Some(pb::get_user_request::Key::UserId(user_id)) => {
+                self.registry.user_by_user_id(&user_id).await?
+            }
             Some(pb::get_user_request::Key::Object(key)) => {
                 let key = ObjectKey {
                     tenant_id: parse_guid("object.tenant_id", &key.tenant_id)?,
@@ -172,16 +201,26 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             }
             None => return Err(Error::invalid("key", "give a user_id or an object key").into()),
         };
-        Ok(Response::new(pb::GetUserResponse { user: Some(user.into()), roles: Vec::new() }))
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user.into()),
+            roles: Vec::new(),
+        }))
     }
 
-    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
         if request.without_roles {
             return unimplemented("the without_roles filter");
         }
         let limit = page_size(request.page_size)?;
-        let after = if request.page_token.is_empty() { String::new() } else { decode_page_token(&request.page_token)? };
+        let after = if request.page_token.is_empty() {
+            String::new()
+        } else {
+            decode_page_token(&request.page_token)?
+        };
         let filter = UserFilter {
             search: request.search.trim().to_owned(),
             company: match request.company.trim() {
@@ -194,17 +233,28 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         };
         let users = self.registry.list_users(&filter, &after, limit).await?;
         let next_page_token = match users.last() {
-            Some(last) if users.len() == limit as usize => encode_page_token(&crate::domain::user_id::user_key(&last.user_id)),
+            Some(last) if users.len() == limit as usize => {
+                encode_page_token(&crate::domain::user_id::user_key(&last.user_id))
+            }
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(Into::into).collect(), next_page_token }))
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn update_users(&self, _: Request<pb::UpdateUsersRequest>) -> Result<Response<pb::UpdateUsersResponse>, Status> {
+    async fn update_users(
+        &self,
+        _: Request<pb::UpdateUsersRequest>,
+    ) -> Result<Response<pb::UpdateUsersResponse>, Status> {
         unimplemented("UpdateUsers")
     }
 
-    async fn rename_user(&self, _: Request<pb::RenameUserRequest>) -> Result<Response<pb::RenameUserResponse>, Status> {
+    async fn rename_user(
+        &self,
+        _: Request<pb::RenameUserRequest>,
+    ) -> Result<Response<pb::RenameUserResponse>, Status> {
         unimplemented("RenameUser")
     }
 
@@ -220,28 +270,46 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         _: Request<pb::ListCompaniesRequest>,
     ) -> Result<Response<pb::ListCompaniesResponse>, Status> {
         let companies = self.registry.list_companies().await?;
-        Ok(Response::new(pb::ListCompaniesResponse { companies: companies.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(pb::ListCompaniesResponse {
+            companies: companies.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn create_company(
         &self,
         request: Request<pb::CreateCompanyRequest>,
     ) -> Result<Response<pb::CreateCompanyResponse>, Status> {
-        let company = request.into_inner().company.ok_or_else(|| Error::invalid("company", "is required"))?;
+        let company = request
+            .into_inner()
+            .company
+            .ok_or_else(|| Error::invalid("company", "is required"))?;
         let company = Company::parse(&company.code, &company.name)?;
-        self.registry.create_company(&company, service_runtime::now_ms()).await?;
-        Ok(Response::new(pb::CreateCompanyResponse { company: Some(company.into()) }))
+        self.registry
+            .create_company(&company, service_runtime::now_ms())
+            .await?;
+        Ok(Response::new(pb::CreateCompanyResponse {
+            company: Some(company.into()),
+        }))
     }
 
-    async fn list_roles(&self, _: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+    async fn list_roles(
+        &self,
+        _: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
         unimplemented("ListRoles")
     }
 
-    async fn assign_roles(&self, _: Request<pb::AssignRolesRequest>) -> Result<Response<pb::AssignRolesResponse>, Status> {
+    async fn assign_roles(
+        &self,
+        _: Request<pb::AssignRolesRequest>,
+    ) -> Result<Response<pb::AssignRolesResponse>, Status> {
         unimplemented("AssignRoles")
     }
 
-    async fn revoke_roles(&self, _: Request<pb::RevokeRolesRequest>) -> Result<Response<pb::RevokeRolesResponse>, Status> {
+    async fn revoke_roles(
+        &self,
+        _: Request<pb::RevokeRolesRequest>,
+    ) -> Result<Response<pb::RevokeRolesResponse>, Status> {
         unimplemented("RevokeRoles")
     }
 

@@ -19,7 +19,8 @@ async fn main() -> anyhow::Result<()> {
             db.migrate(&store::MIGRATIONS).await
         }
         ServiceCommand::Serve => {
-            let db = Database::connect(&config.database.url, config.database.max_connections).await?;
+            let db =
+                Database::connect(&config.database.url, config.database.max_connections).await?;
             db.migrate(&store::MIGRATIONS).await?;
             let listener = tokio::net::TcpListener::bind(config.listen_addr)
                 .await

@@ -58,7 +58,10 @@ impl Registry {
         if items.len() > MAX_USERS_PER_IMPORT {
             return Err(Error::invalid(
                 "users",
-                format!("{} users in one call; the limit is {MAX_USERS_PER_IMPORT}", items.len()),
+                format!(
+                    "{} users in one call; the limit is {MAX_USERS_PER_IMPORT}",
+                    items.len()
+                ),
             ));
         }
         let mut outcomes: Vec<Option<ImportOutcome>> = vec![None; items.len()];
@@ -68,9 +71,14 @@ impl Registry {
         let mut users: Vec<(usize, NewUser)> = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             match item {
-                Err((object_id, error)) => outcomes[index] = Some(ImportOutcome::failed(object_id, error.to_string())),
+                Err((object_id, error)) => {
+                    outcomes[index] = Some(ImportOutcome::failed(object_id, error.to_string()))
+                }
                 Ok(user) => {
-                    let key = ObjectKey { tenant_id: user.tenant_id.clone(), object_id: user.object_id.clone() };
+                    let key = ObjectKey {
+                        tenant_id: user.tenant_id.clone(),
+                        object_id: user.object_id.clone(),
+                    };
                     match first_index.get(&key) {
                         Some(&first) => repeats.push((index, first)),
                         None => {
@@ -81,7 +89,10 @@ impl Registry {
                 }
             }
         }
-        let batch = Batch { import_id, company: &company };
+        let batch = Batch {
+            import_id,
+            company: &company,
+        };
         let resolved = self.import_with_retries(&batch, &users, now_ms).await?;
         for (index, outcome) in resolved {
             outcomes[index] = Some(outcome);
@@ -107,7 +118,8 @@ impl Registry {
             match self.import_once(batch, users, now_ms).await {
                 Err(Error::Internal(e))
                     if attempt < MAX_TRANSACTION_ATTEMPTS
-                        && e.downcast_ref::<sqlx::Error>().is_some_and(is_transient_conflict) =>
+                        && e.downcast_ref::<sqlx::Error>()
+                            .is_some_and(is_transient_conflict) =>
                 {
                     tracing::warn!(attempt, error = %e, "import transaction conflicted, retrying");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
@@ -124,7 +136,11 @@ impl Registry {
         now_ms: i64,
     ) -> Result<Vec<(usize, ImportOutcome)>, Error> {
         let backend = self.db.backend();
-        let mut tx = self.db.begin_write().await.map_err(Error::internal("begin import"))?;
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin import"))?;
         if !store::company_exists(&mut tx, batch.company).await? {
             return Err(Error::UnknownCompany(batch.company.to_string()));
         }
@@ -135,7 +151,12 @@ impl Registry {
             .iter()
             .map(|(index, user)| {
                 let base = base_user_id(&user.network_alias);
-                Pending { index: *index, user, user_id: base.clone(), base }
+                Pending {
+                    index: *index,
+                    user,
+                    user_id: base.clone(),
+                    base,
+                }
             })
             .collect();
         pending.sort_by(|a, b| a.user.object_id.cmp(&b.user.object_id));
@@ -163,28 +184,57 @@ impl Registry {
                     account_type: p.user.account_type.as_str(),
                 })
                 .collect();
-            let inserted = store::insert_users(&mut tx, backend, &rows, batch.company, batch.import_id, now_ms).await?;
+            let inserted = store::insert_users(
+                &mut tx,
+                backend,
+                &rows,
+                batch.company,
+                batch.import_id,
+                now_ms,
+            )
+            .await?;
             let inserted: HashSet<ObjectKey> = inserted.into_iter().collect();
-            let (created, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| inserted.contains(&p.key()));
-            result.extend(created.into_iter().map(|p| (p.index, p.outcome(OutcomeKind::Created, p.user_id.clone()))));
+            let (created, rest): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|p| inserted.contains(&p.key()));
+            result.extend(
+                created
+                    .into_iter()
+                    .map(|p| (p.index, p.outcome(OutcomeKind::Created, p.user_id.clone()))),
+            );
             if rest.is_empty() {
                 break;
             }
 
             // Skipped rows either exist already (same object id) or collided on the user id.
             let rest_keys: Vec<ObjectKey> = rest.iter().map(Pending::key).collect();
-            let existing: HashMap<ObjectKey, RegistryUser> = store::find_users(&mut tx, backend, &rest_keys)
-                .await?
-                .into_iter()
-                .map(|u| (ObjectKey { tenant_id: u.tenant_id.clone(), object_id: u.object_id.clone() }, u))
-                .collect();
+            let existing: HashMap<ObjectKey, RegistryUser> =
+                store::find_users(&mut tx, backend, &rest_keys)
+                    .await?
+                    .into_iter()
+                    .map(|u| {
+                        (
+                            ObjectKey {
+                                tenant_id: u.tenant_id.clone(),
+                                object_id: u.object_id.clone(),
+                            },
+                            u,
+                        )
+                    })
+                    .collect();
             let mut collided = Vec::new();
             for p in rest {
                 match existing.get(&p.key()) {
                     Some(user) if user.created_by_import == batch.import_id => {
-                        result.push((p.index, p.outcome(OutcomeKind::Created, user.user_id.clone())));
+                        result.push((
+                            p.index,
+                            p.outcome(OutcomeKind::Created, user.user_id.clone()),
+                        ));
                     }
-                    Some(user) => result.push((p.index, p.outcome(OutcomeKind::AlreadyPresent, user.user_id.clone()))),
+                    Some(user) => result.push((
+                        p.index,
+                        p.outcome(OutcomeKind::AlreadyPresent, user.user_id.clone()),
+                    )),
                     None => collided.push(p),
                 }
             }
@@ -193,66 +243,126 @@ impl Registry {
             }
             if round + 1 >= MAX_ALLOCATION_ROUNDS {
                 for p in collided {
-                    let reason = format!("no free user id derived from {:?} after {MAX_ALLOCATION_ROUNDS} attempts", p.base);
-                    result.push((p.index, ImportOutcome::failed(p.user.object_id.clone(), reason)));
+                    let reason = format!(
+                        "no free user id derived from {:?} after {MAX_ALLOCATION_ROUNDS} attempts",
+                        p.base
+                    );
+                    result.push((
+                        p.index,
+                        ImportOutcome::failed(p.user.object_id.clone(), reason),
+                    ));
                 }
                 break;
             }
             pending = assign_suffixes(&mut tx, backend, collided).await?;
         }
-        tx.commit().await.map_err(Error::internal("commit import"))?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit import"))?;
         Ok(result)
     }
 
     /// The object ids of `tenant_id` among `object_ids` that the registry holds.
-    pub async fn check_imported(&self, tenant_id: &str, object_ids: &[String]) -> Result<Vec<String>, Error> {
+    pub async fn check_imported(
+        &self,
+        tenant_id: &str,
+        object_ids: &[String],
+    ) -> Result<Vec<String>, Error> {
         if object_ids.len() > MAX_IDS_PER_CHECK {
             return Err(Error::invalid(
                 "object_ids",
-                format!("{} ids in one call; the limit is {MAX_IDS_PER_CHECK}", object_ids.len()),
+                format!(
+                    "{} ids in one call; the limit is {MAX_IDS_PER_CHECK}",
+                    object_ids.len()
+                ),
             ));
         }
         if object_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
         store::imported_object_ids(&mut conn, self.db.backend(), tenant_id, object_ids).await
     }
 
     /// The user with this user id (case-insensitive).
     pub async fn user_by_user_id(&self, user_id: &str) -> Result<RegistryUser, Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
-        store::user_by_user_id(&mut conn, user_id).await?.ok_or_else(|| Error::UserNotFound(user_id.to_owned()))
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::user_by_user_id(&mut conn, user_id)
+            .await?
+            .ok_or_else(|| Error::UserNotFound(user_id.to_owned()))
     }
 
     /// The user with this directory identity.
     pub async fn user_by_object(&self, key: &ObjectKey) -> Result<RegistryUser, Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
-        store::user_by_object(&mut conn, key)
-            .await?
-            .ok_or_else(|| Error::UserNotFound(format!("with object id {} in tenant {}", key.object_id, key.tenant_id)))
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::user_by_object(&mut conn, key).await?.ok_or_else(|| {
+            Error::UserNotFound(format!(
+                "with object id {} in tenant {}",
+                key.object_id, key.tenant_id
+            ))
+        })
     }
 
     /// One page of users after `after_key`, at most `limit`.
-    pub async fn list_users(&self, filter: &UserFilter, after_key: &str, limit: u32) -> Result<Vec<RegistryUser>, Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
+    pub async fn list_users(
+        &self,
+        filter: &UserFilter,
+        after_key: &str,
+        limit: u32,
+    ) -> Result<Vec<RegistryUser>, Error> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
         store::list_users(&mut conn, filter, after_key, limit).await
     }
 
     pub async fn list_companies(&self) -> Result<Vec<Company>, Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
         store::list_companies(&mut conn).await
     }
 
     /// Creates a company; fails if the code is taken.
     pub async fn create_company(&self, company: &Company, now_ms: i64) -> Result<(), Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
         store::insert_company(&mut conn, company, now_ms).await
     }
 
     /// Creates each configured company that does not exist yet.
     pub async fn ensure_companies(&self, companies: &[Company], now_ms: i64) -> Result<(), Error> {
-        let mut conn = self.db.pool().acquire().await.map_err(Error::internal("acquire"))?;
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
         for company in companies {
             store::ensure_company(&mut conn, company, now_ms).await?;
         }
@@ -276,16 +386,28 @@ struct Pending<'a> {
 
 impl Pending<'_> {
     fn key(&self) -> ObjectKey {
-        ObjectKey { tenant_id: self.user.tenant_id.clone(), object_id: self.user.object_id.clone() }
+        ObjectKey {
+            tenant_id: self.user.tenant_id.clone(),
+            object_id: self.user.object_id.clone(),
+        }
     }
 
     fn outcome(&self, kind: OutcomeKind, user_id: String) -> ImportOutcome {
         let note = if self.user.name_truncated {
-            format!("display name truncated to {} characters", crate::domain::user::MAX_NAME_LEN)
+            format!(
+                "display name truncated to {} characters",
+                crate::domain::user::MAX_NAME_LEN
+            )
         } else {
             String::new()
         };
-        ImportOutcome { object_id: self.user.object_id.clone(), kind, user_id, reason: String::new(), note }
+        ImportOutcome {
+            object_id: self.user.object_id.clone(),
+            kind,
+            user_id,
+            reason: String::new(),
+            note,
+        }
     }
 }
 
@@ -304,7 +426,9 @@ async fn assign_suffixes<'a>(
     let mut next = store::claim_suffixes(tx, backend, &counts).await?;
     let mut assigned = Vec::with_capacity(collided.len());
     for mut p in collided {
-        let number = next.get_mut(&p.base).ok_or_else(|| anyhow::anyhow!("no suffix claimed for {}", p.base))?;
+        let number = next
+            .get_mut(&p.base)
+            .ok_or_else(|| anyhow::anyhow!("no suffix claimed for {}", p.base))?;
         p.user_id = candidate(&p.base, *number);
         *number += 1;
         assigned.push(p);

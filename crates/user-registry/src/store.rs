@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use serde::Serialize;
-use service_runtime::storage::{Backend, Migrations, flag};
+use service_runtime::storage::{Backend, Dialects, Migrations, escape_like, flag, json_rows};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
@@ -20,48 +20,14 @@ static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The registry's migrations for both backends.
-pub static MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES, sqlite: &SQLITE };
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
+};
 
 const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_id, u.network_alias, u.network_domain, \
      u.email, u.name, u.enabled, u.company, u.account_type, u.created_at_ms, u.updated_at_ms, \
      u.created_by_import";
-
-/// A `FROM` item named `r` that expands a JSON array of objects (the statement's first
-/// parameter) into rows with the given columns: `(name, postgres type)`.
-fn json_rows(backend: Backend, columns: &[(&str, &str)]) -> String {
-    match backend {
-        Backend::Postgres => {
-            let defs: Vec<String> = columns.iter().map(|(name, ty)| format!("{name} {ty}")).collect();
-            format!("jsonb_to_recordset($1::jsonb) AS r({})", defs.join(", "))
-        }
-        Backend::Sqlite => {
-            let picks: Vec<String> = columns
-                .iter()
-                .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
-                .collect();
-            format!("(SELECT {} FROM json_each($1)) AS r", picks.join(", "))
-        }
-    }
-}
-
-/// One statement text per backend, built once.
-struct Dialects {
-    postgres: String,
-    sqlite: String,
-}
-
-impl Dialects {
-    fn new(build: impl Fn(Backend) -> String) -> Self {
-        Self { postgres: build(Backend::Postgres), sqlite: build(Backend::Sqlite) }
-    }
-
-    fn get(&self, backend: Backend) -> AssertSqlSafe<&str> {
-        AssertSqlSafe(match backend {
-            Backend::Postgres => &self.postgres,
-            Backend::Sqlite => &self.sqlite,
-        })
-    }
-}
 
 fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
     let account_type: String = row.try_get("account_type")?;
@@ -75,7 +41,11 @@ fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
         name: row.try_get("name")?,
         enabled: flag(row, "enabled")?,
         company: row.try_get("company")?,
-        account_type: if account_type == "guest" { AccountType::Guest } else { AccountType::Member },
+        account_type: if account_type == "guest" {
+            AccountType::Guest
+        } else {
+            AccountType::Member
+        },
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
         created_by_import: row.try_get("created_by_import")?,
@@ -111,7 +81,11 @@ pub async fn list_companies(conn: &mut AnyConnection) -> Result<Vec<Company>, Er
 }
 
 /// Inserts a company; `Error::CompanyExists` if the code is taken.
-pub async fn insert_company(conn: &mut AnyConnection, company: &Company, now_ms: i64) -> Result<(), Error> {
+pub async fn insert_company(
+    conn: &mut AnyConnection,
+    company: &Company,
+    now_ms: i64,
+) -> Result<(), Error> {
     sqlx::query("INSERT INTO companies (code, name, created_at_ms) VALUES ($1, $2, $3)")
         .bind(company.code.as_str())
         .bind(&company.name)
@@ -129,7 +103,11 @@ pub async fn insert_company(conn: &mut AnyConnection, company: &Company, now_ms:
 }
 
 /// Inserts a company unless one with its code exists (configured companies at start-up).
-pub async fn ensure_company(conn: &mut AnyConnection, company: &Company, now_ms: i64) -> Result<(), Error> {
+pub async fn ensure_company(
+    conn: &mut AnyConnection,
+    company: &Company,
+    now_ms: i64,
+) -> Result<(), Error> {
     sqlx::query("INSERT INTO companies (code, name, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT (code) DO NOTHING")
         .bind(company.code.as_str())
         .bind(&company.name)
@@ -219,7 +197,10 @@ pub async fn insert_users(
     inserted
         .iter()
         .map(|row| {
-            Ok(ObjectKey { tenant_id: row.try_get("tenant_id")?, object_id: row.try_get("object_id")? })
+            Ok(ObjectKey {
+                tenant_id: row.try_get("tenant_id")?,
+                object_id: row.try_get("object_id")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Error::internal("read inserted keys"))
@@ -250,7 +231,10 @@ pub async fn find_users(
         .fetch_all(conn)
         .await
         .map_err(Error::internal("find users"))?;
-    rows.iter().map(user_from_row).collect::<Result<_, _>>().map_err(Error::internal("read users"))
+    rows.iter()
+        .map(user_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read users"))
 }
 
 static CLAIM_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
@@ -281,7 +265,10 @@ pub async fn claim_suffixes(
     backend: Backend,
     counts: &[(String, u64)],
 ) -> Result<HashMap<String, u64>, Error> {
-    let claims: Vec<Claim<'_>> = counts.iter().map(|(base, n)| Claim { base, n: *n }).collect();
+    let claims: Vec<Claim<'_>> = counts
+        .iter()
+        .map(|(base, n)| Claim { base, n: *n })
+        .collect();
     let json = serde_json::to_string(&claims).context("encode claims")?;
     let rows = sqlx::query(CLAIM_SUFFIXES.get(backend))
         .bind(json)
@@ -292,7 +279,9 @@ pub async fn claim_suffixes(
     let mut first = HashMap::with_capacity(rows.len());
     for row in &rows {
         let base: String = row.try_get("base").map_err(Error::internal("read claim"))?;
-        let next: i64 = row.try_get("next_suffix").map_err(Error::internal("read claim"))?;
+        let next: i64 = row
+            .try_get("next_suffix")
+            .map_err(Error::internal("read claim"))?;
         let n = wanted.get(base.as_str()).copied().unwrap_or(0);
         let next = u64::try_from(next).context("negative suffix counter")?;
         first.insert(base, next - n);
@@ -321,7 +310,10 @@ pub async fn imported_object_ids(
     struct Id<'a> {
         object_id: &'a str,
     }
-    let ids: Vec<Id<'_>> = object_ids.iter().map(|object_id| Id { object_id }).collect();
+    let ids: Vec<Id<'_>> = object_ids
+        .iter()
+        .map(|object_id| Id { object_id })
+        .collect();
     let json = serde_json::to_string(&ids).context("encode object ids")?;
     let rows = sqlx::query(IMPORTED_OBJECT_IDS.get(backend))
         .bind(json)
@@ -339,26 +331,39 @@ pub async fn imported_object_ids(
 // Reading users
 
 /// The user with this user id (case-insensitive).
-pub async fn user_by_user_id(conn: &mut AnyConnection, user_id: &str) -> Result<Option<RegistryUser>, Error> {
+pub async fn user_by_user_id(
+    conn: &mut AnyConnection,
+    user_id: &str,
+) -> Result<Option<RegistryUser>, Error> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.user_key = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(crate::domain::user_id::user_key(user_id))
         .fetch_optional(conn)
         .await
         .map_err(Error::internal("get user"))?;
-    row.as_ref().map(user_from_row).transpose().map_err(Error::internal("read user"))
+    row.as_ref()
+        .map(user_from_row)
+        .transpose()
+        .map_err(Error::internal("read user"))
 }
 
 /// The user with this directory identity.
-pub async fn user_by_object(conn: &mut AnyConnection, key: &ObjectKey) -> Result<Option<RegistryUser>, Error> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.tenant_id = $1 AND u.object_id = $2");
+pub async fn user_by_object(
+    conn: &mut AnyConnection,
+    key: &ObjectKey,
+) -> Result<Option<RegistryUser>, Error> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.tenant_id = $1 AND u.object_id = $2");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(&key.tenant_id)
         .bind(&key.object_id)
         .fetch_optional(conn)
         .await
         .map_err(Error::internal("get user"))?;
-    row.as_ref().map(user_from_row).transpose().map_err(Error::internal("read user"))
+    row.as_ref()
+        .map(user_from_row)
+        .transpose()
+        .map_err(Error::internal("read user"))
 }
 
 /// Filters of a user listing; empty strings and `None` mean "any".
@@ -396,7 +401,13 @@ pub async fn list_users(
         .bind(after_key)
         .bind(search.clone())
         .bind(pattern)
-        .bind(filter.company.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default())
+        .bind(
+            filter
+                .company
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+        )
         .bind(filter.enabled.map_or(-1_i64, i64::from))
         .bind(filter.account_type.map(|t| t.as_str()).unwrap_or_default())
         .bind(&filter.created_by_import)
@@ -404,10 +415,8 @@ pub async fn list_users(
         .fetch_all(conn)
         .await
         .map_err(Error::internal("list users"))?;
-    rows.iter().map(user_from_row).collect::<Result<_, _>>().map_err(Error::internal("read users"))
-}
-
-/// Escapes `%`, `_` and `\` so a search term matches literally under `LIKE … ESCAPE '\'`.
-fn escape_like(term: &str) -> String {
-    term.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    rows.iter()
+        .map(user_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read users"))
 }

@@ -51,9 +51,16 @@ impl Company {
         let code = CompanyCode::parse(code)?;
         let name = name.trim();
         if name.chars().count() > Self::MAX_NAME_LEN {
-            return Err(Error::invalid("company.name", format!("must be at most {} characters", Self::MAX_NAME_LEN)));
+            return Err(Error::invalid(
+                "company.name",
+                format!("must be at most {} characters", Self::MAX_NAME_LEN),
+            ));
         }
-        let name = if name.is_empty() { code.as_str().to_owned() } else { name.to_owned() };
+        let name = if name.is_empty() {
+            code.as_str().to_owned()
+        } else {
+            name.to_owned()
+        };
         Ok(Self { code, name })
     }
 }

@@ -21,7 +21,10 @@ impl AccountType {
         match raw {
             "member" => Ok(Self::Member),
             "guest" => Ok(Self::Guest),
-            other => Err(Error::invalid("account_type", format!("unknown account type {other:?}"))),
+            other => Err(Error::invalid(
+                "account_type",
+                format!("unknown account type {other:?}"),
+            )),
         }
     }
 }
@@ -87,10 +90,16 @@ impl NewUser {
             return Err(Error::invalid("network_alias", "must not be empty"));
         }
         if network_alias.len() > MAX_ALIAS_LEN {
-            return Err(Error::invalid("network_alias", format!("must be at most {MAX_ALIAS_LEN} bytes")));
+            return Err(Error::invalid(
+                "network_alias",
+                format!("must be at most {MAX_ALIAS_LEN} bytes"),
+            ));
         }
         if !network_alias.contains('@') {
-            return Err(Error::invalid("network_alias", format!("{network_alias:?} is not a sign-in name (no '@')")));
+            return Err(Error::invalid(
+                "network_alias",
+                format!("{network_alias:?} is not a sign-in name (no '@')"),
+            ));
         }
         let network_domain = raw.network_domain.trim().to_owned();
         if network_domain.is_empty() {
@@ -100,9 +109,15 @@ impl NewUser {
             "" => network_alias.clone(),
             email => email.to_owned(),
         };
-        let account_type = raw.account_type.ok_or_else(|| Error::invalid("account_type", "must be member or guest"))?;
+        let account_type = raw
+            .account_type
+            .ok_or_else(|| Error::invalid("account_type", "must be member or guest"))?;
         let trimmed = raw.name.trim();
-        let name_source = if trimmed.is_empty() { network_alias.as_str() } else { trimmed };
+        let name_source = if trimmed.is_empty() {
+            network_alias.as_str()
+        } else {
+            trimmed
+        };
         let name_truncated = name_source.chars().count() > MAX_NAME_LEN;
         let name: String = name_source.chars().take(MAX_NAME_LEN).collect();
         Ok(Self {
@@ -192,19 +207,33 @@ mod tests {
 
     #[test]
     fn a_malformed_object_id_names_the_field() {
-        let err = NewUser::parse(RawNewUser { object_id: "not-a-guid".into(), ..raw() }).unwrap_err();
+        let err = NewUser::parse(RawNewUser {
+            object_id: "not-a-guid".into(),
+            ..raw()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("object_id"), "{err}");
     }
 
     #[test]
     fn long_display_names_are_truncated_and_flagged() {
-        let user = NewUser::parse(RawNewUser { name: "x".repeat(500), ..raw() }).unwrap();
+        let user = NewUser::parse(RawNewUser {
+            name: "x".repeat(500),
+            ..raw()
+        })
+        .unwrap();
         assert_eq!(user.name.chars().count(), MAX_NAME_LEN);
         assert!(user.name_truncated);
     }
 
     #[test]
     fn an_alias_without_at_sign_is_rejected() {
-        assert!(NewUser::parse(RawNewUser { network_alias: "adams".into(), ..raw() }).is_err());
+        assert!(
+            NewUser::parse(RawNewUser {
+                network_alias: "adams".into(),
+                ..raw()
+            })
+            .is_err()
+        );
     }
 }

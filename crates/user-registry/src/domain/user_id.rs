@@ -30,7 +30,11 @@ pub fn base_user_id(alias: &str) -> String {
         .collect();
     // Trim after truncating too, so a cut never leaves a trailing separator.
     let base = trim_separators(truncate(trim_separators(&kept), MAX_USER_ID_LEN));
-    if base.is_empty() { "user".to_owned() } else { base.to_owned() }
+    if base.is_empty() {
+        "user".to_owned()
+    } else {
+        base.to_owned()
+    }
 }
 
 fn trim_separators(s: &str) -> &str {
@@ -62,8 +66,13 @@ pub fn parse_user_id(raw: &str) -> Result<String, String> {
     if id.chars().count() > MAX_USER_ID_LEN {
         return Err(format!("must be at most {MAX_USER_ID_LEN} characters"));
     }
-    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))) {
-        return Err(format!("contains {bad:?}; only letters, digits, '.', '-' and '_' are allowed"));
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "contains {bad:?}; only letters, digits, '.', '-' and '_' are allowed"
+        ));
     }
     Ok(id.to_owned())
 }
@@ -106,14 +115,20 @@ mod tests {
 
     #[test]
     fn long_local_parts_are_cut_to_twenty_characters() {
-        assert_eq!(base_user_id("christopher.alexander.smith@contoso.com"), "christopher.alexande");
+        assert_eq!(
+            base_user_id("christopher.alexander.smith@contoso.com"),
+            "christopher.alexande"
+        );
     }
 
     #[test]
     fn suffixes_are_appended_when_there_is_room_and_replace_the_tail_otherwise() {
         assert_eq!(candidate("john", 2), "john2");
         assert_eq!(candidate("christopher.alexande", 2), "christopher.alexand2");
-        assert_eq!(candidate("christopher.alexande", 10), "christopher.alexan10");
+        assert_eq!(
+            candidate("christopher.alexande", 10),
+            "christopher.alexan10"
+        );
         assert_eq!(candidate("christopher.alexande", 1), "christopher.alexande");
     }
 

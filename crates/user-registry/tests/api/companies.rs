@@ -6,12 +6,23 @@ use user_registry::config::CompanyConfig;
 use crate::helpers::TestApp;
 
 async fn codes(app: &TestApp) -> Vec<String> {
-    let response = app.client.clone().list_companies(pb::ListCompaniesRequest {}).await.unwrap().into_inner();
+    let response = app
+        .client
+        .clone()
+        .list_companies(pb::ListCompaniesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     response.companies.into_iter().map(|c| c.code).collect()
 }
 
 fn company(code: &str) -> pb::CreateCompanyRequest {
-    pb::CreateCompanyRequest { company: Some(pb::Company { code: code.into(), name: format!("{code} Ltd") }) }
+    pb::CreateCompanyRequest {
+        company: Some(pb::Company {
+            code: code.into(),
+            name: format!("{code} Ltd"),
+        }),
+    }
 }
 
 test_support::on_both_backends! {

@@ -23,21 +23,47 @@ impl TestApp {
         let database = Database::connect(&config.database.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = App::build(&config, database.clone(), listener).await.unwrap();
+        let app = App::build(&config, database.clone(), listener)
+            .await
+            .unwrap();
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
-        let client = RegistryServiceClient::connect(format!("http://{addr}")).await.unwrap();
-        Self { client, db: database, _guard: shutdown.drop_guard() }
+        let client = RegistryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        Self {
+            client,
+            db: database,
+            _guard: shutdown.drop_guard(),
+        }
     }
 
-    pub(crate) async fn import(&self, import_id: &str, company: &str, users: Vec<pb::NewUser>) -> Result<Vec<pb::ImportOutcome>, tonic::Status> {
-        let request = pb::ImportUsersRequest { import_id: import_id.into(), company: company.into(), users };
-        Ok(self.client.clone().import_users(request).await?.into_inner().outcomes)
+    pub(crate) async fn import(
+        &self,
+        import_id: &str,
+        company: &str,
+        users: Vec<pb::NewUser>,
+    ) -> Result<Vec<pb::ImportOutcome>, tonic::Status> {
+        let request = pb::ImportUsersRequest {
+            import_id: import_id.into(),
+            company: company.into(),
+            users,
+        };
+        Ok(self
+            .client
+            .clone()
+            .import_users(request)
+            .await?
+            .into_inner()
+            .outcomes)
     }
 
     pub(crate) async fn user_count(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(self.db.pool()).await.unwrap()
+        sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
     }
 }
 

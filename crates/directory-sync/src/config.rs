@@ -1,0 +1,143 @@
+//! directory-sync configuration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use serde::Deserialize;
+use service_runtime::config::{DatabaseConfig, LogConfig};
+
+/// Environment variables override the defaults with this prefix.
+pub const ENV_PREFIX: &str = "DIRECTORY_SYNC_";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub registry_url: String,
+    pub directory: DirectoryConfig,
+    pub sync: SyncConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+/// The Entra tenant and the app registration used to read it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DirectoryConfig {
+    pub cloud: String,
+    #[serde(default)]
+    pub authority_host: String,
+    #[serde(default)]
+    pub graph_host: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    #[serde(default = "empty_secret")]
+    pub client_secret: SecretString,
+    #[serde(default)]
+    pub client_secret_file: String,
+    pub page_size: u16,
+    pub request_timeout_secs: u64,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SyncConfig {
+    pub full_sync_on_start: bool,
+}
+
+impl Config {
+    /// Defaults, then `file`, then `DIRECTORY_SYNC_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        service_runtime::config::load(include_str!("../config.default.toml"), file, ENV_PREFIX)
+    }
+
+    /// A configuration for tests and `userimport dev`: the given database, registry and
+    /// directory, port 0, no sync at start.
+    pub fn for_tests(database_url: &str, registry_url: &str, directory: DirectoryConfig) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            registry_url: registry_url.to_owned(),
+            directory,
+            sync: SyncConfig {
+                full_sync_on_start: false,
+            },
+            database: DatabaseConfig {
+                url: database_url.to_owned(),
+                max_connections: 5,
+            },
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl DirectoryConfig {
+    /// A directory served by one host for both the token endpoint and Graph (the emulator).
+    pub fn single_host(
+        base_url: &str,
+        tenant_id: &str,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Self {
+        Self {
+            cloud: "global".to_owned(),
+            authority_host: base_url.to_owned(),
+            graph_host: base_url.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            client_secret: SecretString::from(client_secret.to_owned()),
+            client_secret_file: String::new(),
+            page_size: graph::MAX_PAGE_SIZE,
+            request_timeout_secs: 30,
+        }
+    }
+
+    /// The Graph client settings: the cloud's hosts unless overridden, and the secret from
+    /// the file when one is named.
+    pub fn graph_config(&self) -> anyhow::Result<graph::GraphConfig> {
+        anyhow::ensure!(
+            !self.tenant_id.trim().is_empty(),
+            "directory.tenant_id is not set"
+        );
+        anyhow::ensure!(
+            !self.client_id.trim().is_empty(),
+            "directory.client_id is not set"
+        );
+        let secret = if self.client_secret_file.is_empty() {
+            self.client_secret.clone()
+        } else {
+            let text = std::fs::read_to_string(&self.client_secret_file).with_context(|| {
+                format!(
+                    "cannot read directory.client_secret_file {}",
+                    self.client_secret_file
+                )
+            })?;
+            SecretString::from(text.trim().to_owned())
+        };
+        let cloud: graph::Cloud = self
+            .cloud
+            .parse()
+            .map_err(|e| anyhow::anyhow!("directory.cloud: {e}"))?;
+        let mut config = graph::GraphConfig::for_cloud(
+            cloud,
+            self.tenant_id.trim(),
+            self.client_id.trim(),
+            secret,
+        );
+        if !self.authority_host.is_empty() {
+            config.authority_host = self
+                .authority_host
+                .parse()
+                .context("directory.authority_host")?;
+        }
+        if !self.graph_host.is_empty() {
+            config.graph_host = self.graph_host.parse().context("directory.graph_host")?;
+        }
+        config.page_size = self.page_size;
+        config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        Ok(config)
+    }
+}

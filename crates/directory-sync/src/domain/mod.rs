@@ -1,0 +1,8 @@
+//! directory-sync's core: mirrored users, sync runs and listing filters. Imports none of
+//! tonic, sqlx or reqwest.
+
+pub mod sync_run;
+pub mod user;
+
+pub use sync_run::{SyncMode, SyncRun, SyncRunStatus};
+pub use user::{AccountType, DeletionState, ListFilter, MirrorUser};

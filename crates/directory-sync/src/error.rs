@@ -1,0 +1,66 @@
+//! directory-sync's error type and its one mapping to gRPC statuses.
+
+use tonic::Status;
+
+/// What a caller of directory-sync must decide on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// A sync round is already running; the caller may wait and ask again.
+    #[error("a sync round is already running")]
+    SyncBusy,
+    /// Microsoft Graph refused or failed; `retryable` says whether asking again may help.
+    #[error("directory error: {message}")]
+    Directory { message: String, retryable: bool },
+    /// The registry could not be asked (listing needs it to hide imported users).
+    #[error("user-registry unavailable: {0}")]
+    RegistryUnavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn internal(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
+        move |error| Self::Internal(anyhow::Error::new(error).context(context))
+    }
+}
+
+impl From<graph::Error> for Error {
+    fn from(error: graph::Error) -> Self {
+        Self::Directory {
+            retryable: error.is_retryable(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match &error {
+            Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
+            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
+            Error::SyncBusy => Status::aborted(error.to_string()),
+            Error::Directory {
+                retryable: true, ..
+            }
+            | Error::RegistryUnavailable(_) => Status::unavailable(error.to_string()),
+            Error::Directory {
+                retryable: false, ..
+            } => Status::failed_precondition(error.to_string()),
+            Error::Internal(inner) => {
+                tracing::error!(error = ?inner, "request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

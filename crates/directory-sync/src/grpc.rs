@@ -1,0 +1,334 @@
+//! The gRPC edge: converts protobuf messages to domain values and back.
+
+use std::pin::Pin;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::Stream;
+use proto::directory::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{
+    AccountType, DeletionState, ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus,
+};
+use crate::error::Error;
+use crate::service::{Directory, ListedUser};
+use crate::store::ListCursor;
+
+/// Largest page of a listing.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest batch of a user stream.
+pub const MAX_STREAM_BATCH: u32 = 1000;
+const DEFAULT_STREAM_BATCH: u32 = 500;
+
+/// Implements `userimport.directory.v1.DirectoryService`.
+pub struct GrpcApi {
+    directory: Directory,
+}
+
+impl GrpcApi {
+    pub fn new(directory: Directory) -> Self {
+        Self { directory }
+    }
+}
+
+fn to_pb(user: MirrorUser, imported: bool) -> pb::DirectoryUser {
+    let account_type = match user.account_type {
+        AccountType::Member => pb::AccountType::Member,
+        AccountType::Guest => pb::AccountType::Guest,
+    };
+    let deletion_state = match user.deletion_state {
+        DeletionState::Present => pb::DeletionState::Present,
+        DeletionState::SoftDeleted => pb::DeletionState::SoftDeleted,
+        DeletionState::HardDeleted => pb::DeletionState::HardDeleted,
+    };
+    pb::DirectoryUser {
+        object_id: user.object_id,
+        tenant_id: user.tenant_id,
+        user_principal_name: user.user_principal_name,
+        mail: user.mail,
+        display_name: user.display_name,
+        given_name: user.given_name,
+        surname: user.surname,
+        account_enabled: user.account_enabled,
+        account_type: account_type.into(),
+        imported,
+        deletion_state: deletion_state.into(),
+    }
+}
+
+fn run_to_pb(run: SyncRun) -> pb::SyncRun {
+    let mode = match run.mode {
+        SyncMode::Full => pb::SyncMode::Full,
+        SyncMode::Delta => pb::SyncMode::Delta,
+    };
+    let status = match run.status {
+        SyncRunStatus::Running => pb::SyncRunStatus::Running,
+        SyncRunStatus::Succeeded => pb::SyncRunStatus::Succeeded,
+        SyncRunStatus::Failed => pb::SyncRunStatus::Failed,
+        SyncRunStatus::AwaitingApproval => pb::SyncRunStatus::AwaitingApproval,
+        SyncRunStatus::Rejected => pb::SyncRunStatus::Rejected,
+    };
+    pb::SyncRun {
+        run_id: run.run_id,
+        mode: mode.into(),
+        status: status.into(),
+        started_at_ms: run.started_at_ms,
+        finished_at_ms: run.finished_at_ms,
+        users_seen: run.users_seen,
+        users_created: run.users_created,
+        users_updated: run.users_updated,
+        users_removed: run.users_removed,
+        users_rejected: run.users_rejected,
+        error: run.error,
+    }
+}
+
+/// Parses an Entra object id (a GUID), naming the field and position on error.
+pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
+    let value = raw.trim();
+    let well_formed = value.len() == 36
+        && value.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if well_formed {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(Error::invalid(
+            "object_ids",
+            format!("{field} {value:?} is not an object id (a GUID)"),
+        ))
+    }
+}
+
+fn encode_token<T: serde::Serialize>(cursor: &T) -> Result<String, Error> {
+    let json = serde_json::to_vec(cursor).map_err(|e| anyhow::anyhow!("encode page token: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode_token<T: serde::de::DeserializeOwned + Default>(token: &str) -> Result<T, Error> {
+    if token.is_empty() {
+        return Ok(T::default());
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| Error::invalid("page_token", "not a token from a previous page"))
+}
+
+fn bounded(field: &'static str, requested: u32, default: u32, max: u32) -> Result<u32, Error> {
+    match requested {
+        0 => Ok(default),
+        n if n > max => Err(Error::invalid(field, format!("must be at most {max}"))),
+        n => Ok(n),
+    }
+}
+
+fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
+    Err(Error::Unimplemented(what).into())
+}
+
+type UserStream = Pin<Box<dyn Stream<Item = Result<pb::StreamUsersResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::directory_service_server::DirectoryService for GrpcApi {
+    #[tracing::instrument(skip_all, fields(search = %request.get_ref().search))]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let request = request.into_inner();
+        if !request.group_id.is_empty() {
+            return unimplemented("listing scoped to a group");
+        }
+        let limit = bounded(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let cursor: ListCursor = decode_token(&request.page_token)?;
+        let account_type = match pb::AccountType::try_from(request.account_type) {
+            Ok(pb::AccountType::Member) => Some(AccountType::Member),
+            Ok(pb::AccountType::Guest) => Some(AccountType::Guest),
+            _ => None,
+        };
+        let filter = ListFilter {
+            search: request.search,
+            enabled_only: request.enabled_only,
+            account_type,
+        };
+        let not_imported_only = request.not_imported_only.unwrap_or(true);
+        let (users, next) = self
+            .directory
+            .list_users(&filter, not_imported_only, cursor, limit)
+            .await?;
+        let next_page_token = match next {
+            Some(cursor) => encode_token(&cursor)?,
+            None => String::new(),
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users
+                .into_iter()
+                .map(|ListedUser { user, imported }| to_pb(user, imported))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_users(
+        &self,
+        request: Request<pb::GetUsersRequest>,
+    ) -> Result<Response<pb::GetUsersResponse>, Status> {
+        let request = request.into_inner();
+        let object_ids = request
+            .object_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| parse_object_id(&format!("object_ids[{i}]"), id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upns: Vec<String> = request
+            .user_principal_names
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .collect();
+        if let Some(i) = upns.iter().position(|u| u.is_empty() || !u.contains('@')) {
+            return Err(Error::invalid(
+                "user_principal_names",
+                format!("user_principal_names[{i}] is not a UPN"),
+            )
+            .into());
+        }
+        let (users, not_found) = self.directory.get_users(&object_ids, &upns).await?;
+        Ok(Response::new(pb::GetUsersResponse {
+            users: users.into_iter().map(|u| to_pb(u, false)).collect(),
+            not_found,
+        }))
+    }
+
+    type StreamUsersStream = UserStream;
+
+    async fn stream_users(
+        &self,
+        request: Request<pb::StreamUsersRequest>,
+    ) -> Result<Response<UserStream>, Status> {
+        let request = request.into_inner();
+        if let Some(pb::Scope {
+            scope: Some(pb::scope::Scope::GroupId(_)),
+        }) = request.scope
+        {
+            return Err(Error::Unimplemented("streaming a group scope").into());
+        }
+        let batch = bounded(
+            "batch_size",
+            request.batch_size,
+            DEFAULT_STREAM_BATCH,
+            MAX_STREAM_BATCH,
+        )?;
+        let mut after = match request.after_object_id.trim() {
+            "" => String::new(),
+            id => parse_object_id("after_object_id", id)?,
+        };
+        // A small channel: the reader stays at most two batches ahead of the client.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let directory = self.directory.clone();
+        tokio::spawn(async move {
+            loop {
+                let users = match directory.users_after(&after, batch).await {
+                    Ok(users) => users,
+                    Err(error) => {
+                        let _ = tx.send(Err(Status::from(error))).await;
+                        return;
+                    }
+                };
+                let Some(last) = users.last() else { return };
+                after = last.object_id.clone();
+                let done = users.len() < batch as usize;
+                let message = pb::StreamUsersResponse {
+                    users: users.into_iter().map(|u| to_pb(u, false)).collect(),
+                };
+                if tx.send(Ok(message)).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_groups(
+        &self,
+        _: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        unimplemented("ListGroups")
+    }
+
+    async fn sync_now(
+        &self,
+        request: Request<pb::SyncNowRequest>,
+    ) -> Result<Response<pb::SyncNowResponse>, Status> {
+        let mode = match request.into_inner().mode() {
+            pb::SyncMode::Delta => SyncMode::Delta,
+            pb::SyncMode::Full | pb::SyncMode::Unspecified => SyncMode::Full,
+        };
+        let run = self.directory.sync_now(mode).await?;
+        Ok(Response::new(pb::SyncNowResponse {
+            run: Some(run_to_pb(run)),
+        }))
+    }
+
+    async fn get_sync_status(
+        &self,
+        _: Request<pb::GetSyncStatusRequest>,
+    ) -> Result<Response<pb::GetSyncStatusResponse>, Status> {
+        let (last_run, mirrored_users) = self.directory.status().await?;
+        Ok(Response::new(pb::GetSyncStatusResponse {
+            last_run: last_run.map(run_to_pb),
+            next_run_at_ms: 0,
+            mirrored_users,
+            tenant_id: self.directory.tenant_id().to_owned(),
+        }))
+    }
+
+    async fn list_sync_runs(
+        &self,
+        request: Request<pb::ListSyncRunsRequest>,
+    ) -> Result<Response<pb::ListSyncRunsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = bounded(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let before: Option<(i64, String)> = decode_token(&request.page_token)?;
+        let runs = self.directory.runs(before, limit).await?;
+        let next_page_token = match runs.last() {
+            Some(last) if runs.len() == limit as usize => {
+                encode_token(&Some((last.started_at_ms, last.run_id.clone())))?
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSyncRunsResponse {
+            runs: runs.into_iter().map(run_to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn approve_sync_run(
+        &self,
+        _: Request<pb::ApproveSyncRunRequest>,
+    ) -> Result<Response<pb::ApproveSyncRunResponse>, Status> {
+        unimplemented("ApproveSyncRun")
+    }
+
+    async fn reject_sync_run(
+        &self,
+        _: Request<pb::RejectSyncRunRequest>,
+    ) -> Result<Response<pb::RejectSyncRunResponse>, Status> {
+        unimplemented("RejectSyncRun")
+    }
+}

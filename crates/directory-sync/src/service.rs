@@ -1,0 +1,356 @@
+//! directory-sync's use cases: sync, listing for the select-import dialog, lookups, status.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use graph::GraphClient;
+use proto::registry::v1 as registry_pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use service_runtime::storage::Database;
+use tonic::transport::Channel;
+
+use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun};
+use crate::error::Error;
+use crate::store::{self, ListCursor};
+use crate::sync;
+
+/// Most ids accepted by one lookup.
+pub const MAX_LOOKUP_IDS: usize = 1000;
+/// Graph lookups of mirror misses run at most this many at a time.
+const LOOKUP_CONCURRENCY: usize = 8;
+/// A listing that hides imported users stops scanning after this many rows and returns a
+/// short page with a token to continue, so one call stays bounded on a mostly imported tenant.
+const MAX_SCANNED_PER_PAGE: usize = 20_000;
+/// Timeout of one call to the registry.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listed user and whether the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedUser {
+    pub user: MirrorUser,
+    pub imported: bool,
+}
+
+/// directory-sync over its mirror, Microsoft Graph and the registry.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    graph: GraphClient,
+    tenant_id: String,
+    registry: RegistryServiceClient<Channel>,
+    // One sync round at a time per directory.
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+impl Directory {
+    pub fn new(db: Database, graph: GraphClient, registry: RegistryServiceClient<Channel>) -> Self {
+        let tenant_id = graph.tenant_id().to_ascii_lowercase();
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                graph,
+                tenant_id,
+                registry,
+                sync_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.inner.tenant_id
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Runs a sync round now. Only one round runs at a time: a second caller gets `SyncBusy`.
+    pub async fn sync_now(&self, mode: SyncMode) -> Result<SyncRun, Error> {
+        if mode == SyncMode::Delta {
+            return Err(Error::Unimplemented("delta sync"));
+        }
+        let _guard = self
+            .inner
+            .sync_lock
+            .try_lock()
+            .map_err(|_| Error::SyncBusy)?;
+        let run = SyncRun::start(
+            uuid::Uuid::new_v4().to_string(),
+            mode,
+            service_runtime::now_ms(),
+        );
+        Ok(sync::full_sync(
+            &self.inner.db,
+            &self.inner.graph,
+            &self.inner.tenant_id,
+            run,
+            service_runtime::now_ms,
+        )
+        .await)
+    }
+
+    /// Runs a full sync unless one has succeeded before (the first start of a service).
+    pub async fn initial_sync_if_needed(&self) -> Result<Option<SyncRun>, Error> {
+        let mut conn = self
+            .inner
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        if store::has_completed_full_sync(&mut conn, &self.inner.tenant_id).await? {
+            return Ok(None);
+        }
+        drop(conn);
+        self.sync_now(SyncMode::Full).await.map(Some)
+    }
+
+    /// The last run and the mirror's size.
+    pub async fn status(&self) -> Result<(Option<SyncRun>, u64), Error> {
+        let mut conn = self
+            .inner
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        let last = store::last_run(&mut conn, &self.inner.tenant_id).await?;
+        let count = store::present_count(&mut conn, &self.inner.tenant_id).await?;
+        Ok((last, count))
+    }
+
+    /// Sync runs, newest first, after the cursor.
+    pub async fn runs(
+        &self,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<SyncRun>, Error> {
+        let mut conn = self
+            .inner
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::list_runs(&mut conn, &self.inner.tenant_id, before, limit).await
+    }
+
+    /// One page of the select-import listing in display-name order, each user annotated with
+    /// whether the registry holds it; with `not_imported_only`, imported users are left out.
+    /// Returns the page and the cursor of the next one (`None` on the last page).
+    pub async fn list_users(
+        &self,
+        filter: &ListFilter,
+        not_imported_only: bool,
+        after: ListCursor,
+        limit: u32,
+    ) -> Result<(Vec<ListedUser>, Option<ListCursor>), Error> {
+        let wanted = limit as usize;
+        let mut page = Vec::with_capacity(wanted);
+        let mut cursor = after;
+        let mut scanned = 0;
+        loop {
+            // Fetch one more than needed to know whether anything follows.
+            let fetch = u32::try_from(wanted - page.len() + 1)
+                .unwrap_or(u32::MAX)
+                .min(1000);
+            let mut conn = self
+                .inner
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(Error::internal("acquire"))?;
+            let batch =
+                store::list_users(&mut conn, &self.inner.tenant_id, filter, &cursor, fetch).await?;
+            drop(conn);
+            let exhausted = batch.len() < fetch as usize;
+            let ids: Vec<String> = batch.iter().map(|u| u.object_id.clone()).collect();
+            let imported = self.imported(&ids).await?;
+            for user in batch {
+                if page.len() == wanted {
+                    // The user just fetched beyond the page proves there is a next page.
+                    return Ok((page, Some(cursor)));
+                }
+                cursor = ListCursor {
+                    name: user.display_name.to_lowercase(),
+                    object_id: user.object_id.clone(),
+                };
+                scanned += 1;
+                let is_imported = imported.contains(&user.object_id);
+                if !(not_imported_only && is_imported) {
+                    page.push(ListedUser {
+                        user,
+                        imported: is_imported,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok((page, None));
+            }
+            if scanned >= MAX_SCANNED_PER_PAGE {
+                return Ok((page, Some(cursor)));
+            }
+        }
+    }
+
+    /// Asks the registry which of these users it holds.
+    async fn imported(&self, object_ids: &[String]) -> Result<HashSet<String>, Error> {
+        if object_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut request = tonic::Request::new(registry_pb::CheckImportedRequest {
+            tenant_id: self.inner.tenant_id.clone(),
+            object_ids: object_ids.to_vec(),
+        });
+        request.set_timeout(REGISTRY_TIMEOUT);
+        let response = self
+            .inner
+            .registry
+            .clone()
+            .check_imported(request)
+            .await
+            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?;
+        Ok(response
+            .into_inner()
+            .imported_object_ids
+            .into_iter()
+            .collect())
+    }
+
+    /// Looks users up by object id (lower-case GUIDs) and by UPN: from the mirror first, then
+    /// from Graph for the misses, which join the mirror. Returns the users found (object ids
+    /// in request order, then UPNs) and the requested keys the directory does not know.
+    pub async fn get_users(
+        &self,
+        object_ids: &[String],
+        upns: &[String],
+    ) -> Result<(Vec<MirrorUser>, Vec<String>), Error> {
+        if object_ids.len() + upns.len() > MAX_LOOKUP_IDS {
+            return Err(Error::invalid(
+                "object_ids",
+                format!(
+                    "{} ids in one call; the limit is {MAX_LOOKUP_IDS}",
+                    object_ids.len() + upns.len()
+                ),
+            ));
+        }
+        let db = &self.inner.db;
+        let mut conn = db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        let by_id: HashMap<String, MirrorUser> =
+            store::users_by_object_ids(&mut conn, db.backend(), &self.inner.tenant_id, object_ids)
+                .await?
+                .into_iter()
+                .map(|u| (u.object_id.clone(), u))
+                .collect();
+        let by_upn: HashMap<String, MirrorUser> =
+            store::users_by_upns(&mut conn, db.backend(), &self.inner.tenant_id, upns)
+                .await?
+                .into_iter()
+                .map(|u| (u.user_principal_name.to_lowercase(), u))
+                .collect();
+        drop(conn);
+
+        let misses: Vec<String> = object_ids
+            .iter()
+            .filter(|id| !by_id.contains_key(*id))
+            .chain(
+                upns.iter()
+                    .filter(|upn| !by_upn.contains_key(&upn.to_lowercase())),
+            )
+            .cloned()
+            .collect();
+        let fetched = self.fetch_from_graph(&misses).await?;
+
+        let mut found = Vec::new();
+        let mut not_found = Vec::new();
+        for id in object_ids {
+            match by_id.get(id).or_else(|| fetched.get(id)) {
+                Some(user) => found.push(user.clone()),
+                None => not_found.push(id.clone()),
+            }
+        }
+        for upn in upns {
+            match by_upn.get(&upn.to_lowercase()).or_else(|| fetched.get(upn)) {
+                Some(user) => found.push(user.clone()),
+                None => not_found.push(upn.clone()),
+            }
+        }
+        Ok((found, not_found))
+    }
+
+    /// Reads `keys` (object ids or UPNs) from Graph, writes the users found into the mirror,
+    /// and returns them by the key asked for.
+    async fn fetch_from_graph(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, MirrorUser>, Error> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let graph = &self.inner.graph;
+        let results: Vec<(String, Result<Option<graph::GraphUser>, graph::Error>)> =
+            futures::stream::iter(keys.iter().cloned())
+                .map(|key| async move {
+                    let result = graph.get_user(&key).await;
+                    (key, result)
+                })
+                .buffer_unordered(LOOKUP_CONCURRENCY)
+                .collect()
+                .await;
+        let mut fetched = HashMap::new();
+        for (key, result) in results {
+            if let Some(user) = result? {
+                fetched.insert(key, sync::mirror_user(&self.inner.tenant_id, &user));
+            }
+        }
+        if !fetched.is_empty() {
+            let users: Vec<MirrorUser> = fetched.values().cloned().collect();
+            let db = &self.inner.db;
+            let mut tx = db
+                .begin_write()
+                .await
+                .map_err(Error::internal("begin lookup"))?;
+            let run_id = format!("lookup-{}", uuid::Uuid::new_v4());
+            store::upsert_users(
+                &mut tx,
+                db.backend(),
+                &self.inner.tenant_id,
+                &users,
+                &run_id,
+                service_runtime::now_ms(),
+            )
+            .await?;
+            tx.commit()
+                .await
+                .map_err(Error::internal("commit lookup"))?;
+        }
+        Ok(fetched)
+    }
+
+    /// Up to `limit` present users after `after_object_id`, in object id order.
+    pub async fn users_after(
+        &self,
+        after_object_id: &str,
+        limit: u32,
+    ) -> Result<Vec<MirrorUser>, Error> {
+        let mut conn = self
+            .inner
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::users_after(&mut conn, &self.inner.tenant_id, after_object_id, limit).await
+    }
+}

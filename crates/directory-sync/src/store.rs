@@ -1,0 +1,499 @@
+//! The mirror's tables (sqlx, Postgres or SQLite). Functions take a connection so they compose
+//! in one transaction; batches are one statement each (a JSON parameter expanded by the
+//! database).
+
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use service_runtime::storage::{Backend, Dialects, Migrations, escape_like, flag, json_rows};
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use crate::domain::{
+    AccountType, DeletionState, ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus,
+};
+use crate::error::Error;
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// directory-sync's migrations for both backends.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
+};
+
+const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_principal_name, u.mail, u.display_name, \
+     u.given_name, u.surname, u.account_enabled, u.account_type, u.deletion_state";
+
+fn user_from_row(row: &AnyRow) -> Result<MirrorUser, sqlx::Error> {
+    let account_type: String = row.try_get("account_type")?;
+    let deletion_state: String = row.try_get("deletion_state")?;
+    Ok(MirrorUser {
+        tenant_id: row.try_get("tenant_id")?,
+        object_id: row.try_get("object_id")?,
+        user_principal_name: row.try_get("user_principal_name")?,
+        mail: row.try_get("mail")?,
+        display_name: row.try_get("display_name")?,
+        given_name: row.try_get("given_name")?,
+        surname: row.try_get("surname")?,
+        account_enabled: flag(row, "account_enabled")?,
+        account_type: AccountType::parse(&account_type).unwrap_or(AccountType::Member),
+        deletion_state: DeletionState::parse(&deletion_state).unwrap_or(DeletionState::Present),
+    })
+}
+
+fn users_from_rows(rows: &[AnyRow]) -> Result<Vec<MirrorUser>, Error> {
+    rows.iter()
+        .map(user_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read mirrored users"))
+}
+
+#[derive(Serialize)]
+struct UpsertRow<'a> {
+    object_id: &'a str,
+    user_principal_name: &'a str,
+    mail: &'a str,
+    display_name: &'a str,
+    given_name: &'a str,
+    surname: &'a str,
+    account_enabled: bool,
+    account_type: &'a str,
+    search_name: String,
+    search_upn: String,
+    search_mail: String,
+    content_hash: i64,
+}
+
+static UPSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(
+            backend,
+            &[
+                ("object_id", "text"),
+                ("user_principal_name", "text"),
+                ("mail", "text"),
+                ("display_name", "text"),
+                ("given_name", "text"),
+                ("surname", "text"),
+                ("account_enabled", "boolean"),
+                ("account_type", "text"),
+                ("search_name", "text"),
+                ("search_upn", "text"),
+                ("search_mail", "text"),
+                ("content_hash", "bigint"),
+            ],
+        );
+        // Every row is touched (last_seen_run) so a full sync can sweep the unseen ones;
+        // changed_run moves only when the content differs or the user comes back.
+        format!(
+            "INSERT INTO directory_users AS d (tenant_id, object_id, user_principal_name, mail, \
+             display_name, given_name, surname, account_enabled, account_type, deletion_state, \
+             search_name, search_upn, search_mail, content_hash, first_seen_run, last_seen_run, \
+             changed_run, updated_at_ms) \
+             SELECT $2, r.object_id, r.user_principal_name, r.mail, r.display_name, r.given_name, \
+             r.surname, r.account_enabled, r.account_type, 'present', r.search_name, r.search_upn, \
+             r.search_mail, r.content_hash, $3, $3, $3, $4 FROM {rows} WHERE true \
+             ON CONFLICT (tenant_id, object_id) DO UPDATE SET \
+             user_principal_name = excluded.user_principal_name, mail = excluded.mail, \
+             display_name = excluded.display_name, given_name = excluded.given_name, \
+             surname = excluded.surname, account_enabled = excluded.account_enabled, \
+             account_type = excluded.account_type, deletion_state = 'present', \
+             search_name = excluded.search_name, search_upn = excluded.search_upn, \
+             search_mail = excluded.search_mail, content_hash = excluded.content_hash, \
+             last_seen_run = excluded.last_seen_run, \
+             changed_run = CASE WHEN d.content_hash <> excluded.content_hash \
+                 OR d.deletion_state <> 'present' THEN excluded.changed_run ELSE d.changed_run END, \
+             updated_at_ms = CASE WHEN d.content_hash <> excluded.content_hash \
+                 OR d.deletion_state <> 'present' THEN excluded.updated_at_ms ELSE d.updated_at_ms END \
+             RETURNING first_seen_run, changed_run"
+        )
+    })
+});
+
+/// How many users an upsert created and changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertCounts {
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// Inserts or refreshes `users` (all of `tenant_id`) as seen by `run_id`, in one statement.
+pub async fn upsert_users(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    users: &[MirrorUser],
+    run_id: &str,
+    now_ms: i64,
+) -> Result<UpsertCounts, Error> {
+    if users.is_empty() {
+        return Ok(UpsertCounts::default());
+    }
+    let rows: Vec<UpsertRow<'_>> = users
+        .iter()
+        .map(|u| UpsertRow {
+            object_id: &u.object_id,
+            user_principal_name: &u.user_principal_name,
+            mail: &u.mail,
+            display_name: &u.display_name,
+            given_name: &u.given_name,
+            surname: &u.surname,
+            account_enabled: u.account_enabled,
+            account_type: u.account_type.as_str(),
+            search_name: u.display_name.to_lowercase(),
+            search_upn: u.user_principal_name.to_lowercase(),
+            search_mail: u.mail.to_lowercase(),
+            content_hash: u.content_hash(),
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).context("encode mirrored users")?;
+    let returned = sqlx::query(UPSERT_USERS.get(backend))
+        .bind(json)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(now_ms)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("upsert mirrored users"))?;
+    let mut counts = UpsertCounts::default();
+    for row in &returned {
+        let first: String = row
+            .try_get("first_seen_run")
+            .map_err(Error::internal("read upsert"))?;
+        let changed: String = row
+            .try_get("changed_run")
+            .map_err(Error::internal("read upsert"))?;
+        if first == run_id {
+            counts.created += 1;
+        } else if changed == run_id {
+            counts.updated += 1;
+        }
+    }
+    Ok(counts)
+}
+
+#[derive(Serialize)]
+struct IdRow<'a> {
+    id: &'a str,
+}
+
+fn id_rows(ids: &[String]) -> Result<String, Error> {
+    let rows: Vec<IdRow<'_>> = ids.iter().map(|id| IdRow { id }).collect();
+    Ok(serde_json::to_string(&rows).context("encode ids")?)
+}
+
+static TOUCH_SEEN: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("id", "text")]);
+        format!(
+            "UPDATE directory_users SET last_seen_run = $3 \
+             WHERE tenant_id = $2 AND object_id IN (SELECT r.id FROM {rows})"
+        )
+    })
+});
+
+/// Marks users as seen by `run_id` without changing them (entries the directory listed but
+/// that could not be read this round must not be swept as deleted).
+pub async fn touch_seen(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    object_ids: &[String],
+    run_id: &str,
+) -> Result<(), Error> {
+    if object_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(TOUCH_SEEN.get(backend))
+        .bind(id_rows(object_ids)?)
+        .bind(tenant_id)
+        .bind(run_id)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("touch seen users"))?;
+    Ok(())
+}
+
+/// Marks every user that `run_id` (a completed full sync that started at `started_at_ms`) did
+/// not see as hard-deleted, and returns how many. Users written after the run started (a
+/// lookup of a brand-new user) are kept: the listing may simply have passed them already.
+pub async fn sweep_unseen(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+    started_at_ms: i64,
+    now_ms: i64,
+) -> Result<u64, Error> {
+    let result = sqlx::query(
+        "UPDATE directory_users SET deletion_state = 'hard_deleted', changed_run = $2, updated_at_ms = $4 \
+         WHERE tenant_id = $1 AND last_seen_run <> $2 AND deletion_state <> 'hard_deleted' \
+         AND updated_at_ms < $3",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(started_at_ms)
+    .bind(now_ms)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("sweep unseen users"))?;
+    Ok(result.rows_affected())
+}
+
+/// How many users of the tenant the directory lists (not deleted).
+pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<u64, Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM directory_users WHERE tenant_id = $1 AND deletion_state = 'present'",
+    )
+    .bind(tenant_id)
+    .fetch_one(conn)
+    .await
+    .map_err(Error::internal("count mirrored users"))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+static BY_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("id", "text")]);
+        format!(
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN directory_users u ON u.tenant_id = $2 AND u.object_id = r.id"
+        )
+    })
+});
+
+/// The mirrored users among `object_ids` (lower-case), in one statement.
+pub async fn users_by_object_ids(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    object_ids: &[String],
+) -> Result<Vec<MirrorUser>, Error> {
+    if object_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(BY_OBJECT_IDS.get(backend))
+        .bind(id_rows(object_ids)?)
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("look up users by object id"))?;
+    users_from_rows(&rows)
+}
+
+static BY_UPNS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("id", "text")]);
+        format!(
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN directory_users u ON u.tenant_id = $2 AND u.search_upn = r.id"
+        )
+    })
+});
+
+/// The mirrored users whose UPN is among `upns` (compared lower-case), in one statement.
+pub async fn users_by_upns(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    upns: &[String],
+) -> Result<Vec<MirrorUser>, Error> {
+    if upns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lowered: Vec<String> = upns.iter().map(|u| u.to_lowercase()).collect();
+    let rows = sqlx::query(BY_UPNS.get(backend))
+        .bind(id_rows(&lowered)?)
+        .bind(tenant_id)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("look up users by UPN"))?;
+    users_from_rows(&rows)
+}
+
+/// The position after which a listing page starts: (lower-cased display name, object id).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ListCursor {
+    pub name: String,
+    pub object_id: String,
+}
+
+/// One page of present users in display-name order, after `after`.
+pub async fn list_users(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    filter: &ListFilter,
+    after: &ListCursor,
+    limit: u32,
+) -> Result<Vec<MirrorUser>, Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM directory_users u \
+         WHERE u.tenant_id = $1 AND u.deletion_state = 'present' \
+         AND (u.search_name > $2 OR (u.search_name = $2 AND u.object_id > $3)) \
+         AND ($4 = '' OR u.search_name LIKE $5 ESCAPE '\\' OR u.search_upn LIKE $5 ESCAPE '\\' \
+              OR u.search_mail LIKE $5 ESCAPE '\\') \
+         AND ($6 = 0 OR u.account_enabled = ($6 = 1)) \
+         AND ($7 = '' OR u.account_type = $7) \
+         ORDER BY u.search_name, u.object_id LIMIT $8"
+    );
+    let search = filter.search.trim().to_lowercase();
+    let pattern = format!("{}%", escape_like(&search));
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(&after.name)
+        .bind(&after.object_id)
+        .bind(search.clone())
+        .bind(pattern)
+        .bind(i64::from(filter.enabled_only))
+        .bind(
+            filter
+                .account_type
+                .map(AccountType::as_str)
+                .unwrap_or_default(),
+        )
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list mirrored users"))?;
+    users_from_rows(&rows)
+}
+
+/// Up to `limit` present users after `after_object_id`, in object id order (streaming).
+pub async fn users_after(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    after_object_id: &str,
+    limit: u32,
+) -> Result<Vec<MirrorUser>, Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM directory_users u \
+         WHERE u.tenant_id = $1 AND u.deletion_state = 'present' AND u.object_id > $2 \
+         ORDER BY u.object_id LIMIT $3"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(after_object_id)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("stream mirrored users"))?;
+    users_from_rows(&rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync runs
+
+const RUN_COLUMNS: &str = "run_id, mode, status, started_at_ms, finished_at_ms, users_seen, \
+     users_created, users_updated, users_removed, users_rejected, error";
+
+fn run_from_row(row: &AnyRow) -> Result<SyncRun, sqlx::Error> {
+    let count = |column: &str| -> Result<u64, sqlx::Error> {
+        Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
+    };
+    let mode: String = row.try_get("mode")?;
+    let status: String = row.try_get("status")?;
+    Ok(SyncRun {
+        run_id: row.try_get("run_id")?,
+        mode: SyncMode::parse(&mode).unwrap_or(SyncMode::Full),
+        status: SyncRunStatus::parse(&status).unwrap_or(SyncRunStatus::Failed),
+        started_at_ms: row.try_get("started_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        users_seen: count("users_seen")?,
+        users_created: count("users_created")?,
+        users_updated: count("users_updated")?,
+        users_removed: count("users_removed")?,
+        users_rejected: count("users_rejected")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Records a run as it stands (insert or replace by run id).
+pub async fn save_run(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run: &SyncRun,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO sync_runs (run_id, tenant_id, mode, status, started_at_ms, finished_at_ms, \
+         users_seen, users_created, users_updated, users_removed, users_rejected, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
+         finished_at_ms = excluded.finished_at_ms, users_seen = excluded.users_seen, \
+         users_created = excluded.users_created, users_updated = excluded.users_updated, \
+         users_removed = excluded.users_removed, users_rejected = excluded.users_rejected, \
+         error = excluded.error",
+    )
+    .bind(&run.run_id)
+    .bind(tenant_id)
+    .bind(run.mode.as_str())
+    .bind(run.status.as_str())
+    .bind(run.started_at_ms)
+    .bind(run.finished_at_ms)
+    .bind(as_i64(run.users_seen))
+    .bind(as_i64(run.users_created))
+    .bind(as_i64(run.users_updated))
+    .bind(as_i64(run.users_removed))
+    .bind(as_i64(run.users_rejected))
+    .bind(&run.error)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("save sync run"))?;
+    Ok(())
+}
+
+/// The most recent runs first, after the `(started_at_ms, run_id)` cursor when given.
+pub async fn list_runs(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    before: Option<(i64, String)>,
+    limit: u32,
+) -> Result<Vec<SyncRun>, Error> {
+    let (before_ms, before_id) = before.unwrap_or((i64::MAX, String::new()));
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = $1 \
+         AND (started_at_ms < $2 OR (started_at_ms = $2 AND run_id < $3)) \
+         ORDER BY started_at_ms DESC, run_id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(before_ms)
+        .bind(before_id)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list sync runs"))?;
+    rows.iter()
+        .map(run_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read sync runs"))
+}
+
+/// The latest run that ended (succeeded or failed) or is running.
+pub async fn last_run(conn: &mut AnyConnection, tenant_id: &str) -> Result<Option<SyncRun>, Error> {
+    Ok(list_runs(conn, tenant_id, None, 1)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// True when a full sync of this tenant has ever succeeded.
+pub async fn has_completed_full_sync(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<bool, Error> {
+    let found = sqlx::query(
+        "SELECT 1 AS one FROM sync_runs WHERE tenant_id = $1 AND mode = 'full' AND status = 'succeeded' LIMIT 1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(Error::internal("look up full syncs"))?;
+    Ok(found.is_some())
+}

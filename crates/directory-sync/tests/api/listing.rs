@@ -1,0 +1,88 @@
+use proto::directory::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::Stack;
+
+fn names(response: &pb::ListUsersResponse) -> Vec<String> {
+    response
+        .users
+        .iter()
+        .map(|u| u.display_name.clone())
+        .collect()
+}
+
+test_support::on_both_backends! {
+    async fn listing_pages_through_not_imported_users_in_name_order(db) {
+        let stack = Stack::spawn(&db, 120).await;
+        stack.full_sync().await;
+        let users = stack.emulator.users();
+        let imported: Vec<_> = users.iter().take(20).collect();
+        stack.import_into_registry(&imported).await;
+
+        let mut listed = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = stack.list(pb::ListUsersRequest { page_size: 25, page_token: token, ..Default::default() }).await;
+            assert!(page.users.len() <= 25);
+            assert!(page.users.iter().all(|u| !u.imported));
+            listed.extend(page.users);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(listed.len(), 100, "imported users are hidden by default");
+        let keys: Vec<(String, String)> = listed.iter().map(|u| (u.display_name.to_lowercase(), u.object_id.clone())).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "display name order, each user once");
+
+        let everyone = stack.list(pb::ListUsersRequest { page_size: 1000, not_imported_only: Some(false), ..Default::default() }).await;
+        assert_eq!(everyone.users.len(), 120);
+        assert_eq!(everyone.users.iter().filter(|u| u.imported).count(), 20);
+    }
+
+    async fn search_matches_a_prefix_of_display_name_upn_or_mail(db) {
+        let stack = Stack::spawn(&db, 200).await;
+        stack.full_sync().await;
+        let users = stack.emulator.users();
+        let guest = users.iter().find(|u| u.user_principal_name.contains("#EXT#") && u.mail.is_some()).unwrap();
+        let mail = guest.mail.clone().unwrap();
+        let by_mail = stack.list(pb::ListUsersRequest { search: mail[..mail.find('@').unwrap() + 1].to_uppercase(), ..Default::default() }).await;
+        assert!(by_mail.users.iter().any(|u| u.object_id == guest.id), "found by mail prefix");
+        assert_eq!(by_mail.users.iter().find(|u| u.object_id == guest.id).unwrap().account_type(), pb::AccountType::Guest);
+
+        let by_upn = stack.list(pb::ListUsersRequest { search: guest.user_principal_name.clone(), ..Default::default() }).await;
+        assert_eq!(by_upn.users.len(), 1);
+
+        let first = &users[0];
+        let prefix: String = first.display_name.chars().take(4).collect();
+        let by_name = stack.list(pb::ListUsersRequest { search: prefix.clone(), page_size: 1000, ..Default::default() }).await;
+        assert!(!by_name.users.is_empty());
+        assert!(by_name.users.iter().all(|u| {
+            let p = prefix.to_lowercase();
+            u.display_name.to_lowercase().starts_with(&p) || u.user_principal_name.to_lowercase().starts_with(&p) || u.mail.to_lowercase().starts_with(&p)
+        }), "{:?}", names(&by_name));
+
+        let nobody = stack.list(pb::ListUsersRequest { search: "%".into(), ..Default::default() }).await;
+        assert!(nobody.users.is_empty(), "LIKE wildcards are matched literally");
+    }
+
+    async fn filters_keep_enabled_members_or_guests_only(db) {
+        let stack = Stack::spawn(&db, 100).await;
+        stack.full_sync().await;
+        let enabled = stack.list(pb::ListUsersRequest { page_size: 1000, enabled_only: true, ..Default::default() }).await;
+        assert_eq!(enabled.users.len(), 96);
+        let guests = stack.list(pb::ListUsersRequest { page_size: 1000, account_type: pb::AccountType::Guest.into(), ..Default::default() }).await;
+        assert_eq!(guests.users.len(), 6);
+        assert!(guests.users.iter().all(|u| u.user_principal_name.contains("#EXT#")));
+    }
+
+    async fn bad_listing_requests_are_rejected_with_the_field_named(db) {
+        let stack = Stack::spawn(&db, 5).await;
+        let err = stack.directory.clone().list_users(pb::ListUsersRequest { page_size: 5000, ..Default::default() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("page_size"));
+        let err = stack.directory.clone().list_users(pb::ListUsersRequest { page_token: "garbage!".into(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("page_token"));
+    }
+}

@@ -1,0 +1,62 @@
+//! Graph's error body: `{"error":{"code","message","innerError":{"date","request-id","client-request-id"}}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::time::UtcTime;
+
+/// The ids Graph reports for one request, also sent as `request-id` / `client-request-id` headers.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestIds {
+    pub(crate) request_id: String,
+    /// Echoes the caller's `client-request-id` header, or a fresh id.
+    pub(crate) client_request_id: String,
+}
+
+/// A Graph error ready to be sent.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) ids: RequestIds,
+}
+
+impl GraphError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        ids: &RequestIds,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            ids: ids.clone(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>, ids: &RequestIds) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message, ids)
+    }
+}
+
+impl IntoResponse for GraphError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": {
+                    "date": UtcTime::now().graph_format(),
+                    "request-id": self.ids.request_id,
+                    "client-request-id": self.ids.client_request_id,
+                }
+            }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

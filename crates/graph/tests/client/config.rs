@@ -1,0 +1,75 @@
+use graph::{Cloud, Error, GraphClient, GraphConfig};
+use secrecy::SecretString;
+
+fn config() -> GraphConfig {
+    GraphConfig::for_cloud(
+        Cloud::Global,
+        "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a",
+        "3f2e1d0c-9b8a-4765-8432-10fedcba9876",
+        SecretString::from("super-secret-value".to_owned()),
+    )
+}
+
+#[test]
+fn a_page_size_of_zero_or_1000_is_invalid_config() {
+    for page_size in [0, 1000] {
+        let result = GraphClient::new(GraphConfig {
+            page_size,
+            ..config()
+        });
+        assert!(
+            matches!(result, Err(Error::InvalidConfig(_))),
+            "page_size {page_size}"
+        );
+    }
+    for page_size in [1, 999] {
+        assert!(
+            GraphClient::new(GraphConfig {
+                page_size,
+                ..config()
+            })
+            .is_ok()
+        );
+    }
+}
+
+#[test]
+fn a_config_for_a_cloud_uses_its_hosts_and_the_largest_page_size() {
+    let config = GraphConfig::for_cloud(Cloud::UsGov, "t", "c", SecretString::from("s".to_owned()));
+    assert_eq!(
+        config.authority_host.as_str(),
+        "https://login.microsoftonline.us/"
+    );
+    assert_eq!(config.graph_host.as_str(), "https://graph.microsoft.us/");
+    assert_eq!(config.page_size, 999);
+}
+
+#[test]
+fn debug_of_the_config_and_the_client_hides_the_secret() {
+    let config = config();
+    assert!(!format!("{config:?}").contains("super-secret-value"));
+    let client = GraphClient::new(config).unwrap();
+    let debug = format!("{client:?}");
+    assert!(!debug.contains("super-secret-value"), "{debug}");
+    assert!(debug.contains("8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a"));
+}
+
+#[test]
+fn an_empty_tenant_or_a_non_http_host_is_invalid_config() {
+    let empty_tenant = GraphConfig {
+        tenant_id: " ".to_owned(),
+        ..config()
+    };
+    assert!(matches!(
+        GraphClient::new(empty_tenant),
+        Err(Error::InvalidConfig(_))
+    ));
+    let ftp_host = GraphConfig {
+        graph_host: "ftp://graph.microsoft.com".parse().unwrap(),
+        ..config()
+    };
+    assert!(matches!(
+        GraphClient::new(ftp_host),
+        Err(Error::InvalidConfig(_))
+    ));
+}

@@ -1,0 +1,56 @@
+use std::time::Duration;
+
+use graph::{GraphClient, GraphConfig};
+use graph_emulator::{Emulator, EmulatorConfig};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use url::Url;
+
+pub(crate) async fn start_emulator(config: EmulatorConfig) -> Emulator {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Emulator::start(config, listener).await.unwrap()
+}
+
+/// A config pointing both hosts at `base_url`.
+pub(crate) fn config_for(base_url: Url, tenant: &str, client: &str, secret: &str) -> GraphConfig {
+    GraphConfig {
+        tenant_id: tenant.to_owned(),
+        client_id: client.to_owned(),
+        client_secret: SecretString::from(secret.to_owned()),
+        authority_host: base_url.clone(),
+        graph_host: base_url,
+        page_size: 999,
+        request_timeout: Duration::from_secs(30),
+    }
+}
+
+pub(crate) fn emulator_config(emulator: &Emulator) -> GraphConfig {
+    config_for(
+        emulator.base_url(),
+        emulator.tenant_id(),
+        emulator.client_id(),
+        emulator.client_secret(),
+    )
+}
+
+pub(crate) fn client_for(emulator: &Emulator) -> GraphClient {
+    GraphClient::new(emulator_config(emulator)).unwrap()
+}
+
+pub(crate) fn token_requests(emulator: &Emulator) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.ends_with("/oauth2/v2.0/token"))
+        .count()
+}
+
+pub(crate) fn graph_statuses(emulator: &Emulator) -> Vec<u16> {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.starts_with("/v1.0/"))
+        .map(|r| r.status)
+        .collect()
+}
