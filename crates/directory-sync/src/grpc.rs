@@ -88,20 +88,9 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
 
 /// Parses an Entra object id (a GUID), naming the field and position on error.
 pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
-    let value = raw.trim();
-    let well_formed = value.len() == 36
-        && value.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    if well_formed {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::invalid(
-            "object_ids",
-            format!("{field} {value:?} is not an object id (a GUID)"),
-        ))
-    }
+    service_runtime::normalize_guid(raw).ok_or_else(|| {
+        Error::invalid("object_ids", format!("{field} {:?} is not an object id (a GUID)", raw.trim()))
+    })
 }
 
 fn encode_token<T: serde::Serialize>(cursor: &T) -> Result<String, Error> {

@@ -96,6 +96,29 @@ pub fn is_retryable(status: &tonic::Status) -> bool {
     )
 }
 
+/// Calls `call` until it succeeds, fails with a status that is not [`is_retryable`], or has
+/// been tried `attempts` times, waiting 100 ms, 200 ms, 400 ms… (capped at 5 s) in between.
+/// Only for idempotent calls.
+pub async fn retry<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if attempt < attempts && is_retryable(&status) => {
+                tracing::warn!(attempt, max_attempts = attempts, code = ?status.code(), message = status.message(), "call failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Asks a gRPC server on `addr` whether it is serving; used by the `healthcheck` subcommand.
 pub async fn probe(addr: SocketAddr) -> anyhow::Result<()> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?

@@ -17,6 +17,37 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Gives a fieldless enum `as_str` and `parse` for the text it is stored as:
+/// `text_enum!(Mode { Full => "full", Delta => "delta" });`
+#[macro_export]
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            /// The text this value is stored and shown as.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+
+            /// The value stored as `raw`, if any.
+            pub fn parse(raw: &str) -> Option<Self> {
+                match raw { $($text => Some(Self::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+/// Returns the lower-case form of a GUID such as an Entra object or tenant id
+/// (`8-4-4-4-12` hex digits), or `None` when `raw` is not one.
+pub fn normalize_guid(raw: &str) -> Option<String> {
+    let value = raw.trim();
+    let well_formed = value.len() == 36
+        && value.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    well_formed.then(|| value.to_ascii_lowercase())
+}
+
 /// Milliseconds since the Unix epoch. Read the clock at the edge and pass the value down.
 pub fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now()
@@ -58,5 +89,22 @@ impl ServiceCommand {
         listen: std::net::SocketAddr,
     ) -> std::net::SocketAddr {
         given.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], listen.port())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_are_lower_cased_and_anything_else_is_refused() {
+        assert_eq!(
+            normalize_guid(" 6EA91A8D-E32E-41A1-B7BD-D2D185EED0E0 ").as_deref(),
+            Some("6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0")
+        );
+        assert_eq!(normalize_guid("6ea91a8d-e32e-41a1-b7bd-d2d185eed0e"), None);
+        assert_eq!(normalize_guid("6ea91a8d-e32e-41a1-b7bd+d2d185eed0e0"), None);
+        assert_eq!(normalize_guid("zzzzzzzz-e32e-41a1-b7bd-d2d185eed0e0"), None);
+        assert_eq!(normalize_guid("adele@contoso.com"), None);
     }
 }

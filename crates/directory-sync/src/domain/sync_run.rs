@@ -7,22 +7,7 @@ pub enum SyncMode {
     Delta,
 }
 
-impl SyncMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Full => "full",
-            Self::Delta => "delta",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "full" => Some(Self::Full),
-            "delta" => Some(Self::Delta),
-            _ => None,
-        }
-    }
-}
+service_runtime::text_enum!(SyncMode { Full => "full", Delta => "delta" });
 
 /// Where a sync round stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,28 +19,13 @@ pub enum SyncRunStatus {
     Rejected,
 }
 
-impl SyncRunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::AwaitingApproval => "awaiting_approval",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "running" => Some(Self::Running),
-            "succeeded" => Some(Self::Succeeded),
-            "failed" => Some(Self::Failed),
-            "awaiting_approval" => Some(Self::AwaitingApproval),
-            "rejected" => Some(Self::Rejected),
-            _ => None,
-        }
-    }
-}
+service_runtime::text_enum!(SyncRunStatus {
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    AwaitingApproval => "awaiting_approval",
+    Rejected => "rejected",
+});
 
 /// One sync round and its counts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,21 +19,9 @@ impl AccountType {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Member => "member",
-            Self::Guest => "guest",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "member" => Some(Self::Member),
-            "guest" => Some(Self::Guest),
-            _ => None,
-        }
-    }
 }
+
+service_runtime::text_enum!(AccountType { Member => "member", Guest => "guest" });
 
 /// Whether the directory still lists the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,24 +33,11 @@ pub enum DeletionState {
     HardDeleted,
 }
 
-impl DeletionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Present => "present",
-            Self::SoftDeleted => "soft_deleted",
-            Self::HardDeleted => "hard_deleted",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "present" => Some(Self::Present),
-            "soft_deleted" => Some(Self::SoftDeleted),
-            "hard_deleted" => Some(Self::HardDeleted),
-            _ => None,
-        }
-    }
-}
+service_runtime::text_enum!(DeletionState {
+    Present => "present",
+    SoftDeleted => "soft_deleted",
+    HardDeleted => "hard_deleted",
+});
 
 /// A mirrored directory user. Absent strings are empty.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -136,17 +136,7 @@ impl NewUser {
 
 /// Parses a GUID such as an Entra object or tenant id, returning its lower-case form.
 pub fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
-    let value = raw.trim();
-    let well_formed = value.len() == 36
-        && value.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    if well_formed {
-        Ok(value.to_ascii_lowercase())
-    } else {
-        Err(Error::invalid(field, format!("{value:?} is not a GUID")))
-    }
+    service_runtime::normalize_guid(raw).ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
 }
 
 /// What an import did with one user.

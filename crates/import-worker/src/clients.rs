@@ -1,0 +1,167 @@
+//! The edges to directory-sync and user-registry: gRPC calls with retries for the idempotent
+//! ones, converting to and from the domain's types.
+
+use std::time::Duration;
+
+use proto::directory::v1 as directory_pb;
+use proto::directory::v1::directory_service_client::DirectoryServiceClient;
+use proto::registry::v1 as registry_pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use service_runtime::grpc::{MAX_MESSAGE_BYTES, channel, retry};
+use tonic::transport::Channel;
+
+use crate::domain::{AccountType, DirectoryUser, Outcome, OutcomeKind, RegistryCandidate};
+use crate::error::Error;
+
+/// Attempts of an idempotent call to another service.
+const ATTEMPTS: u32 = 4;
+/// Timeout of one call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// directory-sync, as import-worker uses it.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    client: DirectoryServiceClient<Channel>,
+}
+
+impl Directory {
+    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
+        let client = DirectoryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self { client })
+    }
+
+    /// Looks users up by object id; returns those found and the ids the directory lacks.
+    pub async fn get_users(&self, object_ids: &[String]) -> Result<(Vec<DirectoryUser>, Vec<String>), Error> {
+        let message = directory_pb::GetUsersRequest { object_ids: object_ids.to_vec(), user_principal_names: Vec::new() };
+        let response = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.get_users(request(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("directory-sync"))?
+        .into_inner();
+        Ok((response.users.into_iter().map(directory_user).collect(), response.not_found))
+    }
+}
+
+/// Converts a directory-sync user to the domain's form.
+pub fn directory_user(user: directory_pb::DirectoryUser) -> DirectoryUser {
+    let account_type = match user.account_type() {
+        directory_pb::AccountType::Guest => AccountType::Guest,
+        _ => AccountType::Member,
+    };
+    let deleted = matches!(
+        user.deletion_state(),
+        directory_pb::DeletionState::SoftDeleted | directory_pb::DeletionState::HardDeleted
+    );
+    DirectoryUser {
+        tenant_id: user.tenant_id,
+        object_id: user.object_id,
+        user_principal_name: user.user_principal_name,
+        mail: user.mail,
+        display_name: user.display_name,
+        account_enabled: user.account_enabled,
+        account_type,
+        deleted,
+    }
+}
+
+/// user-registry, as import-worker uses it.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    client: RegistryServiceClient<Channel>,
+}
+
+impl Registry {
+    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
+        let client = RegistryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self { client })
+    }
+
+    /// True when the registry knows the company (codes compare case-insensitively).
+    pub async fn company_exists(&self, code: &str) -> Result<bool, Error> {
+        let response = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            async move { client.list_companies(request(registry_pb::ListCompaniesRequest {})).await }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?
+        .into_inner();
+        Ok(response.companies.iter().any(|c| c.code.eq_ignore_ascii_case(code)))
+    }
+
+    /// Imports one batch (at most the registry's per-call limit) under `import_id`. The call
+    /// is idempotent, so it is retried: a replay reports what the first attempt did.
+    pub async fn import_users(
+        &self,
+        import_id: &str,
+        company: &str,
+        users: &[RegistryCandidate],
+    ) -> Result<Vec<Outcome>, Error> {
+        let message = registry_pb::ImportUsersRequest {
+            import_id: import_id.to_owned(),
+            company: company.to_owned(),
+            users: users.iter().map(new_user).collect(),
+        };
+        let response = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.import_users(request(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?
+        .into_inner();
+        Ok(response.outcomes.into_iter().map(outcome).collect())
+    }
+}
+
+fn new_user(user: &RegistryCandidate) -> registry_pb::NewUser {
+    let account_type = match user.account_type {
+        AccountType::Member => registry_pb::AccountType::Member,
+        AccountType::Guest => registry_pb::AccountType::Guest,
+    };
+    registry_pb::NewUser {
+        tenant_id: user.tenant_id.clone(),
+        object_id: user.object_id.clone(),
+        network_alias: user.network_alias.clone(),
+        network_domain: user.network_domain.clone(),
+        email: user.email.clone(),
+        name: user.name.clone(),
+        enabled: user.enabled,
+        account_type: account_type.into(),
+    }
+}
+
+fn outcome(outcome: registry_pb::ImportOutcome) -> Outcome {
+    let kind = match outcome.kind() {
+        registry_pb::OutcomeKind::Created => OutcomeKind::Created,
+        registry_pb::OutcomeKind::AlreadyPresent => OutcomeKind::AlreadyPresent,
+        registry_pb::OutcomeKind::Skipped => OutcomeKind::Skipped,
+        registry_pb::OutcomeKind::Failed | registry_pb::OutcomeKind::Unspecified => OutcomeKind::Failed,
+    };
+    Outcome { object_id: outcome.object_id, kind, user_id: outcome.user_id, reason: outcome.reason, note: outcome.note }
+}
+
+/// Converts an outcome to the registry's message (import-worker answers with that type).
+pub fn outcome_to_pb(outcome: Outcome) -> registry_pb::ImportOutcome {
+    let kind = match outcome.kind {
+        OutcomeKind::Created => registry_pb::OutcomeKind::Created,
+        OutcomeKind::AlreadyPresent => registry_pb::OutcomeKind::AlreadyPresent,
+        OutcomeKind::Skipped => registry_pb::OutcomeKind::Skipped,
+        OutcomeKind::Failed => registry_pb::OutcomeKind::Failed,
+    };
+    registry_pb::ImportOutcome {
+        object_id: outcome.object_id,
+        kind: kind.into(),
+        user_id: outcome.user_id,
+        reason: outcome.reason,
+        note: outcome.note,
+    }
+}

@@ -1,0 +1,41 @@
+//! import-worker configuration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use service_runtime::config::{DatabaseConfig, LogConfig};
+
+use crate::domain::MappingConfig;
+
+/// Environment variables override the defaults with this prefix.
+pub const ENV_PREFIX: &str = "IMPORT_WORKER_";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub directory_url: String,
+    pub registry_url: String,
+    pub mapping: MappingConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Defaults, then `file`, then `IMPORT_WORKER_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        service_runtime::config::load(include_str!("../config.default.toml"), file, ENV_PREFIX)
+    }
+
+    /// A configuration for tests and `userimport dev`: the given database and services, port 0.
+    pub fn for_tests(database_url: &str, directory_url: &str, registry_url: &str) -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            directory_url: directory_url.to_owned(),
+            registry_url: registry_url.to_owned(),
+            mapping: MappingConfig::default(),
+            database: DatabaseConfig { url: database_url.to_owned(), max_connections: 5 },
+            log: LogConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! import-worker's core: the directory-to-registry mapping, outcomes and jobs. Imports none of
+//! tonic, sqlx or lapin.
+
+pub mod job;
+pub mod mapping;
+
+pub use job::{Counts, Job, JobKind, JobStatus, Outcome, OutcomeKind};
+pub use mapping::{AccountType, DirectoryUser, MappingConfig, RegistryCandidate, map_user};

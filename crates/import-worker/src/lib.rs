@@ -1,0 +1,19 @@
+//! import-worker: maps directory users to registry users (DESIGN §2) and imports them — select
+//! imports now, batch jobs fanned out through a queue later — and keeps each import's job
+//! record and report in its own tables (`userimport.importer.v1.ImporterService`).
+//!
+//! It reads the directory only through directory-sync's gRPC API and writes users only through
+//! user-registry's.
+
+pub mod app;
+pub mod clients;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;
+pub use error::Error;

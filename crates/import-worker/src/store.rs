@@ -1,0 +1,188 @@
+//! The worker's tables: jobs and their reports (sqlx, Postgres or SQLite). Functions take a
+//! connection so they compose in one transaction.
+
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use service_runtime::storage::{Backend, Dialects, Migrations, json_rows};
+use sqlx::any::AnyRow;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use crate::domain::{Counts, Job, JobKind, JobStatus, Outcome, OutcomeKind};
+use crate::error::Error;
+
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// import-worker's migrations for both backends.
+pub static MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES, sqlite: &SQLITE };
+
+const JOB_COLUMNS: &str = "job_id, kind, status, company, created_by, planned, created, already_present, \
+     skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error";
+
+fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
+    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
+}
+
+fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    Ok(Job {
+        job_id: row.try_get("job_id")?,
+        kind: JobKind::parse(&kind).unwrap_or(JobKind::Select),
+        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        company: row.try_get("company")?,
+        created_by: row.try_get("created_by")?,
+        planned: count(row, "planned")?,
+        counts: Counts {
+            created: count(row, "created")?,
+            already_present: count(row, "already_present")?,
+            skipped: count(row, "skipped")?,
+            failed: count(row, "failed")?,
+        },
+        created_at_ms: row.try_get("created_at_ms")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Records a job unless one with its id exists (a retried request); true when inserted.
+pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Error> {
+    let sql = format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (job_id) DO NOTHING"
+    );
+    let result = sqlx::query(AssertSqlSafe(sql))
+        .bind(&job.job_id)
+        .bind(job.kind.as_str())
+        .bind(job.status.as_str())
+        .bind(&job.company)
+        .bind(&job.created_by)
+        .bind(as_i64(job.planned))
+        .bind(as_i64(job.counts.created))
+        .bind(as_i64(job.counts.already_present))
+        .bind(as_i64(job.counts.skipped))
+        .bind(as_i64(job.counts.failed))
+        .bind(job.created_at_ms)
+        .bind(job.started_at_ms)
+        .bind(job.finished_at_ms)
+        .bind(&job.error)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("insert job"))?;
+    Ok(result.rows_affected() == 1)
+}
+
+#[derive(Serialize)]
+struct OutcomeRow<'a> {
+    object_id: &'a str,
+    kind: &'a str,
+    user_id: &'a str,
+    reason: &'a str,
+}
+
+static INSERT_OUTCOMES: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = json_rows(backend, &[("object_id", "text"), ("kind", "text"), ("user_id", "text"), ("reason", "text")]);
+        format!(
+            "INSERT INTO job_outcomes (job_id, object_id, kind, user_id, reason) \
+             SELECT $2, r.object_id, r.kind, r.user_id, r.reason FROM {rows} WHERE true \
+             ON CONFLICT (job_id, object_id) DO NOTHING"
+        )
+    })
+});
+
+/// Records the outcomes of the users that were not created, in one statement; replays
+/// change nothing.
+pub async fn insert_outcomes(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    job_id: &str,
+    outcomes: &[Outcome],
+) -> Result<(), Error> {
+    let rows: Vec<OutcomeRow<'_>> = outcomes
+        .iter()
+        .filter(|o| o.kind != OutcomeKind::Created)
+        .map(|o| OutcomeRow { object_id: &o.object_id, kind: o.kind.as_str(), user_id: &o.user_id, reason: &o.reason })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let json = serde_json::to_string(&rows).context("encode outcomes")?;
+    sqlx::query(INSERT_OUTCOMES.get(backend))
+        .bind(json)
+        .bind(job_id)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("insert outcomes"))?;
+    Ok(())
+}
+
+/// The job with this id.
+pub async fn job(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, Error> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("get job"))?;
+    row.as_ref().map(job_from_row).transpose().map_err(Error::internal("read job"))
+}
+
+/// Jobs newest first, after the `(created_at_ms, job_id)` cursor when given.
+pub async fn list_jobs(
+    conn: &mut AnyConnection,
+    status: Option<JobStatus>,
+    before: Option<(i64, String)>,
+    limit: u32,
+) -> Result<Vec<Job>, Error> {
+    let (before_ms, before_id) = before.unwrap_or((i64::MAX, String::new()));
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs \
+         WHERE (created_at_ms < $1 OR (created_at_ms = $1 AND job_id < $2)) AND ($3 = '' OR status = $3) \
+         ORDER BY created_at_ms DESC, job_id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(before_ms)
+        .bind(before_id)
+        .bind(status.map(JobStatus::as_str).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list jobs"))?;
+    rows.iter().map(job_from_row).collect::<Result<_, _>>().map_err(Error::internal("read jobs"))
+}
+
+/// A page of a job's report (users not created), in object id order after `after`.
+pub async fn list_outcomes(conn: &mut AnyConnection, job_id: &str, after: &str, limit: u32) -> Result<Vec<Outcome>, Error> {
+    let rows = sqlx::query(
+        "SELECT object_id, kind, user_id, reason FROM job_outcomes \
+         WHERE job_id = $1 AND object_id > $2 ORDER BY object_id LIMIT $3",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("list outcomes"))?;
+    rows.iter()
+        .map(|row| {
+            let kind: String = row.try_get("kind")?;
+            Ok(Outcome {
+                object_id: row.try_get("object_id")?,
+                kind: OutcomeKind::parse(&kind).unwrap_or(OutcomeKind::Failed),
+                user_id: row.try_get("user_id")?,
+                reason: row.try_get("reason")?,
+                note: String::new(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read outcomes"))
+}
