@@ -89,7 +89,10 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
 /// Parses an Entra object id (a GUID), naming the field and position on error.
 pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     service_runtime::normalize_guid(raw).ok_or_else(|| {
-        Error::invalid("object_ids", format!("{field} {:?} is not an object id (a GUID)", raw.trim()))
+        Error::invalid(
+            "object_ids",
+            format!("{field} {:?} is not an object id (a GUID)", raw.trim()),
+        )
     })
 }
 

@@ -21,7 +21,11 @@ pub struct App {
 
 impl App {
     /// Wires the service on `listener` over a migrated database.
-    pub async fn build(config: &Config, db: Database, listener: TcpListener) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        db: Database,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let directory = Directory::connect_lazy(&config.directory_url)?;
         let registry = Registry::connect_lazy(&config.registry_url)?;
         let importer = Importer::new(db, directory, registry, config.mapping.clone());
@@ -29,7 +33,9 @@ impl App {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.

@@ -32,13 +32,20 @@ pub struct Directory {
 
 impl Directory {
     pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-        let client = DirectoryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let client =
+            DirectoryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client })
     }
 
     /// Looks users up by object id; returns those found and the ids the directory lacks.
-    pub async fn get_users(&self, object_ids: &[String]) -> Result<(Vec<DirectoryUser>, Vec<String>), Error> {
-        let message = directory_pb::GetUsersRequest { object_ids: object_ids.to_vec(), user_principal_names: Vec::new() };
+    pub async fn get_users(
+        &self,
+        object_ids: &[String],
+    ) -> Result<(Vec<DirectoryUser>, Vec<String>), Error> {
+        let message = directory_pb::GetUsersRequest {
+            object_ids: object_ids.to_vec(),
+            user_principal_names: Vec::new(),
+        };
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
             let message = message.clone();
@@ -47,7 +54,10 @@ impl Directory {
         .await
         .map_err(Error::upstream("directory-sync"))?
         .into_inner();
-        Ok((response.users.into_iter().map(directory_user).collect(), response.not_found))
+        Ok((
+            response.users.into_iter().map(directory_user).collect(),
+            response.not_found,
+        ))
     }
 }
 
@@ -81,7 +91,8 @@ pub struct Registry {
 
 impl Registry {
     pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-        let client = RegistryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let client =
+            RegistryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client })
     }
 
@@ -89,12 +100,19 @@ impl Registry {
     pub async fn company_exists(&self, code: &str) -> Result<bool, Error> {
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
-            async move { client.list_companies(request(registry_pb::ListCompaniesRequest {})).await }
+            async move {
+                client
+                    .list_companies(request(registry_pb::ListCompaniesRequest {}))
+                    .await
+            }
         })
         .await
         .map_err(Error::upstream("user-registry"))?
         .into_inner();
-        Ok(response.companies.iter().any(|c| c.code.eq_ignore_ascii_case(code)))
+        Ok(response
+            .companies
+            .iter()
+            .any(|c| c.code.eq_ignore_ascii_case(code)))
     }
 
     /// Imports one batch (at most the registry's per-call limit) under `import_id`. The call
@@ -144,9 +162,17 @@ fn outcome(outcome: registry_pb::ImportOutcome) -> Outcome {
         registry_pb::OutcomeKind::Created => OutcomeKind::Created,
         registry_pb::OutcomeKind::AlreadyPresent => OutcomeKind::AlreadyPresent,
         registry_pb::OutcomeKind::Skipped => OutcomeKind::Skipped,
-        registry_pb::OutcomeKind::Failed | registry_pb::OutcomeKind::Unspecified => OutcomeKind::Failed,
+        registry_pb::OutcomeKind::Failed | registry_pb::OutcomeKind::Unspecified => {
+            OutcomeKind::Failed
+        }
     };
-    Outcome { object_id: outcome.object_id, kind, user_id: outcome.user_id, reason: outcome.reason, note: outcome.note }
+    Outcome {
+        object_id: outcome.object_id,
+        kind,
+        user_id: outcome.user_id,
+        reason: outcome.reason,
+        note: outcome.note,
+    }
 }
 
 /// Converts an outcome to the registry's message (import-worker answers with that type).

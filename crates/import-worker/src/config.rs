@@ -34,7 +34,10 @@ impl Config {
             directory_url: directory_url.to_owned(),
             registry_url: registry_url.to_owned(),
             mapping: MappingConfig::default(),
-            database: DatabaseConfig { url: database_url.to_owned(), max_connections: 5 },
+            database: DatabaseConfig {
+                url: database_url.to_owned(),
+                max_connections: 5,
+            },
             log: LogConfig::default(),
         }
     }

@@ -15,14 +15,21 @@ pub enum Error {
     Unimplemented(&'static str),
     /// Another service answered with an error worth passing on (its code is kept).
     #[error("{service}: {message}")]
-    Upstream { service: &'static str, code: Code, message: String },
+    Upstream {
+        service: &'static str,
+        code: Code,
+        message: String,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl Error {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::Invalid { field, reason: reason.into() }
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn internal(context: &'static str) -> impl FnOnce(sqlx::Error) -> Self {
@@ -34,12 +41,21 @@ impl Error {
     pub(crate) fn upstream(service: &'static str) -> impl FnOnce(Status) -> Self {
         move |status| {
             let code = match status.code() {
-                code @ (Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::AlreadyExists) => code,
+                code @ (Code::InvalidArgument
+                | Code::NotFound
+                | Code::FailedPrecondition
+                | Code::AlreadyExists) => code,
                 code if service_runtime::grpc::is_retryable(&status) => code,
-                Code::Unknown | Code::Internal | Code::Unimplemented | Code::DataLoss => Code::Internal,
+                Code::Unknown | Code::Internal | Code::Unimplemented | Code::DataLoss => {
+                    Code::Internal
+                }
                 _ => Code::Unavailable,
             };
-            Self::Upstream { service, code, message: status.message().to_owned() }
+            Self::Upstream {
+                service,
+                code,
+                message: status.message().to_owned(),
+            }
         }
     }
 }

@@ -35,14 +35,23 @@ fn principal<T>(_request: &Request<T>) -> String {
 
 fn parse_object_id(index: usize, raw: &str) -> Result<String, Error> {
     service_runtime::normalize_guid(raw).ok_or_else(|| {
-        Error::invalid("object_ids", format!("object_ids[{index}] {:?} is not an object id (a GUID)", raw.trim()))
+        Error::invalid(
+            "object_ids",
+            format!(
+                "object_ids[{index}] {:?} is not an object id (a GUID)",
+                raw.trim()
+            ),
+        )
     })
 }
 
 fn parse_company(raw: &str) -> Result<String, Error> {
     let code = raw.trim();
     if code.is_empty() || code.len() > 4 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(Error::invalid("company", format!("{code:?} is not a company code (1 to 4 letters or digits)")));
+        return Err(Error::invalid(
+            "company",
+            format!("{code:?} is not a company code (1 to 4 letters or digits)"),
+        ));
     }
     Ok(code.to_ascii_uppercase())
 }
@@ -71,7 +80,9 @@ fn job_to_pb(job: Job) -> pb::Job {
     let scope = match job.kind {
         JobKind::Select => None,
         JobKind::Batch | JobKind::RunNow => Some(proto::directory::v1::Scope {
-            scope: Some(proto::directory::v1::scope::Scope::All(proto::directory::v1::AllUsers {})),
+            scope: Some(proto::directory::v1::scope::Scope::All(
+                proto::directory::v1::AllUsers {},
+            )),
         }),
     };
     pb::Job {
@@ -96,7 +107,10 @@ fn job_to_pb(job: Job) -> pb::Job {
 fn page_size(requested: u32) -> Result<u32, Error> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(Error::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}"))),
+        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
         n => Ok(n),
     }
 }
@@ -140,7 +154,10 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         if request.object_ids.len() > MAX_SELECTED {
             return Err(Error::invalid(
                 "object_ids",
-                format!("{} users selected; the limit is {MAX_SELECTED} per call", request.object_ids.len()),
+                format!(
+                    "{} users selected; the limit is {MAX_SELECTED} per call",
+                    request.object_ids.len()
+                ),
             )
             .into());
         }
@@ -153,11 +170,21 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         let company = parse_company(&request.company)?;
         let request_id = match request.request_id.trim() {
             "" => uuid::Uuid::new_v4().to_string(),
-            id if id.len() > 128 => return Err(Error::invalid("request_id", "must be at most 128 characters").into()),
+            id if id.len() > 128 => {
+                return Err(Error::invalid("request_id", "must be at most 128 characters").into());
+            }
             id => id.to_owned(),
         };
-        let selection = Selection { object_ids, company, request_id: request_id.clone(), created_by };
-        let (outcomes, counts) = self.importer.import_selected(selection, service_runtime::now_ms()).await?;
+        let selection = Selection {
+            object_ids,
+            company,
+            request_id: request_id.clone(),
+            created_by,
+        };
+        let (outcomes, counts) = self
+            .importer
+            .import_selected(selection, service_runtime::now_ms())
+            .await?;
         tracing::info!(
             request_id = %request_id,
             created = counts.created,
@@ -180,16 +207,27 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         unimplemented("StartBatchImport")
     }
 
-    async fn run_import_now(&self, _: Request<pb::RunImportNowRequest>) -> Result<Response<pb::RunImportNowResponse>, Status> {
+    async fn run_import_now(
+        &self,
+        _: Request<pb::RunImportNowRequest>,
+    ) -> Result<Response<pb::RunImportNowResponse>, Status> {
         unimplemented("RunImportNow")
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
         let job = self.importer.job(request.get_ref().job_id.trim()).await?;
-        Ok(Response::new(pb::GetJobResponse { job: Some(job_to_pb(job)) }))
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_to_pb(job)),
+        }))
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
         let before: Option<(i64, String)> = decode_token(&request.page_token)?;
@@ -204,19 +242,30 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         };
         let jobs = self.importer.jobs(status, before, limit).await?;
         let next_page_token = match jobs.last() {
-            Some(last) if jobs.len() == limit as usize => encode_token(&Some((last.created_at_ms, last.job_id.clone()))),
+            Some(last) if jobs.len() == limit as usize => {
+                encode_token(&Some((last.created_at_ms, last.job_id.clone())))
+            }
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.into_iter().map(job_to_pb).collect(), next_page_token }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(job_to_pb).collect(),
+            next_page_token,
+        }))
     }
 
     type WatchJobStream = JobStream;
 
-    async fn watch_job(&self, _: Request<pb::WatchJobRequest>) -> Result<Response<JobStream>, Status> {
+    async fn watch_job(
+        &self,
+        _: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<JobStream>, Status> {
         unimplemented("WatchJob")
     }
 
-    async fn cancel_job(&self, _: Request<pb::CancelJobRequest>) -> Result<Response<pb::CancelJobResponse>, Status> {
+    async fn cancel_job(
+        &self,
+        _: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
         unimplemented("CancelJob")
     }
 
@@ -227,7 +276,10 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         let request = request.into_inner();
         let limit = page_size(request.page_size)?;
         let after: String = decode_token(&request.page_token)?;
-        let outcomes = self.importer.outcomes(request.job_id.trim(), &after, limit).await?;
+        let outcomes = self
+            .importer
+            .outcomes(request.job_id.trim(), &after, limit)
+            .await?;
         let next_page_token = match outcomes.last() {
             Some(last) if outcomes.len() == limit as usize => encode_token(&last.object_id),
             _ => String::new(),
@@ -238,11 +290,17 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         }))
     }
 
-    async fn list_role_rules(&self, _: Request<pb::ListRoleRulesRequest>) -> Result<Response<pb::ListRoleRulesResponse>, Status> {
+    async fn list_role_rules(
+        &self,
+        _: Request<pb::ListRoleRulesRequest>,
+    ) -> Result<Response<pb::ListRoleRulesResponse>, Status> {
         unimplemented("ListRoleRules")
     }
 
-    async fn add_role_rule(&self, _: Request<pb::AddRoleRuleRequest>) -> Result<Response<pb::AddRoleRuleResponse>, Status> {
+    async fn add_role_rule(
+        &self,
+        _: Request<pb::AddRoleRuleRequest>,
+    ) -> Result<Response<pb::AddRoleRuleResponse>, Status> {
         unimplemented("AddRoleRule")
     }
 

@@ -1,8 +1,8 @@
 use anyhow::Context as _;
 use clap::Parser as _;
+use import_worker::{App, Config, store};
 use service_runtime::storage::Database;
 use service_runtime::{ServiceArgs, ServiceCommand};
-use import_worker::{App, Config, store};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

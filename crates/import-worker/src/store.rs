@@ -17,7 +17,10 @@ static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// import-worker's migrations for both backends.
-pub static MIGRATIONS: Migrations = Migrations { postgres: &POSTGRES, sqlite: &SQLITE };
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
+};
 
 const JOB_COLUMNS: &str = "job_id, kind, status, company, created_by, planned, created, already_present, \
      skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error";
@@ -90,7 +93,15 @@ struct OutcomeRow<'a> {
 
 static INSERT_OUTCOMES: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("object_id", "text"), ("kind", "text"), ("user_id", "text"), ("reason", "text")]);
+        let rows = json_rows(
+            backend,
+            &[
+                ("object_id", "text"),
+                ("kind", "text"),
+                ("user_id", "text"),
+                ("reason", "text"),
+            ],
+        );
         format!(
             "INSERT INTO job_outcomes (job_id, object_id, kind, user_id, reason) \
              SELECT $2, r.object_id, r.kind, r.user_id, r.reason FROM {rows} WHERE true \
@@ -110,7 +121,12 @@ pub async fn insert_outcomes(
     let rows: Vec<OutcomeRow<'_>> = outcomes
         .iter()
         .filter(|o| o.kind != OutcomeKind::Created)
-        .map(|o| OutcomeRow { object_id: &o.object_id, kind: o.kind.as_str(), user_id: &o.user_id, reason: &o.reason })
+        .map(|o| OutcomeRow {
+            object_id: &o.object_id,
+            kind: o.kind.as_str(),
+            user_id: &o.user_id,
+            reason: &o.reason,
+        })
         .collect();
     if rows.is_empty() {
         return Ok(());
@@ -133,7 +149,10 @@ pub async fn job(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, 
         .fetch_optional(conn)
         .await
         .map_err(Error::internal("get job"))?;
-    row.as_ref().map(job_from_row).transpose().map_err(Error::internal("read job"))
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
 }
 
 /// Jobs newest first, after the `(created_at_ms, job_id)` cursor when given.
@@ -157,11 +176,19 @@ pub async fn list_jobs(
         .fetch_all(conn)
         .await
         .map_err(Error::internal("list jobs"))?;
-    rows.iter().map(job_from_row).collect::<Result<_, _>>().map_err(Error::internal("read jobs"))
+    rows.iter()
+        .map(job_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read jobs"))
 }
 
 /// A page of a job's report (users not created), in object id order after `after`.
-pub async fn list_outcomes(conn: &mut AnyConnection, job_id: &str, after: &str, limit: u32) -> Result<Vec<Outcome>, Error> {
+pub async fn list_outcomes(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<Outcome>, Error> {
     let rows = sqlx::query(
         "SELECT object_id, kind, user_id, reason FROM job_outcomes \
          WHERE job_id = $1 AND object_id > $2 ORDER BY object_id LIMIT $3",

@@ -60,6 +60,19 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// The folder of a SQLite database (other files of the test may go there too).
+    pub fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        self._dir.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The Postgres server URL and this test's schema name. Schemas whose names start with
+    /// it are dropped with the test database too, so a test may create more.
+    pub fn postgres_schema(&self) -> Option<(&str, &str)> {
+        self.postgres_schema
+            .as_ref()
+            .map(|(server, schema)| (server.as_str(), schema.as_str()))
+    }
+
     /// A new SQLite database file.
     pub async fn sqlite() -> Self {
         init();

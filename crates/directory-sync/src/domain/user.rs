@@ -18,7 +18,6 @@ impl AccountType {
             Self::Member
         }
     }
-
 }
 
 service_runtime::text_enum!(AccountType { Member => "member", Guest => "guest" });

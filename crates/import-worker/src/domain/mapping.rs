@@ -68,11 +68,16 @@ pub fn map_user(user: &DirectoryUser, config: &MappingConfig) -> Result<Registry
             if user.user_principal_name.trim().is_empty() {
                 return Err("member without a user principal name".to_owned());
             }
-            (user.user_principal_name.trim().to_owned(), config.member_provider.clone())
+            (
+                user.user_principal_name.trim().to_owned(),
+                config.member_provider.clone(),
+            )
         }
         AccountType::Guest => {
             let mail = user.mail.trim();
-            let Some((_, domain)) = mail.rsplit_once('@').filter(|(local, domain)| !local.is_empty() && !domain.is_empty())
+            let Some((_, domain)) = mail
+                .rsplit_once('@')
+                .filter(|(local, domain)| !local.is_empty() && !domain.is_empty())
             else {
                 return Err(if mail.is_empty() {
                     "guest without mail: a guest signs in with its mail address".to_owned()
@@ -80,7 +85,14 @@ pub fn map_user(user: &DirectoryUser, config: &MappingConfig) -> Result<Registry
                     format!("guest mail {mail:?} is not an address")
                 });
             };
-            (mail.to_owned(), format!("{}{}", config.guest_provider_prefix, domain.to_ascii_lowercase()))
+            (
+                mail.to_owned(),
+                format!(
+                    "{}{}",
+                    config.guest_provider_prefix,
+                    domain.to_ascii_lowercase()
+                ),
+            )
         }
     };
     Ok(RegistryCandidate {
@@ -135,7 +147,10 @@ mod tests {
     fn a_guest_signs_in_with_the_mail_at_the_provider_of_its_domain() {
         let mapped = map_user(&guest("jane@Fabrikam.com"), &MappingConfig::default()).unwrap();
         assert_eq!(mapped.network_alias, "jane@Fabrikam.com");
-        assert_eq!(mapped.network_domain, "https://sts.windows.net/fabrikam.com");
+        assert_eq!(
+            mapped.network_domain,
+            "https://sts.windows.net/fabrikam.com"
+        );
         assert_eq!(mapped.account_type, AccountType::Guest);
     }
 
@@ -148,13 +163,29 @@ mod tests {
 
     #[test]
     fn a_disabled_member_is_imported_disabled() {
-        let mapped = map_user(&DirectoryUser { account_enabled: false, ..member() }, &MappingConfig::default()).unwrap();
+        let mapped = map_user(
+            &DirectoryUser {
+                account_enabled: false,
+                ..member()
+            },
+            &MappingConfig::default(),
+        )
+        .unwrap();
         assert!(!mapped.enabled);
     }
 
     #[test]
     fn a_deleted_user_is_skipped() {
-        assert!(map_user(&DirectoryUser { deleted: true, ..member() }, &MappingConfig::default()).is_err());
+        assert!(
+            map_user(
+                &DirectoryUser {
+                    deleted: true,
+                    ..member()
+                },
+                &MappingConfig::default()
+            )
+            .is_err()
+        );
     }
 
     proptest! {

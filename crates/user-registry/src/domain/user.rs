@@ -136,7 +136,8 @@ impl NewUser {
 
 /// Parses a GUID such as an Entra object or tenant id, returning its lower-case form.
 pub fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
-    service_runtime::normalize_guid(raw).ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
+    service_runtime::normalize_guid(raw)
+        .ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
 }
 
 /// What an import did with one user.

@@ -1,0 +1,8 @@
+//! cli: the `userimport` admin command line. Every command is a gRPC client of the services;
+//! `dev` and `demo` also run all of them in this one process ([`stack`]) on the embedded
+//! default: SQLite files and the built-in Graph emulator.
+
+pub mod commands;
+pub mod demo;
+pub mod output;
+pub mod stack;

@@ -1,0 +1,318 @@
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cli::commands::{self, DirectoryListArgs, Endpoints, UsersListArgs};
+use cli::output::{Format, note, print};
+use cli::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
+
+/// Import people from Microsoft Entra ID into the ERP's user registry.
+#[derive(Debug, Parser)]
+#[command(name = "userimport", version, about)]
+struct Cli {
+    /// directory-sync's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "USERIMPORT_DIRECTORY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    directory_url: String,
+    /// user-registry's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "USERIMPORT_REGISTRY_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    registry_url: String,
+    /// import-worker's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "USERIMPORT_IMPORTER_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    importer_url: String,
+    /// How to print results.
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_enum,
+        env = "USERIMPORT_OUTPUT",
+        default_value = "table"
+    )]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the three services in this process on the embedded default (SQLite, built-in Graph
+    /// emulator) until Ctrl-C; other `userimport` commands then talk to it.
+    Dev(DevArgs),
+    /// A scripted tour on a throw-away stack: sync, list, select-import, import again.
+    Demo {
+        /// Users of the emulated tenant.
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// Use this Postgres server (one schema per service) instead of SQLite.
+        #[arg(long)]
+        postgres: Option<String>,
+    },
+    /// The directory as directory-sync mirrors it.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+    /// Imports the named users (object ids or user principal names) now.
+    Import {
+        /// Object ids or user principal names.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Default company of the imported users (the caller's current company).
+        #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]
+        company: String,
+        /// Makes a retried command report the same outcomes instead of "already present".
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Users of the registry.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Companies of the registry.
+    #[command(subcommand)]
+    Companies(CompaniesCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Where the SQLite files go.
+    #[arg(long, default_value = ".userimport")]
+    data_dir: PathBuf,
+    /// Use this Postgres server (one schema per service) instead of SQLite.
+    #[arg(long, env = "USERIMPORT_DEV_POSTGRES")]
+    postgres: Option<String>,
+    /// Users of the emulated tenant (ignored when DIRECTORY_SYNC_DIRECTORY__TENANT_ID names a
+    /// real tenant).
+    #[arg(long, default_value_t = 500)]
+    users: usize,
+    /// Ports of directory-sync, user-registry and import-worker: this one and the next two.
+    #[arg(long, default_value_t = 50051)]
+    port_base: u16,
+    /// Extra companies, as CODE or CODE=Name (DAT always exists).
+    #[arg(long = "company")]
+    companies: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Lists directory users, by default those not imported yet.
+    List(DirectoryListArgs),
+    /// Runs a full sync now.
+    Sync,
+    /// Shows the last sync and the mirror's size.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Lists registry users.
+    List(UsersListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CompaniesCommand {
+    /// Lists companies.
+    List,
+    /// Creates a company (code: 1 to 4 letters or digits).
+    Create {
+        code: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    service_runtime::telemetry::init(&service_runtime::config::LogConfig {
+        format: service_runtime::config::LogFormat::Pretty,
+        filter: "warn".to_owned(),
+    });
+    service_runtime::install_crypto_provider();
+    let endpoints = Endpoints {
+        directory: cli.directory_url,
+        registry: cli.registry_url,
+        importer: cli.importer_url,
+    };
+    let format = cli.output;
+    match cli.command {
+        Command::Dev(args) => dev(args).await,
+        Command::Demo { users, postgres } => {
+            let data = tempfile_dir()?;
+            let storage = match postgres {
+                Some(url) => Storage::Postgres {
+                    url,
+                    schema_prefix: format!("demo_{}", uuid::Uuid::new_v4().simple()),
+                },
+                None => Storage::Sqlite(data.clone()),
+            };
+            let result = cli::demo::run(storage, users).await;
+            let _ = std::fs::remove_dir_all(&data);
+            result
+        }
+        Command::Directory(DirectoryCommand::List(args)) => {
+            let rows = commands::directory_list(&endpoints, &args).await?;
+            print(format, &rows)?;
+            note(format, format!("{} users", rows.len()));
+            Ok(())
+        }
+        Command::Directory(DirectoryCommand::Sync) => {
+            let run = commands::directory_sync(&endpoints).await?;
+            println!("{}", commands::describe_run(&run));
+            Ok(())
+        }
+        Command::Directory(DirectoryCommand::Status) => {
+            let status = commands::directory_status(&endpoints).await?;
+            println!(
+                "tenant {}: {} users mirrored",
+                status.tenant_id, status.mirrored_users
+            );
+            match status.last_run {
+                Some(run) => println!("last {}", commands::describe_run(&run)),
+                None => println!("no sync has run yet"),
+            }
+            Ok(())
+        }
+        Command::Import {
+            users,
+            company,
+            request_id,
+        } => {
+            let response = commands::import(&endpoints, &users, &company, request_id).await?;
+            commands::print_import(format, response)
+        }
+        Command::Users(UsersCommand::List(args)) => {
+            let rows = commands::users_list(&endpoints, &args).await?;
+            print(format, &rows)?;
+            note(format, format!("{} users", rows.len()));
+            Ok(())
+        }
+        Command::Companies(CompaniesCommand::List) => {
+            print(format, &commands::companies_list(&endpoints).await?)
+        }
+        Command::Companies(CompaniesCommand::Create { code, name }) => print(
+            format,
+            &[commands::companies_create(&endpoints, &code, &name).await?],
+        ),
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("userimport-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Reads the directory the services would read: a real tenant when the directory-sync
+/// environment names one, else the built-in emulator.
+fn directory_source(users: usize) -> anyhow::Result<DirectorySource> {
+    let tenant_configured =
+        std::env::var("DIRECTORY_SYNC_DIRECTORY__TENANT_ID").is_ok_and(|v| !v.is_empty());
+    if tenant_configured {
+        let config = directory_sync::Config::load(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(DirectorySource::Graph(config.directory));
+    }
+    Ok(DirectorySource::Emulator { users })
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let storage = match args.postgres {
+        Some(url) => Storage::Postgres {
+            url,
+            schema_prefix: "userimport".to_owned(),
+        },
+        None => Storage::Sqlite(args.data_dir.clone()),
+    };
+    let directory = directory_source(args.users)?;
+    let companies = args
+        .companies
+        .iter()
+        .map(|c| match c.split_once('=') {
+            Some((code, name)) => (code.to_owned(), name.to_owned()),
+            None => (c.clone(), String::new()),
+        })
+        .collect();
+    let ports = Ports {
+        directory: args.port_base,
+        registry: args.port_base + 1,
+        importer: args.port_base + 2,
+    };
+    let emulated = matches!(directory, DirectorySource::Emulator { .. });
+    let mut stack = Stack::start(StackOptions {
+        storage: storage.clone(),
+        directory,
+        ports,
+        companies,
+    })
+    .await?;
+
+    println!("userimport dev: every service in this process");
+    println!("  directory-sync   {}", stack.directory_url);
+    println!("  user-registry    {}", stack.registry_url);
+    println!("  import-worker    {}", stack.importer_url);
+    match (&stack.emulator, emulated) {
+        (Some(emulator), true) => println!(
+            "  Graph emulator   {} ({} users)",
+            emulator.base_url(),
+            args.users
+        ),
+        _ => println!("  directory        Microsoft Graph (configured tenant)"),
+    }
+    match &storage {
+        Storage::Sqlite(dir) => println!("  data             {} (SQLite)", dir.display()),
+        Storage::Postgres { .. } => println!(
+            "  data             Postgres, schemas userimport_directory/_registry/_importer"
+        ),
+    }
+    println!("\nReading the directory…");
+    let run = stack
+        .directory
+        .sync_now(directory_sync::domain::SyncMode::Full)
+        .await;
+    match run {
+        Ok(run) => println!(
+            "full sync: {} users read ({} new, {} changed, {} removed)",
+            run.users_seen, run.users_created, run.users_updated, run.users_removed
+        ),
+        Err(error) => println!("the first sync did not run: {error}"),
+    }
+    let env_hint = if args.port_base == 50051 {
+        String::new()
+    } else {
+        format!(
+            "\nThe ports are not the defaults; first run:\n  export USERIMPORT_DIRECTORY_URL={} USERIMPORT_REGISTRY_URL={} USERIMPORT_IMPORTER_URL={}\n",
+            stack.directory_url, stack.registry_url, stack.importer_url
+        )
+    };
+    println!(
+        "{env_hint}\nTry, in another terminal:\n  \
+         userimport directory list --search a          # users not imported yet\n  \
+         userimport import <object-id|upn>... --company DAT\n  \
+         userimport users list\n  \
+         userimport directory list --all --output csv\n\nCtrl-C stops everything."
+    );
+
+    let shutdown = service_runtime::shutdown::on_signal();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        result = stack.any_stopped() => {
+            result?;
+            anyhow::bail!("a service stopped unexpectedly");
+        }
+    }
+    println!("stopping…");
+    stack.stop().await
+}

@@ -1,0 +1,233 @@
+//! Every service in one process: what `userimport dev` and `demo` run, and what the end-to-end
+//! tests start. Each service keeps its own database (three SQLite files, or three schemas of
+//! one Postgres database), exactly as when deployed apart; only the process is shared.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use directory_sync::config::DirectoryConfig;
+use graph_emulator::{Emulator, EmulatorConfig};
+use service_runtime::storage::{Database, Migrations};
+use sqlx::{Connection as _, Executor as _};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where the three services keep their data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// One SQLite file per service in this folder (the embedded default).
+    Sqlite(PathBuf),
+    /// One schema per service (`<prefix>_directory`, `_registry`, `_importer`) on this server.
+    Postgres { url: String, schema_prefix: String },
+}
+
+/// Which directory the stack reads.
+#[derive(Debug, Clone)]
+pub enum DirectorySource {
+    /// The built-in Graph emulator with a synthetic tenant of this many users.
+    Emulator { users: usize },
+    /// A real tenant (or any Graph endpoint).
+    Graph(DirectoryConfig),
+}
+
+/// Ports of the three services; 0 picks free ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub directory: u16,
+    pub registry: u16,
+    pub importer: u16,
+}
+
+impl Ports {
+    /// The ports the CLI talks to by default.
+    pub const DEFAULT: Ports = Ports {
+        directory: 50051,
+        registry: 50052,
+        importer: 50053,
+    };
+    /// Free ports chosen by the system (tests).
+    pub const ANY: Ports = Ports {
+        directory: 0,
+        registry: 0,
+        importer: 0,
+    };
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub storage: Storage,
+    pub directory: DirectorySource,
+    pub ports: Ports,
+    /// Companies created in the registry besides DAT.
+    pub companies: Vec<(String, String)>,
+}
+
+/// A running stack. Dropping it stops every service.
+pub struct Stack {
+    pub directory_url: String,
+    pub registry_url: String,
+    pub importer_url: String,
+    /// The emulator, when the stack reads one.
+    pub emulator: Option<Emulator>,
+    /// The directory-sync use cases, to run the first sync in-process.
+    pub directory: directory_sync::service::Directory,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+async fn bind(port: u16) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another `userimport dev` running?)"))
+}
+
+fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
+    Ok(format!("http://{}", listener.local_addr()?))
+}
+
+impl Storage {
+    /// Connects to (and migrates) the database of one service.
+    async fn database(
+        &self,
+        service: &str,
+        migrations: &Migrations,
+    ) -> anyhow::Result<(Database, String)> {
+        let url = match self {
+            Storage::Sqlite(dir) => {
+                format!("sqlite://{}", dir.join(format!("{service}.db")).display())
+            }
+            Storage::Postgres { url, schema_prefix } => {
+                let schema = format!("{schema_prefix}_{service}").replace('-', "_");
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .context("cannot connect to Postgres")?;
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {schema}"
+                )))
+                .await?;
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}options=-c%20search_path%3D{schema}")
+            }
+        };
+        let db = Database::connect(&url, 5).await?;
+        db.migrate(migrations)
+            .await
+            .with_context(|| format!("migrations of {service}"))?;
+        Ok((db, url))
+    }
+}
+
+impl Stack {
+    /// Starts the emulator (when asked), user-registry, directory-sync and import-worker,
+    /// each on its own loopback port and database. Returns once all of them accept calls.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        service_runtime::install_crypto_provider();
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let (emulator, directory_config) = match &options.directory {
+            DirectorySource::Emulator { users } => {
+                let emulator =
+                    Emulator::start(EmulatorConfig::synthetic(*users), bind(0).await?).await?;
+                let base = emulator
+                    .base_url()
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_owned();
+                let config = DirectoryConfig::single_host(
+                    &base,
+                    emulator.tenant_id(),
+                    emulator.client_id(),
+                    emulator.client_secret(),
+                );
+                (Some(emulator), config)
+            }
+            DirectorySource::Graph(config) => (None, config.clone()),
+        };
+
+        let registry_listener = bind(options.ports.registry).await?;
+        let directory_listener = bind(options.ports.directory).await?;
+        let importer_listener = bind(options.ports.importer).await?;
+        let registry_url = url_of(&registry_listener)?;
+        let directory_url = url_of(&directory_listener)?;
+        let importer_url = url_of(&importer_listener)?;
+
+        let (registry_db, registry_db_url) = options
+            .storage
+            .database("registry", &user_registry::store::MIGRATIONS)
+            .await?;
+        let mut registry_config = user_registry::Config::for_tests(&registry_db_url);
+        registry_config.companies = options
+            .companies
+            .iter()
+            .map(|(code, name)| user_registry::config::CompanyConfig {
+                code: code.clone(),
+                name: name.clone(),
+            })
+            .collect();
+        let registry =
+            user_registry::App::build(&registry_config, registry_db, registry_listener).await?;
+        tasks.spawn(registry.run(shutdown.clone()));
+
+        let (directory_db, directory_db_url) = options
+            .storage
+            .database("directory", &directory_sync::store::MIGRATIONS)
+            .await?;
+        let directory_config =
+            directory_sync::Config::for_tests(&directory_db_url, &registry_url, directory_config);
+        let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
+            .context("invalid directory settings")?;
+        let directory =
+            directory_sync::App::build(&directory_config, directory_db, directory_listener, graph)
+                .await?;
+        let directory_service = directory.directory();
+        tasks.spawn(directory.run(shutdown.clone()));
+
+        let (importer_db, importer_db_url) = options
+            .storage
+            .database("importer", &import_worker::store::MIGRATIONS)
+            .await?;
+        let importer_config =
+            import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
+        let importer =
+            import_worker::App::build(&importer_config, importer_db, importer_listener).await?;
+        tasks.spawn(importer.run(shutdown.clone()));
+
+        Ok(Self {
+            directory_url,
+            registry_url,
+            importer_url,
+            emulator,
+            directory: directory_service,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Cancels every service and waits for them to finish their in-flight calls.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            result.context("service task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Resolves when any service stops on its own (an error), or never.
+    pub async fn any_stopped(&mut self) -> anyhow::Result<()> {
+        match self.tasks.join_next().await {
+            Some(result) => result.context("service task panicked")?,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

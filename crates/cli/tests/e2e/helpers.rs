@@ -1,0 +1,126 @@
+use cli::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
+use graph_emulator::EmulatedUser;
+use proto::directory::v1 as directory_pb;
+use proto::directory::v1::directory_service_client::DirectoryServiceClient;
+use proto::importer::v1 as importer_pb;
+use proto::importer::v1::importer_service_client::ImporterServiceClient;
+use proto::registry::v1 as registry_pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use test_support::TestDatabase;
+use tonic::transport::Channel;
+
+pub(crate) struct EndToEnd {
+    pub(crate) stack: Stack,
+    pub(crate) directory: DirectoryServiceClient<Channel>,
+    pub(crate) registry: RegistryServiceClient<Channel>,
+    pub(crate) importer: ImporterServiceClient<Channel>,
+}
+
+pub(crate) fn storage_for(db: &TestDatabase) -> Storage {
+    match (db.sqlite_dir(), db.postgres_schema()) {
+        (Some(dir), _) => Storage::Sqlite(dir.to_owned()),
+        (None, Some((server, schema))) => Storage::Postgres {
+            url: server.to_owned(),
+            schema_prefix: schema.to_owned(),
+        },
+        (None, None) => unreachable!("a test database is SQLite or Postgres"),
+    }
+}
+
+impl EndToEnd {
+    /// The emulator with `users` synthetic users and the three services, synced once.
+    pub(crate) async fn start(db: &TestDatabase, users: usize) -> Self {
+        let stack = Stack::start(StackOptions {
+            storage: storage_for(db),
+            directory: DirectorySource::Emulator { users },
+            ports: Ports::ANY,
+            companies: vec![("USMF".into(), "Contoso USA".into())],
+        })
+        .await
+        .unwrap();
+        let mut directory = DirectoryServiceClient::connect(stack.directory_url.clone())
+            .await
+            .unwrap();
+        let run = directory
+            .sync_now(directory_pb::SyncNowRequest {
+                mode: directory_pb::SyncMode::Full.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .run
+            .unwrap();
+        assert_eq!(run.users_seen, users as u64);
+        Self {
+            registry: RegistryServiceClient::connect(stack.registry_url.clone())
+                .await
+                .unwrap(),
+            importer: ImporterServiceClient::connect(stack.importer_url.clone())
+                .await
+                .unwrap(),
+            directory,
+            stack,
+        }
+    }
+
+    pub(crate) fn tenant(&self) -> Vec<EmulatedUser> {
+        self.stack.emulator.as_ref().unwrap().users()
+    }
+
+    /// Every user the select-import dialog lists, page by page.
+    pub(crate) async fn list_not_imported(&self) -> Vec<directory_pb::DirectoryUser> {
+        let mut users = Vec::new();
+        let mut token = String::new();
+        loop {
+            let request = directory_pb::ListUsersRequest {
+                page_size: 64,
+                page_token: token,
+                ..Default::default()
+            };
+            let page = self
+                .directory
+                .clone()
+                .list_users(request)
+                .await
+                .unwrap()
+                .into_inner();
+            users.extend(page.users);
+            if page.next_page_token.is_empty() {
+                return users;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    pub(crate) async fn import(
+        &self,
+        object_ids: Vec<String>,
+        company: &str,
+    ) -> Result<importer_pb::ImportSelectedResponse, tonic::Status> {
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids,
+            company: company.into(),
+            ..Default::default()
+        };
+        Ok(self
+            .importer
+            .clone()
+            .import_selected(request)
+            .await?
+            .into_inner())
+    }
+
+    pub(crate) async fn registry_users(&self) -> Vec<registry_pb::RegistryUser> {
+        let request = registry_pb::ListUsersRequest {
+            page_size: 1000,
+            ..Default::default()
+        };
+        self.registry
+            .clone()
+            .list_users(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .users
+    }
+}

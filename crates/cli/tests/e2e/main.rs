@@ -1,0 +1,8 @@
+//! End to end: the Graph emulator and the three services, each on its own port and database,
+//! driven over gRPC and through the `userimport` binary, on SQLite and on Postgres.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod cli_binary;
+mod helpers;
+mod select_import;

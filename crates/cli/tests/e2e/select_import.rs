@@ -1,0 +1,109 @@
+use std::collections::HashSet;
+
+use graph_emulator::{SyntheticKind, synthetic_kind};
+use proto::importer::v1 as importer_pb;
+use proto::registry::v1::OutcomeKind::{AlreadyPresent, Created, Skipped};
+use proto::registry::v1::{AccountType, OutcomeKind};
+
+use crate::helpers::EndToEnd;
+
+fn kinds(response: &importer_pb::ImportSelectedResponse) -> Vec<OutcomeKind> {
+    response.outcomes.iter().map(|o| o.kind()).collect()
+}
+
+test_support::on_both_backends! {
+    async fn five_selected_users_are_imported_with_one_outcome_each_and_then_hidden(db) {
+        let e2e = EndToEnd::start(&db, 200).await;
+        let tenant = e2e.tenant();
+        let listed = e2e.list_not_imported().await;
+        assert_eq!(listed.len(), 200, "nothing is imported yet");
+
+        let index_of = |kind: SyntheticKind, nth: usize| (0..tenant.len()).filter(|&i| synthetic_kind(i) == kind).nth(nth).unwrap();
+        let member = index_of(SyntheticKind::Member, 0);
+        let guest = index_of(SyntheticKind::GuestWithMail, 0);
+        let guest_without_mail = index_of(SyntheticKind::GuestWithoutMail, 0);
+        let colliding = [index_of(SyntheticKind::LongCollidingLocalPart, 0), index_of(SyntheticKind::LongCollidingLocalPart, 1)];
+        let picked = [member, guest, guest_without_mail, colliding[0], colliding[1]];
+        let ids: Vec<String> = picked.iter().map(|&i| tenant[i].id.clone()).collect();
+
+        let response = e2e.import(ids.clone(), "usmf").await.unwrap();
+        assert_eq!(kinds(&response), [Created, Created, Skipped, Created, Created]);
+        let outcome_ids: Vec<&str> = response.outcomes.iter().map(|o| o.object_id.as_str()).collect();
+        assert_eq!(outcome_ids, ids.iter().map(String::as_str).collect::<Vec<_>>(), "one outcome per id, in order");
+        assert!(response.outcomes[2].reason.contains("without mail"), "{}", response.outcomes[2].reason);
+        let counts = response.counts.unwrap();
+        assert_eq!((counts.created, counts.already_present, counts.skipped, counts.failed), (4, 0, 1, 0));
+
+        // The colliding aliases share their first 20 characters; one keeps them, the other is numbered.
+        let colliding_ids: HashSet<&str> = [response.outcomes[3].user_id.as_str(), response.outcomes[4].user_id.as_str()].into();
+        let base: String = tenant[colliding[0]].user_principal_name.split('@').next().unwrap().chars().take(20).collect();
+        let numbered = format!("{}2", &base[..19]);
+        assert_eq!(colliding_ids, HashSet::from([base.as_str(), numbered.as_str()]));
+
+        let users = e2e.registry_users().await;
+        assert_eq!(users.len(), 4);
+        assert!(users.iter().all(|u| u.company == "USMF"));
+        let guest_user = users.iter().find(|u| u.object_id == tenant[guest].id).unwrap();
+        let guest_mail = tenant[guest].mail.clone().unwrap();
+        assert_eq!(guest_user.network_alias, guest_mail);
+        assert_eq!(guest_user.account_type(), AccountType::Guest);
+        assert_eq!(guest_user.network_domain, format!("https://sts.windows.net/{}", guest_mail.split('@').nth(1).unwrap()));
+        let member_user = users.iter().find(|u| u.object_id == tenant[member].id).unwrap();
+        assert_eq!(member_user.network_alias, tenant[member].user_principal_name);
+        assert_eq!(member_user.network_domain, "https://sts.windows.net/");
+        assert_eq!(member_user.name, tenant[member].display_name);
+        assert!(member_user.enabled);
+
+        let listed = e2e.list_not_imported().await;
+        let listed_ids: HashSet<String> = listed.iter().map(|u| u.object_id.clone()).collect();
+        assert_eq!(listed.len(), 196);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(listed_ids.contains(id), i == 2, "only the skipped guest is still listed");
+        }
+
+        let again = e2e.import(ids, "USMF").await.unwrap();
+        assert_eq!(kinds(&again), [AlreadyPresent, AlreadyPresent, Skipped, AlreadyPresent, AlreadyPresent]);
+        assert_eq!(e2e.registry_users().await, users, "importing again changes nothing");
+    }
+
+    async fn a_disabled_directory_user_is_imported_disabled(db) {
+        let e2e = EndToEnd::start(&db, 60).await;
+        let tenant = e2e.tenant();
+        let disabled = (0..tenant.len()).find(|&i| synthetic_kind(i) == SyntheticKind::DisabledMember).unwrap();
+        let response = e2e.import(vec![tenant[disabled].id.clone()], "DAT").await.unwrap();
+        assert_eq!(kinds(&response), [Created]);
+        assert!(!e2e.registry_users().await[0].enabled);
+    }
+
+    async fn a_retried_request_reports_its_first_outcomes_and_is_recorded_once(db) {
+        let e2e = EndToEnd::start(&db, 60).await;
+        let tenant = e2e.tenant();
+        let ids = vec![tenant[0].id.clone(), tenant[19].id.clone(), tenant[0].id.clone()];
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids: ids,
+            company: "DAT".into(),
+            request_id: "retry-me".into(),
+            ..Default::default()
+        };
+        let first = e2e.importer.clone().import_selected(request.clone()).await.unwrap().into_inner();
+        let retry = e2e.importer.clone().import_selected(request).await.unwrap().into_inner();
+        assert_eq!(first.outcomes, retry.outcomes);
+        assert_eq!(kinds(&retry), [Created, Skipped, Created]);
+
+        let job = e2e.importer.clone().get_job(importer_pb::GetJobRequest { job_id: "retry-me".into() }).await.unwrap().into_inner().job.unwrap();
+        assert_eq!(job.status(), importer_pb::JobStatus::Completed);
+        let counts = job.counts.unwrap();
+        assert_eq!((counts.created, counts.skipped), (2, 1));
+        let report = e2e
+            .importer
+            .clone()
+            .list_job_outcomes(importer_pb::ListJobOutcomesRequest { job_id: "retry-me".into(), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(report.outcomes.len(), 1, "the report lists the users not created");
+        assert_eq!(report.outcomes[0].object_id, tenant[19].id);
+        let jobs = e2e.importer.clone().list_jobs(importer_pb::ListJobsRequest::default()).await.unwrap().into_inner();
+        assert_eq!(jobs.jobs.len(), 1);
+    }
+}
