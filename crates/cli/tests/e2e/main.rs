@@ -4,5 +4,6 @@
 
 mod bad_input;
 mod cli_binary;
+mod health_and_reflection;
 mod helpers;
 mod select_import;
