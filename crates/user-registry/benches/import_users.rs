@@ -1,0 +1,196 @@
+//! Benchmark: `RegistryService.ImportUsers` on Postgres against a raw `COPY` of the same rows,
+//! measured in the same run on the same server.
+//!
+//! ```text
+//! USERIMPORT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo bench -p user-registry --bench import_users
+//! ```
+//! Knobs: `BENCH_USERS` (default 100000), `BENCH_BATCH` (500), `BENCH_CONCURRENCY` (a list,
+//! default "1,4": calls in flight at once).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use proto::registry::v1 as pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use service_runtime::storage::Database;
+use sqlx::{Connection as _, Executor as _};
+use tokio_util::sync::CancellationToken;
+use user_registry::{App, Config, store};
+
+const TENANT: &str = "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The synthetic tenant mapped as import-worker maps it (guests without mail keep their UPN
+/// here so every generated user is imported).
+fn users(n: usize) -> Vec<pb::NewUser> {
+    graph_emulator::synthetic_users(n, "contoso.com")
+        .into_iter()
+        .map(|u| {
+            let guest = u.user_type == "Guest";
+            let alias = if guest { u.mail.clone().unwrap_or(u.user_principal_name.clone()) } else { u.user_principal_name.clone() };
+            pb::NewUser {
+                tenant_id: TENANT.into(),
+                object_id: u.id,
+                email: alias.clone(),
+                network_alias: alias,
+                network_domain: "https://sts.windows.net/".into(),
+                name: u.display_name,
+                enabled: u.account_enabled,
+                account_type: if guest { pb::AccountType::Guest } else { pb::AccountType::Member }.into(),
+            }
+        })
+        .collect()
+}
+
+struct Schema {
+    server: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create(server: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(server).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).await?;
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options=-c%20search_path%3D{name}");
+        Ok((Self { server: server.to_owned(), name }, url))
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name))).await?;
+        Ok(())
+    }
+}
+
+/// Imports every user through a registry served on loopback; returns the elapsed time.
+async fn import_through_grpc(server: &str, users: &[pb::NewUser], batch: usize, concurrency: usize) -> anyhow::Result<Duration> {
+    let (schema, url) = Schema::create(server, "bench_import").await?;
+    let db = Database::connect(&url, 10).await?;
+    db.migrate(&store::MIGRATIONS).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let app = App::build(&Config::for_tests(&url), db.clone(), listener).await?;
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let server_task = tokio::spawn(app.run(shutdown.clone()));
+    let client = RegistryServiceClient::connect(format!("http://{addr}")).await?;
+
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<usize>> = futures::stream::iter(users.chunks(batch).enumerate())
+        .map(|(i, chunk)| {
+            let mut client = client.clone();
+            let request = pb::ImportUsersRequest { import_id: format!("bench-{i}"), company: "DAT".into(), users: chunk.to_vec() };
+            async move {
+                let outcomes = client.import_users(request).await?.into_inner().outcomes;
+                Ok(outcomes.iter().filter(|o| o.kind() == pb::OutcomeKind::Created).count())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let created: usize = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().sum();
+    anyhow::ensure!(created == users.len(), "created {created} of {}", users.len());
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(db.pool()).await?;
+    anyhow::ensure!(rows == users.len() as i64, "{rows} rows");
+
+    shutdown.cancel();
+    server_task.await??;
+    db.close().await;
+    schema.drop().await?;
+    Ok(elapsed)
+}
+
+fn copy_field(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+}
+
+/// COPYs the same rows (with distinct user ids, as the import allocates) into an identical,
+/// freshly migrated table; returns the elapsed time of the COPY alone.
+async fn copy_same_rows(server: &str, users: &[pb::NewUser]) -> anyhow::Result<Duration> {
+    let (schema, url) = Schema::create(server, "bench_copy").await?;
+    let db = Database::connect(&url, 1).await?;
+    db.migrate(&store::MIGRATIONS).await?;
+    db.close().await;
+
+    let mut data = String::with_capacity(users.len() * 256);
+    for (i, u) in users.iter().enumerate() {
+        let user_id = format!("u{i}");
+        let account_type = if u.account_type() == pb::AccountType::Guest { "guest" } else { "member" };
+        let fields = [
+            copy_field(&u.tenant_id),
+            copy_field(&u.object_id),
+            user_id.clone(),
+            user_id,
+            copy_field(&u.network_alias),
+            copy_field(&u.network_domain),
+            copy_field(&u.email),
+            copy_field(&u.name),
+            u.enabled.to_string(),
+            "DAT".to_owned(),
+            account_type.to_owned(),
+            "0".to_owned(),
+            "0".to_owned(),
+            "bench".to_owned(),
+        ];
+        data.push_str(&fields.join("\t"));
+        data.push('\n');
+    }
+    let mut conn = sqlx::PgConnection::connect(&url).await?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY users (tenant_id, object_id, user_id, user_key, network_alias, network_domain, email, name, \
+             enabled, company, account_type, created_at_ms, updated_at_ms, created_by_import) FROM STDIN",
+        )
+        .await?;
+    copy.send(data.as_bytes()).await?;
+    let rows = copy.finish().await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(rows == users.len() as u64, "copied {rows}");
+    conn.close().await?;
+    schema.drop().await?;
+    Ok(elapsed)
+}
+
+async fn run() -> anyhow::Result<()> {
+    test_support::init();
+    let Ok(server) = std::env::var("USERIMPORT_TEST_DATABASE_URL") else {
+        eprintln!("set USERIMPORT_TEST_DATABASE_URL to a Postgres server to run this benchmark");
+        return Ok(());
+    };
+    let n: usize = env_or("BENCH_USERS", 100_000);
+    let batch: usize = env_or("BENCH_BATCH", 500);
+    let concurrency: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .map(|c| c.trim().parse().context("BENCH_CONCURRENCY"))
+        .collect::<anyhow::Result<_>>()?;
+    let users = users(n);
+
+    let copy = copy_same_rows(&server, &users).await?;
+    let copy_rate = n as f64 / copy.as_secs_f64();
+    println!("users: {n}, batch: {batch}");
+    println!("COPY (same rows, same table and indexes): {:>7.3} s  {:>9.0} rows/s", copy.as_secs_f64(), copy_rate);
+    for c in concurrency {
+        let elapsed = import_through_grpc(&server, &users, batch, c).await?;
+        let rate = n as f64 / elapsed.as_secs_f64();
+        println!(
+            "ImportUsers over gRPC, {c} call(s) in flight: {:>7.3} s  {:>9.0} users/s  = {:.2}x COPY",
+            elapsed.as_secs_f64(),
+            rate,
+            rate / copy_rate
+        );
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
