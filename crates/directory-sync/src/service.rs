@@ -311,7 +311,13 @@ impl Directory {
         let mut fetched = HashMap::new();
         for (key, result) in results {
             if let Some(user) = result? {
-                fetched.insert(key, sync::mirror_user(&self.inner.tenant_id, &user));
+                match sync::mirror_user(&self.inner.tenant_id, &user) {
+                    Ok(mirrored) => {
+                        fetched.insert(key, mirrored);
+                    }
+                    // Answered as not found, since it cannot be imported either.
+                    Err(reason) => tracing::warn!(%key, %reason, "directory user rejected"),
+                }
             }
         }
         if !fetched.is_empty() {

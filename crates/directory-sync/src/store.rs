@@ -1,12 +1,13 @@
 //! The mirror's tables (sqlx, Postgres or SQLite). Functions take a connection so they compose
-//! in one transaction; batches are one statement each (a JSON parameter expanded by the
-//! database).
+//! in one transaction; batches are one statement each (one text parameter expanded by the
+//! database, `service_runtime::storage::RowsParam`).
 
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use service_runtime::storage::{Backend, Dialects, Migrations, escape_like, flag, json_rows};
+use service_runtime::storage::{
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
+};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
@@ -52,25 +53,9 @@ fn users_from_rows(rows: &[AnyRow]) -> Result<Vec<MirrorUser>, Error> {
         .map_err(Error::internal("read mirrored users"))
 }
 
-#[derive(Serialize)]
-struct UpsertRow<'a> {
-    object_id: &'a str,
-    user_principal_name: &'a str,
-    mail: &'a str,
-    display_name: &'a str,
-    given_name: &'a str,
-    surname: &'a str,
-    account_enabled: bool,
-    account_type: &'a str,
-    search_name: String,
-    search_upn: String,
-    search_mail: String,
-    content_hash: i64,
-}
-
 static UPSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(
+        let rows = rows_from(
             backend,
             &[
                 ("object_id", "text"),
@@ -133,26 +118,43 @@ pub async fn upsert_users(
     if users.is_empty() {
         return Ok(UpsertCounts::default());
     }
-    let rows: Vec<UpsertRow<'_>> = users
+    // Derived columns are computed here so the statement stays a plain upsert.
+    let derived: Vec<[String; 4]> = users
         .iter()
-        .map(|u| UpsertRow {
-            object_id: &u.object_id,
-            user_principal_name: &u.user_principal_name,
-            mail: &u.mail,
-            display_name: &u.display_name,
-            given_name: &u.given_name,
-            surname: &u.surname,
-            account_enabled: u.account_enabled,
-            account_type: u.account_type.as_str(),
-            search_name: u.display_name.to_lowercase(),
-            search_upn: u.user_principal_name.to_lowercase(),
-            search_mail: u.mail.to_lowercase(),
-            content_hash: u.content_hash(),
+        .map(|u| {
+            [
+                u.display_name.to_lowercase(),
+                u.user_principal_name.to_lowercase(),
+                u.mail.to_lowercase(),
+                u.content_hash().to_string(),
+            ]
         })
         .collect();
-    let json = serde_json::to_string(&rows).context("encode mirrored users")?;
+    let param = rows_text(
+        backend,
+        users
+            .iter()
+            .zip(&derived)
+            .map(|(u, [name, upn, mail, hash])| {
+                [
+                    u.object_id.as_str(),
+                    &u.user_principal_name,
+                    &u.mail,
+                    &u.display_name,
+                    &u.given_name,
+                    &u.surname,
+                    flag_text(u.account_enabled),
+                    u.account_type.as_str(),
+                    name,
+                    upn,
+                    mail,
+                    hash,
+                ]
+            }),
+    )
+    .context("encode mirrored users")?;
     let returned = sqlx::query(UPSERT_USERS.get(backend))
-        .bind(json)
+        .bind(param)
         .bind(tenant_id)
         .bind(run_id)
         .bind(now_ms)
@@ -176,19 +178,13 @@ pub async fn upsert_users(
     Ok(counts)
 }
 
-#[derive(Serialize)]
-struct IdRow<'a> {
-    id: &'a str,
-}
-
-fn id_rows(ids: &[String]) -> Result<String, Error> {
-    let rows: Vec<IdRow<'_>> = ids.iter().map(|id| IdRow { id }).collect();
-    Ok(serde_json::to_string(&rows).context("encode ids")?)
+fn id_rows(backend: Backend, ids: &[String]) -> Result<String, Error> {
+    Ok(rows_text(backend, ids.iter().map(|id| [id.as_str()])).context("encode ids")?)
 }
 
 static TOUCH_SEEN: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("id", "text")]);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
             "UPDATE directory_users SET last_seen_run = $3 \
              WHERE tenant_id = $2 AND object_id IN (SELECT r.id FROM {rows})"
@@ -209,7 +205,7 @@ pub async fn touch_seen(
         return Ok(());
     }
     sqlx::query(TOUCH_SEEN.get(backend))
-        .bind(id_rows(object_ids)?)
+        .bind(id_rows(backend, object_ids)?)
         .bind(tenant_id)
         .bind(run_id)
         .execute(conn)
@@ -257,7 +253,7 @@ pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<
 
 static BY_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("id", "text")]);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
             "SELECT {USER_COLUMNS} FROM {rows} \
              JOIN directory_users u ON u.tenant_id = $2 AND u.object_id = r.id"
@@ -276,7 +272,7 @@ pub async fn users_by_object_ids(
         return Ok(Vec::new());
     }
     let rows = sqlx::query(BY_OBJECT_IDS.get(backend))
-        .bind(id_rows(object_ids)?)
+        .bind(id_rows(backend, object_ids)?)
         .bind(tenant_id)
         .fetch_all(conn)
         .await
@@ -286,7 +282,7 @@ pub async fn users_by_object_ids(
 
 static BY_UPNS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("id", "text")]);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
             "SELECT {USER_COLUMNS} FROM {rows} \
              JOIN directory_users u ON u.tenant_id = $2 AND u.search_upn = r.id"
@@ -306,7 +302,7 @@ pub async fn users_by_upns(
     }
     let lowered: Vec<String> = upns.iter().map(|u| u.to_lowercase()).collect();
     let rows = sqlx::query(BY_UPNS.get(backend))
-        .bind(id_rows(&lowered)?)
+        .bind(id_rows(backend, &lowered)?)
         .bind(tenant_id)
         .fetch_all(conn)
         .await
@@ -315,7 +311,7 @@ pub async fn users_by_upns(
 }
 
 /// The position after which a listing page starts: (lower-cased display name, object id).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListCursor {
     pub name: String,
     pub object_id: String,

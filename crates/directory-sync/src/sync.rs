@@ -13,21 +13,43 @@ use crate::store;
 /// bounded by this many pages whatever the tenant size.
 const PAGES_IN_FLIGHT: usize = 2;
 
-/// Maps a Graph user to its mirror form. Absent strings become empty; a user whose
-/// `accountEnabled` was not returned counts as enabled (we always `$select` it).
-pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> MirrorUser {
-    MirrorUser {
-        tenant_id: tenant_id.to_owned(),
-        object_id: user.id.to_ascii_lowercase(),
-        user_principal_name: user.user_principal_name.clone(),
-        mail: user.mail.clone().unwrap_or_default(),
-        display_name: user.display_name.clone().unwrap_or_default(),
-        given_name: user.given_name.clone().unwrap_or_default(),
-        surname: user.surname.clone().unwrap_or_default(),
-        account_enabled: user.account_enabled.unwrap_or(true),
-        account_type: AccountType::classify(user.user_type.as_deref(), &user.user_principal_name),
-        deletion_state: DeletionState::Present,
+/// Maps a Graph user to its mirror form, or says why it cannot be mirrored (the user is then
+/// rejected alone). Absent strings become empty; control characters in names become spaces; a
+/// user whose `accountEnabled` was not returned counts as enabled (we always `$select` it).
+pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> Result<MirrorUser, String> {
+    let object_id = service_runtime::normalize_guid(&user.id)
+        .ok_or_else(|| format!("id {:?} is not a GUID", user.id))?;
+    let upn = user.user_principal_name.trim();
+    if upn.is_empty() || upn.chars().any(char::is_control) {
+        return Err(format!(
+            "userPrincipalName {upn:?} is empty or holds control characters"
+        ));
     }
+    let mail = user.mail.as_deref().unwrap_or_default().trim();
+    if mail.chars().any(char::is_control) {
+        return Err(format!("mail {mail:?} holds control characters"));
+    }
+    let text = |value: &Option<String>| -> String {
+        let cleaned: String = value
+            .as_deref()
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        cleaned.trim().to_owned()
+    };
+    Ok(MirrorUser {
+        tenant_id: tenant_id.to_owned(),
+        object_id,
+        user_principal_name: upn.to_owned(),
+        mail: mail.to_owned(),
+        display_name: text(&user.display_name),
+        given_name: text(&user.given_name),
+        surname: text(&user.surname),
+        account_enabled: user.account_enabled.unwrap_or(true),
+        account_type: AccountType::classify(user.user_type.as_deref(), upn),
+        deletion_state: DeletionState::Present,
+    })
 }
 
 /// Runs one full sync of `tenant_id` and records it as `run`. The sweep of unseen users runs
@@ -109,18 +131,25 @@ async fn read_and_sweep(
                 break;
             }
         };
-        let users: Vec<MirrorUser> = page
-            .users
-            .iter()
-            .map(|u| mirror_user(tenant_id, u))
-            .collect();
-        let rejected_ids: Vec<String> = page
+        let mut users: Vec<MirrorUser> = Vec::with_capacity(page.users.len());
+        let mut rejected: Vec<(Option<String>, String)> = page
             .rejected
-            .iter()
-            .filter_map(|r| r.id.as_ref().map(|id| id.to_ascii_lowercase()))
+            .into_iter()
+            .map(|r| (r.id, r.reason))
             .collect();
-        for rejected in &page.rejected {
-            tracing::warn!(run_id = %run.run_id, object_id = ?rejected.id, reason = %rejected.reason, "directory user rejected");
+        for user in &page.users {
+            match mirror_user(tenant_id, user) {
+                Ok(mirrored) => users.push(mirrored),
+                Err(reason) => rejected.push((Some(user.id.clone()), reason)),
+            }
+        }
+        // A rejected user the directory still lists must not be swept as deleted.
+        let rejected_ids: Vec<String> = rejected
+            .iter()
+            .filter_map(|(id, _)| id.as_deref().and_then(service_runtime::normalize_guid))
+            .collect();
+        for (object_id, reason) in &rejected {
+            tracing::warn!(run_id = %run.run_id, object_id = ?object_id, %reason, "directory user rejected");
         }
         let mut tx = db
             .begin_write()
@@ -140,7 +169,7 @@ async fn read_and_sweep(
         run.users_seen += users.len() as u64;
         run.users_created += counts.created;
         run.users_updated += counts.updated;
-        run.users_rejected += page.rejected.len() as u64;
+        run.users_rejected += rejected.len() as u64;
     }
     drop(pages_rx);
     reader

@@ -4,8 +4,7 @@
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use service_runtime::storage::{Backend, Dialects, Migrations, json_rows};
+use service_runtime::storage::{Backend, Dialects, Migrations, rows_from, rows_text};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
@@ -83,17 +82,9 @@ pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Err
     Ok(result.rows_affected() == 1)
 }
 
-#[derive(Serialize)]
-struct OutcomeRow<'a> {
-    object_id: &'a str,
-    kind: &'a str,
-    user_id: &'a str,
-    reason: &'a str,
-}
-
 static INSERT_OUTCOMES: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(
+        let rows = rows_from(
             backend,
             &[
                 ("object_id", "text"),
@@ -118,22 +109,33 @@ pub async fn insert_outcomes(
     job_id: &str,
     outcomes: &[Outcome],
 ) -> Result<(), Error> {
-    let rows: Vec<OutcomeRow<'_>> = outcomes
+    let not_created: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.kind != OutcomeKind::Created)
-        .map(|o| OutcomeRow {
-            object_id: &o.object_id,
-            kind: o.kind.as_str(),
-            user_id: &o.user_id,
-            reason: &o.reason,
-        })
         .collect();
-    if rows.is_empty() {
+    if not_created.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(&rows).context("encode outcomes")?;
+    // Reasons may quote directory data; control characters become spaces in the report.
+    let reasons: Vec<String> = not_created
+        .iter()
+        .map(|o| {
+            o.reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        })
+        .collect();
+    let param = rows_text(
+        backend,
+        not_created
+            .iter()
+            .zip(&reasons)
+            .map(|(o, reason)| [o.object_id.as_str(), o.kind.as_str(), &o.user_id, reason]),
+    )
+    .context("encode outcomes")?;
     sqlx::query(INSERT_OUTCOMES.get(backend))
-        .bind(json)
+        .bind(param)
         .bind(job_id)
         .execute(conn)
         .await

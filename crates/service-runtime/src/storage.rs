@@ -51,12 +51,23 @@ impl Database {
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                        }
+                        // Batches arrive as one JSON parameter whose row count the planner
+                        // cannot see, and tables grow from empty during a first import. A
+                        // generic plan cached while a table was small (a hash join over a
+                        // sequential scan) then stays 5-10x slower than the index lookups a
+                        // custom plan picks, so every execution is planned for its table.
+                        Backend::Postgres => {
+                            conn.execute("SET plan_cache_mode = force_custom_plan")
+                                .await?;
+                        }
                     }
                     Ok(())
                 })
@@ -99,25 +110,125 @@ impl Database {
     }
 }
 
-/// A `FROM` item named `r` that expands a JSON array of objects (the statement's first
-/// parameter) into rows with the given columns: `(name, postgres type)`.
-pub fn json_rows(backend: Backend, columns: &[(&str, &str)]) -> String {
+/// A `FROM` item named `r` that expands a [`RowsParam`] (the statement's first parameter)
+/// into rows with the given columns: `(name, postgres type)` with type `text`, `bigint` or
+/// `boolean`.
+pub fn rows_from(backend: Backend, columns: &[(&str, &str)]) -> String {
     match backend {
         Backend::Postgres => {
-            let defs: Vec<String> = columns
+            let picks: Vec<String> = columns
                 .iter()
-                .map(|(name, ty)| format!("{name} {ty}"))
+                .enumerate()
+                .map(|(i, (name, ty))| format!("split_part(l, E'\\t', {})::{ty} AS {name}", i + 1))
                 .collect();
-            format!("jsonb_to_recordset($1::jsonb) AS r({})", defs.join(", "))
+            format!(
+                "(SELECT {} FROM unnest(string_to_array($1, E'\\n')) AS l) AS r",
+                picks.join(", ")
+            )
         }
         Backend::Sqlite => {
             let picks: Vec<String> = columns
                 .iter()
-                .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                .enumerate()
+                .map(|(i, (name, ty))| {
+                    let value = format!("json_extract(value, '$[{i}]')");
+                    match *ty {
+                        "text" => format!("{value} AS {name}"),
+                        _ => format!("CAST({value} AS INTEGER) AS {name}"),
+                    }
+                })
                 .collect();
             format!("(SELECT {} FROM json_each($1)) AS r", picks.join(", "))
         }
     }
+}
+
+/// Rows handed to one statement as a single text parameter, so a whole batch is one
+/// set-based statement on both backends (expanded by [`rows_from`]). Postgres gets
+/// tab-separated lines, split by `split_part`: about ten times cheaper per row than parsing
+/// JSON, which made up a third of a 500-row insert. SQLite gets a JSON array of arrays for
+/// `json_each`. Booleans are written with [`flag_text`].
+#[derive(Debug)]
+pub struct RowsParam {
+    backend: Backend,
+    text: String,
+    rows: usize,
+}
+
+impl RowsParam {
+    pub fn new(backend: Backend) -> Self {
+        let text = match backend {
+            Backend::Postgres => String::new(),
+            Backend::Sqlite => "[".to_owned(),
+        };
+        Self {
+            backend,
+            text,
+            rows: 0,
+        }
+    }
+
+    /// Appends a row, its fields in the order of the columns given to [`rows_from`]. On
+    /// Postgres a field cannot hold a tab or a line break (domain types keep control
+    /// characters out), and a one-column row cannot be empty.
+    pub fn push(&mut self, fields: &[&str]) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Postgres => {
+                if let Some(bad) = fields.iter().find(|f| f.contains(['\t', '\n'])) {
+                    anyhow::bail!("a batch field holds a tab or a line break: {bad:?}");
+                }
+                anyhow::ensure!(
+                    fields.len() > 1 || fields.iter().any(|f| !f.is_empty()),
+                    "an empty one-column row"
+                );
+                if self.rows > 0 {
+                    self.text.push('\n');
+                }
+                self.text.push_str(&fields.join("\t"));
+            }
+            Backend::Sqlite => {
+                if self.rows > 0 {
+                    self.text.push(',');
+                }
+                self.text.push_str(&serde_json::to_string(fields)?);
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The parameter's text.
+    pub fn into_text(mut self) -> String {
+        if self.backend == Backend::Sqlite {
+            self.text.push(']');
+        }
+        self.text
+    }
+}
+
+/// Encodes `rows` as one [`RowsParam`] text.
+pub fn rows_text<'a, const N: usize>(
+    backend: Backend,
+    rows: impl IntoIterator<Item = [&'a str; N]>,
+) -> anyhow::Result<String> {
+    let mut param = RowsParam::new(backend);
+    for row in rows {
+        param.push(&row)?;
+    }
+    Ok(param.into_text())
+}
+
+/// How a boolean travels in a [`RowsParam`] (`'1'::boolean` in Postgres, `1` in SQLite).
+pub fn flag_text(value: bool) -> &'static str {
+    if value { "1" } else { "0" }
 }
 
 /// One statement text per backend, built once (keep it in a `LazyLock`).
@@ -235,6 +346,47 @@ mod tests {
         assert!(backend_of("mysql://x").is_err());
         assert_eq!(backend_of("postgres://h/db").unwrap(), Backend::Postgres);
         assert_eq!(backend_of("sqlite://a.db").unwrap(), Backend::Sqlite);
+    }
+
+    #[tokio::test]
+    async fn rows_param_round_trips_through_sqlite() {
+        let db = Database::connect("sqlite::memory:", 1).await.unwrap();
+        let mut rows = RowsParam::new(Backend::Sqlite);
+        rows.push(&["a\tb \"quoted\" Zoë", "7", flag_text(true)])
+            .unwrap();
+        rows.push(&["", "-1", flag_text(false)]).unwrap();
+        let sql = format!(
+            "SELECT r.s, r.n, r.b FROM {} ORDER BY r.n",
+            rows_from(
+                Backend::Sqlite,
+                &[("s", "text"), ("n", "bigint"), ("b", "boolean")]
+            )
+        );
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(rows.into_text())
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].try_get::<String, _>("s").unwrap(), "");
+        assert_eq!(found[0].try_get::<i64, _>("n").unwrap(), -1);
+        assert!(!flag(&found[0], "b").unwrap());
+        assert_eq!(
+            found[1].try_get::<String, _>("s").unwrap(),
+            "a\tb \"quoted\" Zoë"
+        );
+        assert!(flag(&found[1], "b").unwrap());
+    }
+
+    #[test]
+    fn postgres_rows_refuse_fields_with_tabs_or_line_breaks() {
+        let mut rows = RowsParam::new(Backend::Postgres);
+        rows.push(&["a", "b"]).unwrap();
+        assert!(rows.push(&["a\tb", "c"]).is_err());
+        assert!(rows.push(&["a", "b\nc"]).is_err());
+        assert!(rows.push(&[""]).is_err());
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.into_text(), "a\tb");
     }
 
     #[tokio::test]

@@ -22,7 +22,10 @@ use user_registry::{App, Config, store};
 const TENANT: &str = "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The synthetic tenant mapped as import-worker maps it (guests without mail keep their UPN
@@ -32,7 +35,11 @@ fn users(n: usize) -> Vec<pb::NewUser> {
         .into_iter()
         .map(|u| {
             let guest = u.user_type == "Guest";
-            let alias = if guest { u.mail.clone().unwrap_or(u.user_principal_name.clone()) } else { u.user_principal_name.clone() };
+            let alias = if guest {
+                u.mail.clone().unwrap_or(u.user_principal_name.clone())
+            } else {
+                u.user_principal_name.clone()
+            };
             pb::NewUser {
                 tenant_id: TENANT.into(),
                 object_id: u.id,
@@ -41,7 +48,12 @@ fn users(n: usize) -> Vec<pb::NewUser> {
                 network_domain: "https://sts.windows.net/".into(),
                 name: u.display_name,
                 enabled: u.account_enabled,
-                account_type: if guest { pb::AccountType::Guest } else { pb::AccountType::Member }.into(),
+                account_type: if guest {
+                    pb::AccountType::Guest
+                } else {
+                    pb::AccountType::Member
+                }
+                .into(),
             }
         })
         .collect()
@@ -56,21 +68,37 @@ impl Schema {
     async fn create(server: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .await?;
         let separator = if server.contains('?') { '&' } else { '?' };
         let url = format!("{server}{separator}options=-c%20search_path%3D{name}");
-        Ok((Self { server: server.to_owned(), name }, url))
+        Ok((
+            Self {
+                server: server.to_owned(),
+                name,
+            },
+            url,
+        ))
     }
 
     async fn drop(self) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name))).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.name
+        )))
+        .await?;
         Ok(())
     }
 }
 
 /// Imports every user through a registry served on loopback; returns the elapsed time.
-async fn import_through_grpc(server: &str, users: &[pb::NewUser], batch: usize, concurrency: usize) -> anyhow::Result<Duration> {
+async fn import_through_grpc(
+    server: &str,
+    users: &[pb::NewUser],
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
     let (schema, url) = Schema::create(server, "bench_import").await?;
     let db = Database::connect(&url, 10).await?;
     db.migrate(&store::MIGRATIONS).await?;
@@ -82,22 +110,40 @@ async fn import_through_grpc(server: &str, users: &[pb::NewUser], batch: usize, 
     let client = RegistryServiceClient::connect(format!("http://{addr}")).await?;
 
     let started = Instant::now();
-    let results: Vec<anyhow::Result<usize>> = futures::stream::iter(users.chunks(batch).enumerate())
-        .map(|(i, chunk)| {
-            let mut client = client.clone();
-            let request = pb::ImportUsersRequest { import_id: format!("bench-{i}"), company: "DAT".into(), users: chunk.to_vec() };
-            async move {
-                let outcomes = client.import_users(request).await?.into_inner().outcomes;
-                Ok(outcomes.iter().filter(|o| o.kind() == pb::OutcomeKind::Created).count())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let results: Vec<anyhow::Result<usize>> =
+        futures::stream::iter(users.chunks(batch).enumerate())
+            .map(|(i, chunk)| {
+                let mut client = client.clone();
+                let request = pb::ImportUsersRequest {
+                    import_id: format!("bench-{i}"),
+                    company: "DAT".into(),
+                    users: chunk.to_vec(),
+                };
+                async move {
+                    let outcomes = client.import_users(request).await?.into_inner().outcomes;
+                    Ok(outcomes
+                        .iter()
+                        .filter(|o| o.kind() == pb::OutcomeKind::Created)
+                        .count())
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     let elapsed = started.elapsed();
-    let created: usize = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().sum();
-    anyhow::ensure!(created == users.len(), "created {created} of {}", users.len());
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(db.pool()).await?;
+    let created: usize = results
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .sum();
+    anyhow::ensure!(
+        created == users.len(),
+        "created {created} of {}",
+        users.len()
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(db.pool())
+        .await?;
     anyhow::ensure!(rows == users.len() as i64, "{rows} rows");
 
     shutdown.cancel();
@@ -108,7 +154,11 @@ async fn import_through_grpc(server: &str, users: &[pb::NewUser], batch: usize, 
 }
 
 fn copy_field(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+    value
+        .replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 /// COPYs the same rows (with distinct user ids, as the import allocates) into an identical,
@@ -122,7 +172,11 @@ async fn copy_same_rows(server: &str, users: &[pb::NewUser]) -> anyhow::Result<D
     let mut data = String::with_capacity(users.len() * 256);
     for (i, u) in users.iter().enumerate() {
         let user_id = format!("u{i}");
-        let account_type = if u.account_type() == pb::AccountType::Guest { "guest" } else { "member" };
+        let account_type = if u.account_type() == pb::AccountType::Guest {
+            "guest"
+        } else {
+            "member"
+        };
         let fields = [
             copy_field(&u.tenant_id),
             copy_field(&u.object_id),
@@ -177,7 +231,11 @@ async fn run() -> anyhow::Result<()> {
     let copy = copy_same_rows(&server, &users).await?;
     let copy_rate = n as f64 / copy.as_secs_f64();
     println!("users: {n}, batch: {batch}");
-    println!("COPY (same rows, same table and indexes): {:>7.3} s  {:>9.0} rows/s", copy.as_secs_f64(), copy_rate);
+    println!(
+        "COPY (same rows, same table and indexes): {:>7.3} s  {:>9.0} rows/s",
+        copy.as_secs_f64(),
+        copy_rate
+    );
     for c in concurrency {
         let elapsed = import_through_grpc(&server, &users, batch, c).await?;
         let rate = n as f64 / elapsed.as_secs_f64();
@@ -192,5 +250,8 @@ async fn run() -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use service_runtime::storage::{Database, is_transient_conflict};
+use service_runtime::storage::{Backend, Database, is_transient_conflict};
 
 use crate::domain::user_id::{base_user_id, candidate, user_key};
 use crate::domain::{Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser};
@@ -15,8 +15,10 @@ use crate::store::{self, InsertRow, ObjectKey, UserFilter};
 pub const MAX_USERS_PER_IMPORT: usize = 1000;
 /// Most object ids accepted by one `CheckImported` call.
 pub const MAX_IDS_PER_CHECK: usize = 1000;
-/// Allocation rounds before a user whose every candidate id is taken fails alone.
-const MAX_ALLOCATION_ROUNDS: usize = 32;
+/// Windows of candidate numbers tried before a user whose every candidate id is taken fails alone.
+const MAX_ALLOCATION_ROUNDS: u32 = 24;
+/// Insert rounds of one transaction; only concurrent imports racing for ids need more than one.
+const MAX_INSERT_ROUNDS: usize = 8;
 /// Attempts of a whole import transaction that hit a deadlock or a busy database.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
 
@@ -129,6 +131,11 @@ impl Registry {
         }
     }
 
+    /// One attempt of the import transaction, in rounds. Each round reads which pending users
+    /// exist already and which of their base ids are taken, numbers the collided ones, and
+    /// inserts the rest in one statement. Normally one round does it all. A concurrent import
+    /// that wins a race for an object id or a user id makes the insert skip that row
+    /// (`ON CONFLICT DO NOTHING`), and the next round sorts it out, inside this transaction.
     async fn import_once(
         &self,
         batch: &Batch<'_>,
@@ -141,37 +148,96 @@ impl Registry {
             .begin_write()
             .await
             .map_err(Error::internal("begin import"))?;
-        if !store::company_exists(&mut tx, batch.company).await? {
+        if !store::lock_company(&mut tx, backend, batch.company).await? {
             return Err(Error::UnknownCompany(batch.company.to_string()));
         }
         let mut result = Vec::with_capacity(users.len());
-        // Every pending user with the id it claims this round. Ordered by object id, so the
-        // n-th claimant of a base is the same whatever order the caller sent.
-        let mut pending: Vec<Pending<'_>> = users
-            .iter()
-            .map(|(index, user)| {
-                let base = base_user_id(&user.network_alias);
-                Pending {
-                    index: *index,
-                    user,
-                    user_id: base.clone(),
-                    base,
-                }
-            })
-            .collect();
-        pending.sort_by(|a, b| a.user.object_id.cmp(&b.user.object_id));
+        // Ordered by object id, so the n-th claimant of a base is the same whatever order the
+        // caller sent.
+        let mut pending: Vec<(usize, &NewUser)> = users.iter().map(|(i, u)| (*i, u)).collect();
+        pending.sort_by(|a, b| a.1.object_id.cmp(&b.1.object_id));
+        // User keys handed out by this transaction.
+        let mut claimed: HashSet<String> = HashSet::with_capacity(users.len());
 
-        for round in 0.. {
+        for _ in 0..MAX_INSERT_ROUNDS {
             if pending.is_empty() {
                 break;
             }
-            let keys: Vec<String> = pending.iter().map(|p| user_key(&p.user_id)).collect();
-            let rows: Vec<InsertRow<'_>> = pending
+            let keys: Vec<ObjectKey> = pending.iter().map(|(_, u)| ObjectKey::of(u)).collect();
+            let existing: HashMap<ObjectKey, RegistryUser> =
+                store::find_users(&mut tx, backend, &keys)
+                    .await?
+                    .into_iter()
+                    .map(|u| {
+                        (
+                            ObjectKey {
+                                tenant_id: u.tenant_id.clone(),
+                                object_id: u.object_id.clone(),
+                            },
+                            u,
+                        )
+                    })
+                    .collect();
+            let mut fresh: Vec<Pending<'_>> = Vec::with_capacity(pending.len());
+            for (index, user) in pending.drain(..) {
+                match existing.get(&ObjectKey::of(user)) {
+                    // A replay of the import that created the user reports what it did then.
+                    Some(found) if found.created_by_import == batch.import_id => {
+                        result.push((
+                            index,
+                            outcome(user, OutcomeKind::Created, found.user_id.clone()),
+                        ));
+                    }
+                    Some(found) => {
+                        result.push((
+                            index,
+                            outcome(user, OutcomeKind::AlreadyPresent, found.user_id.clone()),
+                        ));
+                    }
+                    None => {
+                        let base = base_user_id(&user.network_alias);
+                        fresh.push(Pending {
+                            index,
+                            user,
+                            user_id: base.clone(),
+                            base,
+                        });
+                    }
+                }
+            }
+            if fresh.is_empty() {
+                break;
+            }
+
+            let base_keys: Vec<String> = fresh.iter().map(|p| user_key(&p.base)).collect();
+            let taken = store::taken_user_keys(&mut tx, backend, &base_keys).await?;
+            let (with_base, collided): (Vec<_>, Vec<_>) = fresh
+                .into_iter()
+                .zip(base_keys)
+                .partition(|(_, key)| !taken.contains(key) && claimed.insert(key.clone()));
+            let mut ready: Vec<Pending<'_>> = with_base.into_iter().map(|(p, _)| p).collect();
+            let collided: Vec<Pending<'_>> = collided.into_iter().map(|(p, _)| p).collect();
+            if !collided.is_empty() {
+                let (assigned, unassigned) =
+                    assign_suffixes(&self.db, &mut tx, collided, &mut claimed).await?;
+                for p in unassigned {
+                    let reason = format!("no free user id derived from {:?}", p.base);
+                    result.push((
+                        p.index,
+                        ImportOutcome::failed(p.user.object_id.clone(), reason),
+                    ));
+                }
+                ready.extend(assigned);
+            }
+            if ready.is_empty() {
+                break;
+            }
+
+            let ready_keys: Vec<String> = ready.iter().map(|p| user_key(&p.user_id)).collect();
+            let rows: Vec<InsertRow<'_>> = ready
                 .iter()
-                .zip(&keys)
-                .enumerate()
-                .map(|(ord, (p, key))| InsertRow {
-                    ord,
+                .zip(&ready_keys)
+                .map(|(p, key)| InsertRow {
                     tenant_id: &p.user.tenant_id,
                     object_id: &p.user.object_id,
                     user_id: &p.user_id,
@@ -193,68 +259,23 @@ impl Registry {
                 now_ms,
             )
             .await?;
-            let inserted: HashSet<ObjectKey> = inserted.into_iter().collect();
-            let (created, rest): (Vec<_>, Vec<_>) = pending
-                .into_iter()
-                .partition(|p| inserted.contains(&p.key()));
-            result.extend(
-                created
-                    .into_iter()
-                    .map(|p| (p.index, p.outcome(OutcomeKind::Created, p.user_id.clone()))),
-            );
-            if rest.is_empty() {
-                break;
-            }
-
-            // Skipped rows either exist already (same object id) or collided on the user id.
-            let rest_keys: Vec<ObjectKey> = rest.iter().map(Pending::key).collect();
-            let existing: HashMap<ObjectKey, RegistryUser> =
-                store::find_users(&mut tx, backend, &rest_keys)
-                    .await?
-                    .into_iter()
-                    .map(|u| {
-                        (
-                            ObjectKey {
-                                tenant_id: u.tenant_id.clone(),
-                                object_id: u.object_id.clone(),
-                            },
-                            u,
-                        )
-                    })
-                    .collect();
-            let mut collided = Vec::new();
-            for p in rest {
-                match existing.get(&p.key()) {
-                    Some(user) if user.created_by_import == batch.import_id => {
-                        result.push((
-                            p.index,
-                            p.outcome(OutcomeKind::Created, user.user_id.clone()),
-                        ));
-                    }
-                    Some(user) => result.push((
+            if inserted == rows.len() as u64 {
+                result.extend(ready.iter().map(|p| {
+                    (
                         p.index,
-                        p.outcome(OutcomeKind::AlreadyPresent, user.user_id.clone()),
-                    )),
-                    None => collided.push(p),
-                }
+                        outcome(p.user, OutcomeKind::Created, p.user_id.clone()),
+                    )
+                }));
+            } else {
+                // Some rows lost a race: the next round reads them all again. The ones that
+                // were inserted are found with this import's id and reported as created.
+                pending = ready.iter().map(|p| (p.index, p.user)).collect();
             }
-            if collided.is_empty() {
-                break;
-            }
-            if round + 1 >= MAX_ALLOCATION_ROUNDS {
-                for p in collided {
-                    let reason = format!(
-                        "no free user id derived from {:?} after {MAX_ALLOCATION_ROUNDS} attempts",
-                        p.base
-                    );
-                    result.push((
-                        p.index,
-                        ImportOutcome::failed(p.user.object_id.clone(), reason),
-                    ));
-                }
-                break;
-            }
-            pending = assign_suffixes(&mut tx, backend, collided).await?;
+        }
+        for (index, user) in pending {
+            let reason =
+                "no user id could be allocated under concurrent imports; import again".to_owned();
+            result.push((index, ImportOutcome::failed(user.object_id.clone(), reason)));
         }
         tx.commit()
             .await
@@ -384,54 +405,112 @@ struct Pending<'a> {
     user_id: String,
 }
 
-impl Pending<'_> {
-    fn key(&self) -> ObjectKey {
-        ObjectKey {
-            tenant_id: self.user.tenant_id.clone(),
-            object_id: self.user.object_id.clone(),
-        }
-    }
-
-    fn outcome(&self, kind: OutcomeKind, user_id: String) -> ImportOutcome {
-        let note = if self.user.name_truncated {
-            format!(
-                "display name truncated to {} characters",
-                crate::domain::user::MAX_NAME_LEN
-            )
-        } else {
-            String::new()
-        };
-        ImportOutcome {
-            object_id: self.user.object_id.clone(),
-            kind,
-            user_id,
-            reason: String::new(),
-            note,
+impl ObjectKey {
+    fn of(user: &NewUser) -> Self {
+        Self {
+            tenant_id: user.tenant_id.clone(),
+            object_id: user.object_id.clone(),
         }
     }
 }
 
-/// Gives every collided user the next free number of its base, claimed from the counters.
+fn outcome(user: &NewUser, kind: OutcomeKind, user_id: String) -> ImportOutcome {
+    let note = if user.name_truncated {
+        format!(
+            "display name truncated to {} characters",
+            crate::domain::user::MAX_NAME_LEN
+        )
+    } else {
+        String::new()
+    };
+    ImportOutcome {
+        object_id: user.object_id.clone(),
+        kind,
+        user_id,
+        reason: String::new(),
+        note,
+    }
+}
+
+/// Gives every collided user a free number of its base. Numbers come from a per-base counter
+/// in blocks; the candidates of a block are checked against the taken ids in one statement and
+/// the free ones are handed out in object id order. The first block is exactly what is needed,
+/// so numbers normally run on without gaps (`john2`, `john3`); each further round doubles the
+/// block, so a family whose numbers are taken by natural ids (`john.smith2` of
+/// `john.smith2@…`) is skipped over in a few rounds rather than one number a round.
+///
+/// On Postgres a block is reserved on its own connection and committed at once, so concurrent
+/// imports of common names never wait on each other's counter rows; a block whose import rolls
+/// back leaves a gap, which only means a number is never used. SQLite's write transactions are
+/// serial, so there the reservation joins the import's transaction.
 async fn assign_suffixes<'a>(
+    db: &Database,
     tx: &mut sqlx::AnyConnection,
-    backend: service_runtime::storage::Backend,
     collided: Vec<Pending<'a>>,
-) -> Result<Vec<Pending<'a>>, Error> {
-    // Sorted by base, so concurrent imports lock counter rows in the same order.
-    let mut by_base: BTreeMap<String, u64> = BTreeMap::new();
+    handed_out: &mut HashSet<String>,
+) -> Result<(Vec<Pending<'a>>, Vec<Pending<'a>>), Error> {
+    let backend = db.backend();
+    // Sorted by base, so reservations touch counter rows in the same order everywhere.
+    let mut needed: BTreeMap<String, usize> = BTreeMap::new();
     for p in &collided {
-        *by_base.entry(p.base.clone()).or_default() += 1;
+        *needed.entry(p.base.clone()).or_default() += 1;
     }
-    let counts: Vec<(String, u64)> = by_base.into_iter().collect();
-    let mut next = store::claim_suffixes(tx, backend, &counts).await?;
+    let mut numbers: HashMap<String, Vec<u64>> = HashMap::new();
+    for round in 0..MAX_ALLOCATION_ROUNDS {
+        let growth = 1_u64 << round.min(20);
+        let blocks: Vec<(String, u64)> = needed
+            .iter()
+            .map(|(base, n)| (base, n - numbers.get(base).map_or(0, Vec::len)))
+            .filter(|(_, missing)| *missing > 0)
+            .map(|(base, missing)| (base.clone(), missing as u64 * growth))
+            .collect();
+        if blocks.is_empty() {
+            break;
+        }
+        let starts = match backend {
+            Backend::Postgres => {
+                let mut own = db
+                    .pool()
+                    .acquire()
+                    .await
+                    .map_err(Error::internal("acquire"))?;
+                store::reserve_suffixes(&mut own, backend, &blocks).await?
+            }
+            Backend::Sqlite => store::reserve_suffixes(tx, backend, &blocks).await?,
+        };
+        let mut window: Vec<(&String, u64, String)> = Vec::new();
+        for (base, size) in &blocks {
+            let start = starts
+                .get(base)
+                .copied()
+                .ok_or_else(|| anyhow::anyhow!("no block reserved for {base}"))?;
+            window.extend((start..start + size).map(|n| (base, n, user_key(&candidate(base, n)))));
+        }
+        let keys: Vec<String> = window.iter().map(|(_, _, key)| key.clone()).collect();
+        let taken = store::taken_user_keys(tx, backend, &keys).await?;
+        for (base, n, key) in window {
+            let got = numbers.entry(base.clone()).or_default();
+            // Hand each key out once: another user of this batch may hold it as its base, and
+            // two bases can yield one candidate (`ab1`+`2`, `ab`+`12`).
+            if got.len() < needed[base] && !taken.contains(&key) && handed_out.insert(key) {
+                got.push(n);
+            }
+        }
+    }
+
     let mut assigned = Vec::with_capacity(collided.len());
+    let mut unassigned = Vec::new();
     for mut p in collided {
-        let number = next
+        match numbers
             .get_mut(&p.base)
-            .ok_or_else(|| anyhow::anyhow!("no suffix claimed for {}", p.base))?;
-        p.user_id = candidate(&p.base, *number);
-        *number += 1;
-        assigned.push(p);
+            .and_then(|n| (!n.is_empty()).then(|| n.remove(0)))
+        {
+            Some(number) => {
+                p.user_id = candidate(&p.base, number);
+                assigned.push(p);
+            }
+            None => unassigned.push(p),
+        }
     }
-    Ok(assigned)
+    Ok((assigned, unassigned))
 }

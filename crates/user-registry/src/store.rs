@@ -1,14 +1,15 @@
 //! The registry's tables (sqlx, Postgres or SQLite). Every function takes a connection so it
-//! composes inside one transaction. Batches travel as one JSON text parameter expanded by the
-//! database (`jsonb_to_recordset` / `json_each`), so each batch is one set-based statement on
-//! both backends.
+//! composes inside one transaction. Batches travel as one text parameter expanded by the
+//! database (`service_runtime::storage::RowsParam`), so each batch is one set-based statement
+//! on both backends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use service_runtime::storage::{Backend, Dialects, Migrations, escape_like, flag, json_rows};
+use service_runtime::storage::{
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
+};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
@@ -55,13 +56,29 @@ fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
 // ---------------------------------------------------------------------------------------------
 // Companies
 
-/// True when the company exists.
-pub async fn company_exists(conn: &mut AnyConnection, code: &CompanyCode) -> Result<bool, Error> {
-    let found = sqlx::query("SELECT 1 AS one FROM companies WHERE code = $1")
+static LOCK_COMPANY: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| match backend {
+        // Users reference their company without a foreign key (its per-row trigger costs a
+        // fifth of a bulk insert); the row lock keeps the company from going away until the
+        // import commits. SQLite's write transactions are serial, so a read is enough.
+        Backend::Postgres => {
+            "SELECT 1 AS one FROM companies WHERE code = $1 FOR KEY SHARE".to_owned()
+        }
+        Backend::Sqlite => "SELECT 1 AS one FROM companies WHERE code = $1".to_owned(),
+    })
+});
+
+/// True when the company exists; in a transaction, it then stays until commit.
+pub async fn lock_company(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    code: &CompanyCode,
+) -> Result<bool, Error> {
+    let found = sqlx::query(LOCK_COMPANY.get(backend))
         .bind(code.as_str())
         .fetch_optional(conn)
         .await
-        .map_err(Error::internal("look up company"))?;
+        .map_err(Error::internal("lock company"))?;
     Ok(found.is_some())
 }
 
@@ -121,10 +138,9 @@ pub async fn ensure_company(
 // ---------------------------------------------------------------------------------------------
 // Import
 
-/// A user row to insert, with the user id it should claim.
-#[derive(Debug, Serialize)]
+/// A user row to insert, with the user id it claims.
+#[derive(Debug)]
 pub struct InsertRow<'a> {
-    pub ord: usize,
     pub tenant_id: &'a str,
     pub object_id: &'a str,
     pub user_id: &'a str,
@@ -138,7 +154,7 @@ pub struct InsertRow<'a> {
 }
 
 /// Identity of a user within the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
     pub tenant_id: String,
     pub object_id: String,
@@ -146,10 +162,9 @@ pub struct ObjectKey {
 
 static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(
+        let rows = rows_from(
             backend,
             &[
-                ("ord", "bigint"),
                 ("tenant_id", "text"),
                 ("object_id", "text"),
                 ("user_id", "text"),
@@ -162,21 +177,21 @@ static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
                 ("account_type", "text"),
             ],
         );
-        // No conflict target: a row that hits either key (object id or user id) is skipped,
-        // and the caller tells the two apart. `WHERE true` resolves SQLite's upsert ambiguity.
+        // The caller has checked both keys in this transaction; a row that still clashes on
+        // either (a concurrent import won a race) is skipped and looked at again by the caller.
+        // `WHERE true` resolves SQLite's upsert parsing ambiguity.
         format!(
             "INSERT INTO users (tenant_id, object_id, user_id, user_key, network_alias, \
              network_domain, email, name, enabled, company, account_type, created_at_ms, \
              updated_at_ms, created_by_import) \
              SELECT r.tenant_id, r.object_id, r.user_id, r.user_key, r.network_alias, \
              r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4 \
-             FROM {rows} WHERE true ORDER BY r.ord \
-             ON CONFLICT DO NOTHING RETURNING tenant_id, object_id"
+             FROM {rows} WHERE true ON CONFLICT DO NOTHING"
         )
     })
 });
 
-/// Inserts the rows that conflict with nothing, in one statement, and returns their keys.
+/// Inserts new users in one statement, skipping any that clash; returns how many went in.
 pub async fn insert_users(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -184,31 +199,39 @@ pub async fn insert_users(
     company: &CompanyCode,
     import_id: &str,
     now_ms: i64,
-) -> Result<Vec<ObjectKey>, Error> {
-    let json = serde_json::to_string(rows).context("encode user rows")?;
-    let inserted = sqlx::query(INSERT_USERS.get(backend))
-        .bind(json)
+) -> Result<u64, Error> {
+    let param = rows_text(
+        backend,
+        rows.iter().map(|r| {
+            [
+                r.tenant_id,
+                r.object_id,
+                r.user_id,
+                r.user_key,
+                r.network_alias,
+                r.network_domain,
+                r.email,
+                r.name,
+                flag_text(r.enabled),
+                r.account_type,
+            ]
+        }),
+    )
+    .context("encode user rows")?;
+    let result = sqlx::query(INSERT_USERS.get(backend))
+        .bind(param)
         .bind(company.as_str())
         .bind(now_ms)
         .bind(import_id)
-        .fetch_all(conn)
+        .execute(conn)
         .await
         .map_err(Error::internal("insert users"))?;
-    inserted
-        .iter()
-        .map(|row| {
-            Ok(ObjectKey {
-                tenant_id: row.try_get("tenant_id")?,
-                object_id: row.try_get("object_id")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Error::internal("read inserted keys"))
+    Ok(result.rows_affected())
 }
 
 static FIND_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
         format!(
             "SELECT {USER_COLUMNS} FROM {rows} \
              JOIN users u ON u.tenant_id = r.tenant_id AND u.object_id = r.object_id"
@@ -225,9 +248,14 @@ pub async fn find_users(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let json = serde_json::to_string(keys).context("encode keys")?;
+    let param = rows_text(
+        backend,
+        keys.iter()
+            .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
+    )
+    .context("encode keys")?;
     let rows = sqlx::query(FIND_USERS.get(backend))
-        .bind(json)
+        .bind(param)
         .fetch_all(conn)
         .await
         .map_err(Error::internal("find users"))?;
@@ -237,11 +265,12 @@ pub async fn find_users(
         .map_err(Error::internal("read users"))
 }
 
-static CLAIM_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
+static RESERVE_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("base", "text"), ("n", "bigint")]);
-        // A new family starts at 2 (the base itself is number 1); each claim of n numbers
-        // moves the counter by n. ORDER BY base takes row locks in one order everywhere.
+        let rows = rows_from(backend, &[("base", "text"), ("n", "bigint")]);
+        // next_suffix is the next number to hand out; a family starts at 2 (the base itself is
+        // number 1). Each reservation of n numbers moves it by n. ORDER BY base touches the
+        // counter rows in one order everywhere.
         format!(
             "INSERT INTO user_id_families (base, next_suffix) \
              SELECT r.base, 2 + r.n FROM {rows} WHERE true ORDER BY r.base \
@@ -252,46 +281,75 @@ static CLAIM_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
-#[derive(Serialize)]
-struct Claim<'a> {
-    base: &'a str,
-    n: u64,
-}
-
-/// Claims `n` fresh suffix numbers for each base and returns, per base, the first claimed
-/// number. The counters are rows, so concurrent imports never receive the same number.
-pub async fn claim_suffixes(
+/// Reserves a block of `n` suffix numbers for each base and returns, per base, the first
+/// number of its block. Counters are rows, so no two reservations overlap.
+pub async fn reserve_suffixes(
     conn: &mut AnyConnection,
     backend: Backend,
-    counts: &[(String, u64)],
+    blocks: &[(String, u64)],
 ) -> Result<HashMap<String, u64>, Error> {
-    let claims: Vec<Claim<'_>> = counts
-        .iter()
-        .map(|(base, n)| Claim { base, n: *n })
-        .collect();
-    let json = serde_json::to_string(&claims).context("encode claims")?;
-    let rows = sqlx::query(CLAIM_SUFFIXES.get(backend))
-        .bind(json)
+    let sizes: Vec<String> = blocks.iter().map(|(_, n)| n.to_string()).collect();
+    let param = rows_text(
+        backend,
+        blocks
+            .iter()
+            .zip(&sizes)
+            .map(|((base, _), n)| [base.as_str(), n.as_str()]),
+    )
+    .context("encode blocks")?;
+    let returned = sqlx::query(RESERVE_SUFFIXES.get(backend))
+        .bind(param)
         .fetch_all(conn)
         .await
-        .map_err(Error::internal("claim user id suffixes"))?;
-    let wanted: HashMap<&str, u64> = counts.iter().map(|(b, n)| (b.as_str(), *n)).collect();
-    let mut first = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let base: String = row.try_get("base").map_err(Error::internal("read claim"))?;
+        .map_err(Error::internal("reserve user id suffixes"))?;
+    let sizes: HashMap<&str, u64> = blocks.iter().map(|(base, n)| (base.as_str(), *n)).collect();
+    let mut starts = HashMap::with_capacity(returned.len());
+    for row in &returned {
+        let base: String = row
+            .try_get("base")
+            .map_err(Error::internal("read reservation"))?;
         let next: i64 = row
             .try_get("next_suffix")
-            .map_err(Error::internal("read claim"))?;
-        let n = wanted.get(base.as_str()).copied().unwrap_or(0);
+            .map_err(Error::internal("read reservation"))?;
         let next = u64::try_from(next).context("negative suffix counter")?;
-        first.insert(base, next - n);
+        let size = sizes.get(base.as_str()).copied().unwrap_or(0);
+        starts.insert(base, next - size);
     }
-    Ok(first)
+    Ok(starts)
+}
+
+static TAKEN_KEYS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("key", "text")]);
+        format!("SELECT u.user_key FROM {rows} JOIN users u ON u.user_key = r.key")
+    })
+});
+
+/// The user keys among `keys` that a user holds, in one statement.
+pub async fn taken_user_keys(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[String],
+) -> Result<HashSet<String>, Error> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let param = rows_text(backend, keys.iter().map(|key| [key.as_str()])).context("encode keys")?;
+    let returned = sqlx::query(TAKEN_KEYS.get(backend))
+        .bind(param)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("look up taken user ids"))?;
+    returned
+        .iter()
+        .map(|row| row.try_get("user_key"))
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read taken user ids"))
 }
 
 static IMPORTED_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = json_rows(backend, &[("object_id", "text")]);
+        let rows = rows_from(backend, &[("object_id", "text")]);
         format!(
             "SELECT u.object_id FROM {rows} \
              JOIN users u ON u.tenant_id = $2 AND u.object_id = r.object_id"
@@ -306,17 +364,10 @@ pub async fn imported_object_ids(
     tenant_id: &str,
     object_ids: &[String],
 ) -> Result<Vec<String>, Error> {
-    #[derive(Serialize)]
-    struct Id<'a> {
-        object_id: &'a str,
-    }
-    let ids: Vec<Id<'_>> = object_ids
-        .iter()
-        .map(|object_id| Id { object_id })
-        .collect();
-    let json = serde_json::to_string(&ids).context("encode object ids")?;
+    let param = rows_text(backend, object_ids.iter().map(|id| [id.as_str()]))
+        .context("encode object ids")?;
     let rows = sqlx::query(IMPORTED_OBJECT_IDS.get(backend))
-        .bind(json)
+        .bind(param)
         .bind(tenant_id)
         .fetch_all(conn)
         .await

@@ -7,7 +7,9 @@ CREATE TABLE companies (
 INSERT INTO companies (code, name, created_at_ms) VALUES ('DAT', 'Default company', 0);
 
 -- Users, keyed by the directory identity. user_key is the case-insensitive uniqueness key of
--- user_id; both are set once at import and changed only by an explicit rename.
+-- user_id; both are set once at import and changed only by an explicit rename. company has
+-- no foreign key (a per-row trigger on the bulk path): imports lock the company row instead,
+-- and companies are never deleted.
 CREATE TABLE users (
     tenant_id         TEXT    NOT NULL,
     object_id         TEXT    NOT NULL,
@@ -18,7 +20,7 @@ CREATE TABLE users (
     email             TEXT    NOT NULL,
     name              TEXT    NOT NULL,
     enabled           BOOLEAN NOT NULL,
-    company           TEXT    NOT NULL REFERENCES companies (code),
+    company           TEXT    NOT NULL,
     account_type      TEXT    NOT NULL CHECK (account_type IN ('member', 'guest')),
     created_at_ms     BIGINT  NOT NULL,
     updated_at_ms     BIGINT  NOT NULL,

@@ -86,6 +86,9 @@ impl NewUser {
         let tenant_id = parse_guid("tenant_id", &raw.tenant_id)?;
         let object_id = parse_guid("object_id", &raw.object_id)?;
         let network_alias = raw.network_alias.trim().to_owned();
+        reject_control_characters("network_alias", &network_alias)?;
+        reject_control_characters("network_domain", &raw.network_domain)?;
+        reject_control_characters("email", &raw.email)?;
         if network_alias.is_empty() {
             return Err(Error::invalid("network_alias", "must not be empty"));
         }
@@ -112,7 +115,13 @@ impl NewUser {
         let account_type = raw
             .account_type
             .ok_or_else(|| Error::invalid("account_type", "must be member or guest"))?;
-        let trimmed = raw.name.trim();
+        // A display name keeps its text; control characters (tabs, line breaks) become spaces.
+        let cleaned: String = raw
+            .name
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let trimmed = cleaned.trim();
         let name_source = if trimmed.is_empty() {
             network_alias.as_str()
         } else {
@@ -131,6 +140,16 @@ impl NewUser {
             account_type,
             name_truncated,
         })
+    }
+}
+
+fn reject_control_characters(field: &'static str, value: &str) -> Result<(), Error> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(Error::invalid(
+            field,
+            format!("contains the control character {c:?}"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -215,6 +234,22 @@ mod tests {
         .unwrap();
         assert_eq!(user.name.chars().count(), MAX_NAME_LEN);
         assert!(user.name_truncated);
+    }
+
+    #[test]
+    fn control_characters_fail_an_alias_and_become_spaces_in_a_name() {
+        let err = NewUser::parse(RawNewUser {
+            network_alias: "a\tb@contoso.com".into(),
+            ..raw()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("network_alias"), "{err}");
+        let user = NewUser::parse(RawNewUser {
+            name: "Ada\nLovelace\t".into(),
+            ..raw()
+        })
+        .unwrap();
+        assert_eq!(user.name, "Ada Lovelace");
     }
 
     #[test]

@@ -82,6 +82,21 @@ test_support::on_both_backends! {
         assert_eq!(outcomes[0].user_id, "john3");
     }
 
+    async fn numbers_taken_by_natural_ids_are_skipped_over(db) {
+        let app = TestApp::spawn(&db).await;
+        // john, john2 … john30 all exist as natural ids, as in many real directories.
+        let naturals: Vec<pb::NewUser> = (1..=30)
+            .map(|n| member(n, &if n == 1 { "john@contoso.com".to_owned() } else { format!("john{n}@contoso.com") }))
+            .collect();
+        app.import("imp", "DAT", naturals).await.unwrap();
+        let outcomes = app
+            .import("imp2", "DAT", vec![member(100, "john@fabrikam.com"), member(101, "John@northwind.com")])
+            .await
+            .unwrap();
+        let ids: Vec<&str> = outcomes.iter().map(|o| o.user_id.as_str()).collect();
+        assert_eq!(ids, ["john31", "john32"]);
+    }
+
     async fn one_malformed_user_fails_alone_with_a_reason(db) {
         let app = TestApp::spawn(&db).await;
         let mut bad = member(2, "bad@contoso.com");
