@@ -45,3 +45,28 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+// figment::Jail's closures must return figment's (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn companies_can_be_configured_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "USER_REGISTRY_COMPANIES",
+                r#"[{code="USMF",name="Contoso USA"},{code="GBSI"}]"#,
+            );
+            jail.set_env("USER_REGISTRY_DATABASE__URL", "postgres://db/registry");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.companies.len(), 2);
+            assert_eq!(config.companies[0].code, "USMF");
+            assert_eq!(config.companies[0].name, "Contoso USA");
+            assert_eq!(config.companies[1].name, "");
+            assert_eq!(config.database.url, "postgres://db/registry");
+            Ok(())
+        });
+    }
+}
