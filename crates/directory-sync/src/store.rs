@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, in_list, rows_from, rows_text,
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -184,9 +184,10 @@ fn id_rows(backend: Backend, ids: &[String]) -> Result<String, Error> {
 
 static TOUCH_SEEN: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let object_in_list = in_list(backend, "object_id", 1);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
-            "UPDATE directory_users SET last_seen_run = $3 WHERE tenant_id = $2 AND {object_in_list}"
+            "UPDATE directory_users SET last_seen_run = $3 \
+             WHERE tenant_id = $2 AND object_id IN (SELECT r.id FROM {rows})"
         )
     })
 });
@@ -252,9 +253,10 @@ pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<
 
 static BY_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let object_in_list = in_list(backend, "u.object_id", 1);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
-            "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = $2 AND {object_in_list}"
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN directory_users u ON u.tenant_id = $2 AND u.object_id = r.id"
         )
     })
 });
@@ -280,9 +282,10 @@ pub async fn users_by_object_ids(
 
 static BY_UPNS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let upn_in_list = in_list(backend, "u.search_upn", 1);
+        let rows = rows_from(backend, &[("id", "text")]);
         format!(
-            "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = $2 AND {upn_in_list}"
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN directory_users u ON u.tenant_id = $2 AND u.search_upn = r.id"
         )
     })
 });

@@ -214,19 +214,6 @@ impl RowsParam {
     }
 }
 
-/// A predicate: `column` is one of the values in parameter `$param` (a one-column
-/// [`RowsParam`]). Written as `= ANY(array)` on Postgres, the planner probes the index once per
-/// value; a join against the expanded rows lets it pick a hash join over a full scan of a large
-/// table, ten times slower for a batch of 500.
-pub fn in_list(backend: Backend, column: &str, param: u8) -> String {
-    match backend {
-        Backend::Postgres => format!("{column} = ANY(string_to_array(${param}, E'\\n'))"),
-        Backend::Sqlite => {
-            format!("{column} IN (SELECT json_extract(value, '$[0]') FROM json_each(${param}))")
-        }
-    }
-}
-
 /// Encodes `rows` as one [`RowsParam`] text.
 pub fn rows_text<'a, const N: usize>(
     backend: Backend,

@@ -3,12 +3,12 @@
 //! database (`service_runtime::storage::RowsParam`), so each batch is one set-based statement
 //! on both backends.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, in_list, rows_from, rows_text,
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -231,39 +231,38 @@ pub async fn insert_users(
 
 static FIND_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let object_in_list = in_list(backend, "u.object_id", 1);
-        format!("SELECT {USER_COLUMNS} FROM users u WHERE u.tenant_id = $2 AND {object_in_list}")
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        format!(
+            "SELECT {USER_COLUMNS} FROM {rows} \
+             JOIN users u ON u.tenant_id = r.tenant_id AND u.object_id = r.object_id"
+        )
     })
 });
 
-/// The users that exist among `keys`: one statement per tenant (a batch normally has one).
+/// The users that exist among `keys`, in one statement.
 pub async fn find_users(
     conn: &mut AnyConnection,
     backend: Backend,
     keys: &[ObjectKey],
 ) -> Result<Vec<RegistryUser>, Error> {
-    let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for key in keys {
-        by_tenant
-            .entry(&key.tenant_id)
-            .or_default()
-            .push(&key.object_id);
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut found = Vec::new();
-    for (tenant_id, object_ids) in by_tenant {
-        let param =
-            rows_text(backend, object_ids.into_iter().map(|id| [id])).context("encode keys")?;
-        let rows = sqlx::query(FIND_USERS.get(backend))
-            .bind(param)
-            .bind(tenant_id)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(Error::internal("find users"))?;
-        for row in &rows {
-            found.push(user_from_row(row).map_err(Error::internal("read users"))?);
-        }
-    }
-    Ok(found)
+    let param = rows_text(
+        backend,
+        keys.iter()
+            .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
+    )
+    .context("encode keys")?;
+    let rows = sqlx::query(FIND_USERS.get(backend))
+        .bind(param)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("find users"))?;
+    rows.iter()
+        .map(user_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read users"))
 }
 
 static RESERVE_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
@@ -321,10 +320,8 @@ pub async fn reserve_suffixes(
 
 static TAKEN_KEYS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        format!(
-            "SELECT u.user_key FROM users u WHERE {}",
-            in_list(backend, "u.user_key", 1)
-        )
+        let rows = rows_from(backend, &[("key", "text")]);
+        format!("SELECT u.user_key FROM {rows} JOIN users u ON u.user_key = r.key")
     })
 });
 
@@ -352,8 +349,11 @@ pub async fn taken_user_keys(
 
 static IMPORTED_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let object_in_list = in_list(backend, "u.object_id", 1);
-        format!("SELECT u.object_id FROM users u WHERE u.tenant_id = $2 AND {object_in_list}")
+        let rows = rows_from(backend, &[("object_id", "text")]);
+        format!(
+            "SELECT u.object_id FROM {rows} \
+             JOIN users u ON u.tenant_id = $2 AND u.object_id = r.object_id"
+        )
     })
 });
 
