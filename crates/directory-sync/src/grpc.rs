@@ -2,10 +2,9 @@
 
 use std::pin::Pin;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::Stream;
 use proto::directory::v1 as pb;
+use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -96,30 +95,6 @@ pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     })
 }
 
-fn encode_token<T: serde::Serialize>(cursor: &T) -> Result<String, Error> {
-    let json = serde_json::to_vec(cursor).map_err(|e| anyhow::anyhow!("encode page token: {e}"))?;
-    Ok(URL_SAFE_NO_PAD.encode(json))
-}
-
-fn decode_token<T: serde::de::DeserializeOwned + Default>(token: &str) -> Result<T, Error> {
-    if token.is_empty() {
-        return Ok(T::default());
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| Error::invalid("page_token", "not a token from a previous page"))
-}
-
-fn bounded(field: &'static str, requested: u32, default: u32, max: u32) -> Result<u32, Error> {
-    match requested {
-        0 => Ok(default),
-        n if n > max => Err(Error::invalid(field, format!("must be at most {max}"))),
-        n => Ok(n),
-    }
-}
-
 fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
     Err(Error::Unimplemented(what).into())
 }
@@ -137,13 +112,13 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         if !request.group_id.is_empty() {
             return unimplemented("listing scoped to a group");
         }
-        let limit = bounded(
+        let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let cursor: ListCursor = decode_token(&request.page_token)?;
+        let cursor: ListCursor = decode_page_token(&request.page_token)?;
         let account_type = match pb::AccountType::try_from(request.account_type) {
             Ok(pb::AccountType::Member) => Some(AccountType::Member),
             Ok(pb::AccountType::Guest) => Some(AccountType::Guest),
@@ -160,7 +135,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .list_users(&filter, not_imported_only, cursor, limit)
             .await?;
         let next_page_token = match next {
-            Some(cursor) => encode_token(&cursor)?,
+            Some(cursor) => encode_page_token(&cursor),
             None => String::new(),
         };
         Ok(Response::new(pb::ListUsersResponse {
@@ -215,7 +190,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         {
             return Err(Error::Unimplemented("streaming a group scope").into());
         }
-        let batch = bounded(
+        let batch = page_size(
             "batch_size",
             request.batch_size,
             DEFAULT_STREAM_BATCH,
@@ -290,17 +265,17 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListSyncRunsRequest>,
     ) -> Result<Response<pb::ListSyncRunsResponse>, Status> {
         let request = request.into_inner();
-        let limit = bounded(
+        let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: Option<(i64, String)> = decode_token(&request.page_token)?;
+        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
         let runs = self.directory.runs(before, limit).await?;
         let next_page_token = match runs.last() {
             Some(last) if runs.len() == limit as usize => {
-                encode_token(&Some((last.started_at_ms, last.run_id.clone())))?
+                encode_page_token(&Some((last.started_at_ms, last.run_id.clone())))
             }
             _ => String::new(),
         };

@@ -1,34 +1,26 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use directory_sync::{App, Config, store};
-use service_runtime::storage::Database;
-use service_runtime::{ServiceArgs, ServiceCommand};
+use service_runtime::ServiceArgs;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = ServiceArgs::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
     service_runtime::telemetry::init(&config.log);
-    service_runtime::install_crypto_provider();
-    match args.command.unwrap_or(ServiceCommand::Serve) {
-        ServiceCommand::Healthcheck { addr } => {
-            service_runtime::grpc::probe(ServiceCommand::probe_addr(addr, config.listen_addr)).await
-        }
-        ServiceCommand::Migrate => {
-            let db = Database::connect(&config.database.url, 1).await?;
-            db.migrate(&store::MIGRATIONS).await
-        }
-        ServiceCommand::Serve => {
+    service_runtime::run_command(
+        args.command,
+        config.listen_addr,
+        &config.database,
+        &store::MIGRATIONS,
+        |db, listener, shutdown| async {
             let graph = graph::GraphClient::new(config.directory.graph_config()?)
                 .context("invalid directory settings")?;
-            let db =
-                Database::connect(&config.database.url, config.database.max_connections).await?;
-            db.migrate(&store::MIGRATIONS).await?;
-            let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            App::build(&config, db, listener, graph)
+                .await?
+                .run(shutdown)
                 .await
-                .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-            let app = App::build(&config, db, listener, graph).await?;
-            app.run(service_runtime::shutdown::on_signal()).await
-        }
-    }
+        },
+    )
+    .await
 }

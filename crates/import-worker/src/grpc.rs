@@ -2,10 +2,9 @@
 
 use std::pin::Pin;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::Stream;
 use proto::importer::v1 as pb;
+use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
 use crate::clients::outcome_to_pb;
@@ -102,32 +101,6 @@ fn job_to_pb(job: Job) -> pb::Job {
         finished_at_ms: job.finished_at_ms,
         error: job.error,
     }
-}
-
-fn page_size(requested: u32) -> Result<u32, Error> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
-            "page_size",
-            format!("must be at most {MAX_PAGE_SIZE}"),
-        )),
-        n => Ok(n),
-    }
-}
-
-fn encode_token<T: serde::Serialize>(cursor: &T) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
-}
-
-fn decode_token<T: serde::de::DeserializeOwned + Default>(token: &str) -> Result<T, Error> {
-    if token.is_empty() {
-        return Ok(T::default());
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| Error::invalid("page_token", "not a token from a previous page"))
 }
 
 fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
@@ -229,8 +202,13 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
-        let limit = page_size(request.page_size)?;
-        let before: Option<(i64, String)> = decode_token(&request.page_token)?;
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
         let status = match request.status() {
             pb::JobStatus::Unspecified => None,
             pb::JobStatus::Queued => Some(JobStatus::Queued),
@@ -243,7 +221,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         let jobs = self.importer.jobs(status, before, limit).await?;
         let next_page_token = match jobs.last() {
             Some(last) if jobs.len() == limit as usize => {
-                encode_token(&Some((last.created_at_ms, last.job_id.clone())))
+                encode_page_token(&Some((last.created_at_ms, last.job_id.clone())))
             }
             _ => String::new(),
         };
@@ -274,14 +252,19 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         request: Request<pb::ListJobOutcomesRequest>,
     ) -> Result<Response<pb::ListJobOutcomesResponse>, Status> {
         let request = request.into_inner();
-        let limit = page_size(request.page_size)?;
-        let after: String = decode_token(&request.page_token)?;
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let after: String = decode_page_token(&request.page_token)?;
         let outcomes = self
             .importer
             .outcomes(request.job_id.trim(), &after, limit)
             .await?;
         let next_page_token = match outcomes.last() {
-            Some(last) if outcomes.len() == limit as usize => encode_token(&last.object_id),
+            Some(last) if outcomes.len() == limit as usize => encode_page_token(&last.object_id),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListJobOutcomesResponse {

@@ -79,6 +79,64 @@ pub async fn serve(
     Ok(())
 }
 
+/// A request field that is out of bounds; each service turns it into its own
+/// `INVALID_ARGUMENT` error naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidField {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl From<InvalidField> for tonic::Status {
+    fn from(invalid: InvalidField) -> Self {
+        tonic::Status::invalid_argument(format!("invalid {}: {}", invalid.field, invalid.reason))
+    }
+}
+
+/// Encodes a page token: the previous page's last key, as JSON in URL-safe base64, so clients
+/// treat it as opaque.
+pub fn encode_page_token<T: serde::Serialize>(cursor: &T) -> String {
+    use base64::Engine as _;
+    // Serialising a plain cursor (strings, numbers, tuples) cannot fail.
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(cursor).unwrap_or_default())
+}
+
+/// Decodes a page token; an empty token is the first page (`T::default()`).
+pub fn decode_page_token<T: serde::de::DeserializeOwned + Default>(
+    token: &str,
+) -> Result<T, InvalidField> {
+    use base64::Engine as _;
+    if token.is_empty() {
+        return Ok(T::default());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| InvalidField {
+            field: "page_token",
+            reason: "not a token from a previous page".to_owned(),
+        })
+}
+
+/// The page (or batch) size to use: `default` when 0 was asked for, an error above `max`.
+pub fn page_size(
+    field: &'static str,
+    requested: u32,
+    default: u32,
+    max: u32,
+) -> Result<u32, InvalidField> {
+    match requested {
+        0 => Ok(default),
+        n if n > max => Err(InvalidField {
+            field,
+            reason: format!("must be at most {max}"),
+        }),
+        n => Ok(n),
+    }
+}
+
 /// A lazily connected channel to another service, so services can start in any order.
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())

@@ -82,6 +82,47 @@ pub enum ServiceCommand {
     },
 }
 
+/// Carries out a service binary's command: probe a running server, run the migrations, or
+/// connect, migrate, bind `listen` and hand the database and listener to `serve` with the
+/// shutdown signal. Keeps each `main.rs` down to loading its configuration.
+pub async fn run_command<F, Fut>(
+    command: Option<ServiceCommand>,
+    listen: std::net::SocketAddr,
+    database: &config::DatabaseConfig,
+    migrations: &storage::Migrations,
+    serve: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(
+        storage::Database,
+        tokio::net::TcpListener,
+        tokio_util::sync::CancellationToken,
+    ) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use anyhow::Context as _;
+    install_crypto_provider();
+    match command.unwrap_or(ServiceCommand::Serve) {
+        ServiceCommand::Healthcheck { addr } => {
+            grpc::probe(ServiceCommand::probe_addr(addr, listen)).await
+        }
+        ServiceCommand::Migrate => {
+            storage::Database::connect(&database.url, 1)
+                .await?
+                .migrate(migrations)
+                .await
+        }
+        ServiceCommand::Serve => {
+            let db = storage::Database::connect(&database.url, database.max_connections).await?;
+            db.migrate(migrations).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            serve(db, listener, shutdown::on_signal()).await
+        }
+    }
+}
+
 impl ServiceCommand {
     /// The address `healthcheck` probes: the given one, else loopback on the listen port.
     pub fn probe_addr(

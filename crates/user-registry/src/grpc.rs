@@ -1,8 +1,7 @@
 //! The gRPC edge: converts protobuf messages to domain values and back, and maps errors once.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proto::registry::v1 as pb;
+use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
 use crate::domain::user::{RawNewUser, parse_guid};
@@ -105,30 +104,6 @@ impl From<Company> for pb::Company {
     }
 }
 
-/// Page tokens are the last key of the previous page, base64url so they stay opaque.
-pub(crate) fn encode_page_token(last_key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(last_key)
-}
-
-pub(crate) fn decode_page_token(token: &str) -> Result<String, Error> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| Error::invalid("page_token", "not a token from a previous page"))
-}
-
-pub(crate) fn page_size(requested: u32) -> Result<u32, Error> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
-            "page_size",
-            format!("must be at most {MAX_PAGE_SIZE}"),
-        )),
-        n => Ok(n),
-    }
-}
-
 fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
     Err(Error::Unimplemented(what).into())
 }
@@ -215,12 +190,13 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         if request.without_roles {
             return unimplemented("the without_roles filter");
         }
-        let limit = page_size(request.page_size)?;
-        let after = if request.page_token.is_empty() {
-            String::new()
-        } else {
-            decode_page_token(&request.page_token)?
-        };
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let after: String = decode_page_token(&request.page_token)?;
         let filter = UserFilter {
             search: request.search.trim().to_owned(),
             company: match request.company.trim() {

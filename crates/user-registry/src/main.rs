@@ -1,7 +1,6 @@
 use anyhow::Context as _;
 use clap::Parser as _;
-use service_runtime::storage::Database;
-use service_runtime::{ServiceArgs, ServiceCommand};
+use service_runtime::ServiceArgs;
 use user_registry::{App, Config, store};
 
 #[tokio::main]
@@ -9,24 +8,14 @@ async fn main() -> anyhow::Result<()> {
     let args = ServiceArgs::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
     service_runtime::telemetry::init(&config.log);
-    service_runtime::install_crypto_provider();
-    match args.command.unwrap_or(ServiceCommand::Serve) {
-        ServiceCommand::Healthcheck { addr } => {
-            service_runtime::grpc::probe(ServiceCommand::probe_addr(addr, config.listen_addr)).await
-        }
-        ServiceCommand::Migrate => {
-            let db = Database::connect(&config.database.url, 1).await?;
-            db.migrate(&store::MIGRATIONS).await
-        }
-        ServiceCommand::Serve => {
-            let db =
-                Database::connect(&config.database.url, config.database.max_connections).await?;
-            db.migrate(&store::MIGRATIONS).await?;
-            let listener = tokio::net::TcpListener::bind(config.listen_addr)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-            let app = App::build(&config, db, listener).await?;
-            app.run(service_runtime::shutdown::on_signal()).await
-        }
-    }
+    service_runtime::run_command(
+        args.command,
+        config.listen_addr,
+        &config.database,
+        &store::MIGRATIONS,
+        |db, listener, shutdown| async {
+            App::build(&config, db, listener).await?.run(shutdown).await
+        },
+    )
+    .await
 }
