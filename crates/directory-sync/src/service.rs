@@ -49,6 +49,16 @@ struct Inner {
 }
 
 impl Directory {
+    /// A pooled connection for one read or write outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.inner
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))
+    }
+
     pub fn new(db: Database, graph: GraphClient, registry: RegistryServiceClient<Channel>) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();
         Self {
@@ -97,13 +107,7 @@ impl Directory {
 
     /// Runs a full sync unless one has succeeded before (the first start of a service).
     pub async fn initial_sync_if_needed(&self) -> Result<Option<SyncRun>, Error> {
-        let mut conn = self
-            .inner
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         if store::has_completed_full_sync(&mut conn, &self.inner.tenant_id).await? {
             return Ok(None);
         }
@@ -113,13 +117,7 @@ impl Directory {
 
     /// The last run and the mirror's size.
     pub async fn status(&self) -> Result<(Option<SyncRun>, u64), Error> {
-        let mut conn = self
-            .inner
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         let last = store::last_run(&mut conn, &self.inner.tenant_id).await?;
         let count = store::present_count(&mut conn, &self.inner.tenant_id).await?;
         Ok((last, count))
@@ -131,13 +129,7 @@ impl Directory {
         before: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<SyncRun>, Error> {
-        let mut conn = self
-            .inner
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::list_runs(&mut conn, &self.inner.tenant_id, before, limit).await
     }
 
@@ -160,13 +152,7 @@ impl Directory {
             let fetch = u32::try_from(wanted - page.len() + 1)
                 .unwrap_or(u32::MAX)
                 .min(1000);
-            let mut conn = self
-                .inner
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(Error::internal("acquire"))?;
+            let mut conn = self.conn().await?;
             let batch =
                 store::list_users(&mut conn, &self.inner.tenant_id, filter, &cursor, fetch).await?;
             drop(conn);
@@ -242,11 +228,7 @@ impl Directory {
             ));
         }
         let db = &self.inner.db;
-        let mut conn = db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         let by_id: HashMap<String, MirrorUser> =
             store::users_by_object_ids(&mut conn, db.backend(), &self.inner.tenant_id, object_ids)
                 .await?
@@ -350,13 +332,7 @@ impl Directory {
         after_object_id: &str,
         limit: u32,
     ) -> Result<Vec<MirrorUser>, Error> {
-        let mut conn = self
-            .inner
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::users_after(&mut conn, &self.inner.tenant_id, after_object_id, limit).await
     }
 }

@@ -35,6 +35,15 @@ pub struct Importer {
 }
 
 impl Importer {
+    /// A pooled connection for one read or write outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))
+    }
+
     pub fn new(
         db: Database,
         directory: Directory,
@@ -149,12 +158,7 @@ impl Importer {
     }
 
     pub async fn job(&self, job_id: &str) -> Result<Job, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::job(&mut conn, job_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))
@@ -166,12 +170,7 @@ impl Importer {
         before: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::list_jobs(&mut conn, status, before, limit).await
     }
 
@@ -182,12 +181,7 @@ impl Importer {
         after: &str,
         limit: u32,
     ) -> Result<Vec<Outcome>, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         if store::job(&mut conn, job_id).await?.is_none() {
             return Err(Error::NotFound(format!("job {job_id} not found")));
         }

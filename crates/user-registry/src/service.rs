@@ -32,6 +32,15 @@ pub struct Registry {
 pub type ImportItem = Result<NewUser, (String, Error)>;
 
 impl Registry {
+    /// A pooled connection for one read or write outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))
+    }
+
     pub fn new(db: Database) -> Self {
         Self { db }
     }
@@ -301,23 +310,13 @@ impl Registry {
         if object_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::imported_object_ids(&mut conn, self.db.backend(), tenant_id, object_ids).await
     }
 
     /// The user with this user id (case-insensitive).
     pub async fn user_by_user_id(&self, user_id: &str) -> Result<RegistryUser, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::user_by_user_id(&mut conn, user_id)
             .await?
             .ok_or_else(|| Error::UserNotFound(user_id.to_owned()))
@@ -325,12 +324,7 @@ impl Registry {
 
     /// The user with this directory identity.
     pub async fn user_by_object(&self, key: &ObjectKey) -> Result<RegistryUser, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::user_by_object(&mut conn, key).await?.ok_or_else(|| {
             Error::UserNotFound(format!(
                 "with object id {} in tenant {}",
@@ -346,44 +340,24 @@ impl Registry {
         after_key: &str,
         limit: u32,
     ) -> Result<Vec<RegistryUser>, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::list_users(&mut conn, filter, after_key, limit).await
     }
 
     pub async fn list_companies(&self) -> Result<Vec<Company>, Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::list_companies(&mut conn).await
     }
 
     /// Creates a company; fails if the code is taken.
     pub async fn create_company(&self, company: &Company, now_ms: i64) -> Result<(), Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         store::insert_company(&mut conn, company, now_ms).await
     }
 
     /// Creates each configured company that does not exist yet.
     pub async fn ensure_companies(&self, companies: &[Company], now_ms: i64) -> Result<(), Error> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = self.conn().await?;
         for company in companies {
             store::ensure_company(&mut conn, company, now_ms).await?;
         }
