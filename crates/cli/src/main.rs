@@ -150,16 +150,15 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev(args).await,
         Command::Demo { users, postgres } => {
-            let data = tempfile_dir()?;
             let storage = match postgres {
                 Some(url) => Storage::Postgres {
                     url,
                     schema_prefix: format!("demo_{}", uuid::Uuid::new_v4().simple()),
                 },
-                None => Storage::Sqlite(data.clone()),
+                None => Storage::Sqlite(tempfile_dir()?),
             };
-            let result = cli::demo::run(storage, users).await;
-            let _ = std::fs::remove_dir_all(&data);
+            let result = cli::demo::run(storage.clone(), users).await;
+            storage.discard().await?;
             result
         }
         Command::Directory(DirectoryCommand::List(args)) => {

@@ -89,7 +89,39 @@ fn url_of(listener: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("http://{}", listener.local_addr()?))
 }
 
+/// The services of a stack, by the name their database carries.
+const SERVICES: [&str; 3] = ["directory", "registry", "importer"];
+
 impl Storage {
+    fn postgres_schema(prefix: &str, service: &str) -> String {
+        format!("{prefix}_{service}").replace('-', "_")
+    }
+
+    /// Deletes every service's data (a throw-away stack such as `demo`'s).
+    pub async fn discard(&self) -> anyhow::Result<()> {
+        match self {
+            Storage::Sqlite(dir) => {
+                if dir.exists() {
+                    std::fs::remove_dir_all(dir)
+                        .with_context(|| format!("cannot remove {}", dir.display()))?;
+                }
+            }
+            Storage::Postgres { url, schema_prefix } => {
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .context("cannot connect to Postgres")?;
+                for service in SERVICES {
+                    let schema = Self::postgres_schema(schema_prefix, service);
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Connects to (and migrates) the database of one service.
     async fn database(
         &self,
@@ -101,7 +133,7 @@ impl Storage {
                 format!("sqlite://{}", dir.join(format!("{service}.db")).display())
             }
             Storage::Postgres { url, schema_prefix } => {
-                let schema = format!("{schema_prefix}_{service}").replace('-', "_");
+                let schema = Self::postgres_schema(schema_prefix, service);
                 let mut conn = sqlx::PgConnection::connect(url)
                     .await
                     .context("cannot connect to Postgres")?;
