@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, probe_join, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -254,10 +254,13 @@ pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<
 static BY_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("id", "text")]);
-        format!(
-            "SELECT {USER_COLUMNS} FROM {rows} \
-             JOIN directory_users u ON u.tenant_id = $2 AND u.object_id = r.id"
-        )
+        let probe = probe_join(
+            backend,
+            &rows,
+            "directory_users",
+            "u.tenant_id = $2 AND u.object_id = r.id",
+        );
+        format!("SELECT {USER_COLUMNS} FROM {probe}")
     })
 });
 
@@ -283,10 +286,13 @@ pub async fn users_by_object_ids(
 static BY_UPNS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("id", "text")]);
-        format!(
-            "SELECT {USER_COLUMNS} FROM {rows} \
-             JOIN directory_users u ON u.tenant_id = $2 AND u.search_upn = r.id"
-        )
+        let probe = probe_join(
+            backend,
+            &rows,
+            "directory_users",
+            "u.tenant_id = $2 AND u.search_upn = r.id",
+        );
+        format!("SELECT {USER_COLUMNS} FROM {probe}")
     })
 });
 

@@ -214,6 +214,20 @@ impl RowsParam {
     }
 }
 
+/// `<rows> JOIN <table> u ON <condition>`, for looking up each batch row by a key. On Postgres
+/// it is a `LATERAL` subquery with `LIMIT 1`, which forces one index probe per row whatever
+/// the statistics say: while an import fills a table, its statistics still describe it small,
+/// and the planner's hash join over a full scan grows with the table. SQLite probes the index
+/// for this join by itself.
+pub fn probe_join(backend: Backend, rows: &str, table: &str, condition: &str) -> String {
+    match backend {
+        Backend::Postgres => format!(
+            "{rows} CROSS JOIN LATERAL (SELECT * FROM {table} u WHERE {condition} LIMIT 1) u"
+        ),
+        Backend::Sqlite => format!("{rows} JOIN {table} u ON {condition}"),
+    }
+}
+
 /// Encodes `rows` as one [`RowsParam`] text.
 pub fn rows_text<'a, const N: usize>(
     backend: Backend,

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, rows_from, rows_text,
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, probe_join, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -232,10 +232,13 @@ pub async fn insert_users(
 static FIND_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
-        format!(
-            "SELECT {USER_COLUMNS} FROM {rows} \
-             JOIN users u ON u.tenant_id = r.tenant_id AND u.object_id = r.object_id"
-        )
+        let probe = probe_join(
+            backend,
+            &rows,
+            "users",
+            "u.tenant_id = r.tenant_id AND u.object_id = r.object_id",
+        );
+        format!("SELECT {USER_COLUMNS} FROM {probe}")
     })
 });
 
@@ -321,7 +324,10 @@ pub async fn reserve_suffixes(
 static TAKEN_KEYS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("key", "text")]);
-        format!("SELECT u.user_key FROM {rows} JOIN users u ON u.user_key = r.key")
+        format!(
+            "SELECT u.user_key FROM {}",
+            probe_join(backend, &rows, "users", "u.user_key = r.key")
+        )
     })
 });
 
@@ -350,10 +356,13 @@ pub async fn taken_user_keys(
 static IMPORTED_OBJECT_IDS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("object_id", "text")]);
-        format!(
-            "SELECT u.object_id FROM {rows} \
-             JOIN users u ON u.tenant_id = $2 AND u.object_id = r.object_id"
-        )
+        let probe = probe_join(
+            backend,
+            &rows,
+            "users",
+            "u.tenant_id = $2 AND u.object_id = r.object_id",
+        );
+        format!("SELECT u.object_id FROM {probe}")
     })
 });
 
