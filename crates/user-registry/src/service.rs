@@ -172,23 +172,28 @@ impl Registry {
             if pending.is_empty() {
                 break;
             }
-            let keys: Vec<ObjectKey> = pending.iter().map(|(_, u)| ObjectKey::of(u)).collect();
-            let existing: HashMap<ObjectKey, RegistryUser> =
-                store::find_users(&mut tx, backend, &keys)
-                    .await?
-                    .into_iter()
-                    .map(|u| {
-                        (
-                            ObjectKey {
-                                tenant_id: u.tenant_id.clone(),
-                                object_id: u.object_id.clone(),
-                            },
-                            u,
-                        )
-                    })
-                    .collect();
-            let mut fresh: Vec<Pending<'_>> = Vec::with_capacity(pending.len());
-            for (index, user) in pending.drain(..) {
+            // One read answers both questions: which users exist, and which base ids are taken.
+            let bases: Vec<(String, String)> = pending
+                .iter()
+                .map(|(_, u)| {
+                    let base = base_user_id(&u.network_alias);
+                    let key = user_key(&base);
+                    (base, key)
+                })
+                .collect();
+            let probe_rows: Vec<(&str, &str, &str)> = pending
+                .iter()
+                .zip(&bases)
+                .map(|((_, u), (_, key))| {
+                    (u.tenant_id.as_str(), u.object_id.as_str(), key.as_str())
+                })
+                .collect();
+            let store::Probe {
+                existing,
+                taken_keys: taken,
+            } = store::probe(&mut tx, backend, &probe_rows).await?;
+            let mut fresh: Vec<(Pending<'_>, String)> = Vec::with_capacity(pending.len());
+            for ((index, user), (base, key)) in pending.drain(..).zip(bases) {
                 match existing.get(&ObjectKey::of(user)) {
                     // A replay of the import that created the user reports what it did then.
                     Some(found) if found.created_by_import == batch.import_id => {
@@ -203,26 +208,23 @@ impl Registry {
                             outcome(user, OutcomeKind::AlreadyPresent, found.user_id.clone()),
                         ));
                     }
-                    None => {
-                        let base = base_user_id(&user.network_alias);
-                        fresh.push(Pending {
+                    None => fresh.push((
+                        Pending {
                             index,
                             user,
                             user_id: base.clone(),
                             base,
-                        });
-                    }
+                        },
+                        key,
+                    )),
                 }
             }
             if fresh.is_empty() {
                 break;
             }
 
-            let base_keys: Vec<String> = fresh.iter().map(|p| user_key(&p.base)).collect();
-            let taken = store::taken_user_keys(&mut tx, backend, &base_keys).await?;
             let (with_base, collided): (Vec<_>, Vec<_>) = fresh
                 .into_iter()
-                .zip(base_keys)
                 .partition(|(_, key)| !taken.contains(key) && claimed.insert(key.clone()));
             let mut ready: Vec<Pending<'_>> = with_base.into_iter().map(|(p, _)| p).collect();
             let collided: Vec<Pending<'_>> = collided.into_iter().map(|(p, _)| p).collect();

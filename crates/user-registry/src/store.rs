@@ -229,43 +229,76 @@ pub async fn insert_users(
     Ok(result.rows_affected())
 }
 
-static FIND_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+static PROBE: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
-        let probe = probe_join(
+        let rows = rows_from(
+            backend,
+            &[
+                ("tenant_id", "text"),
+                ("object_id", "text"),
+                ("key", "text"),
+            ],
+        );
+        let by_object = probe_join(
             backend,
             &rows,
             "users",
             "u.tenant_id = r.tenant_id AND u.object_id = r.object_id",
         );
-        format!("SELECT {USER_COLUMNS} FROM {probe}")
+        let by_key = probe_join(backend, &rows, "users", "u.user_key = r.key");
+        format!(
+            "SELECT 'object' AS hit, {USER_COLUMNS} FROM {by_object} \
+             UNION ALL SELECT 'key' AS hit, {USER_COLUMNS} FROM {by_key}"
+        )
     })
 });
 
-/// The users that exist among `keys`, in one statement.
-pub async fn find_users(
+/// What the registry already holds for a batch: the users with these identities, and which
+/// of these user keys are taken.
+#[derive(Debug, Default)]
+pub struct Probe {
+    pub existing: HashMap<ObjectKey, RegistryUser>,
+    pub taken_keys: HashSet<String>,
+}
+
+/// Looks a batch up by identity and by wanted user key in one statement: one row per
+/// `(tenant_id, object_id, user_key)`.
+pub async fn probe(
     conn: &mut AnyConnection,
     backend: Backend,
-    keys: &[ObjectKey],
-) -> Result<Vec<RegistryUser>, Error> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
+    rows: &[(&str, &str, &str)],
+) -> Result<Probe, Error> {
+    let mut result = Probe::default();
+    if rows.is_empty() {
+        return Ok(result);
     }
     let param = rows_text(
         backend,
-        keys.iter()
-            .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
+        rows.iter()
+            .map(|(tenant, object, key)| [*tenant, *object, *key]),
     )
-    .context("encode keys")?;
-    let rows = sqlx::query(FIND_USERS.get(backend))
+    .context("encode probe")?;
+    let found = sqlx::query(PROBE.get(backend))
         .bind(param)
         .fetch_all(conn)
         .await
-        .map_err(Error::internal("find users"))?;
-    rows.iter()
-        .map(user_from_row)
-        .collect::<Result<_, _>>()
-        .map_err(Error::internal("read users"))
+        .map_err(Error::internal("probe users"))?;
+    for row in &found {
+        let hit: String = row.try_get("hit").map_err(Error::internal("read probe"))?;
+        let user = user_from_row(row).map_err(Error::internal("read probe"))?;
+        if hit == "key" {
+            result
+                .taken_keys
+                .insert(crate::domain::user_id::user_key(&user.user_id));
+        } else {
+            let key = ObjectKey {
+                tenant_id: user.tenant_id.clone(),
+                object_id: user.object_id.clone(),
+            };
+            result.existing.insert(key, user);
+        }
+    }
+    Ok(result)
 }
 
 static RESERVE_SUFFIXES: LazyLock<Dialects> = LazyLock::new(|| {
