@@ -9,6 +9,9 @@ pub enum Error {
     Invalid { field: &'static str, reason: String },
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    /// A group that is not among the synced groups, so its members are unknown.
+    #[error("group {0} is not synced; add it to sync.groups")]
+    GroupNotSynced(String),
     /// A sync round is already running; the caller may wait and ask again.
     #[error("a sync round is already running")]
     SyncBusy,
@@ -50,6 +53,7 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::SyncBusy => Status::aborted(error.to_string()),
+            Error::GroupNotSynced(_) => Status::failed_precondition(error.to_string()),
             Error::Directory {
                 retryable: true, ..
             }

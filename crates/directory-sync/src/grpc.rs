@@ -85,6 +85,12 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
     }
 }
 
+/// Parses a GUID field such as a group id.
+fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
+    service_runtime::normalize_guid(raw)
+        .ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
+}
+
 /// Parses an Entra object id (a GUID), naming the field and position on error.
 pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     service_runtime::normalize_guid(raw).ok_or_else(|| {
@@ -109,9 +115,10 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
-        if !request.group_id.is_empty() {
-            return unimplemented("listing scoped to a group");
-        }
+        let group_id = match request.group_id.trim() {
+            "" => None,
+            id => Some(parse_guid("group_id", id)?),
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
@@ -128,6 +135,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             search: request.search,
             enabled_only: request.enabled_only,
             account_type,
+            group_id,
         };
         let not_imported_only = request.not_imported_only.unwrap_or(true);
         let (users, next) = self

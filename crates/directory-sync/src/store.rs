@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, probe_join, rows_from, rows_text,
+    Backend, Dialects, Migrations, flag, flag_text, probe_join, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -323,7 +323,29 @@ pub struct ListCursor {
     pub object_id: String,
 }
 
-/// One page of present users in display-name order, after `after`.
+/// The smallest string greater than every string that starts with `prefix`, in byte (code
+/// point) order: the prefix with its last character incremented. `None` when no such string
+/// exists (an empty prefix, or one of only `char::MAX`).
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// One page of present users in display-name order, after `after`: optionally only those
+/// whose display name, UPN or mail starts with the search term (case-insensitive), enabled,
+/// of one account type, or members of one group.
+///
+/// The search is three prefix ranges over byte-ordered, lower-cased columns, each served by
+/// its own index (Postgres ORs them as bitmaps); without a search the name index yields the
+/// page in order directly. The statement holds only the conditions in use, so each shape
+/// gets the plan that fits it.
 pub async fn list_users(
     conn: &mut AnyConnection,
     tenant_id: &str,
@@ -331,36 +353,101 @@ pub async fn list_users(
     after: &ListCursor,
     limit: u32,
 ) -> Result<Vec<MirrorUser>, Error> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM directory_users u \
-         WHERE u.tenant_id = $1 AND u.deletion_state = 'present' \
-         AND (u.search_name > $2 OR (u.search_name = $2 AND u.object_id > $3)) \
-         AND ($4 = '' OR u.search_name LIKE $5 ESCAPE '\\' OR u.search_upn LIKE $5 ESCAPE '\\' \
-              OR u.search_mail LIKE $5 ESCAPE '\\') \
-         AND ($6 = 0 OR u.account_enabled = ($6 = 1)) \
-         AND ($7 = '' OR u.account_type = $7) \
-         ORDER BY u.search_name, u.object_id LIMIT $8"
-    );
+    let mut query = Statement::new(format!(
+        "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = "
+    ));
+    query.bind(Bind::Text(tenant_id.to_owned()));
+    query.push(" AND u.deletion_state = 'present' AND (u.search_name, u.object_id) > (");
+    query.bind(Bind::Text(after.name.clone()));
+    query.push(", ");
+    query.bind(Bind::Text(after.object_id.clone()));
+    query.push(")");
     let search = filter.search.trim().to_lowercase();
-    let pattern = format!("{}%", escape_like(&search));
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(tenant_id)
-        .bind(&after.name)
-        .bind(&after.object_id)
-        .bind(search.clone())
-        .bind(pattern)
-        .bind(i64::from(filter.enabled_only))
-        .bind(
-            filter
-                .account_type
-                .map(AccountType::as_str)
-                .unwrap_or_default(),
-        )
-        .bind(i64::from(limit))
+    if !search.is_empty() {
+        let lo = query.param(Bind::Text(search.clone()));
+        let hi = prefix_upper_bound(&search).map(|hi| query.param(Bind::Text(hi)));
+        let ranges: Vec<String> = ["search_name", "search_upn", "search_mail"]
+            .iter()
+            .map(|column| match &hi {
+                Some(hi) => format!("(u.{column} >= {lo} AND u.{column} < {hi})"),
+                None => format!("u.{column} >= {lo}"),
+            })
+            .collect();
+        query.push(&format!(" AND ({})", ranges.join(" OR ")));
+    }
+    if filter.enabled_only {
+        query.push(" AND u.account_enabled = ");
+        query.bind(Bind::Flag(true));
+    }
+    if let Some(account_type) = filter.account_type {
+        query.push(" AND u.account_type = ");
+        query.bind(Bind::Text(account_type.as_str().to_owned()));
+    }
+    if let Some(group_id) = &filter.group_id {
+        query.push(
+            " AND EXISTS (SELECT 1 FROM directory_group_members m \
+             WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id AND m.group_id = ",
+        );
+        query.bind(Bind::Text(group_id.clone()));
+        query.push(")");
+    }
+    query.push(" ORDER BY u.search_name, u.object_id LIMIT ");
+    query.bind(Bind::Int(i64::from(limit)));
+    let rows = query
         .fetch_all(conn)
         .await
         .map_err(Error::internal("list mirrored users"))?;
     users_from_rows(&rows)
+}
+
+/// A value bound to a [`Statement`].
+enum Bind {
+    Text(String),
+    Flag(bool),
+    Int(i64),
+}
+
+/// A statement assembled from the conditions in use, numbering its placeholders as it goes.
+struct Statement {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Statement {
+    fn new(sql: String) -> Self {
+        Self {
+            sql,
+            binds: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+
+    /// Registers a value and returns its placeholder without writing it.
+    fn param(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    /// Writes a placeholder for a value.
+    fn bind(&mut self, value: Bind) {
+        let placeholder = self.param(value);
+        self.sql.push_str(&placeholder);
+    }
+
+    async fn fetch_all(self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut query = sqlx::query(AssertSqlSafe(self.sql));
+        for value in self.binds {
+            query = match value {
+                Bind::Text(text) => query.bind(text),
+                Bind::Flag(flag) => query.bind(flag),
+                Bind::Int(int) => query.bind(int),
+            };
+        }
+        query.fetch_all(conn).await
+    }
 }
 
 /// Up to `limit` present users after `after_object_id`, in object id order (streaming).

@@ -84,6 +84,8 @@ pub struct ListFilter {
     pub search: String,
     pub enabled_only: bool,
     pub account_type: Option<AccountType>,
+    /// Only the (transitive) members of this directory group.
+    pub group_id: Option<String>,
 }
 
 #[cfg(test)]
