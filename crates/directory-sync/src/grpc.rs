@@ -192,12 +192,14 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::StreamUsersRequest>,
     ) -> Result<Response<UserStream>, Status> {
         let request = request.into_inner();
-        if let Some(pb::Scope {
-            scope: Some(pb::scope::Scope::GroupId(_)),
-        }) = request.scope
-        {
-            return Err(Error::Unimplemented("streaming a group scope").into());
-        }
+        let group_id = match request.scope.and_then(|scope| scope.scope) {
+            Some(pb::scope::Scope::GroupId(id)) => {
+                let id = parse_guid("scope.group_id", &id)?;
+                self.directory.ensure_group_synced(&id).await?;
+                Some(id)
+            }
+            Some(pb::scope::Scope::All(_)) | None => None,
+        };
         let batch = page_size(
             "batch_size",
             request.batch_size,
@@ -213,7 +215,10 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         let directory = self.directory.clone();
         tokio::spawn(async move {
             loop {
-                let users = match directory.users_after(&after, batch).await {
+                let users = match directory
+                    .users_after(group_id.as_deref(), &after, batch)
+                    .await
+                {
                     Ok(users) => users,
                     Err(error) => {
                         let _ = tx.send(Err(Status::from(error))).await;
@@ -236,9 +241,37 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
 
     async fn list_groups(
         &self,
-        _: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        unimplemented("ListGroups")
+        let request = request.into_inner();
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let after: (String, String) = decode_page_token(&request.page_token)?;
+        let groups = self
+            .directory
+            .groups(request.search.trim(), &after, limit)
+            .await?;
+        let next_page_token = match groups.last() {
+            Some(last) if groups.len() == limit as usize => {
+                encode_page_token(&(last.display_name.clone(), last.group_id.clone()))
+            }
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|g| pb::Group {
+                    object_id: g.group_id,
+                    display_name: g.display_name,
+                    member_count: g.member_count,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 
     async fn sync_now(

@@ -143,6 +143,9 @@ impl Directory {
         after: ListCursor,
         limit: u32,
     ) -> Result<(Vec<ListedUser>, Option<ListCursor>), Error> {
+        if let Some(group_id) = &filter.group_id {
+            self.ensure_group_synced(group_id).await?;
+        }
         let wanted = limit as usize;
         let mut page = Vec::with_capacity(wanted);
         let mut cursor = after;
@@ -326,13 +329,43 @@ impl Directory {
         Ok(fetched)
     }
 
-    /// Up to `limit` present users after `after_object_id`, in object id order.
+    /// Up to `limit` present users after `after_object_id`, in object id order, optionally
+    /// only the members of a synced group.
     pub async fn users_after(
         &self,
+        group_id: Option<&str>,
         after_object_id: &str,
         limit: u32,
     ) -> Result<Vec<MirrorUser>, Error> {
         let mut conn = self.conn().await?;
-        store::users_after(&mut conn, &self.inner.tenant_id, after_object_id, limit).await
+        store::users_after(
+            &mut conn,
+            &self.inner.tenant_id,
+            group_id,
+            after_object_id,
+            limit,
+        )
+        .await
+    }
+
+    /// Fails with `GroupNotSynced` unless the group's members are mirrored.
+    pub async fn ensure_group_synced(&self, group_id: &str) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        if store::group_exists(&mut conn, &self.inner.tenant_id, group_id).await? {
+            Ok(())
+        } else {
+            Err(Error::GroupNotSynced(group_id.to_owned()))
+        }
+    }
+
+    /// Mirrored groups by name, after the cursor.
+    pub async fn groups(
+        &self,
+        search: &str,
+        after: &(String, String),
+        limit: u32,
+    ) -> Result<Vec<store::GroupRow>, Error> {
+        let mut conn = self.conn().await?;
+        store::list_groups(&mut conn, &self.inner.tenant_id, search, after, limit).await
     }
 }

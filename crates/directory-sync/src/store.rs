@@ -454,22 +454,262 @@ impl Statement {
 pub async fn users_after(
     conn: &mut AnyConnection,
     tenant_id: &str,
+    group_id: Option<&str>,
     after_object_id: &str,
     limit: u32,
 ) -> Result<Vec<MirrorUser>, Error> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM directory_users u \
-         WHERE u.tenant_id = $1 AND u.deletion_state = 'present' AND u.object_id > $2 \
-         ORDER BY u.object_id LIMIT $3"
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(tenant_id)
-        .bind(after_object_id)
-        .bind(i64::from(limit))
+    let mut query = Statement::new(format!(
+        "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = "
+    ));
+    query.bind(Bind::Text(tenant_id.to_owned()));
+    query.push(" AND u.deletion_state = 'present' AND u.object_id > ");
+    query.bind(Bind::Text(after_object_id.to_owned()));
+    if let Some(group_id) = group_id {
+        query.push(
+            " AND EXISTS (SELECT 1 FROM directory_group_members m \
+             WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id AND m.group_id = ",
+        );
+        query.bind(Bind::Text(group_id.to_owned()));
+        query.push(")");
+    }
+    query.push(" ORDER BY u.object_id LIMIT ");
+    query.bind(Bind::Int(i64::from(limit)));
+    let rows = query
         .fetch_all(conn)
         .await
         .map_err(Error::internal("stream mirrored users"))?;
     users_from_rows(&rows)
+}
+
+static MARK_REMOVED: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("id", "text"), ("state", "text")]);
+        format!(
+            "UPDATE directory_users SET deletion_state = r.state, changed_run = $3, updated_at_ms = $4 \
+             FROM {rows} WHERE directory_users.tenant_id = $2 AND directory_users.object_id = r.id \
+             AND directory_users.deletion_state <> r.state"
+        )
+    })
+});
+
+/// Marks users the directory reports removed (`@removed`): soft-deleted (restorable) or
+/// hard-deleted. Returns how many changed; a replayed removal changes nothing, and a removal
+/// of a user the mirror never held is ignored.
+pub async fn mark_removed(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    removed: &[(String, DeletionState)],
+    run_id: &str,
+    now_ms: i64,
+) -> Result<u64, Error> {
+    if removed.is_empty() {
+        return Ok(0);
+    }
+    let param = rows_text(
+        backend,
+        removed
+            .iter()
+            .map(|(id, state)| [id.as_str(), state.as_str()]),
+    )
+    .context("encode removals")?;
+    let result = sqlx::query(MARK_REMOVED.get(backend))
+        .bind(param)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(now_ms)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("mark removed users"))?;
+    Ok(result.rows_affected())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delta cursor
+
+/// The stored deltaLink of the directory, if a sync has established one.
+pub async fn delta_link(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+) -> Result<Option<String>, Error> {
+    sqlx::query_scalar("SELECT delta_link FROM directory_sync_state WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("read delta link"))
+}
+
+/// Stores the whole deltaLink, as Graph returned it.
+pub async fn save_delta_link(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    link: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO directory_sync_state (tenant_id, delta_link, updated_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET delta_link = excluded.delta_link, updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(tenant_id)
+    .bind(link)
+    .bind(now_ms)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("save delta link"))?;
+    Ok(())
+}
+
+/// Forgets the deltaLink (it expired): the next round is a full sync.
+pub async fn clear_delta_link(conn: &mut AnyConnection, tenant_id: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM directory_sync_state WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("clear delta link"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+/// A mirrored group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRow {
+    pub group_id: String,
+    pub display_name: String,
+    pub member_count: u64,
+}
+
+/// Records a group and its member count.
+pub async fn upsert_group(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    group: &GroupRow,
+    now_ms: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO directory_groups (tenant_id, group_id, display_name, member_count, synced_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, group_id) DO UPDATE SET \
+         display_name = excluded.display_name, member_count = excluded.member_count, synced_at_ms = excluded.synced_at_ms",
+    )
+    .bind(tenant_id)
+    .bind(&group.group_id)
+    .bind(&group.display_name)
+    .bind(i64::try_from(group.member_count).unwrap_or(i64::MAX))
+    .bind(now_ms)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("upsert group"))?;
+    Ok(())
+}
+
+static ADD_MEMBERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("id", "text")]);
+        format!(
+            "INSERT INTO directory_group_members (tenant_id, group_id, object_id, seen_run) \
+             SELECT $2, $3, r.id, $4 FROM {rows} WHERE true \
+             ON CONFLICT (tenant_id, group_id, object_id) DO UPDATE SET seen_run = excluded.seen_run"
+        )
+    })
+});
+
+/// Records members of a group as seen by `run_id`, in one statement.
+pub async fn add_group_members(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    group_id: &str,
+    object_ids: &[String],
+    run_id: &str,
+) -> Result<(), Error> {
+    if object_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(ADD_MEMBERS.get(backend))
+        .bind(id_rows(backend, object_ids)?)
+        .bind(tenant_id)
+        .bind(group_id)
+        .bind(run_id)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("add group members"))?;
+    Ok(())
+}
+
+/// Removes the members of a group that `run_id` (a complete read of it) did not see; returns
+/// how many left.
+pub async fn remove_unseen_members(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    group_id: &str,
+    run_id: &str,
+) -> Result<u64, Error> {
+    let result = sqlx::query(
+        "DELETE FROM directory_group_members WHERE tenant_id = $1 AND group_id = $2 AND seen_run <> $3",
+    )
+    .bind(tenant_id)
+    .bind(group_id)
+    .bind(run_id)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("remove group members"))?;
+    Ok(result.rows_affected())
+}
+
+/// Mirrored groups whose name starts with `search` (case-insensitive), by name, after the
+/// `(display name, group id)` cursor.
+pub async fn list_groups(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    search: &str,
+    after: &(String, String),
+    limit: u32,
+) -> Result<Vec<GroupRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT group_id, display_name, member_count FROM directory_groups \
+         WHERE tenant_id = $1 AND (display_name, group_id) > ($2, $3) \
+         AND ($4 = '' OR lower(display_name) LIKE $5 ESCAPE '\\') \
+         ORDER BY display_name, group_id LIMIT $6",
+    )
+    .bind(tenant_id)
+    .bind(&after.0)
+    .bind(&after.1)
+    .bind(search.to_lowercase())
+    .bind(format!(
+        "{}%",
+        service_runtime::storage::escape_like(&search.to_lowercase())
+    ))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("list groups"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(GroupRow {
+                group_id: row.try_get("group_id")?,
+                display_name: row.try_get("display_name")?,
+                member_count: u64::try_from(row.try_get::<i64, _>("member_count")?).unwrap_or(0),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read groups"))
+}
+
+/// True when the group is mirrored.
+pub async fn group_exists(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    group_id: &str,
+) -> Result<bool, Error> {
+    let found =
+        sqlx::query("SELECT 1 AS one FROM directory_groups WHERE tenant_id = $1 AND group_id = $2")
+            .bind(tenant_id)
+            .bind(group_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(Error::internal("look up group"))?;
+    Ok(found.is_some())
 }
 
 // ---------------------------------------------------------------------------------------------
