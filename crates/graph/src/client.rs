@@ -2,22 +2,32 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 use url::Url;
 
+use crate::certificate::JWT_BEARER;
+use crate::config::Credential;
 use crate::error::{auth_error, graph_error};
+use crate::throttle::{Budget, Hold, backoff, names, parse_retry_after, resource_units};
 use crate::token::{AcquiredToken, TokenCache};
-use crate::users::{GraphUser, USER_SELECT, UserPages};
+use crate::users::{GraphUser, ListUsersOptions, USER_SELECT, UserPages};
 use crate::{Error, GraphConfig};
 
-/// A Microsoft Graph client for one tenant; cheap to clone (shares connections and the token).
+/// A Microsoft Graph client for one tenant; cheap to clone (shares connections, the token,
+/// the throttling state, the concurrency limit and the resource budget).
 ///
-/// `Debug` never shows the client secret or tokens.
+/// Every request goes through one path that waits for a `Retry-After` hold, the concurrency
+/// limit and the resource budget, retries as [`RetryPolicy`](crate::RetryPolicy) says, and
+/// refreshes the token once when Graph answers 401.
+///
+/// `Debug` never shows the client secret, the private key or tokens.
 #[derive(Clone)]
 pub struct GraphClient {
     inner: Arc<Inner>,
@@ -33,6 +43,9 @@ struct Inner {
     /// The first page of the user listing.
     list_users_url: Url,
     tokens: TokenCache,
+    hold: Hold,
+    budget: Budget,
+    permits: Semaphore,
 }
 
 impl fmt::Debug for GraphClient {
@@ -56,6 +69,68 @@ struct TokenResponse {
 enum ExpiresIn {
     Seconds(u64),
     Text(String),
+}
+
+/// One request to Graph, as the request path sends it (and re-sends it on retries).
+pub(crate) struct Call<'a> {
+    method: Method,
+    url: &'a Url,
+    body: Option<&'a serde_json::Value>,
+    /// Send `ConsistencyLevel: eventual`.
+    eventual: bool,
+    /// Resource units the request costs.
+    cost: u32,
+}
+
+impl<'a> Call<'a> {
+    /// A GET of `url`, costed by Graph's table.
+    pub(crate) fn get(url: &'a Url) -> Self {
+        Self {
+            method: Method::GET,
+            cost: resource_units(url),
+            url,
+            body: None,
+            eventual: false,
+        }
+    }
+
+    /// A POST of a JSON body costing `cost` resource units.
+    pub(crate) fn post_json(url: &'a Url, body: &'a serde_json::Value, cost: u32) -> Self {
+        Self {
+            method: Method::POST,
+            url,
+            body: Some(body),
+            eventual: false,
+            cost,
+        }
+    }
+
+    pub(crate) fn eventual(mut self, eventual: bool) -> Self {
+        self.eventual = eventual;
+        self
+    }
+}
+
+/// A response as received, before its status is judged.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    request_id: Option<String>,
+    body: Vec<u8>,
+}
+
+/// What one attempt leads to.
+enum Step<T> {
+    Done(T),
+    Fail(Error),
+    /// Retry after `delay` (none: the shared hold already says how long).
+    Retry {
+        error: Error,
+        reason: &'static str,
+        delay: Option<Duration>,
+    },
+    /// Graph refused the token: refresh it and send again.
+    Unauthorized(SecretString),
 }
 
 impl GraphClient {
@@ -92,6 +167,9 @@ impl GraphClient {
                 token_url,
                 http,
                 tokens: TokenCache::default(),
+                hold: Hold::default(),
+                budget: Budget::new(config.resource_budget),
+                permits: Semaphore::new(config.max_concurrency),
                 config,
             }),
         })
@@ -102,10 +180,47 @@ impl GraphClient {
         &self.inner.config.tenant_id
     }
 
+    /// Returns when the current `Retry-After` hold ends, if one is active: until then this
+    /// client sends no request to Graph.
+    pub fn throttled_until(&self) -> Option<Instant> {
+        self.inner.hold.until(Instant::now())
+    }
+
     /// Lists all users: `GET /v1.0/users?$select=USER_SELECT&$top=page_size`, then each
     /// `@odata.nextLink` verbatim until there is none.
     pub fn list_users(&self) -> UserPages {
-        UserPages::new(self.clone(), self.inner.list_users_url.clone())
+        UserPages::new(self.clone(), self.inner.list_users_url.clone(), false)
+    }
+
+    /// Lists users with query options (`$filter`, `$search`, `$count`); sends
+    /// `ConsistencyLevel: eventual` on every page, nextLink pages included, when the options
+    /// need it (Graph does not carry the header over to next pages).
+    pub fn list_users_with(&self, options: &ListUsersOptions) -> Result<UserPages, Error> {
+        let mut url = format!(
+            "{}/v1.0/users?$select={USER_SELECT}&$top={}",
+            self.inner.graph_root, self.inner.config.page_size
+        );
+        if let Some(filter) = &options.filter {
+            url.push_str(&format!("&$filter={}", encode_query_value(filter)));
+        }
+        if let Some(search) = &options.search {
+            let quoted = if search.starts_with('"') {
+                search.clone()
+            } else {
+                format!("\"{search}\"")
+            };
+            url.push_str(&format!("&$search={}", encode_query_value(&quoted)));
+        }
+        if options.count {
+            url.push_str("&$count=true");
+        }
+        let url =
+            Url::parse(&url).map_err(|e| Error::InvalidConfig(format!("bad users URL: {e}")))?;
+        Ok(UserPages::new(
+            self.clone(),
+            url,
+            options.needs_eventual_consistency(),
+        ))
     }
 
     /// Reads one user by object id or userPrincipalName; `Ok(None)` if Graph answers 404.
@@ -113,16 +228,13 @@ impl GraphClient {
     /// The key is percent-encoded as one path segment (`#EXT#` becomes `%23EXT%23`). An empty
     /// key, `.` or `..` names no user and returns `Ok(None)` without a request.
     pub async fn get_user(&self, id_or_upn: &str) -> Result<Option<GraphUser>, Error> {
-        if matches!(id_or_upn.trim(), "" | "." | "..") {
+        if !names_an_object(id_or_upn) {
             return Ok(None);
         }
-        let url = format!(
-            "{}/v1.0/users/{}?$select={USER_SELECT}",
-            self.inner.graph_root,
+        let url = self.graph_url(&format!(
+            "/v1.0/users/{}?$select={USER_SELECT}",
             encode_path_segment(id_or_upn)
-        );
-        let url =
-            Url::parse(&url).map_err(|e| Error::InvalidConfig(format!("bad user URL: {e}")))?;
+        ))?;
         match self.send_json::<serde_json::Value>(&url).await {
             Ok(entry) => GraphUser::try_from(entry).map(Some).map_err(|rejected| {
                 Error::Decode(format!("user {id_or_upn}: {}", rejected.reason))
@@ -132,57 +244,282 @@ impl GraphClient {
         }
     }
 
-    /// The one request path to Graph: token, GET, status check, JSON decoding.
-    ///
-    /// Retries and throttling (429 `Retry-After`) belong here.
+    /// `{graph_root}{path_and_query}` as a URL.
+    pub(crate) fn graph_url(&self, path_and_query: &str) -> Result<Url, Error> {
+        Url::parse(&format!("{}{path_and_query}", self.inner.graph_root))
+            .map_err(|e| Error::InvalidConfig(format!("bad Graph URL {path_and_query:?}: {e}")))
+    }
+
+    pub(crate) fn config(&self) -> &GraphConfig {
+        &self.inner.config
+    }
+
+    /// A GET whose body is decoded as `T`.
     pub(crate) async fn send_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, Error> {
-        let token = self.access_token().await?;
+        self.call(Call::get(url), |body| {
+            serde_json::from_slice(body)
+                .map_err(|e| Error::Decode(format!("{}: {e}", url.path())))
+        })
+        .await
+    }
+
+    /// The one request path to Graph: hold, concurrency limit, budget, token, send, status
+    /// check, decoding with `parse`, retries.
+    ///
+    /// Retried: 429 and 503 (after `Retry-After`, which holds every request of this client,
+    /// or a backoff), other 5xx except 501, timeouts and connection errors, a token endpoint
+    /// that is throttled or down, and bodies `parse` rejects with [`Error::Decode`] (a
+    /// corrupt page), up to `retry.max_attempts` attempts. A 401 refreshes the token and
+    /// sends once more, outside that count. Other 4xx are returned at once.
+    pub(crate) async fn call<T>(
+        &self,
+        call: Call<'_>,
+        parse: impl Fn(&[u8]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let policy = self.inner.config.retry;
+        let mut attempt: u32 = 0;
+        let mut refreshed = false;
+        loop {
+            attempt += 1;
+            let (error, reason, delay) = match self.attempt(&call, &parse, attempt).await {
+                Step::Done(value) => return Ok(value),
+                Step::Fail(error) => return Err(error),
+                Step::Unauthorized(token) if !refreshed => {
+                    refreshed = true;
+                    attempt -= 1;
+                    metrics::counter!(names::RETRIES, "reason" => "unauthorized").increment(1);
+                    tracing::warn!(
+                        path = call.url.path(),
+                        "graph refused the access token, refreshing it and retrying once"
+                    );
+                    self.inner.tokens.invalidate(&token).await;
+                    continue;
+                }
+                Step::Unauthorized(_) => {
+                    return Err(Error::Graph {
+                        status: 401,
+                        code: "InvalidAuthenticationToken".to_owned(),
+                        message: "graph refused a freshly issued access token".to_owned(),
+                        request_id: None,
+                    });
+                }
+                Step::Retry {
+                    error,
+                    reason,
+                    delay,
+                } => (error, reason, delay),
+            };
+            if attempt >= policy.max_attempts {
+                tracing::warn!(
+                    path = call.url.path(),
+                    attempts = attempt,
+                    reason,
+                    error = %error,
+                    "graph request failed, giving up"
+                );
+                return Err(match error {
+                    Error::Decode(message) => {
+                        Error::Decode(format!("{message} (after {attempt} attempts)"))
+                    }
+                    other => other,
+                });
+            }
+            metrics::counter!(names::RETRIES, "reason" => reason).increment(1);
+            tracing::warn!(
+                path = call.url.path(),
+                attempt,
+                max_attempts = policy.max_attempts,
+                reason,
+                delay_ms = delay.map(|d| d.as_millis() as u64),
+                throttled_until_ms = self
+                    .throttled_until()
+                    .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64),
+                error = %error,
+                "graph request failed, retrying"
+            );
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+
+    async fn attempt<T>(
+        &self,
+        call: &Call<'_>,
+        parse: &impl Fn(&[u8]) -> Result<T, Error>,
+        attempt: u32,
+    ) -> Step<T> {
+        let policy = &self.inner.config.retry;
+        let token = match self.access_token().await {
+            Ok(token) => token,
+            Err(error) if error.is_retryable() => {
+                return Step::Retry {
+                    error,
+                    reason: "token",
+                    delay: Some(backoff(policy, attempt)),
+                };
+            }
+            Err(error) => return Step::Fail(error),
+        };
+        let answer = match self.send(call, &token).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                let reason = if error.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                };
+                metrics::counter!(names::REQUESTS, "status" => reason).increment(1);
+                return Step::Retry {
+                    error: Error::Transport(error),
+                    reason,
+                    delay: Some(backoff(policy, attempt)),
+                };
+            }
+        };
+        let status = answer.status;
+        if (200..300).contains(&status) {
+            return match parse(&answer.body) {
+                Ok(value) => Step::Done(value),
+                Err(error @ Error::Decode(_)) => Step::Retry {
+                    error,
+                    reason: "decode",
+                    delay: Some(backoff(policy, attempt)),
+                },
+                Err(error) => Step::Fail(error),
+            };
+        }
+        if status == 401 {
+            return Step::Unauthorized(token);
+        }
+        let error = graph_error(status, answer.request_id, &answer.body);
+        if !error.is_retryable() {
+            return Step::Fail(error);
+        }
+        if matches!(status, 429 | 503) {
+            metrics::counter!(names::THROTTLED, "status" => status.to_string()).increment(1);
+            if let Some(retry_after) = answer.retry_after {
+                self.inner.hold.extend(Instant::now() + retry_after);
+                tracing::warn!(
+                    status,
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    path = call.url.path(),
+                    "graph throttled the client, holding all requests"
+                );
+                return Step::Retry {
+                    error,
+                    reason: "throttled",
+                    delay: None,
+                };
+            }
+        }
+        Step::Retry {
+            error,
+            reason: if status == 429 {
+                "throttled"
+            } else {
+                "server_error"
+            },
+            delay: Some(backoff(policy, attempt)),
+        }
+    }
+
+    /// Sends once: concurrency permit, `Retry-After` hold, resource budget, then HTTP.
+    async fn send(&self, call: &Call<'_>, token: &SecretString) -> Result<Answer, reqwest::Error> {
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let _permit = self.inner.permits.acquire().await.ok();
+        self.wait_for_hold_and_budget(call.cost).await;
+        metrics::counter!(names::RESOURCE_UNITS).increment(u64::from(call.cost));
         let started = Instant::now();
-        let response = self
+        let mut request = self
             .inner
             .http
-            .get(url.clone())
+            .request(call.method.clone(), call.url.clone())
             .bearer_auth(token.expose_secret())
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(Error::Transport)?;
-        let status = response.status();
+            .header(ACCEPT, "application/json");
+        if call.eventual {
+            request = request.header("ConsistencyLevel", "eventual");
+        }
+        if let Some(body) = call.body {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
         let request_id = header_text(response.headers(), "request-id");
-        let body = response.bytes().await.map_err(Error::Transport)?;
+        let retry_after = header_text(response.headers(), RETRY_AFTER.as_str())
+            .and_then(|value| parse_retry_after(&value));
+        let body = response.bytes().await?.to_vec();
+        metrics::counter!(names::REQUESTS, "status" => status.to_string()).increment(1);
         tracing::debug!(
-            path = url.path(),
-            status = status.as_u16(),
+            method = %call.method,
+            path = call.url.path(),
+            status,
+            cost = call.cost,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "graph request done"
         );
-        if !status.is_success() {
-            return Err(graph_error(status.as_u16(), request_id, &body));
-        }
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::Decode(format!("{} {}: {e}", status.as_u16(), url.path())))
+        Ok(Answer {
+            status,
+            retry_after,
+            request_id,
+            body,
+        })
     }
 
-    /// Accepts a nextLink only on the Graph host (it will carry our token) and only if it moves on.
-    pub(crate) fn check_next_link(&self, link: &str, current: &Url) -> Result<Url, Error> {
-        let next = Url::parse(link)
-            .map_err(|e| Error::Decode(format!("@odata.nextLink {link:?} is not a URL: {e}")))?;
-        if next.origin() != self.inner.config.graph_host.origin() {
-            return Err(Error::Decode(format!(
-                "@odata.nextLink {link:?} leaves the Graph host {}",
-                self.inner.config.graph_host
-            )));
+    async fn wait_for_hold_and_budget(&self, cost: u32) {
+        loop {
+            self.inner.hold.wait().await;
+            let now = Instant::now();
+            match self.inner.budget.try_spend(cost, now) {
+                Ok(()) if self.inner.hold.until(Instant::now()).is_none() => return,
+                // A Retry-After arrived meanwhile: give the units back and wait for it.
+                Ok(()) => self.inner.budget.refund(cost, now),
+                Err(wait) => {
+                    metrics::counter!(names::BUDGET_WAITS).increment(1);
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        cost,
+                        "resource budget spent, waiting"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
+    }
+
+    /// Extends the client-wide hold (an inner `$batch` answer asked to retry later).
+    pub(crate) fn hold_for(&self, duration: Duration) {
+        self.inner.hold.extend(Instant::now() + duration);
+    }
+
+    /// Accepts a link only on the Graph host (it will carry our token) and only if it moves on.
+    pub(crate) fn check_next_link(&self, link: &str, current: &Url) -> Result<Url, Error> {
+        let next = self.check_link(link, "@odata.nextLink")?;
         if next == *current {
             return Err(Error::Decode(format!(
                 "@odata.nextLink {link:?} repeats the current page"
+            )));
+        }
+        Ok(next)
+    }
+
+    /// Parses a link Graph gave us and checks it stays on the Graph host.
+    pub(crate) fn check_link(&self, link: &str, what: &str) -> Result<Url, Error> {
+        let next = Url::parse(link)
+            .map_err(|e| Error::Decode(format!("{what} {link:?} is not a URL: {e}")))?;
+        if next.origin() != self.inner.config.graph_host.origin() {
+            return Err(Error::Decode(format!(
+                "{what} {link:?} leaves the Graph host {}",
+                self.inner.config.graph_host
             )));
         }
         if next.as_str() != link {
             tracing::debug!(
                 link,
                 normalized = next.as_str(),
-                "nextLink was normalized by URL parsing"
+                "link was normalized by URL parsing"
             );
         }
         Ok(next)
@@ -195,29 +532,46 @@ impl GraphClient {
     async fn request_token(&self) -> Result<AcquiredToken, Error> {
         let config = &self.inner.config;
         let requested_at = Instant::now();
+        let mut form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", config.client_id.clone()),
+            ("scope", self.inner.scope.clone()),
+        ];
+        let secret = match &config.credential {
+            Credential::ClientSecret => {
+                form.push((
+                    "client_secret",
+                    config.client_secret.expose_secret().to_owned(),
+                ));
+                config.client_secret.expose_secret()
+            }
+            Credential::Certificate(certificate) => {
+                let assertion = certificate.assertion(
+                    &config.client_id,
+                    self.inner.token_url.as_str(),
+                    SystemTime::now(),
+                )?;
+                form.push(("client_assertion_type", JWT_BEARER.to_owned()));
+                form.push(("client_assertion", assertion.expose_secret().to_owned()));
+                ""
+            }
+        };
         let response = self
             .inner
             .http
             .post(self.inner.token_url.clone())
             .header(ACCEPT, "application/json")
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", config.client_id.as_str()),
-                ("client_secret", config.client_secret.expose_secret()),
-                ("scope", self.inner.scope.as_str()),
-            ])
+            .form(&form)
             .send()
             .await
             .map_err(Error::Transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(Error::Transport)?;
         if !status.is_success() {
-            return Err(auth_error(
-                status.as_u16(),
-                &body,
-                config.client_secret.expose_secret(),
-            ));
+            metrics::counter!(names::TOKEN_REQUESTS, "outcome" => "refused").increment(1);
+            return Err(auth_error(status.as_u16(), &body, secret));
         }
+        metrics::counter!(names::TOKEN_REQUESTS, "outcome" => "issued").increment(1);
         let token: TokenResponse = serde_json::from_slice(&body)
             .map_err(|e| Error::Decode(format!("token response: {e}")))?;
         if !token.token_type.eq_ignore_ascii_case("bearer") {
@@ -242,6 +596,11 @@ impl GraphClient {
     }
 }
 
+/// Whether a key can name a directory object (empty, `.` and `..` cannot).
+pub(crate) fn names_an_object(key: &str) -> bool {
+    !matches!(key.trim(), "" | "." | "..")
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -249,8 +608,21 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Percent-encodes a query option value, keeping the characters OData expressions use.
+fn encode_query_value(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~!$'()*,;:@/".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// Percent-encodes one path segment, keeping RFC 3986 `pchar`s (so `#` becomes `%23`).
-fn encode_path_segment(segment: &str) -> String {
+pub(crate) fn encode_path_segment(segment: &str) -> String {
     let mut encoded = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&byte) {
@@ -274,5 +646,17 @@ mod tests {
         );
         assert_eq!(encode_path_segment("a/b?c%d e"), "a%2Fb%3Fc%25d%20e");
         assert_eq!(encode_path_segment("zoë"), "zo%C3%AB");
+    }
+
+    #[test]
+    fn query_values_keep_odata_syntax_and_encode_the_rest() {
+        assert_eq!(
+            encode_query_value("\"displayName:wa lu\""),
+            "%22displayName:wa%20lu%22"
+        );
+        assert_eq!(
+            encode_query_value("endsWith(mail,'#EXT#@x.com')&a=b+c"),
+            "endsWith(mail,'%23EXT%23@x.com')%26a%3Db%2Bc"
+        );
     }
 }

@@ -32,6 +32,24 @@ pub enum Error {
         /// Graph's `request-id`, for Microsoft support.
         request_id: Option<String>,
     },
+    /// A delta link or token is no longer valid (410 Gone, `syncStateNotFound`,
+    /// `resyncRequired`): drop the stored deltaLink and run a full resync from
+    /// [`DeltaStart::Initial`](crate::DeltaStart::Initial). Not retryable.
+    #[error("delta sync state is gone ({status} {code}): {message}; a full resync is needed")]
+    SyncReset {
+        /// HTTP status, usually 410.
+        status: u16,
+        /// The error code that asked for the resync.
+        code: String,
+        /// Graph's message.
+        message: String,
+    },
+    /// The named object does not exist (e.g. the group of a group-scoped read).
+    #[error("{resource} not found")]
+    NotFound {
+        /// What was looked for, e.g. `group 0b1c...`.
+        resource: String,
+    },
     /// The request did not complete: connection failure, timeout, broken body.
     #[error("transport error: {0}")]
     Transport(#[source] reqwest::Error),
@@ -51,7 +69,10 @@ impl Error {
                 *status == 429 || (*status >= 500 && *status != 501)
             }
             Self::Transport(_) => true,
-            Self::Decode(_) | Self::InvalidConfig(_) => false,
+            Self::Decode(_)
+            | Self::InvalidConfig(_)
+            | Self::SyncReset { .. }
+            | Self::NotFound { .. } => false,
         }
     }
 }
@@ -67,6 +88,13 @@ pub(crate) fn graph_error(status: u16, header_request_id: Option<String>, body: 
         .and_then(|v| v.get("error"))
         .filter(|e| e.is_object())
     else {
+        if status == 410 {
+            return Error::SyncReset {
+                status,
+                code: format!("http{status}"),
+                message: snippet(body),
+            };
+        }
         return Error::Graph {
             status,
             code: format!("http{status}"),
@@ -76,12 +104,16 @@ pub(crate) fn graph_error(status: u16, header_request_id: Option<String>, body: 
     };
     let mut code = None;
     let mut request_id = None;
+    let mut reset_code = None;
     let mut level = Some(error);
     while let Some(current) = level {
         if let Some(c) = current.get("code").and_then(Value::as_str)
             && !c.is_empty()
             && c != status.to_string()
         {
+            if SYNC_RESET_CODES.iter().any(|r| r.eq_ignore_ascii_case(c)) {
+                reset_code = Some(c.to_owned());
+            }
             code = Some(c.to_owned());
         }
         if let Some(id) = ["request-id", "requestId"]
@@ -95,16 +127,29 @@ pub(crate) fn graph_error(status: u16, header_request_id: Option<String>, body: 
             .or_else(|| current.get("innererror"))
             .filter(|inner| inner.is_object());
     }
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| snippet(body), str::to_owned);
+    if status == 410 || reset_code.is_some() {
+        return Error::SyncReset {
+            status,
+            code: reset_code
+                .or(code)
+                .unwrap_or_else(|| format!("http{status}")),
+            message,
+        };
+    }
     Error::Graph {
         status,
         code: code.unwrap_or_else(|| format!("http{status}")),
-        message: error
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| snippet(body), str::to_owned),
+        message,
         request_id: request_id.or(header_request_id),
     }
 }
+
+/// Error codes meaning a delta token is no longer valid.
+const SYNC_RESET_CODES: [&str; 2] = ["syncStateNotFound", "resyncRequired"];
 
 /// Builds [`Error::Auth`] from a token-endpoint failure, removing the secret if it was echoed.
 pub(crate) fn auth_error(status: u16, body: &[u8], secret: &str) -> Error {
@@ -185,6 +230,23 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn gone_and_nested_resync_codes_are_sync_resets() {
+        let gone = br#"{"error":{"code":"syncStateNotFound","message":"The sync state is gone."}}"#;
+        assert!(matches!(
+            graph_error(410, None, gone),
+            Error::SyncReset { status: 410, code, .. } if code == "syncStateNotFound"
+        ));
+        let nested = br#"{"error":{"code":"badRequest","message":"m","innerError":{"code":"resyncRequired"}}}"#;
+        let error = graph_error(400, None, nested);
+        assert!(!error.is_retryable());
+        assert!(matches!(error, Error::SyncReset { code, .. } if code == "resyncRequired"));
+        assert!(matches!(
+            graph_error(410, None, b""),
+            Error::SyncReset { .. }
+        ));
     }
 
     #[test]

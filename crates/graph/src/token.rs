@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::Error;
@@ -74,12 +74,27 @@ impl TokenCache {
                 Ok(access_token)
             }
             Err(error) => match current.as_ref() {
+                // Never fall back to a token Graph refused (`invalidate` removed it).
                 Some(token) if !token.is_expired(Instant::now()) => {
                     tracing::warn!(error = %error, "token refresh failed, using the current token until it expires");
                     Ok(token.access_token.clone())
                 }
                 _ => Err(error),
             },
+        }
+    }
+}
+
+impl TokenCache {
+    /// Forgets `used` if it is still the cached token (Graph refused it with 401), so the next
+    /// `get` fetches a new one. Callers that saw the same refusal share that one refresh.
+    pub(crate) async fn invalidate(&self, used: &SecretString) {
+        let mut current = self.current.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|token| token.access_token.expose_secret() == used.expose_secret())
+        {
+            *current = None;
         }
     }
 }
@@ -112,6 +127,39 @@ mod tests {
         assert!(token.needs_refresh(start + Duration::from_secs(1)));
         assert!(!token.is_expired(start + Duration::from_millis(1_999)));
         assert!(token.is_expired(start + Duration::from_secs(2)));
+    }
+
+    #[tokio::test]
+    async fn an_invalidated_token_is_replaced_once_and_never_reused() {
+        let cache = TokenCache::default();
+        let first = cache
+            .get(|| async { Ok(acquired(Duration::from_secs(3600), Instant::now())) })
+            .await
+            .unwrap();
+        cache.invalidate(&first).await;
+        // A refresh that fails now does not fall back to the refused token.
+        let failed = cache
+            .get(|| async { Err(Error::Decode("down".to_owned())) })
+            .await;
+        assert!(failed.is_err());
+        let second = cache
+            .get(|| async {
+                Ok(AcquiredToken {
+                    access_token: SecretString::from("t2".to_owned()),
+                    lifetime: Duration::from_secs(3600),
+                    requested_at: Instant::now(),
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.expose_secret(), "t2");
+        // A late invalidation of the old token leaves the new one alone.
+        cache.invalidate(&first).await;
+        let third = cache
+            .get(|| async { Err(Error::Decode("unused".to_owned())) })
+            .await
+            .unwrap();
+        assert_eq!(third.expose_secret(), "t2");
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use crate::client::Call;
+use crate::page::{USER_TYPE, odata_type, parse_page, user_entry};
+use crate::throttle::names;
 use crate::{Error, GraphClient};
 
 /// The `$select` sent when listing and reading users.
@@ -38,6 +41,28 @@ pub struct UsersPage {
     pub users: Vec<GraphUser>,
     /// Entries that did not, each with the reason.
     pub rejected: Vec<RejectedUser>,
+}
+
+/// Query options of [`GraphClient::list_users_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListUsersOptions {
+    /// `$filter`, e.g. `endsWith(userPrincipalName,'#EXT#@contoso.com')` (encoded for you).
+    pub filter: Option<String>,
+    /// `$search`, e.g. `displayName:wa` (quoted and encoded for you); needs eventual
+    /// consistency, which is then requested.
+    pub search: Option<String>,
+    /// `$count=true`: the first page carries `@odata.count` ([`UserPages::count`]); needs
+    /// eventual consistency, which is then requested.
+    pub count: bool,
+    /// Send `ConsistencyLevel: eventual` even without `search` or `count` (advanced
+    /// `$filter`s such as `endsWith` or `ne` need it).
+    pub eventual_consistency: bool,
+}
+
+impl ListUsersOptions {
+    pub(crate) fn needs_eventual_consistency(&self) -> bool {
+        self.eventual_consistency || self.count || self.search.is_some()
+    }
 }
 
 /// A page entry that is not a usable user; the rest of its page is kept.
@@ -78,7 +103,18 @@ impl TryFrom<Value> for GraphUser {
             reason,
         };
         if !entry.is_object() {
-            return Err(reject(format!("entry is not an object: {entry}")));
+            let mut text = entry.to_string();
+            if text.len() > 200 {
+                let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                text.truncate(cut);
+                text.push('…');
+            }
+            return Err(reject(format!("entry is not an object: {text}")));
+        }
+        if let Some(kind) = odata_type(&entry)
+            && !kind.eq_ignore_ascii_case(USER_TYPE)
+        {
+            return Err(reject(format!("unexpected @odata.type {kind:?}")));
         }
         let wire: WireUser = serde_json::from_value(entry).map_err(|e| reject(e.to_string()))?;
         if wire.id.trim().is_empty() {
@@ -100,22 +136,18 @@ impl TryFrom<Value> for GraphUser {
     }
 }
 
-/// The body of one collection page.
-#[derive(Deserialize)]
-pub(crate) struct RawPage {
-    value: Option<Vec<Value>>,
-    #[serde(rename = "@odata.nextLink")]
-    next_link: Option<String>,
-}
-
 impl UsersPage {
-    fn from_entries(entries: Vec<Value>) -> Self {
+    fn from_entries(entries: Vec<Result<GraphUser, RejectedUser>>) -> Self {
         let mut page = Self::default();
         for entry in entries {
-            match GraphUser::try_from(entry) {
+            match entry {
                 Ok(user) => page.users.push(user),
                 Err(rejected) => page.rejected.push(rejected),
             }
+        }
+        if !page.rejected.is_empty() {
+            metrics::counter!(names::REJECTED, "kind" => "users")
+                .increment(page.rejected.len() as u64);
         }
         page
     }
@@ -126,13 +158,17 @@ impl UsersPage {
 pub struct UserPages {
     client: GraphClient,
     next: Option<Url>,
+    eventual: bool,
+    count: Option<u64>,
 }
 
 impl UserPages {
-    pub(crate) fn new(client: GraphClient, first: Url) -> Self {
+    pub(crate) fn new(client: GraphClient, first: Url, eventual: bool) -> Self {
         Self {
             client,
             next: Some(first),
+            eventual,
+            count: None,
         }
     }
 
@@ -140,20 +176,32 @@ impl UserPages {
     ///
     /// Pages may be empty; keep calling until `None`. `@odata.nextLink` is followed exactly as
     /// received. After an error the position is unchanged, so calling again retries that page.
+    /// A page that is not valid JSON is fetched again a few times (the retry policy), then
+    /// fails with [`Error::Decode`]; a broken entry only rejects itself.
     pub async fn next_page(&mut self) -> Result<Option<UsersPage>, Error> {
         let Some(url) = self.next.as_ref() else {
             return Ok(None);
         };
-        let raw: RawPage = self.client.send_json(url).await?;
-        let entries = raw
-            .value
-            .ok_or_else(|| Error::Decode("users page has no `value` array".to_owned()))?;
-        let next = match raw.next_link {
+        let parsed = self
+            .client
+            .call(Call::get(url).eventual(self.eventual), |body| {
+                parse_page(body, "users", user_entry)
+            })
+            .await?;
+        let next = match parsed.next_link {
             None => None,
             Some(link) => Some(self.client.check_next_link(&link, url)?),
         };
+        if self.count.is_none() {
+            self.count = parsed.count;
+        }
         self.next = next;
-        Ok(Some(UsersPage::from_entries(entries)))
+        Ok(Some(UsersPage::from_entries(parsed.entries)))
+    }
+
+    /// `@odata.count` of the first page, when `$count=true` was asked for.
+    pub fn count(&self) -> Option<u64> {
+        self.count
     }
 }
 
@@ -164,7 +212,8 @@ mod tests {
 
     #[test]
     fn a_bad_entry_is_rejected_alone_with_its_reason() {
-        let page = UsersPage::from_entries(vec![
+        let page = UsersPage::from_entries(
+            vec![
             json!({"id": "a", "userPrincipalName": "a@contoso.com", "mail": null}),
             json!({"userPrincipalName": "no-id@contoso.com"}),
             json!({"id": "c", "userPrincipalName": "c@contoso.com", "accountEnabled": "yes"}),
@@ -172,7 +221,11 @@ mod tests {
             json!("not an object"),
             json!({"id": "", "userPrincipalName": "e@contoso.com"}),
             json!({"id": "f", "userPrincipalName": "f@contoso.com", "accountEnabled": false, "userType": "Guest"}),
-        ]);
+        ]
+            .into_iter()
+            .map(GraphUser::try_from)
+            .collect(),
+        );
         let ids: Vec<&str> = page.users.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(ids, ["a", "f"]);
         let rejected: Vec<Option<&str>> = page.rejected.iter().map(|r| r.id.as_deref()).collect();
