@@ -22,6 +22,8 @@ pub(crate) struct GraphError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) ids: RequestIds,
+    /// `innerError.code` (with `message` and `status`), as in the 429 sample.
+    pub(crate) inner_code: Option<&'static str>,
 }
 
 impl GraphError {
@@ -36,7 +38,35 @@ impl GraphError {
             code,
             message: message.into(),
             ids: ids.clone(),
+            inner_code: None,
         }
+    }
+
+    /// Adds a nested code, as Graph's throttling answer has (`"code": "429"`).
+    pub(crate) fn with_inner_code(mut self, code: &'static str) -> Self {
+        self.inner_code = Some(code);
+        self
+    }
+
+    /// The JSON body.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        let mut inner = json!({
+            "date": UtcTime::now().graph_format(),
+            "request-id": self.ids.request_id,
+            "client-request-id": self.ids.client_request_id,
+        });
+        if let Some(code) = self.inner_code {
+            inner["code"] = code.into();
+            inner["message"] = "Please retry after".into();
+            inner["status"] = self.status.as_u16().to_string().into();
+        }
+        json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": inner,
+            }
+        })
     }
 
     pub(crate) fn bad_request(message: impl Into<String>, ids: &RequestIds) -> Self {
@@ -46,17 +76,7 @@ impl GraphError {
 
 impl IntoResponse for GraphError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "innerError": {
-                    "date": UtcTime::now().graph_format(),
-                    "request-id": self.ids.request_id,
-                    "client-request-id": self.ids.client_request_id,
-                }
-            }
-        });
+        let body = self.body();
         (self.status, Json(body)).into_response()
     }
 }

@@ -2,14 +2,33 @@
 //!
 //! It is a real HTTP server (axum) that speaks Graph's wire format, so the `graph` client,
 //! the `userimport dev` demo and benchmarks run against it exactly as against Microsoft:
-//! `POST /{tenant}/oauth2/v2.0/token` issues opaque bearer tokens for the client-credentials
-//! grant, and `GET /v1.0/users[/{id | userPrincipalName}]` serves a tenant with `$select`,
-//! `$top` and `@odata.nextLink` paging. Both are served at one origin ([`Emulator::base_url`]).
-//! Every request is recorded ([`Emulator::requests`]) so tests can assert on the wire traffic.
-//! [`synthetic_users`] builds a deterministic tenant with guests, disabled accounts,
-//! non-ASCII names and near-colliding names.
+//!
+//! - `POST /{tenant}/oauth2/v2.0/token` issues opaque bearer tokens for the client-credentials
+//!   grant, with a client secret or a client assertion signed by a registered certificate
+//!   (PS256 + `x5t#S256` or RS256 + `x5t`), answering AADSTS errors otherwise;
+//! - `GET /v1.0/users[/{id | userPrincipalName}]` with `$select`, `$top`, `$search` and
+//!   `$count` (both need `ConsistencyLevel: eventual`) and `@odata.nextLink` paging;
+//! - `GET /v1.0/users/delta` rounds (nextLinks, a final deltaLink, `@removed` entries,
+//!   `$deltatoken=latest`, 410 Gone for expired tokens), served from a change log that the
+//!   mutation API ([`Emulator::create_user`], [`Emulator::update_user`]...) appends to;
+//! - `GET /v1.0/groups/{id}` and `/v1.0/groups/{id}/transitiveMembers` (users, nested groups,
+//!   devices, contacts, service principals, each with `@odata.type`);
+//! - `POST /v1.0/$batch` (up to 20 GETs, answered in shuffled order).
+//!
+//! Everything is served at one origin ([`Emulator::base_url`]). Every request is recorded
+//! with its headers and timing ([`Emulator::requests`]), failures can be injected
+//! ([`Emulator::inject`], [`Emulator::set_latency`]) and the largest number of Graph requests
+//! in flight is tracked ([`Emulator::max_in_flight`]). [`synthetic_users`] builds a
+//! deterministic tenant with guests, disabled accounts, non-ASCII names and near-colliding
+//! names; [`synthetic_groups`] adds groups over it.
 
+mod batch;
+mod certificates;
+mod delta;
+mod directory;
+mod faults;
 mod graph_error;
+mod groups;
 mod state;
 mod synthetic;
 mod time;
@@ -31,9 +50,15 @@ use tokio::task::JoinHandle;
 use url::Url;
 use uuid::Uuid;
 
+use crate::directory::Directory;
 use crate::graph_error::{GraphError, RequestIds};
-use crate::state::{AppState, Directory, Shared, TokenRejection};
+use crate::state::{AppState, Settings, Shared, TokenRejection};
 
+pub use crate::batch::MAX_BATCH_REQUESTS;
+pub use crate::certificates::EmulatedCertificate;
+pub use crate::directory::{Change, ChangeKind, UserUpdate};
+pub use crate::faults::Fault;
+pub use crate::groups::{EmulatedGroup, GroupMember, SYNTHETIC_GROUP_IDS, synthetic_groups};
 pub use crate::state::RecordedRequest;
 pub use crate::synthetic::{
     EmulatedUser, KIND_PERIOD, SyntheticKind, synthetic_kind, synthetic_users,
@@ -61,10 +86,22 @@ pub struct EmulatorConfig {
     pub users: Vec<EmulatedUser>,
     /// Lifetime of issued tokens; the default is 3599 s, as Entra's `expires_in`.
     pub token_lifetime: Duration,
+    /// Certificates registered on the client: assertions signed by their keys are accepted.
+    pub certificates: Vec<EmulatedCertificate>,
+    /// The tenant's groups.
+    pub groups: Vec<EmulatedGroup>,
+    /// Entries per page of `/users/delta` (Graph chooses its own; default 200).
+    pub delta_page_size: usize,
+    /// Repeat the first entry of every delta page at its end, as Graph may replay entries.
+    pub duplicate_delta_entries: bool,
 }
 
+/// Default of [`EmulatorConfig::delta_page_size`].
+pub const DEFAULT_DELTA_PAGE_SIZE: usize = 200;
+
 impl EmulatorConfig {
-    /// Returns a config with fixed credentials and `n` users from [`synthetic_users`] in `contoso.com`.
+    /// Returns a config with fixed credentials and `n` users from [`synthetic_users`] in
+    /// `contoso.com`, no groups and no certificates.
     pub fn synthetic(n: usize) -> Self {
         Self {
             tenant_id: SYNTHETIC_TENANT_ID.to_owned(),
@@ -72,6 +109,19 @@ impl EmulatorConfig {
             client_secret: SYNTHETIC_CLIENT_SECRET.to_owned(),
             users: synthetic_users(n, SYNTHETIC_DOMAIN),
             token_lifetime: Duration::from_secs(3599),
+            certificates: Vec::new(),
+            groups: Vec::new(),
+            delta_page_size: DEFAULT_DELTA_PAGE_SIZE,
+            duplicate_delta_entries: false,
+        }
+    }
+
+    /// Like [`EmulatorConfig::synthetic`], with the groups of [`synthetic_groups`].
+    pub fn synthetic_with_groups(n: usize) -> Self {
+        let config = Self::synthetic(n);
+        Self {
+            groups: synthetic_groups(&config.users),
+            ..config
         }
     }
 }
@@ -104,13 +154,18 @@ impl Emulator {
             ip => ip.to_string(),
         };
         let base_url = Url::parse(&format!("http://{host}:{}", address.port()))?;
-        let directory = Directory::new(config.users)?;
+        let directory = Directory::new(config.users, config.groups)?;
         let state: AppState = Arc::new(Shared::new(
-            config.tenant_id,
-            config.client_id,
-            config.client_secret,
-            config.token_lifetime,
-            base_url.clone(),
+            Settings {
+                tenant_id: config.tenant_id,
+                client_id: config.client_id,
+                client_secret: config.client_secret,
+                certificates: config.certificates,
+                token_lifetime: config.token_lifetime,
+                delta_page_size: config.delta_page_size,
+                duplicate_delta_entries: config.duplicate_delta_entries,
+                base_url: base_url.clone(),
+            },
             directory,
         ));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -155,9 +210,126 @@ impl Emulator {
         self.state.requests()
     }
 
-    /// Returns the tenant's current users in serving order.
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.state.clear_requests();
+    }
+
+    /// Returns the tenant's current (active) users in serving order.
     pub fn users(&self) -> Vec<EmulatedUser> {
-        self.state.directory().users().to_vec()
+        self.state.directory().active_users().cloned().collect()
+    }
+
+    /// Returns the soft-deleted users (the deleted items), in serving order.
+    pub fn deleted_users(&self) -> Vec<EmulatedUser> {
+        self.state.directory().deleted_users().cloned().collect()
+    }
+
+    // ---- faults and timing ----
+
+    /// Makes the next `fault.times` requests whose path starts with `fault.path_prefix` fail
+    /// (faults are matched in the order they were injected).
+    pub fn inject(&self, fault: Fault) {
+        self.state.inject(fault);
+    }
+
+    /// Removes every injected fault that has not fired yet.
+    pub fn clear_faults(&self) {
+        self.state.clear_faults();
+    }
+
+    /// Delays every Graph request (`/v1.0/...`, not the token endpoint) by `latency` before
+    /// it is checked and answered.
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.set_latency(latency);
+    }
+
+    /// Returns the largest number of Graph requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight()
+    }
+
+    /// Restarts [`Emulator::max_in_flight`] from the requests in flight now.
+    pub fn reset_max_in_flight(&self) {
+        self.state.reset_max_in_flight();
+    }
+
+    /// Forgets every issued access token: Graph answers 401 to them from now on.
+    pub fn revoke_tokens(&self) {
+        self.state.revoke_tokens();
+    }
+
+    /// Makes the token endpoint judge assertion times as if it were `ahead` later (a client
+    /// whose clock is behind): a fresh assertion then looks expired.
+    pub fn set_clock_ahead(&self, ahead: Duration) {
+        self.state.set_clock_ahead(ahead);
+    }
+
+    /// Invalidates every delta and skip token issued so far: using one answers 410 Gone
+    /// (`syncStateNotFound`, with a `Location` to start over from).
+    pub fn expire_delta_tokens(&self) {
+        self.state.expire_delta_tokens();
+    }
+
+    // ---- mutations (each appends to the change log; returns its sequence number) ----
+
+    /// Adds a user at the end of the serving order.
+    pub fn create_user(&self, user: EmulatedUser) -> anyhow::Result<u64> {
+        self.state.directory_mut().create(user)
+    }
+
+    /// Changes properties of an active user (rename, new UPN, enable/disable...).
+    pub fn update_user(&self, id: &str, update: UserUpdate) -> anyhow::Result<u64> {
+        self.state.directory_mut().update(id, update)
+    }
+
+    /// Moves an active user to the deleted items (restorable).
+    pub fn soft_delete_user(&self, id: &str) -> anyhow::Result<u64> {
+        self.state.directory_mut().soft_delete(id)
+    }
+
+    /// Brings a soft-deleted user back.
+    pub fn restore_user(&self, id: &str) -> anyhow::Result<u64> {
+        self.state.directory_mut().restore(id)
+    }
+
+    /// Deletes a user permanently (active or soft-deleted), also from every group.
+    pub fn hard_delete_user(&self, id: &str) -> anyhow::Result<u64> {
+        self.state.directory_mut().hard_delete(id)
+    }
+
+    /// Returns the change log, oldest first.
+    pub fn changes(&self) -> Vec<Change> {
+        self.state.directory().changes()
+    }
+
+    // ---- groups ----
+
+    /// Returns the tenant's groups.
+    pub fn groups(&self) -> Vec<EmulatedGroup> {
+        self.state.directory().groups().to_vec()
+    }
+
+    /// Adds a group.
+    pub fn add_group(&self, group: EmulatedGroup) -> anyhow::Result<()> {
+        self.state.directory_mut().add_group(group)
+    }
+
+    /// Adds a direct member to a group.
+    pub fn add_group_member(&self, group_id: &str, member: GroupMember) -> anyhow::Result<()> {
+        self.state.directory_mut().group_mut(group_id)?.members.push(member);
+        Ok(())
+    }
+
+    /// Removes a direct member from a group; `Ok(false)` if it was not a member.
+    pub fn remove_group_member(&self, group_id: &str, member_id: &str) -> anyhow::Result<bool> {
+        let mut directory = self.state.directory_mut();
+        let group = directory.group_mut(group_id)?;
+        let before = group.members.len();
+        group
+            .members
+            .retain(|m| !m.id().eq_ignore_ascii_case(member_id));
+        Ok(group.members.len() != before)
     }
 
     /// Stops accepting connections and waits (up to 5 s) for open ones to finish.
@@ -183,19 +355,33 @@ impl Drop for Emulator {
     }
 }
 
-/// All routes; later features (delta, groups, `$batch`, throttling) add routes or layers here.
-fn router(state: AppState) -> Router {
-    let graph = Router::new()
+/// The Graph routes under `/v1.0`, without layers.
+fn graph_routes() -> Router<AppState> {
+    Router::new()
         .route("/users", get(users::list_users))
+        .route("/users/delta", get(delta::users_delta))
         .route("/users/{id_or_upn}", get(users::get_user))
+        .route("/groups/{id}", get(groups::get_group))
+        .route(
+            "/groups/{id}/transitiveMembers",
+            get(groups::transitive_members),
+        )
+        .route("/$batch", post(batch::batch))
         .fallback(unknown_segment)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_bearer,
-        ));
+}
+
+/// All routes: the request log outermost, then latency and the in-flight count (Graph only),
+/// injected faults, the bearer check (Graph only), the handlers.
+fn router(state: AppState) -> Router {
+    let graph = graph_routes().layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_bearer,
+    ));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue_token))
         .nest("/v1.0", graph)
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(state.clone(), slow_down))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -203,14 +389,39 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Records every request with its response status.
+/// The router inner `$batch` requests go through: faults and the bearer check, but no log,
+/// latency or in-flight count (the outer request has those).
+pub(crate) fn inner_router(state: AppState) -> Router {
+    let graph = graph_routes().layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_bearer,
+    ));
+    Router::new()
+        .nest("/v1.0", graph)
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .with_state(state)
+}
+
+/// Records every request with its headers, timing and response status.
 async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let at = Instant::now();
     let method = request.method().to_string();
     let path_and_query = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_owned(),
         |pq| pq.as_str().to_owned(),
     );
     let has_authorization = request.headers().contains_key(header::AUTHORIZATION);
+    let headers = request
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != header::AUTHORIZATION)
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     let response = next.run(request).await;
     let status = response.status().as_u16();
     tracing::debug!(%method, %path_and_query, status, "request served");
@@ -219,8 +430,39 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         path_and_query,
         has_authorization,
         status,
+        at,
+        answered_at: Instant::now(),
+        headers,
     });
     response
+}
+
+/// Counts Graph requests in flight and applies the injected latency.
+async fn slow_down(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with("/v1.0/") {
+        return next.run(request).await;
+    }
+    let _in_flight = state.enter();
+    let latency = state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(request).await
+}
+
+/// Answers with an injected fault when one matches the path.
+async fn inject_faults(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.take_fault(request.uri().path()) {
+        Some(fault) => {
+            let ids = RequestIds {
+                request_id: Uuid::new_v4().to_string(),
+                client_request_id: Uuid::new_v4().to_string(),
+            };
+            tracing::debug!(path = request.uri().path(), status = fault.status, "injected fault");
+            fault.response(&ids)
+        }
+        None => next.run(request).await,
+    }
 }
 
 /// Assigns Graph's request ids and refuses requests without a valid bearer token.

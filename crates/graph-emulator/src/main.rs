@@ -45,13 +45,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let defaults = EmulatorConfig::synthetic(args.users);
+    let defaults = EmulatorConfig::synthetic_with_groups(args.users);
     let config = EmulatorConfig {
         tenant_id: args.tenant_id.unwrap_or(defaults.tenant_id),
         client_id: args.client_id.unwrap_or(defaults.client_id),
         client_secret: args.client_secret.unwrap_or(defaults.client_secret),
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
-        users: defaults.users,
+        ..defaults
     };
     let listener = TcpListener::bind(args.listen)
         .await

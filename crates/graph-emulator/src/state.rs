@@ -1,13 +1,15 @@
-//! Shared server state: credentials, the directory, issued tokens and the request log.
+//! Shared server state: credentials, the directory, issued tokens, faults and the request log.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hasher};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::synthetic::EmulatedUser;
+use crate::certificates::EmulatedCertificate;
+use crate::directory::Directory;
+use crate::faults::Fault;
 
 /// One request the emulator answered, for tests to assert on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,27 @@ pub struct RecordedRequest {
     pub has_authorization: bool,
     /// Status code of the response.
     pub status: u16,
+    /// When the request arrived.
+    pub at: Instant,
+    /// When the answer was ready (after any injected latency).
+    pub answered_at: Instant,
+    /// Request headers, names lowercase, in arrival order; `authorization` is left out.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The value of a request header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `ConsistencyLevel` header, if sent.
+    pub fn consistency_level(&self) -> Option<&str> {
+        self.header("consistencylevel")
+    }
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -28,12 +51,22 @@ pub(crate) struct Shared {
     pub(crate) tenant_id: String,
     pub(crate) client_id: String,
     pub(crate) client_secret: String,
+    pub(crate) certificates: Vec<EmulatedCertificate>,
     pub(crate) token_lifetime: Duration,
+    pub(crate) delta_page_size: usize,
+    pub(crate) duplicate_delta_entries: bool,
     /// Origin used when a request carries no `Host` header.
     pub(crate) base_url: Url,
     directory: RwLock<Directory>,
     tokens: Mutex<HashMap<String, Instant>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    faults: Mutex<Vec<Fault>>,
+    latency_micros: AtomicU64,
+    clock_ahead_secs: AtomicU64,
+    delta_epoch: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    batches: AtomicU64,
 }
 
 /// Why a bearer token was not accepted.
@@ -43,24 +76,43 @@ pub(crate) enum TokenRejection {
     Expired,
 }
 
+/// The settings `Shared::new` takes besides the directory.
+pub(crate) struct Settings {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) certificates: Vec<EmulatedCertificate>,
+    pub(crate) token_lifetime: Duration,
+    pub(crate) delta_page_size: usize,
+    pub(crate) duplicate_delta_entries: bool,
+    pub(crate) base_url: Url,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Shared {
-    pub(crate) fn new(
-        tenant_id: String,
-        client_id: String,
-        client_secret: String,
-        token_lifetime: Duration,
-        base_url: Url,
-        directory: Directory,
-    ) -> Self {
+    pub(crate) fn new(settings: Settings, directory: Directory) -> Self {
         Self {
-            tenant_id,
-            client_id,
-            client_secret,
-            token_lifetime,
-            base_url,
+            tenant_id: settings.tenant_id,
+            client_id: settings.client_id,
+            client_secret: settings.client_secret,
+            certificates: settings.certificates,
+            token_lifetime: settings.token_lifetime,
+            delta_page_size: settings.delta_page_size,
+            duplicate_delta_entries: settings.duplicate_delta_entries,
+            base_url: settings.base_url,
             directory: RwLock::new(directory),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            latency_micros: AtomicU64::new(0),
+            clock_ahead_secs: AtomicU64::new(0),
+            delta_epoch: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            batches: AtomicU64::new(0),
         }
     }
 
@@ -70,15 +122,21 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn remember_token(&self, token: String, now: Instant) {
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tokens = lock(&self.tokens);
         // Forget tokens that expired long ago so the map stays small.
         tokens.retain(|_, expires_at| *expires_at + Duration::from_secs(600) > now);
         tokens.insert(token, now + self.token_lifetime);
     }
 
     pub(crate) fn check_token(&self, token: &str, now: Instant) -> Result<(), TokenRejection> {
-        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let tokens = lock(&self.tokens);
         match tokens.get(token) {
             None => Err(TokenRejection::Unknown),
             Some(expires_at) if *expires_at <= now => Err(TokenRejection::Expired),
@@ -86,148 +144,99 @@ impl Shared {
         }
     }
 
+    pub(crate) fn revoke_tokens(&self) {
+        lock(&self.tokens).clear();
+    }
+
     pub(crate) fn record(&self, request: RecordedRequest) {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(request);
+        lock(&self.requests).push(request);
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.requests).clone()
     }
-}
 
-/// The tenant's users in a stable order, with lookups by id and by UPN.
-pub(crate) struct Directory {
-    users: Vec<EmulatedUser>,
-    by_id: KeyIndex,
-    by_upn: KeyIndex,
-}
+    pub(crate) fn clear_requests(&self) {
+        lock(&self.requests).clear();
+    }
 
-impl Directory {
-    pub(crate) fn new(users: Vec<EmulatedUser>) -> anyhow::Result<Self> {
-        let by_id = KeyIndex::build(users.iter().map(|u| u.id.as_str()));
-        let by_upn = KeyIndex::build(users.iter().map(|u| u.user_principal_name.as_str()));
-        let directory = Self {
-            users,
-            by_id,
-            by_upn,
-        };
-        if let Some(duplicate) = directory.by_id.first_duplicate(|i| &directory.users[i].id) {
-            anyhow::bail!("duplicate user id {duplicate:?}");
+    pub(crate) fn inject(&self, fault: Fault) {
+        lock(&self.faults).push(fault);
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    /// Takes one use of the first fault matching `path`.
+    pub(crate) fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let position = faults.iter().position(|f| f.matches(path))?;
+        faults[position].times -= 1;
+        let fault = faults[position].clone();
+        if faults[position].times == 0 {
+            faults.remove(position);
         }
-        if let Some(duplicate) = directory
-            .by_upn
-            .first_duplicate(|i| &directory.users[i].user_principal_name)
-        {
-            anyhow::bail!("duplicate userPrincipalName {duplicate:?}");
+        Some(fault)
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        self.latency_micros
+            .store(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_micros.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_clock_ahead(&self, ahead: Duration) {
+        self.clock_ahead_secs
+            .store(ahead.as_secs(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn clock_ahead(&self) -> Duration {
+        Duration::from_secs(self.clock_ahead_secs.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn delta_epoch(&self) -> u64 {
+        self.delta_epoch.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn expire_delta_tokens(&self) {
+        self.delta_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a Graph request in; the guard counts it out when dropped.
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight {
+            state: Arc::clone(self),
         }
-        Ok(directory)
     }
 
-    pub(crate) fn users(&self) -> &[EmulatedUser] {
-        &self.users
+    pub(crate) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
-    /// Finds a user by object id or userPrincipalName, both case-insensitively.
-    pub(crate) fn find(&self, id_or_upn: &str) -> Option<&EmulatedUser> {
-        self.by_id
-            .find(id_or_upn, |i| &self.users[i].id)
-            .or_else(|| {
-                self.by_upn
-                    .find(id_or_upn, |i| &self.users[i].user_principal_name)
-            })
-            .map(|i| &self.users[i])
+    pub(crate) fn reset_max_in_flight(&self) {
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// A new seed for shuffling the answers of one `$batch`.
+    pub(crate) fn next_batch_seed(&self) -> u64 {
+        self.batches.fetch_add(1, Ordering::Relaxed)
     }
 }
 
-/// A case-insensitive lookup from key to position, stored as sorted (hash, position) pairs
-/// (12 bytes a user instead of a `HashMap<String, _>` copy of every key).
-struct KeyIndex {
-    entries: Vec<(u64, u32)>,
+/// One Graph request being served.
+pub(crate) struct InFlight {
+    state: AppState,
 }
 
-impl KeyIndex {
-    fn build<'a>(keys: impl Iterator<Item = &'a str>) -> Self {
-        let mut entries: Vec<(u64, u32)> = keys
-            .enumerate()
-            .map(|(position, key)| (fold_hash(key), position as u32))
-            .collect();
-        entries.sort_unstable();
-        Self { entries }
-    }
-
-    fn find<'a>(&self, key: &str, key_at: impl Fn(usize) -> &'a String) -> Option<usize> {
-        let hash = fold_hash(key);
-        let start = self.entries.partition_point(|(h, _)| *h < hash);
-        self.entries[start..]
-            .iter()
-            .take_while(|(h, _)| *h == hash)
-            .map(|(_, position)| *position as usize)
-            .find(|position| eq_fold(key_at(*position), key))
-    }
-
-    fn first_duplicate<'a>(&self, key_at: impl Fn(usize) -> &'a String) -> Option<&'a String> {
-        let mut start = 0;
-        while start < self.entries.len() {
-            let hash = self.entries[start].0;
-            let end = start + self.entries[start..].partition_point(|(h, _)| *h == hash);
-            let run = &self.entries[start..end];
-            for (i, (_, a)) in run.iter().enumerate() {
-                for (_, b) in &run[i + 1..] {
-                    let key = key_at(*a as usize);
-                    if eq_fold(key, key_at(*b as usize)) {
-                        return Some(key);
-                    }
-                }
-            }
-            start = end;
-        }
-        None
-    }
-}
-
-fn fold_hash(key: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for c in key.chars().flat_map(char::to_lowercase) {
-        hasher.write_u32(u32::from(c));
-    }
-    hasher.finish()
-}
-
-fn eq_fold(a: &str, b: &str) -> bool {
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .eq(b.chars().flat_map(char::to_lowercase))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::synthetic::synthetic_users;
-
-    #[test]
-    fn users_are_found_by_id_and_by_user_principal_name_in_any_case() {
-        let users = synthetic_users(300, "contoso.com");
-        let directory = Directory::new(users.clone()).unwrap();
-        for user in &users {
-            assert_eq!(directory.find(&user.id.to_uppercase()), Some(user));
-            assert_eq!(
-                directory.find(&user.user_principal_name.to_uppercase()),
-                Some(user)
-            );
-        }
-        assert_eq!(directory.find("nobody@contoso.com"), None);
-    }
-
-    #[test]
-    fn a_directory_with_duplicate_user_principal_names_is_refused() {
-        let mut users = synthetic_users(3, "contoso.com");
-        users[2].user_principal_name = users[0].user_principal_name.to_uppercase();
-        assert!(Directory::new(users).is_err());
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -1,6 +1,7 @@
-//! `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant with a client secret.
+//! `POST /{tenant}/oauth2/v2.0/token`: the client-credentials grant with a client secret or
+//! a certificate (a signed client assertion).
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,8 +12,11 @@ use base64::Engine as _;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::certificates::verify_assertion;
 use crate::state::AppState;
 use crate::time::UtcTime;
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An AADSTS failure as the token endpoint reports it.
 struct TokenError {
@@ -67,6 +71,8 @@ struct TokenRequest {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
     scope: Option<String>,
 }
 
@@ -79,6 +85,8 @@ impl TokenRequest {
                 "client_id" => &mut request.client_id,
                 "client_secret" => &mut request.client_secret,
                 "scope" => &mut request.scope,
+                "client_assertion_type" => &mut request.client_assertion_type,
+                "client_assertion" => &mut request.client_assertion,
                 _ => continue,
             };
             *slot = Some(value.into_owned());
@@ -122,7 +130,11 @@ pub(crate) async fn issue_token(
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-    match check(&state, &tenant, &TokenRequest::parse(&headers, &body)) {
+    let audience = format!(
+        "{}/{tenant}/oauth2/v2.0/token",
+        crate::users::origin(&state, &headers)
+    );
+    match check(&state, &tenant, &audience, &TokenRequest::parse(&headers, &body)) {
         Ok(()) => {
             let token = format!("emu.{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
             state.remember_token(token.clone(), Instant::now());
@@ -139,7 +151,12 @@ pub(crate) async fn issue_token(
     }
 }
 
-fn check(state: &AppState, tenant: &str, request: &TokenRequest) -> Result<(), TokenError> {
+fn check(
+    state: &AppState,
+    tenant: &str,
+    audience: &str,
+    request: &TokenRequest,
+) -> Result<(), TokenError> {
     if !tenant.eq_ignore_ascii_case(&state.tenant_id) {
         return Err(TokenError::new(
             StatusCode::BAD_REQUEST,
@@ -180,6 +197,34 @@ fn check(state: &AppState, tenant: &str, request: &TokenRequest) -> Result<(), T
             ),
         ));
     }
+    if let Some(assertion) = request.client_assertion.as_deref() {
+        if request.client_assertion_type.as_deref() != Some(JWT_BEARER) {
+            return Err(TokenError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50_027,
+                "The client_assertion_type must be 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.".to_owned(),
+            ));
+        }
+        let now = SystemTime::now() + state.clock_ahead();
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        verify_assertion(
+            assertion,
+            &state.certificates,
+            &state.client_id,
+            audience,
+            now,
+        )
+        .map_err(|refusal| {
+            TokenError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                refusal.code,
+                refusal.description,
+            )
+        })?;
+        return check_scope(scope);
+    }
     let Some(secret) = request.client_secret.as_deref() else {
         return Err(TokenError::new(
             StatusCode::UNAUTHORIZED,
@@ -199,6 +244,10 @@ fn check(state: &AppState, tenant: &str, request: &TokenRequest) -> Result<(), T
             ),
         ));
     }
+    check_scope(scope)
+}
+
+fn check_scope(scope: &str) -> Result<(), TokenError> {
     if !scope.ends_with("/.default") || scope.split_whitespace().count() != 1 {
         return Err(TokenError::new(
             StatusCode::BAD_REQUEST,

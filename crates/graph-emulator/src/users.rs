@@ -7,13 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::directory::Life;
 use crate::graph_error::{GraphError, RequestIds};
 use crate::state::AppState;
 use crate::synthetic::{EmulatedUser, splitmix64};
 
 /// A user property the emulator can return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Property {
+pub(crate) enum Property {
     BusinessPhones,
     DisplayName,
     GivenName,
@@ -29,7 +30,7 @@ enum Property {
     UserType,
 }
 
-const ALL_PROPERTIES: [Property; 13] = [
+pub(crate) const ALL_PROPERTIES: [Property; 13] = [
     Property::BusinessPhones,
     Property::DisplayName,
     Property::GivenName,
@@ -61,7 +62,7 @@ const DEFAULT_PROPERTIES: [Property; 11] = [
 ];
 
 impl Property {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::BusinessPhones => "businessPhones",
             Self::DisplayName => "displayName",
@@ -79,7 +80,7 @@ impl Property {
         }
     }
 
-    fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         ALL_PROPERTIES
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(name))
@@ -110,10 +111,10 @@ impl Property {
 
 /// The `$select` of a request: `None` means the default property set.
 #[derive(Debug, Clone, Default)]
-struct Selection(Option<Vec<Property>>);
+pub(crate) struct Selection(Option<Vec<Property>>);
 
 impl Selection {
-    fn parse(raw: &str, ids: &RequestIds) -> Result<Self, GraphError> {
+    pub(crate) fn parse(raw: &str, ids: &RequestIds) -> Result<Self, GraphError> {
         let mut properties = vec![Property::Id];
         for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let property = Property::parse(name).ok_or_else(|| {
@@ -131,12 +132,37 @@ impl Selection {
         Ok(Self(Some(properties)))
     }
 
-    fn properties(&self) -> &[Property] {
+    /// The selection as a bit set over [`ALL_PROPERTIES`]; 0 is the default set.
+    pub(crate) fn mask(&self) -> u32 {
+        self.0.as_ref().map_or(0, |properties| {
+            ALL_PROPERTIES
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| properties.contains(p))
+                .fold(0, |mask, (i, _)| mask | (1 << i))
+        })
+    }
+
+    pub(crate) fn from_mask(mask: u32) -> Self {
+        if mask == 0 {
+            return Self(None);
+        }
+        Self(Some(
+            ALL_PROPERTIES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, p)| *p)
+                .collect(),
+        ))
+    }
+
+    pub(crate) fn properties(&self) -> &[Property] {
         self.0.as_deref().unwrap_or(&DEFAULT_PROPERTIES)
     }
 
     /// `$select` as echoed in `@odata.context` and `@odata.nextLink`, without the implicit `id`.
-    fn echo(&self) -> Option<String> {
+    pub(crate) fn echo(&self) -> Option<String> {
         let properties = self.0.as_ref()?;
         let names: Vec<&str> = properties
             .iter()
@@ -150,7 +176,7 @@ impl Selection {
         })
     }
 
-    fn context(&self, origin: &str, suffix: &str) -> String {
+    pub(crate) fn context(&self, origin: &str, suffix: &str) -> String {
         match self.echo() {
             Some(select) => format!("{origin}/v1.0/$metadata#users({select}){suffix}"),
             None => format!("{origin}/v1.0/$metadata#users{suffix}"),
@@ -158,14 +184,19 @@ impl Selection {
     }
 }
 
-struct SelectedUser<'a> {
-    user: &'a EmulatedUser,
-    properties: &'a [Property],
+pub(crate) struct SelectedUser<'a> {
+    pub(crate) user: &'a EmulatedUser,
+    pub(crate) properties: &'a [Property],
+    /// Adds `"@odata.type": "#microsoft.graph.user"` (collections of directory objects).
+    pub(crate) typed: bool,
 }
 
 impl Serialize for SelectedUser<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.properties.len()))?;
+        let mut map = serializer.serialize_map(Some(self.properties.len() + 1))?;
+        if self.typed {
+            map.serialize_entry("@odata.type", "#microsoft.graph.user")?;
+        }
         for property in self.properties {
             property.serialize_value(self.user, &mut map)?;
         }
@@ -175,14 +206,20 @@ impl Serialize for SelectedUser<'_> {
 
 /// The query options of one request.
 #[derive(Debug, Default)]
-struct Query {
-    select: Selection,
-    top: Option<usize>,
-    skip: usize,
+pub(crate) struct Query {
+    pub(crate) select: Selection,
+    pub(crate) top: Option<usize>,
+    pub(crate) skip: usize,
+    /// `$search`, without its quotes.
+    pub(crate) search: Option<String>,
+    pub(crate) count: bool,
+    /// `$skiptoken` of a delta round, undecoded.
+    pub(crate) raw_skiptoken: Option<String>,
+    pub(crate) deltatoken: Option<String>,
 }
 
 impl Query {
-    fn parse(uri: &Uri, allowed: &[&str], ids: &RequestIds) -> Result<Self, GraphError> {
+    pub(crate) fn parse(uri: &Uri, allowed: &[&str], ids: &RequestIds) -> Result<Self, GraphError> {
         let mut query = Self::default();
         let mut seen: Vec<String> = Vec::new();
         let raw = uri.query().unwrap_or_default();
@@ -205,6 +242,12 @@ impl Query {
             match key.as_str() {
                 "$select" => query.select = Selection::parse(&value, ids)?,
                 "$top" => query.top = Some(parse_top(&value, ids)?),
+                "$search" => query.search = Some(value.trim().trim_matches('"').to_owned()),
+                "$count" => query.count = value.eq_ignore_ascii_case("true"),
+                "$deltatoken" => query.deltatoken = Some(value.into_owned()),
+                "$skiptoken" if allowed.contains(&"$deltatoken") => {
+                    query.raw_skiptoken = Some(value.into_owned());
+                }
                 "$skiptoken" => query.skip = decode_skiptoken(&value).ok_or_else(|| {
                     GraphError::new(
                         StatusCode::BAD_REQUEST,
@@ -250,14 +293,14 @@ const fn inverse_mod_2_64(odd: u64) -> u64 {
 }
 
 /// An opaque page token in Graph's shape, `X'<hex>'`: the scrambled offset and a check value.
-fn encode_skiptoken(offset: usize) -> String {
+pub(crate) fn encode_skiptoken(offset: usize) -> String {
     let offset = offset as u64;
     let scrambled = offset.wrapping_mul(SKIPTOKEN_MULTIPLIER) ^ SKIPTOKEN_KEY;
     let check = splitmix64(offset ^ SKIPTOKEN_CHECK) as u32;
     format!("X'{scrambled:016X}{check:08X}'")
 }
 
-fn decode_skiptoken(token: &str) -> Option<usize> {
+pub(crate) fn decode_skiptoken(token: &str) -> Option<usize> {
     let hex = token.strip_prefix("X'")?.strip_suffix('\'')?;
     if hex.len() != 24 || !hex.is_ascii() {
         return None;
@@ -269,7 +312,7 @@ fn decode_skiptoken(token: &str) -> Option<usize> {
 }
 
 /// The scheme and authority clients used to reach us, so absolute links work behind any name.
-fn origin(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn origin(state: &AppState, headers: &HeaderMap) -> String {
     headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok())
@@ -280,7 +323,7 @@ fn origin(state: &AppState, headers: &HeaderMap) -> String {
         )
 }
 
-fn json_response(body: Vec<u8>) -> Response {
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8")],
         body,
@@ -292,9 +335,71 @@ fn json_response(body: Vec<u8>) -> Response {
 struct Page<'a> {
     #[serde(rename = "@odata.context")]
     context: String,
+    #[serde(rename = "@odata.count", skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
     #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none")]
     next_link: Option<String>,
     value: Vec<SelectedUser<'a>>,
+}
+
+/// Whether the request asked for eventual consistency.
+pub(crate) fn eventual(headers: &HeaderMap) -> bool {
+    headers
+        .get("consistencylevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"))
+}
+
+/// `$search="property:term"`: users whose property has a word starting with `term`.
+struct Search {
+    property: Property,
+    term: String,
+}
+
+impl Search {
+    fn parse(raw: &str, ids: &RequestIds) -> Result<Self, GraphError> {
+        let invalid = || {
+            GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "Request_UnsupportedQuery",
+                format!("Unsupported or invalid query filter clause specified for $search: '{raw}'."),
+                ids,
+            )
+        };
+        let (name, term) = raw.split_once(':').ok_or_else(invalid)?;
+        let property = Property::parse(name.trim())
+            .filter(|p| {
+                matches!(
+                    p,
+                    Property::DisplayName
+                        | Property::GivenName
+                        | Property::Surname
+                        | Property::Mail
+                        | Property::UserPrincipalName
+                )
+            })
+            .ok_or_else(invalid)?;
+        Ok(Self {
+            property,
+            term: term.trim().to_lowercase(),
+        })
+    }
+
+    fn matches(&self, user: &EmulatedUser) -> bool {
+        let value = match self.property {
+            Property::DisplayName => Some(user.display_name.as_str()),
+            Property::GivenName => user.given_name.as_deref(),
+            Property::Surname => user.surname.as_deref(),
+            Property::Mail => user.mail.as_deref(),
+            _ => Some(user.user_principal_name.as_str()),
+        };
+        value.is_some_and(|value| {
+            value
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|word| word.starts_with(&self.term))
+        })
+    }
 }
 
 pub(crate) async fn list_users(
@@ -303,20 +408,64 @@ pub(crate) async fn list_users(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, GraphError> {
-    let query = Query::parse(&uri, &["$select", "$top", "$skiptoken"], &ids)?;
+    let query = Query::parse(
+        &uri,
+        &["$select", "$top", "$skiptoken", "$search", "$count"],
+        &ids,
+    )?;
+    let eventual = eventual(&headers);
+    let search = match &query.search {
+        Some(_) if !eventual => {
+            return Err(GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "Request_UnsupportedQuery",
+                "Request with $search query parameter only works through MSGraph with a special request header: 'ConsistencyLevel: eventual'",
+                &ids,
+            ));
+        }
+        Some(raw) => Some(Search::parse(raw, &ids)?),
+        None => None,
+    };
     let page_size = query.top.unwrap_or(100);
     let origin = origin(&state, &headers);
     let directory = state.directory();
-    let users = directory.users();
-    let start = query.skip.min(users.len());
-    let end = start.saturating_add(page_size).min(users.len());
-    let next_link = (end < users.len()).then(|| {
+    let slots = directory.slots();
+    let wanted = |user: &EmulatedUser| search.as_ref().is_none_or(|s| s.matches(user));
+    let start = query.skip.min(slots.len());
+    let mut value = Vec::with_capacity(page_size.min(1_000));
+    let mut end = start;
+    while end < slots.len() && value.len() < page_size {
+        let slot = &slots[end];
+        end += 1;
+        if slot.life == Life::Active && wanted(&slot.user) {
+            value.push(SelectedUser {
+                user: &slot.user,
+                properties: query.select.properties(),
+                typed: false,
+            });
+        }
+    }
+    let count = (query.count && eventual && query.skip == 0).then(|| {
+        directory
+            .active_users()
+            .filter(|user| wanted(user))
+            .count()
+    });
+    let next_link = (end < slots.len()).then(|| {
         let mut link = format!("{origin}/v1.0/users?");
         if let Some(select) = query.select.echo() {
             link.push_str(&format!("$select={select}&"));
         }
         if let Some(top) = query.top {
             link.push_str(&format!("$top={top}&"));
+        }
+        if let Some(raw) = &query.search {
+            let quoted = format!("\"{raw}\"");
+            let encoded: String = url::form_urlencoded::byte_serialize(quoted.as_bytes()).collect();
+            link.push_str(&format!("$search={encoded}&"));
+        }
+        if query.count {
+            link.push_str("$count=true&");
         }
         // The quotes are percent-encoded, as in Graph's own links.
         let token = encode_skiptoken(end).replace('\'', "%27");
@@ -325,25 +474,22 @@ pub(crate) async fn list_users(
     });
     let page = Page {
         context: query.select.context(&origin, ""),
+        count,
         next_link,
-        value: users[start..end]
-            .iter()
-            .map(|user| SelectedUser {
-                user,
-                properties: query.select.properties(),
-            })
-            .collect(),
+        value,
     };
-    let body = serde_json::to_vec(&page).map_err(|e| {
-        GraphError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "generalException",
-            e.to_string(),
-            &ids,
-        )
-    })?;
+    let body = serde_json::to_vec(&page).map_err(|e| internal(e, &ids))?;
     drop(directory);
     Ok(json_response(body))
+}
+
+pub(crate) fn internal(error: impl std::fmt::Display, ids: &RequestIds) -> GraphError {
+    GraphError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "generalException",
+        error.to_string(),
+        ids,
+    )
 }
 
 pub(crate) async fn get_user(
@@ -374,27 +520,14 @@ pub(crate) async fn get_user(
     let selected = serde_json::to_value(SelectedUser {
         user,
         properties: query.select.properties(),
+        typed: false,
     })
-    .map_err(|e| {
-        GraphError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "generalException",
-            e.to_string(),
-            &ids,
-        )
-    })?;
+    .map_err(|e| internal(e, &ids))?;
     if let serde_json::Value::Object(properties) = selected {
         body.extend(properties);
     }
     drop(directory);
-    let body = serde_json::to_vec(&body).map_err(|e| {
-        GraphError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "generalException",
-            e.to_string(),
-            &ids,
-        )
-    })?;
+    let body = serde_json::to_vec(&body).map_err(|e| internal(e, &ids))?;
     Ok(json_response(body))
 }
 

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use graph::{GraphClient, GraphConfig};
+use graph::{Cloud, GraphClient, GraphConfig, RetryPolicy};
 use graph_emulator::{Emulator, EmulatorConfig};
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -12,16 +12,28 @@ pub(crate) async fn start_emulator(config: EmulatorConfig) -> Emulator {
     Emulator::start(config, listener).await.unwrap()
 }
 
-/// A config pointing both hosts at `base_url`.
+/// Retries quickly, so tests of retried failures take milliseconds.
+pub(crate) fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+    }
+}
+
+/// A config pointing both hosts at `base_url`, with [`fast_retry`].
 pub(crate) fn config_for(base_url: Url, tenant: &str, client: &str, secret: &str) -> GraphConfig {
     GraphConfig {
-        tenant_id: tenant.to_owned(),
-        client_id: client.to_owned(),
-        client_secret: SecretString::from(secret.to_owned()),
         authority_host: base_url.clone(),
         graph_host: base_url,
-        page_size: 999,
         request_timeout: Duration::from_secs(30),
+        retry: fast_retry(),
+        ..GraphConfig::for_cloud(
+            Cloud::Global,
+            tenant,
+            client,
+            SecretString::from(secret.to_owned()),
+        )
     }
 }
 
