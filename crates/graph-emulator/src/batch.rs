@@ -58,7 +58,11 @@ pub(crate) async fn batch(
         ));
     }
     let mut seen = HashSet::new();
-    if let Some(duplicate) = request.requests.iter().find(|r| !seen.insert(r.id.as_str())) {
+    if let Some(duplicate) = request
+        .requests
+        .iter()
+        .find(|r| !seen.insert(r.id.as_str()))
+    {
         return Err(GraphError::bad_request(
             format!("Batch request contains duplicate id '{}'.", duplicate.id),
             &ids,
@@ -74,7 +78,10 @@ pub(crate) async fn batch(
                 GraphError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "BadRequest",
-                    format!("The emulator only batches GET requests, not {}.", inner.method),
+                    format!(
+                        "The emulator only batches GET requests, not {}.",
+                        inner.method
+                    ),
                     &ids,
                 )
                 .body(),
@@ -100,9 +107,9 @@ pub(crate) async fn batch(
             for (name, value) in &inner.headers {
                 builder = builder.header(name.as_str(), value.as_str());
             }
-            let inner_request = builder
-                .body(Body::empty())
-                .map_err(|e| GraphError::bad_request(format!("Invalid inner request: {e}"), &ids))?;
+            let inner_request = builder.body(Body::empty()).map_err(|e| {
+                GraphError::bad_request(format!("Invalid inner request: {e}"), &ids)
+            })?;
             let Ok(response) = router.clone().oneshot(inner_request).await;
             let status = response.status().as_u16();
             let mut answer_headers = Map::new();
@@ -135,7 +142,8 @@ pub(crate) async fn batch(
         }));
     }
     shuffle(&mut responses, state.next_batch_seed());
-    let body = serde_json::to_vec(&json!({ "responses": responses })).map_err(|e| internal(e, &ids))?;
+    let body =
+        serde_json::to_vec(&json!({ "responses": responses })).map_err(|e| internal(e, &ids))?;
     Ok(json_response(body))
 }
 

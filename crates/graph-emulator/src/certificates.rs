@@ -149,20 +149,27 @@ pub(crate) fn verify_assertion(
             other => {
                 return Err(refuse(
                     5_002_738,
-                    format!("Invalid JWT token. '{}' is not a supported signature algorithm.", other.unwrap_or("none")),
+                    format!(
+                        "Invalid JWT token. '{}' is not a supported signature algorithm.",
+                        other.unwrap_or("none")
+                    ),
                 ));
             }
         };
-    let (thumbprint, certificate) = if let Some(x5t) = header.get("x5t#S256").and_then(Value::as_str) {
-        (x5t, certificates.iter().find(|c| c.sha256_thumbprint == x5t))
-    } else if let Some(x5t) = header.get("x5t").and_then(Value::as_str) {
-        (x5t, certificates.iter().find(|c| c.sha1_thumbprint == x5t))
-    } else {
-        return Err(refuse(
-            700_027,
-            "Client assertion contains no x5t or x5t#S256 header naming the certificate.",
-        ));
-    };
+    let (thumbprint, certificate) =
+        if let Some(x5t) = header.get("x5t#S256").and_then(Value::as_str) {
+            (
+                x5t,
+                certificates.iter().find(|c| c.sha256_thumbprint == x5t),
+            )
+        } else if let Some(x5t) = header.get("x5t").and_then(Value::as_str) {
+            (x5t, certificates.iter().find(|c| c.sha1_thumbprint == x5t))
+        } else {
+            return Err(refuse(
+                700_027,
+                "Client assertion contains no x5t or x5t#S256 header naming the certificate.",
+            ));
+        };
     let Some(certificate) = certificate else {
         return Err(refuse(
             700_027,

@@ -257,8 +257,7 @@ pub(crate) async fn users_delta(
         );
     }
     body.insert("value".to_owned(), Value::Array(value));
-    let body = serde_json::to_vec(&body)
-        .map_err(|e| internal(e, &ids).into_response())?;
+    let body = serde_json::to_vec(&body).map_err(|e| internal(e, &ids).into_response())?;
     Ok(json_response(body))
 }
 

@@ -80,7 +80,10 @@ pub(crate) struct Directory {
 }
 
 impl Directory {
-    pub(crate) fn new(users: Vec<EmulatedUser>, groups: Vec<EmulatedGroup>) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        users: Vec<EmulatedUser>,
+        groups: Vec<EmulatedGroup>,
+    ) -> anyhow::Result<Self> {
         let by_id = KeyIndex::build(users.iter().map(|u| u.id.as_str()));
         let by_upn = KeyIndex::build(users.iter().map(|u| u.user_principal_name.as_str()));
         let mut directory = Self {
@@ -196,7 +199,9 @@ impl Directory {
     pub(crate) fn create(&mut self, user: EmulatedUser) -> anyhow::Result<u64> {
         anyhow::ensure!(!user.id.trim().is_empty(), "empty user id");
         anyhow::ensure!(
-            self.by_id.find(&user.id, |i| &self.slots[i].user.id).is_none(),
+            self.by_id
+                .find(&user.id, |i| &self.slots[i].user.id)
+                .is_none(),
             "duplicate user id {:?}",
             user.id
         );

@@ -22,7 +22,11 @@ pub struct Fault {
 
 impl Fault {
     /// `times` 429 answers with Graph's throttling body and an optional `Retry-After`.
-    pub fn throttle(path_prefix: impl Into<String>, retry_after: Option<f64>, times: usize) -> Self {
+    pub fn throttle(
+        path_prefix: impl Into<String>,
+        retry_after: Option<f64>,
+        times: usize,
+    ) -> Self {
         Self {
             path_prefix: path_prefix.into(),
             status: 429,
@@ -55,8 +59,14 @@ impl Fault {
                 "The service is temporarily unavailable. Please retry after a delay.",
             ),
             500 => ("generalException", "An internal server error occurred."),
-            401 => ("InvalidAuthenticationToken", "Access token has expired or is not yet valid."),
-            403 => ("Authorization_RequestDenied", "Insufficient privileges to complete the operation."),
+            401 => (
+                "InvalidAuthenticationToken",
+                "Access token has expired or is not yet valid.",
+            ),
+            403 => (
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            ),
             404 => ("Request_ResourceNotFound", "Resource does not exist."),
             400 => ("BadRequest", "Bad request."),
             410 => ("syncStateNotFound", "The sync state is not found."),

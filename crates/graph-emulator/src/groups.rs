@@ -59,9 +59,9 @@ impl GroupMember {
     pub fn id(&self) -> &str {
         match self {
             Self::User(id) | Self::Group(id) => id,
-            Self::Device { id, .. } | Self::Contact { id, .. } | Self::ServicePrincipal { id, .. } => {
-                id
-            }
+            Self::Device { id, .. }
+            | Self::Contact { id, .. }
+            | Self::ServicePrincipal { id, .. } => id,
         }
     }
 

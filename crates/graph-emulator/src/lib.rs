@@ -317,7 +317,11 @@ impl Emulator {
 
     /// Adds a direct member to a group.
     pub fn add_group_member(&self, group_id: &str, member: GroupMember) -> anyhow::Result<()> {
-        self.state.directory_mut().group_mut(group_id)?.members.push(member);
+        self.state
+            .directory_mut()
+            .group_mut(group_id)?
+            .members
+            .push(member);
         Ok(())
     }
 
@@ -458,7 +462,11 @@ async fn inject_faults(State(state): State<AppState>, request: Request, next: Ne
                 request_id: Uuid::new_v4().to_string(),
                 client_request_id: Uuid::new_v4().to_string(),
             };
-            tracing::debug!(path = request.uri().path(), status = fault.status, "injected fault");
+            tracing::debug!(
+                path = request.uri().path(),
+                status = fault.status,
+                "injected fault"
+            );
             fault.response(&ids)
         }
         None => next.run(request).await,

@@ -134,7 +134,12 @@ pub(crate) async fn issue_token(
         "{}/{tenant}/oauth2/v2.0/token",
         crate::users::origin(&state, &headers)
     );
-    match check(&state, &tenant, &audience, &TokenRequest::parse(&headers, &body)) {
+    match check(
+        &state,
+        &tenant,
+        &audience,
+        &TokenRequest::parse(&headers, &body),
+    ) {
         Ok(()) => {
             let token = format!("emu.{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
             state.remember_token(token.clone(), Instant::now());

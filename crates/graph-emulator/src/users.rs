@@ -362,7 +362,9 @@ impl Search {
             GraphError::new(
                 StatusCode::BAD_REQUEST,
                 "Request_UnsupportedQuery",
-                format!("Unsupported or invalid query filter clause specified for $search: '{raw}'."),
+                format!(
+                    "Unsupported or invalid query filter clause specified for $search: '{raw}'."
+                ),
                 ids,
             )
         };
@@ -445,12 +447,8 @@ pub(crate) async fn list_users(
             });
         }
     }
-    let count = (query.count && eventual && query.skip == 0).then(|| {
-        directory
-            .active_users()
-            .filter(|user| wanted(user))
-            .count()
-    });
+    let count = (query.count && eventual && query.skip == 0)
+        .then(|| directory.active_users().filter(|user| wanted(user)).count());
     let next_link = (end < slots.len()).then(|| {
         let mut link = format!("{origin}/v1.0/users?");
         if let Some(select) = query.select.echo() {

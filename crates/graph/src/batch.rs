@@ -93,12 +93,10 @@ impl GraphClient {
             let mut cost = 0;
             let mut requests = Vec::with_capacity(pending.len());
             for (position, key) in &pending {
-                let relative = format!(
-                    "/users/{}?$select={USER_SELECT}",
-                    encode_path_segment(key)
-                );
+                let relative = format!("/users/{}?$select={USER_SELECT}", encode_path_segment(key));
                 cost += resource_units(&self.graph_url(&format!("/v1.0{relative}"))?);
-                requests.push(json!({"id": position.to_string(), "method": "GET", "url": relative}));
+                requests
+                    .push(json!({"id": position.to_string(), "method": "GET", "url": relative}));
             }
             let body = json!({ "requests": requests });
             let answer: BatchAnswer = self
@@ -117,13 +115,16 @@ impl GraphClient {
             let mut last_throttle = None;
             for (position, key) in pending {
                 let inner = answers.remove(&position.to_string()).ok_or_else(|| {
-                    Error::Decode(format!("$batch answer has no response for request {position}"))
+                    Error::Decode(format!(
+                        "$batch answer has no response for request {position}"
+                    ))
                 })?;
                 match inner.status {
                     200..=299 => {
-                        let body = inner.body.as_deref().ok_or_else(|| {
-                            Error::Decode(format!("$batch: user {key}: no body"))
-                        })?;
+                        let body = inner
+                            .body
+                            .as_deref()
+                            .ok_or_else(|| Error::Decode(format!("$batch: user {key}: no body")))?;
                         let user = user_entry(body).map_err(|rejected| {
                             Error::Decode(format!("$batch: user {key}: {}", rejected.reason))
                         })?;
@@ -146,9 +147,9 @@ impl GraphClient {
                 break;
             }
             if round >= policy.max_attempts {
-                return Err(last_throttle.unwrap_or_else(|| Error::Decode(
-                    "$batch: throttled".to_owned(),
-                )));
+                return Err(
+                    last_throttle.unwrap_or_else(|| Error::Decode("$batch: throttled".to_owned()))
+                );
             }
             metrics::counter!(names::RETRIES, "reason" => "batch_throttled").increment(1);
             tracing::warn!(

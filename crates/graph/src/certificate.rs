@@ -61,35 +61,50 @@ impl ClientCertificate {
     /// Fails with [`Error::InvalidConfig`] if either cannot be read or the key does not belong
     /// to the certificate; the message never contains key material.
     pub fn from_pem(certificate_pem: &str, private_key_pem: &SecretString) -> Result<Self, Error> {
-        let invalid = |message: &str| Error::InvalidConfig(format!("client certificate: {message}"));
+        let invalid =
+            |message: &str| Error::InvalidConfig(format!("client certificate: {message}"));
         let certificate = pem_block(certificate_pem, "CERTIFICATE")
             .ok_or_else(|| invalid("no CERTIFICATE block in the certificate PEM"))?;
         let key_pem = private_key_pem.expose_secret();
         let key = if let Some(der) = pem_block(key_pem, "PRIVATE KEY") {
-            RsaKeyPair::from_pkcs8(&der)
-                .map_err(|e| invalid(&format!("the PKCS#8 private key is not a usable RSA key ({e})")))?
+            RsaKeyPair::from_pkcs8(&der).map_err(|e| {
+                invalid(&format!(
+                    "the PKCS#8 private key is not a usable RSA key ({e})"
+                ))
+            })?
         } else if let Some(der) = pem_block(key_pem, "RSA PRIVATE KEY") {
-            RsaKeyPair::from_der(&der)
-                .map_err(|e| invalid(&format!("the PKCS#1 private key is not a usable RSA key ({e})")))?
+            RsaKeyPair::from_der(&der).map_err(|e| {
+                invalid(&format!(
+                    "the PKCS#1 private key is not a usable RSA key ({e})"
+                ))
+            })?
         } else if key_pem.contains("ENCRYPTED PRIVATE KEY") {
-            return Err(invalid("encrypted private keys are not supported; decrypt it first"));
+            return Err(invalid(
+                "encrypted private keys are not supported; decrypt it first",
+            ));
         } else {
-            return Err(invalid("no PRIVATE KEY or RSA PRIVATE KEY block in the key PEM"));
+            return Err(invalid(
+                "no PRIVATE KEY or RSA PRIVATE KEY block in the key PEM",
+            ));
         };
         let public_key = key.public().as_ref();
         if !certificate
             .windows(public_key.len())
             .any(|window| window == public_key)
         {
-            return Err(invalid("the private key does not belong to the certificate"));
+            return Err(invalid(
+                "the private key does not belong to the certificate",
+            ));
         }
         Ok(Self {
             key: Arc::new(key),
             algorithm: AssertionAlgorithm::default(),
-            sha1_thumbprint: URL_SAFE_NO_PAD.encode(
-                digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, &certificate),
-            ),
-            sha256_thumbprint: URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, &certificate)),
+            sha1_thumbprint: URL_SAFE_NO_PAD.encode(digest::digest(
+                &digest::SHA1_FOR_LEGACY_USE_ONLY,
+                &certificate,
+            )),
+            sha256_thumbprint: URL_SAFE_NO_PAD
+                .encode(digest::digest(&digest::SHA256, &certificate)),
         })
     }
 
@@ -255,8 +270,11 @@ mod tests {
             certificate.key.public().as_ref().to_vec(),
         );
         let signed = format!("{}.{}", parts[0], parts[1]);
-        key.verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
-            .unwrap();
+        key.verify(
+            signed.as_bytes(),
+            &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -264,7 +282,9 @@ mod tests {
         let certificate = ClientCertificate::from_pem(CERT, &secret(KEY))
             .unwrap()
             .with_algorithm(AssertionAlgorithm::Rs256);
-        let jwt = certificate.assertion("c", "aud", SystemTime::now()).unwrap();
+        let jwt = certificate
+            .assertion("c", "aud", SystemTime::now())
+            .unwrap();
         let parts: Vec<&str> = jwt.expose_secret().split('.').collect();
         let header = decode_part(parts[0]);
         assert_eq!(header["alg"], "RS256");
@@ -274,7 +294,10 @@ mod tests {
             certificate.key.public().as_ref().to_vec(),
         );
         let signed = format!("{}.{}", parts[0], parts[1]);
-        key.verify(signed.as_bytes(), &URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
-            .unwrap();
+        key.verify(
+            signed.as_bytes(),
+            &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+        )
+        .unwrap();
     }
 }

@@ -257,8 +257,7 @@ impl GraphClient {
     /// A GET whose body is decoded as `T`.
     pub(crate) async fn send_json<T: DeserializeOwned>(&self, url: &Url) -> Result<T, Error> {
         self.call(Call::get(url), |body| {
-            serde_json::from_slice(body)
-                .map_err(|e| Error::Decode(format!("{}: {e}", url.path())))
+            serde_json::from_slice(body).map_err(|e| Error::Decode(format!("{}: {e}", url.path())))
         })
         .await
     }

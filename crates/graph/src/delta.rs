@@ -201,8 +201,12 @@ mod tests {
                 {"id":"d","userPrincipalName":"d@contoso.com"}
             ]}"#,
         );
-        assert!(matches!(&parsed[0], DeltaEntry::Removed(r) if r.id == "a" && r.reason == RemovedReason::Changed));
-        assert!(matches!(&parsed[1], DeltaEntry::Removed(r) if r.id == "b" && r.reason == RemovedReason::Deleted));
+        assert!(
+            matches!(&parsed[0], DeltaEntry::Removed(r) if r.id == "a" && r.reason == RemovedReason::Changed)
+        );
+        assert!(
+            matches!(&parsed[1], DeltaEntry::Removed(r) if r.id == "b" && r.reason == RemovedReason::Deleted)
+        );
         assert!(matches!(&parsed[2], DeltaEntry::Rejected(r) if r.id.as_deref() == Some("c")));
         assert!(matches!(&parsed[3], DeltaEntry::Rejected(r) if r.id.is_none()));
         assert!(matches!(&parsed[4], DeltaEntry::User(u) if u.id == "d"));

@@ -130,7 +130,13 @@ mod tests {
         .unwrap();
         let page = users_page(&body).unwrap();
         assert_eq!(
-            page.entries[0].as_ref().unwrap().display_name.as_ref().unwrap().len(),
+            page.entries[0]
+                .as_ref()
+                .unwrap()
+                .display_name
+                .as_ref()
+                .unwrap()
+                .len(),
             100 * 1024
         );
     }
@@ -201,9 +207,14 @@ mod tests {
             proptest::option::of("\\PC{0,20}"),
             proptest::option::of("\\PC{0,20}"),
             proptest::option::of(any::<bool>()),
-            proptest::option::of(prop_oneof![Just("Member".to_owned()), Just("Guest".to_owned())]),
+            proptest::option::of(prop_oneof![
+                Just("Member".to_owned()),
+                Just("Guest".to_owned())
+            ]),
         )
-            .prop_filter("non-blank keys", |u| !u.0.trim().is_empty() && !u.1.trim().is_empty())
+            .prop_filter("non-blank keys", |u| {
+                !u.0.trim().is_empty() && !u.1.trim().is_empty()
+            })
             .prop_map(
                 |(id, upn, mail, display_name, given_name, surname, account_enabled, user_type)| {
                     GraphUser {

@@ -154,7 +154,9 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     if !seconds.is_finite() || seconds < 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())))
+    Some(Duration::from_secs_f64(
+        seconds.min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
 }
 
 /// Resource units Graph charges for a GET of `url` (identity and access costs).
@@ -168,7 +170,10 @@ pub(crate) fn resource_units(url: &Url) -> u32 {
         5
     } else if last.eq_ignore_ascii_case("members") {
         3
-    } else if segments.get(1).is_some_and(|s| s.eq_ignore_ascii_case("users")) {
+    } else if segments
+        .get(1)
+        .is_some_and(|s| s.eq_ignore_ascii_case("users"))
+    {
         2
     } else {
         1
@@ -178,8 +183,7 @@ pub(crate) fn resource_units(url: &Url) -> u32 {
             cost -= 1;
         } else if key.eq_ignore_ascii_case("$expand") {
             cost += 1;
-        } else if key.eq_ignore_ascii_case("$top") && value.parse::<u32>().is_ok_and(|t| t < 20)
-        {
+        } else if key.eq_ignore_ascii_case("$top") && value.parse::<u32>().is_ok_and(|t| t < 20) {
             cost -= 1;
         }
     }

@@ -105,7 +105,10 @@ impl TryFrom<Value> for GraphUser {
         if !entry.is_object() {
             let mut text = entry.to_string();
             if text.len() > 200 {
-                let cut = (0..=200).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
                 text.truncate(cut);
                 text.push('…');
             }

@@ -66,3 +66,39 @@ pub(crate) fn graph_statuses(emulator: &Emulator) -> Vec<u16> {
         .map(|r| r.status)
         .collect()
 }
+
+/// Graph requests (not token requests) in the log.
+pub(crate) fn graph_requests(emulator: &Emulator) -> Vec<graph_emulator::RecordedRequest> {
+    emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.path_and_query.starts_with("/v1.0/"))
+        .collect()
+}
+
+/// A client for `emulator` with a config changed by `change`.
+pub(crate) fn client_with(
+    emulator: &Emulator,
+    change: impl FnOnce(&mut GraphConfig),
+) -> GraphClient {
+    let mut config = emulator_config(emulator);
+    change(&mut config);
+    GraphClient::new(config).unwrap()
+}
+
+/// Waits (polling, bounded) until `condition` holds.
+pub(crate) async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub(crate) const APP_CERT: &str = include_str!("../fixtures/app-cert.pem");
+pub(crate) const APP_KEY: &str = include_str!("../fixtures/app-key.pem");
+pub(crate) const OTHER_CERT: &str = include_str!("../fixtures/other-cert.pem");
+pub(crate) const OTHER_KEY: &str = include_str!("../fixtures/other-key.pem");

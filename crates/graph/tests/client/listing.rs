@@ -1,10 +1,10 @@
 use std::collections::HashSet;
 
-use graph::{GraphClient, GraphConfig, GraphUser, USER_SELECT};
+use graph::{GraphClient, GraphConfig, GraphUser, ListUsersOptions, USER_SELECT};
 use graph_emulator::EmulatorConfig;
 use serde_json::Value;
 
-use crate::helpers::{client_for, emulator_config, start_emulator};
+use crate::helpers::{client_for, emulator_config, graph_requests, start_emulator};
 
 async fn list_all(client: &GraphClient) -> (Vec<GraphUser>, usize) {
     let mut pages = client.list_users();
@@ -131,4 +131,65 @@ async fn an_empty_tenant_gives_one_empty_page() {
     assert!(page.users.is_empty() && page.rejected.is_empty());
     assert!(pages.next_page().await.unwrap().is_none());
     assert!(pages.next_page().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn consistency_level_is_sent_again_on_every_page_including_next_links() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(400)).await;
+    let client = GraphClient::new(GraphConfig {
+        page_size: 10,
+        ..emulator_config(&emulator)
+    })
+    .unwrap();
+    let expected: Vec<String> = emulator
+        .users()
+        .into_iter()
+        .filter(|u| {
+            u.display_name
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w.starts_with('j'))
+        })
+        .map(|u| u.id)
+        .collect();
+    assert!(expected.len() > 20, "the search spans several pages");
+
+    let mut pages = client
+        .list_users_with(&ListUsersOptions {
+            search: Some("displayName:j".to_owned()),
+            count: true,
+            ..ListUsersOptions::default()
+        })
+        .unwrap();
+    let mut ids = Vec::new();
+    while let Some(page) = pages.next_page().await.unwrap() {
+        ids.extend(page.users.into_iter().map(|u| u.id));
+    }
+
+    assert_eq!(ids, expected);
+    assert_eq!(pages.count(), Some(expected.len() as u64));
+    let requests = graph_requests(&emulator);
+    assert!(requests.len() >= 3, "{requests:#?}");
+    assert!(
+        requests[0]
+            .path_and_query
+            .contains("$search=%22displayName:j%22")
+    );
+    assert!(requests[0].path_and_query.ends_with("&$count=true"));
+    for request in &requests {
+        assert_eq!(request.consistency_level(), Some("eventual"), "{request:?}");
+        assert_eq!(request.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_plain_listing_sends_no_consistency_level() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(5)).await;
+    let (users, _) = list_all(&client_for(&emulator)).await;
+    assert_eq!(users.len(), 5);
+    assert!(
+        graph_requests(&emulator)
+            .iter()
+            .all(|r| r.consistency_level().is_none())
+    );
 }

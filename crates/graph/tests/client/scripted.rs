@@ -1,7 +1,7 @@
 //! Wire shapes the emulator does not produce, served by a small scripted server.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +18,12 @@ const TOKEN: &str = r#"{"token_type":"Bearer","expires_in":3599,"access_token":"
 /// Serves fixed answers by exact path and query; `{origin}` in a body becomes the server's origin.
 struct ScriptedServer {
     base_url: Url,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+struct Script {
+    answers: HashMap<String, (u16, String)>,
+    hits: Arc<Mutex<Vec<String>>>,
 }
 
 impl ScriptedServer {
@@ -37,11 +43,26 @@ impl ScriptedServer {
             "/tenant/oauth2/v2.0/token".to_owned(),
             (200, TOKEN.to_owned()),
         );
-        let app = Router::new().fallback(answer).with_state(Arc::new(answers));
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new().fallback(answer).with_state(Arc::new(Script {
+            answers,
+            hits: hits.clone(),
+        }));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
             base_url: Url::parse(&origin).unwrap(),
+            hits,
         }
+    }
+
+    /// How many requests asked for `path_and_query`.
+    fn hits(&self, path_and_query: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| *h == path_and_query)
+            .count()
     }
 
     fn client(&self) -> GraphClient {
@@ -55,15 +76,13 @@ impl ScriptedServer {
     }
 }
 
-async fn answer(
-    State(answers): State<Arc<HashMap<String, (u16, String)>>>,
-    uri: Uri,
-) -> impl IntoResponse {
+async fn answer(State(script): State<Arc<Script>>, uri: Uri) -> impl IntoResponse {
     let key = uri
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_default();
-    match answers.get(&key) {
+    script.hits.lock().unwrap().push(key.clone());
+    match script.answers.get(&key) {
         Some((status, body)) => (
             StatusCode::from_u16(*status).unwrap(),
             [
@@ -196,4 +215,63 @@ async fn an_unreachable_host_is_a_retryable_transport_error() {
     let error = client.get_user("someone").await.unwrap_err();
     assert!(matches!(error, Error::Transport(_)), "{error:?}");
     assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_malformed_page_is_fetched_again_a_bounded_number_of_times_then_fails_clearly() {
+    let first = first_page_path();
+    let server =
+        ScriptedServer::start(&[(&first, 200, r#"{"value":[{"id":"1","userPrincipalName":"#)])
+            .await;
+    let error = server.client().list_users().next_page().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Decode(message) if message.contains("after 3 attempts")),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(server.hits(&first), 3);
+}
+
+#[tokio::test]
+async fn bad_entries_are_rejected_alone_and_the_rest_of_the_page_survives() {
+    let first = first_page_path();
+    let huge_name = "H".repeat(100 * 1024);
+    let body = format!(
+        r##"{{"value":[
+            {{"id":"ok-1","userPrincipalName":"a@contoso.com","displayName":"{huge_name}"}},
+            {{"id":"surrogate","userPrincipalName":"b@contoso.com","displayName":"broken \ud800 name"}},
+            {{"userPrincipalName":"no-id@contoso.com"}},
+            {{"id":"types","userPrincipalName":"c@contoso.com","accountEnabled":"yes","mail":7}},
+            {{"@odata.type":"#microsoft.graph.device","id":"device-1","displayName":"Laptop"}},
+            {{"id":"ok-2","userPrincipalName":"d@contoso.com","@odata.type":"#microsoft.graph.user"}}
+        ]}}"##
+    );
+    let server = ScriptedServer::start(&[(&first, 200, &body)]).await;
+    let mut pages = server.client().list_users();
+
+    let page = pages.next_page().await.unwrap().unwrap();
+
+    let ids: Vec<&str> = page.users.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["ok-1", "ok-2"]);
+    assert_eq!(
+        page.users[0].display_name.as_ref().map(String::len),
+        Some(100 * 1024)
+    );
+    let rejected: Vec<Option<&str>> = page.rejected.iter().map(|r| r.id.as_deref()).collect();
+    assert_eq!(
+        rejected,
+        [Some("surrogate"), None, Some("types"), Some("device-1")]
+    );
+    assert!(
+        page.rejected[0].reason.contains("JSON"),
+        "{:?}",
+        page.rejected[0]
+    );
+    assert!(
+        page.rejected[3].reason.contains("@odata.type"),
+        "{:?}",
+        page.rejected[3]
+    );
+    assert!(pages.next_page().await.unwrap().is_none());
+    assert_eq!(server.hits(&first), 1);
 }

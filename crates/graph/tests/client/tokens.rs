@@ -1,10 +1,12 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use graph::{Error, GraphClient};
-use graph_emulator::EmulatorConfig;
+use graph::{Error, GraphClient, GraphConfig};
+use graph_emulator::{EmulatorConfig, Fault};
 
-use crate::helpers::{client_for, config_for, graph_statuses, start_emulator, token_requests};
+use crate::helpers::{
+    client_for, config_for, emulator_config, graph_statuses, start_emulator, token_requests,
+};
 
 const WRONG_SECRET: &str = "definitely-wrong-secret-4711";
 
@@ -131,4 +133,82 @@ async fn an_unknown_tenant_is_an_auth_error_with_aadsts90002() {
         matches!(&error, Error::Auth { status: 400, error_codes, .. } if error_codes == &[90_002]),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn a_401_triggers_one_token_refresh_and_one_retry() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(5)).await;
+    let client = client_for(&emulator);
+    let id = emulator.users()[0].id.clone();
+    client.get_user(&id).await.unwrap().unwrap();
+    assert_eq!(token_requests(&emulator), 1);
+
+    emulator.revoke_tokens();
+    let user = client.get_user(&id).await.unwrap();
+
+    assert!(user.is_some());
+    assert_eq!(token_requests(&emulator), 2);
+    assert_eq!(graph_statuses(&emulator), [200, 401, 200]);
+}
+
+#[tokio::test]
+async fn a_401_after_the_refresh_is_an_error_without_a_loop() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(5)).await;
+    let client = client_for(&emulator);
+    emulator.inject(Fault::status("/v1.0/users", 401, 10));
+
+    let error = client.list_users().next_page().await.unwrap_err();
+
+    assert!(
+        matches!(error, Error::Graph { status: 401, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(graph_statuses(&emulator), [401, 401]);
+    assert_eq!(token_requests(&emulator), 2);
+}
+
+#[tokio::test]
+async fn concurrent_callers_refused_with_401_share_one_refresh() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(10)).await;
+    let client = client_for(&emulator);
+    let ids: Vec<String> = emulator.users().into_iter().map(|u| u.id).collect();
+    client.get_user(&ids[0]).await.unwrap();
+    emulator.revoke_tokens();
+
+    let reads = join_all(ids.iter().cloned().map(|id| {
+        let client = client.clone();
+        tokio::spawn(async move { client.get_user(&id).await })
+    }))
+    .await;
+
+    for read in reads {
+        assert!(read.unwrap().unwrap().is_some());
+    }
+    assert_eq!(token_requests(&emulator), 2);
+}
+
+#[tokio::test]
+async fn a_token_expiring_in_the_middle_of_a_slow_listing_does_not_fail_it() {
+    let emulator = start_emulator(EmulatorConfig {
+        token_lifetime: Duration::from_secs(2),
+        ..EmulatorConfig::synthetic(40)
+    })
+    .await;
+    let client = GraphClient::new(GraphConfig {
+        page_size: 5,
+        ..emulator_config(&emulator)
+    })
+    .unwrap();
+    emulator.set_latency(Duration::from_millis(450));
+
+    let mut pages = client.list_users();
+    let mut users = 0;
+    while let Some(page) = pages.next_page().await.unwrap() {
+        users += page.users.len();
+    }
+
+    assert_eq!(users, 40);
+    // Eight pages of 450 ms outlive the 2 s token: it was replaced on the way.
+    assert!(token_requests(&emulator) >= 2);
 }
