@@ -55,6 +55,17 @@ impl TestEmulator {
 
     /// GETs a path (or an absolute URL) with the given bearer token.
     pub(crate) async fn get(&self, path_or_url: &str, token: Option<&str>) -> (u16, Value) {
+        let (status, _, body) = self.get_with(path_or_url, token, &[]).await;
+        (status, body)
+    }
+
+    /// GETs with extra request headers; answers status, response headers and JSON body.
+    pub(crate) async fn get_with(
+        &self,
+        path_or_url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_owned()
         } else {
@@ -64,7 +75,25 @@ impl TestEmulator {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap())
+    }
+
+    /// POSTs a JSON body with the given bearer token.
+    pub(crate) async fn post_json(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
