@@ -73,3 +73,46 @@ fn an_empty_tenant_or_a_non_http_host_is_invalid_config() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+#[test]
+fn a_certificate_config_needs_no_secret_and_debug_never_shows_the_key() {
+    let certificate = graph::ClientCertificate::from_pem(
+        crate::helpers::APP_CERT,
+        &SecretString::from(crate::helpers::APP_KEY.to_owned()),
+    )
+    .unwrap();
+    let config = GraphConfig::with_certificate(Cloud::Global, "t", "c", certificate);
+    let debug = format!("{config:?}");
+    assert!(debug.contains("x5t#S256"), "{debug}");
+    assert!(!debug.contains("MII"), "{debug}");
+    assert!(GraphClient::new(config).is_ok());
+}
+
+#[test]
+fn zero_attempts_zero_concurrency_or_a_zero_budget_window_is_invalid_config() {
+    let mut no_attempts = config();
+    no_attempts.retry.max_attempts = 0;
+    let mut no_concurrency = config();
+    no_concurrency.max_concurrency = 0;
+    let mut no_window = config();
+    no_window.resource_budget = graph::ResourceBudget {
+        units: 10,
+        window: std::time::Duration::ZERO,
+    };
+    for config in [no_attempts, no_concurrency, no_window] {
+        assert!(matches!(
+            GraphClient::new(config),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+}
+
+#[test]
+fn the_defaults_are_conservative() {
+    let config = config();
+    assert_eq!(config.resource_budget, graph::ResourceBudget::SMALL_TENANT);
+    assert_eq!(config.resource_budget.units, 3_500);
+    assert_eq!(config.max_concurrency, graph::DEFAULT_MAX_CONCURRENCY);
+    assert_eq!(config.retry, graph::RetryPolicy::default());
+    assert_eq!(config.retry.max_attempts, 5);
+}

@@ -180,7 +180,7 @@ async fn the_concurrency_limit_is_never_exceeded() {
 #[tokio::test]
 async fn the_resource_budget_keeps_spend_within_every_window() {
     let emulator = start_emulator(EmulatorConfig::synthetic(30)).await;
-    let window = Duration::from_millis(500);
+    let window = Duration::from_secs(1);
     let client = client_with(&emulator, |config| {
         config.resource_budget = ResourceBudget { units: 10, window };
     });
@@ -196,8 +196,8 @@ async fn the_resource_budget_keeps_spend_within_every_window() {
 
     let log = graph_requests(&emulator);
     assert_eq!(log.len(), 30);
-    // Arrival times trail send times by a little; allow that much.
-    let slack = Duration::from_millis(60);
+    // Arrival times trail send times by a little (more on a loaded machine); allow that much.
+    let slack = Duration::from_millis(150);
     for request in &log {
         let in_window = log
             .iter()
