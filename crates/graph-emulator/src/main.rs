@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  client id:     {}", emulator.client_id());
     println!("  client secret: {}", emulator.client_secret());
     println!("  users:         {}", args.users);
+    println!("  groups:        {}", emulator.groups().len());
     wait_for_signal().await?;
     tracing::info!("shutting down");
     emulator.shutdown().await
