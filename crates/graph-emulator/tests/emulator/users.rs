@@ -304,3 +304,30 @@ async fn every_user_id_is_unique_across_a_full_listing() {
     }
     assert_eq!(ids.len(), 1_200);
 }
+
+#[tokio::test]
+async fn search_needs_eventual_consistency_and_count_comes_on_the_first_page_only() {
+    let app = TestEmulator::spawn(300).await;
+    let token = app.token().await;
+    let path = "/v1.0/users?$search=%22displayName:j%22&$count=true&$top=5";
+
+    let (status, body) = app.get(path, Some(&token)).await;
+    assert_eq!(status, 400);
+    assert_graph_error(&body, "Request_UnsupportedQuery");
+
+    let eventual = [("ConsistencyLevel", "eventual")];
+    let (status, _, first) = app.get_with(path, Some(&token), &eventual).await;
+    assert_eq!(status, 200, "{first}");
+    let count = first["@odata.count"].as_u64().unwrap();
+    assert!(count > 5);
+    let next = first["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.contains("$search=") && next.contains("$count=true"),
+        "{next}"
+    );
+    // The header is not carried over: the next page needs it again.
+    assert_eq!(app.get(next, Some(&token)).await.0, 400);
+    let (status, _, second) = app.get_with(next, Some(&token), &eventual).await;
+    assert_eq!(status, 200);
+    assert!(second.get("@odata.count").is_none());
+}
