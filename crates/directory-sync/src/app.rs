@@ -1,7 +1,10 @@
-//! Wiring: the mirror database, the Graph client, the registry channel and the gRPC server.
+//! Wiring: the mirror database, the Graph client, the registry channel, the sync schedule and
+//! the gRPC server.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use graph::GraphClient;
 use proto::directory::v1::directory_service_server::DirectoryServiceServer;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
@@ -19,6 +22,7 @@ pub struct App {
     listener: TcpListener,
     directory: Directory,
     full_sync_on_start: bool,
+    delta_interval: Option<Duration>,
 }
 
 impl App {
@@ -32,11 +36,23 @@ impl App {
         let registry =
             RegistryServiceClient::new(service_runtime::grpc::channel(&config.registry_url)?)
                 .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
-        let directory = Directory::new(db, graph, registry);
+        let groups = config
+            .sync
+            .groups
+            .iter()
+            .map(|g| {
+                service_runtime::normalize_guid(g)
+                    .with_context(|| format!("sync.groups: {g:?} is not a group object id"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let directory = Directory::new(db, graph, registry, groups);
+        let delta_interval = (config.sync.delta_interval_secs > 0)
+            .then(|| Duration::from_secs(config.sync.delta_interval_secs));
         Ok(Self {
             listener,
             directory,
             full_sync_on_start: config.sync.full_sync_on_start,
+            delta_interval,
         })
     }
 
@@ -52,19 +68,31 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled. The first full sync, when configured, runs in the
-    /// background so the service answers while it reads the tenant.
+    /// background so the service answers while it reads the tenant; then delta rounds run on
+    /// the configured interval.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        if self.full_sync_on_start {
-            let directory = self.directory.clone();
-            tokio::spawn(async move {
+        let directory = self.directory.clone();
+        let schedule_shutdown = shutdown.clone();
+        let full_sync_on_start = self.full_sync_on_start;
+        let delta_interval = self.delta_interval;
+        let background = tokio::spawn(async move {
+            if full_sync_on_start {
                 if let Err(error) = directory.initial_sync_if_needed().await {
                     tracing::warn!(%error, "initial full sync did not run");
                 }
-            });
-        }
+            }
+            if let Some(interval) = delta_interval {
+                directory.run_schedule(interval, schedule_shutdown).await;
+            }
+        });
         let service = DirectoryServiceServer::new(GrpcApi::new(self.directory))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <DirectoryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
-        service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await
+        let served =
+            service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await;
+        // A round in progress is dropped with the task; its pages are committed one by one and
+        // the next round starts from the last stored link.
+        background.abort();
+        served
     }
 }

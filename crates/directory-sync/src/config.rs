@@ -47,6 +47,12 @@ fn empty_secret() -> SecretString {
 #[derive(Debug, Clone, Deserialize)]
 pub struct SyncConfig {
     pub full_sync_on_start: bool,
+    /// Seconds between delta rounds; 0 turns the schedule off.
+    #[serde(default)]
+    pub delta_interval_secs: u64,
+    /// Groups whose transitive user members are mirrored.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Config {
@@ -64,6 +70,8 @@ impl Config {
             directory,
             sync: SyncConfig {
                 full_sync_on_start: false,
+                delta_interval_secs: 0,
+                groups: Vec::new(),
             },
             database: DatabaseConfig {
                 url: database_url.to_owned(),

@@ -12,6 +12,10 @@ pub enum Error {
     /// A group that is not among the synced groups, so its members are unknown.
     #[error("group {0} is not synced; add it to sync.groups")]
     GroupNotSynced(String),
+    /// A delta round cannot run (no stored link, or Graph asked for a resync); the round
+    /// runs as a full one instead.
+    #[error("delta sync unavailable: {0}")]
+    DeltaUnavailable(String),
     /// A sync round is already running; the caller may wait and ask again.
     #[error("a sync round is already running")]
     SyncBusy,
@@ -53,7 +57,9 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::SyncBusy => Status::aborted(error.to_string()),
-            Error::GroupNotSynced(_) => Status::failed_precondition(error.to_string()),
+            Error::GroupNotSynced(_) | Error::DeltaUnavailable(_) => {
+                Status::failed_precondition(error.to_string())
+            }
             Error::Directory {
                 retryable: true, ..
             }

@@ -295,7 +295,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         let (last_run, mirrored_users) = self.directory.status().await?;
         Ok(Response::new(pb::GetSyncStatusResponse {
             last_run: last_run.map(run_to_pb),
-            next_run_at_ms: 0,
+            next_run_at_ms: self.directory.next_run_at_ms(),
             mirrored_users,
             tenant_id: self.directory.tenant_id().to_owned(),
         }))

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -9,12 +10,13 @@ use graph::GraphClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun};
 use crate::error::Error;
 use crate::store::{self, ListCursor};
-use crate::sync;
+use crate::sync::{self, SyncContext};
 
 /// Most ids accepted by one lookup.
 pub const MAX_LOOKUP_IDS: usize = 1000;
@@ -40,18 +42,19 @@ pub struct Directory {
 }
 
 struct Inner {
-    db: Database,
-    graph: GraphClient,
-    tenant_id: String,
+    sync: SyncContext,
     registry: RegistryServiceClient<Channel>,
     // One sync round at a time per directory.
     sync_lock: tokio::sync::Mutex<()>,
+    /// When the scheduled delta round runs next (Unix ms); 0 when none is scheduled.
+    next_run_at_ms: AtomicI64,
 }
 
 impl Directory {
     /// A pooled connection for one read or write outside a transaction.
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
         self.inner
+            .sync
             .db
             .pool()
             .acquire()
@@ -59,32 +62,41 @@ impl Directory {
             .map_err(Error::internal("acquire"))
     }
 
-    pub fn new(db: Database, graph: GraphClient, registry: RegistryServiceClient<Channel>) -> Self {
+    /// A directory over its mirror, Graph, and the registry; `groups` are the groups whose
+    /// members are mirrored.
+    pub fn new(
+        db: Database,
+        graph: GraphClient,
+        registry: RegistryServiceClient<Channel>,
+        groups: Vec<String>,
+    ) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();
         Self {
             inner: Arc::new(Inner {
-                db,
-                graph,
-                tenant_id,
+                sync: SyncContext {
+                    db,
+                    graph,
+                    tenant_id,
+                    groups,
+                },
                 registry,
                 sync_lock: tokio::sync::Mutex::new(()),
+                next_run_at_ms: AtomicI64::new(0),
             }),
         }
     }
 
     pub fn tenant_id(&self) -> &str {
-        &self.inner.tenant_id
+        &self.inner.sync.tenant_id
     }
 
     pub fn database(&self) -> &Database {
-        &self.inner.db
+        &self.inner.sync.db
     }
 
-    /// Runs a sync round now. Only one round runs at a time: a second caller gets `SyncBusy`.
+    /// Runs a sync round now and returns it once finished (also when it failed: the run says
+    /// why). Only one round runs at a time: a second caller gets `SyncBusy`.
     pub async fn sync_now(&self, mode: SyncMode) -> Result<SyncRun, Error> {
-        if mode == SyncMode::Delta {
-            return Err(Error::Unimplemented("delta sync"));
-        }
         let _guard = self
             .inner
             .sync_lock
@@ -95,20 +107,37 @@ impl Directory {
             mode,
             service_runtime::now_ms(),
         );
-        Ok(sync::full_sync(
-            &self.inner.db,
-            &self.inner.graph,
-            &self.inner.tenant_id,
-            run,
-            service_runtime::now_ms,
-        )
-        .await)
+        Ok(sync::run_round(&self.inner.sync, run, service_runtime::now_ms).await)
+    }
+
+    /// Runs a delta round every `interval` until `shutdown`; a round still running when the
+    /// next is due is not doubled. Keeps `next_run_at_ms` current for the status.
+    pub async fn run_schedule(&self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            let due =
+                service_runtime::now_ms() + i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+            self.inner.next_run_at_ms.store(due, Ordering::Relaxed);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.sync_now(SyncMode::Delta).await {
+                Ok(_) | Err(Error::SyncBusy) => {}
+                Err(error) => tracing::warn!(%error, "scheduled sync round did not run"),
+            }
+        }
+        self.inner.next_run_at_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// When the scheduled round runs next (Unix ms), or 0.
+    pub fn next_run_at_ms(&self) -> i64 {
+        self.inner.next_run_at_ms.load(Ordering::Relaxed)
     }
 
     /// Runs a full sync unless one has succeeded before (the first start of a service).
     pub async fn initial_sync_if_needed(&self) -> Result<Option<SyncRun>, Error> {
         let mut conn = self.conn().await?;
-        if store::has_completed_full_sync(&mut conn, &self.inner.tenant_id).await? {
+        if store::has_completed_full_sync(&mut conn, &self.inner.sync.tenant_id).await? {
             return Ok(None);
         }
         drop(conn);
@@ -118,8 +147,8 @@ impl Directory {
     /// The last run and the mirror's size.
     pub async fn status(&self) -> Result<(Option<SyncRun>, u64), Error> {
         let mut conn = self.conn().await?;
-        let last = store::last_run(&mut conn, &self.inner.tenant_id).await?;
-        let count = store::present_count(&mut conn, &self.inner.tenant_id).await?;
+        let last = store::last_run(&mut conn, &self.inner.sync.tenant_id).await?;
+        let count = store::present_count(&mut conn, &self.inner.sync.tenant_id).await?;
         Ok((last, count))
     }
 
@@ -130,7 +159,7 @@ impl Directory {
         limit: u32,
     ) -> Result<Vec<SyncRun>, Error> {
         let mut conn = self.conn().await?;
-        store::list_runs(&mut conn, &self.inner.tenant_id, before, limit).await
+        store::list_runs(&mut conn, &self.inner.sync.tenant_id, before, limit).await
     }
 
     /// One page of the select-import listing in display-name order, each user annotated with
@@ -156,8 +185,14 @@ impl Directory {
                 .unwrap_or(u32::MAX)
                 .min(1000);
             let mut conn = self.conn().await?;
-            let batch =
-                store::list_users(&mut conn, &self.inner.tenant_id, filter, &cursor, fetch).await?;
+            let batch = store::list_users(
+                &mut conn,
+                &self.inner.sync.tenant_id,
+                filter,
+                &cursor,
+                fetch,
+            )
+            .await?;
             drop(conn);
             let exhausted = batch.len() < fetch as usize;
             let ids: Vec<String> = batch.iter().map(|u| u.object_id.clone()).collect();
@@ -195,7 +230,7 @@ impl Directory {
             return Ok(HashSet::new());
         }
         let mut request = tonic::Request::new(registry_pb::CheckImportedRequest {
-            tenant_id: self.inner.tenant_id.clone(),
+            tenant_id: self.inner.sync.tenant_id.clone(),
             object_ids: object_ids.to_vec(),
         });
         request.set_timeout(REGISTRY_TIMEOUT);
@@ -230,16 +265,20 @@ impl Directory {
                 ),
             ));
         }
-        let db = &self.inner.db;
+        let db = &self.inner.sync.db;
         let mut conn = self.conn().await?;
-        let by_id: HashMap<String, MirrorUser> =
-            store::users_by_object_ids(&mut conn, db.backend(), &self.inner.tenant_id, object_ids)
-                .await?
-                .into_iter()
-                .map(|u| (u.object_id.clone(), u))
-                .collect();
+        let by_id: HashMap<String, MirrorUser> = store::users_by_object_ids(
+            &mut conn,
+            db.backend(),
+            &self.inner.sync.tenant_id,
+            object_ids,
+        )
+        .await?
+        .into_iter()
+        .map(|u| (u.object_id.clone(), u))
+        .collect();
         let by_upn: HashMap<String, MirrorUser> =
-            store::users_by_upns(&mut conn, db.backend(), &self.inner.tenant_id, upns)
+            store::users_by_upns(&mut conn, db.backend(), &self.inner.sync.tenant_id, upns)
                 .await?
                 .into_iter()
                 .map(|u| (u.user_principal_name.to_lowercase(), u))
@@ -283,7 +322,7 @@ impl Directory {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let graph = &self.inner.graph;
+        let graph = &self.inner.sync.graph;
         let results: Vec<(String, Result<Option<graph::GraphUser>, graph::Error>)> =
             futures::stream::iter(keys.iter().cloned())
                 .map(|key| async move {
@@ -296,7 +335,7 @@ impl Directory {
         let mut fetched = HashMap::new();
         for (key, result) in results {
             if let Some(user) = result? {
-                match sync::mirror_user(&self.inner.tenant_id, &user) {
+                match sync::mirror_user(&self.inner.sync.tenant_id, &user) {
                     Ok(mirrored) => {
                         fetched.insert(key, mirrored);
                     }
@@ -307,7 +346,7 @@ impl Directory {
         }
         if !fetched.is_empty() {
             let users: Vec<MirrorUser> = fetched.values().cloned().collect();
-            let db = &self.inner.db;
+            let db = &self.inner.sync.db;
             let mut tx = db
                 .begin_write()
                 .await
@@ -316,7 +355,7 @@ impl Directory {
             store::upsert_users(
                 &mut tx,
                 db.backend(),
-                &self.inner.tenant_id,
+                &self.inner.sync.tenant_id,
                 &users,
                 &run_id,
                 service_runtime::now_ms(),
@@ -340,7 +379,7 @@ impl Directory {
         let mut conn = self.conn().await?;
         store::users_after(
             &mut conn,
-            &self.inner.tenant_id,
+            &self.inner.sync.tenant_id,
             group_id,
             after_object_id,
             limit,
@@ -351,7 +390,7 @@ impl Directory {
     /// Fails with `GroupNotSynced` unless the group's members are mirrored.
     pub async fn ensure_group_synced(&self, group_id: &str) -> Result<(), Error> {
         let mut conn = self.conn().await?;
-        if store::group_exists(&mut conn, &self.inner.tenant_id, group_id).await? {
+        if store::group_exists(&mut conn, &self.inner.sync.tenant_id, group_id).await? {
             Ok(())
         } else {
             Err(Error::GroupNotSynced(group_id.to_owned()))
@@ -366,6 +405,6 @@ impl Directory {
         limit: u32,
     ) -> Result<Vec<store::GroupRow>, Error> {
         let mut conn = self.conn().await?;
-        store::list_groups(&mut conn, &self.inner.tenant_id, search, after, limit).await
+        store::list_groups(&mut conn, &self.inner.sync.tenant_id, search, after, limit).await
     }
 }

@@ -73,7 +73,9 @@ static UPSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
             ],
         );
         // Every row is touched (last_seen_run) so a full sync can sweep the unseen ones;
-        // changed_run moves only when the content differs or the user comes back.
+        // changed_run moves only when the content differs or the user comes back. A row this
+        // run has already written with the same content (a replayed entry) is left alone and
+        // not returned, so it is not counted twice.
         format!(
             "INSERT INTO directory_users AS d (tenant_id, object_id, user_principal_name, mail, \
              display_name, given_name, surname, account_enabled, account_type, deletion_state, \
@@ -94,6 +96,8 @@ static UPSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
                  OR d.deletion_state <> 'present' THEN excluded.changed_run ELSE d.changed_run END, \
              updated_at_ms = CASE WHEN d.content_hash <> excluded.content_hash \
                  OR d.deletion_state <> 'present' THEN excluded.updated_at_ms ELSE d.updated_at_ms END \
+             WHERE d.content_hash <> excluded.content_hash OR d.deletion_state <> 'present' \
+                 OR d.last_seen_run <> excluded.last_seen_run \
              RETURNING first_seen_run, changed_run"
         )
     })
@@ -118,6 +122,19 @@ pub async fn upsert_users(
     if users.is_empty() {
         return Ok(UpsertCounts::default());
     }
+    // One statement may touch a row once: of a user listed twice in one page (Graph may
+    // replay entries), the later entry wins.
+    let mut last_of: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        last_of.insert(user.object_id.as_str(), i);
+    }
+    let users: Vec<&MirrorUser> = users
+        .iter()
+        .enumerate()
+        .filter(|(i, u)| last_of[u.object_id.as_str()] == *i)
+        .map(|(_, u)| u)
+        .collect();
     // Derived columns are computed here so the statement stays a plain upsert.
     let derived: Vec<[String; 4]> = users
         .iter()

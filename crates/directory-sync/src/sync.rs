@@ -1,7 +1,8 @@
-//! Full sync: reads every user from Graph into the mirror, page by page, then marks the users
-//! the directory no longer lists as deleted.
+//! Sync rounds. A full round reads every user into the mirror and marks the users the
+//! directory no longer lists as deleted; a delta round applies only the changes since the
+//! stored deltaLink. Both then refresh the members of the configured groups.
 
-use graph::{GraphClient, GraphUser};
+use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
 use service_runtime::storage::Database;
 use tokio::sync::mpsc;
 
@@ -52,65 +53,190 @@ pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> Result<MirrorUser, Stri
     })
 }
 
-/// Runs one full sync of `tenant_id` and records it as `run`. The sweep of unseen users runs
-/// only after every page was read: a round that fails part-way deletes nothing, and a round
-/// that reads no users at all while the mirror holds some is refused rather than read as
-/// "everyone left".
-pub async fn full_sync(
-    db: &Database,
-    graph: &GraphClient,
-    tenant_id: &str,
-    mut run: SyncRun,
-    clock: impl Fn() -> i64,
-) -> SyncRun {
-    debug_assert_eq!(run.mode, SyncMode::Full);
-    if let Err(error) = save(db, tenant_id, &run).await {
-        tracing::error!(%error, "cannot record the sync run");
-    }
-    let result = read_and_sweep(db, graph, tenant_id, &mut run, &clock).await;
+/// What a sync round needs.
+#[derive(Clone)]
+pub struct SyncContext {
+    pub db: Database,
+    pub graph: GraphClient,
+    pub tenant_id: String,
+    /// Groups whose transitive user members are mirrored.
+    pub groups: Vec<String>,
+}
+
+/// Runs one round and records it. A delta round without a stored deltaLink, or whose link
+/// Graph no longer honours (410 Gone, `syncStateNotFound`, `resyncRequired`), runs as a full
+/// round instead, and is recorded as one.
+pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> i64) -> SyncRun {
+    record(ctx, &run).await;
+    let result = match run.mode {
+        SyncMode::Full => full(ctx, &mut run, &clock).await,
+        SyncMode::Delta => match delta(ctx, &mut run, &clock).await {
+            Err(Error::DeltaUnavailable(reason)) => {
+                tracing::info!(run_id = %run.run_id, %reason, "no usable delta link; running a full sync");
+                run.mode = SyncMode::Full;
+                full(ctx, &mut run, &clock).await
+            }
+            other => other,
+        },
+    };
+    let result = match result {
+        Ok(()) => sync_groups(ctx, &mut run, &clock).await,
+        Err(error) => Err(error),
+    };
     run.finished_at_ms = clock();
     match result {
         Ok(()) => run.status = SyncRunStatus::Succeeded,
         Err(error) => {
             run.status = SyncRunStatus::Failed;
             run.error = error.to_string();
-            tracing::warn!(run_id = %run.run_id, %error, "full sync failed");
+            tracing::warn!(run_id = %run.run_id, mode = run.mode.as_str(), %error, "sync round failed");
         }
     }
-    if let Err(error) = save(db, tenant_id, &run).await {
-        tracing::error!(%error, "cannot record the end of the sync run");
-    }
+    record(ctx, &run).await;
     tracing::info!(
         run_id = %run.run_id,
+        mode = run.mode.as_str(),
         status = run.status.as_str(),
         seen = run.users_seen,
         created = run.users_created,
         updated = run.users_updated,
         removed = run.users_removed,
         rejected = run.users_rejected,
-        "full sync finished"
+        "sync round finished"
     );
     run
 }
 
-async fn save(db: &Database, tenant_id: &str, run: &SyncRun) -> Result<(), Error> {
-    let mut conn = db
-        .pool()
-        .acquire()
-        .await
-        .map_err(Error::internal("acquire"))?;
-    store::save_run(&mut conn, tenant_id, run).await
+async fn record(ctx: &SyncContext, run: &SyncRun) {
+    let saved = async {
+        let mut conn = ctx
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::save_run(&mut conn, &ctx.tenant_id, run).await
+    };
+    if let Err(error) = saved.await {
+        tracing::error!(%error, run_id = %run.run_id, "cannot record the sync run");
+    }
 }
 
-async fn read_and_sweep(
-    db: &Database,
-    graph: &GraphClient,
-    tenant_id: &str,
-    run: &mut SyncRun,
-    clock: &impl Fn() -> i64,
-) -> Result<(), Error> {
+/// What one page brings: users in their current state, removals, unusable entries, and on the
+/// last page of a delta round the link to store.
+#[derive(Default)]
+struct Changes {
+    users: Vec<GraphUser>,
+    removed: Vec<RemovedUser>,
+    rejected: Vec<RejectedUser>,
+    delta_link: Option<String>,
+}
+
+/// What applying one page did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Applied {
+    seen: u64,
+    created: u64,
+    updated: u64,
+    removed: u64,
+    rejected: u64,
+}
+
+impl Applied {
+    fn count_into(self, run: &mut SyncRun) {
+        run.users_seen += self.seen;
+        run.users_created += self.created;
+        run.users_updated += self.updated;
+        run.users_removed += self.removed;
+        run.users_rejected += self.rejected;
+    }
+}
+
+/// Applies one page in one transaction. Replays and duplicates are harmless: users are
+/// upserted by object id and a removal already applied changes nothing.
+async fn apply(
+    ctx: &SyncContext,
+    run_id: &str,
+    changes: Changes,
+    now_ms: i64,
+) -> Result<Applied, Error> {
+    let Changes {
+        users: graph_users,
+        removed,
+        rejected,
+        delta_link,
+    } = changes;
+    let mut users: Vec<MirrorUser> = Vec::with_capacity(graph_users.len());
+    let mut rejected: Vec<(Option<String>, String)> =
+        rejected.into_iter().map(|r| (r.id, r.reason)).collect();
+    for user in &graph_users {
+        match mirror_user(&ctx.tenant_id, user) {
+            Ok(mirrored) => users.push(mirrored),
+            Err(reason) => rejected.push((Some(user.id.clone()), reason)),
+        }
+    }
+    // A rejected user the directory still lists must not be swept as deleted.
+    let rejected_ids: Vec<String> = rejected
+        .iter()
+        .filter_map(|(id, _)| id.as_deref().and_then(service_runtime::normalize_guid))
+        .collect();
+    for (object_id, reason) in &rejected {
+        tracing::warn!(run_id = %run_id, object_id = ?object_id, %reason, "directory user rejected");
+    }
+    let removals: Vec<(String, DeletionState)> = removed
+        .iter()
+        .filter_map(|r| {
+            let state = match r.reason {
+                RemovedReason::Changed => DeletionState::SoftDeleted,
+                RemovedReason::Deleted => DeletionState::HardDeleted,
+            };
+            service_runtime::normalize_guid(&r.id).map(|id| (id, state))
+        })
+        .collect();
+
+    let backend = ctx.db.backend();
+    let mut tx = ctx
+        .db
+        .begin_write()
+        .await
+        .map_err(Error::internal("begin page"))?;
+    let counts =
+        store::upsert_users(&mut tx, backend, &ctx.tenant_id, &users, run_id, now_ms).await?;
+    store::touch_seen(&mut tx, backend, &ctx.tenant_id, &rejected_ids, run_id).await?;
+    let removed_count =
+        store::mark_removed(&mut tx, backend, &ctx.tenant_id, &removals, run_id, now_ms).await?;
+    if let Some(link) = &delta_link {
+        // Stored with the last page's changes: the cursor never runs ahead of the mirror.
+        store::save_delta_link(&mut tx, &ctx.tenant_id, link, now_ms).await?;
+    }
+    tx.commit().await.map_err(Error::internal("commit page"))?;
+    Ok(Applied {
+        seen: (users.len() + removed.len()) as u64,
+        created: counts.created,
+        updated: counts.updated,
+        removed: removed_count,
+        rejected: rejected.len() as u64,
+    })
+}
+
+/// A full round. It first asks Graph for a deltaLink from now (`$deltatoken=latest`), so the
+/// changes made while the tenant is being read come with the next delta round. The sweep of
+/// unseen users runs only after every page was read: a round that fails part-way deletes
+/// nothing, and a round that reads no users at all while the mirror holds some is refused
+/// rather than read as "everyone left".
+async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) -> Result<(), Error> {
+    let start_link = match ctx.graph.users_delta(DeltaStart::Latest).next_page().await {
+        Ok(page) => page.and_then(|p| p.delta_link),
+        // The cloud may not offer delta queries; the next delta round then reads everything.
+        Err(error) if !error.is_retryable() => {
+            tracing::warn!(%error, "no delta link from Graph; delta rounds will run as full rounds");
+            None
+        }
+        Err(error) => return Err(error.into()),
+    };
+
     let (pages_tx, mut pages_rx) = mpsc::channel(PAGES_IN_FLIGHT);
-    let mut pages = graph.list_users();
+    let mut pages = ctx.graph.list_users();
     let reader = tokio::spawn(async move {
         loop {
             let next = pages.next_page().await;
@@ -120,56 +246,29 @@ async fn read_and_sweep(
             }
         }
     });
-
     let mut outcome = Ok(());
     while let Some(next) = pages_rx.recv().await {
-        let page = match next {
-            Ok(Some(page)) => page,
+        match next {
+            Ok(Some(page)) => {
+                let changes = Changes {
+                    users: page.users,
+                    rejected: page.rejected,
+                    ..Changes::default()
+                };
+                match apply(ctx, &run.run_id, changes, clock()).await {
+                    Ok(applied) => applied.count_into(run),
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+            }
             Ok(None) => break,
             Err(error) => {
                 outcome = Err(Error::from(error));
                 break;
             }
-        };
-        let mut users: Vec<MirrorUser> = Vec::with_capacity(page.users.len());
-        let mut rejected: Vec<(Option<String>, String)> = page
-            .rejected
-            .into_iter()
-            .map(|r| (r.id, r.reason))
-            .collect();
-        for user in &page.users {
-            match mirror_user(tenant_id, user) {
-                Ok(mirrored) => users.push(mirrored),
-                Err(reason) => rejected.push((Some(user.id.clone()), reason)),
-            }
         }
-        // A rejected user the directory still lists must not be swept as deleted.
-        let rejected_ids: Vec<String> = rejected
-            .iter()
-            .filter_map(|(id, _)| id.as_deref().and_then(service_runtime::normalize_guid))
-            .collect();
-        for (object_id, reason) in &rejected {
-            tracing::warn!(run_id = %run.run_id, object_id = ?object_id, %reason, "directory user rejected");
-        }
-        let mut tx = db
-            .begin_write()
-            .await
-            .map_err(Error::internal("begin page"))?;
-        let counts = store::upsert_users(
-            &mut tx,
-            db.backend(),
-            tenant_id,
-            &users,
-            &run.run_id,
-            clock(),
-        )
-        .await?;
-        store::touch_seen(&mut tx, db.backend(), tenant_id, &rejected_ids, &run.run_id).await?;
-        tx.commit().await.map_err(Error::internal("commit page"))?;
-        run.users_seen += users.len() as u64;
-        run.users_created += counts.created;
-        run.users_updated += counts.updated;
-        run.users_rejected += rejected.len() as u64;
     }
     drop(pages_rx);
     reader
@@ -177,11 +276,12 @@ async fn read_and_sweep(
         .map_err(|e| anyhow::anyhow!("directory reader task failed: {e}"))?;
     outcome?;
 
-    let mut tx = db
+    let mut tx = ctx
+        .db
         .begin_write()
         .await
         .map_err(Error::internal("begin sweep"))?;
-    let present = store::present_count(&mut tx, tenant_id).await?;
+    let present = store::present_count(&mut tx, &ctx.tenant_id).await?;
     if run.users_seen == 0 && run.users_rejected == 0 && present > 0 {
         return Err(Error::Directory {
             message: format!(
@@ -191,8 +291,145 @@ async fn read_and_sweep(
             retryable: true,
         });
     }
-    run.users_removed =
-        store::sweep_unseen(&mut tx, tenant_id, &run.run_id, run.started_at_ms, clock()).await?;
+    run.users_removed += store::sweep_unseen(
+        &mut tx,
+        &ctx.tenant_id,
+        &run.run_id,
+        run.started_at_ms,
+        clock(),
+    )
+    .await?;
+    match &start_link {
+        Some(link) => store::save_delta_link(&mut tx, &ctx.tenant_id, link, clock()).await?,
+        None => store::clear_delta_link(&mut tx, &ctx.tenant_id).await?,
+    }
     tx.commit().await.map_err(Error::internal("commit sweep"))?;
+    Ok(())
+}
+
+/// A delta round from the stored deltaLink, page by page, each in its own transaction; the
+/// new link is stored with the last page. `DeltaUnavailable` when there is no link or Graph
+/// wants a full resync.
+async fn delta(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    clock: &impl Fn() -> i64,
+) -> Result<(), Error> {
+    let link = {
+        let mut conn = ctx
+            .db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))?;
+        store::delta_link(&mut conn, &ctx.tenant_id).await?
+    };
+    let Some(link) = link else {
+        return Err(Error::DeltaUnavailable(
+            "no delta link stored yet".to_owned(),
+        ));
+    };
+    let mut pages = ctx.graph.users_delta(DeltaStart::Link(link));
+    loop {
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(()),
+            Err(graph::Error::SyncReset { status, code, .. }) => {
+                let mut conn = ctx
+                    .db
+                    .pool()
+                    .acquire()
+                    .await
+                    .map_err(Error::internal("acquire"))?;
+                store::clear_delta_link(&mut conn, &ctx.tenant_id).await?;
+                return Err(Error::DeltaUnavailable(format!(
+                    "Graph asked for a resync ({status} {code})"
+                )));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let last = page.delta_link.is_some();
+        let changes = Changes {
+            users: page.users,
+            removed: page.removed,
+            rejected: page.rejected,
+            delta_link: page.delta_link,
+        };
+        apply(ctx, &run.run_id, changes, clock())
+            .await?
+            .count_into(run);
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Refreshes the members of every configured group: the group's users join the mirror, and
+/// members not seen in this complete read leave the group. A configured group the directory
+/// does not know fails the round, naming it.
+async fn sync_groups(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    clock: &impl Fn() -> i64,
+) -> Result<(), Error> {
+    for group_id in &ctx.groups {
+        let Some(group) = ctx.graph.get_group(group_id).await? else {
+            return Err(Error::Directory {
+                message: format!("configured group {group_id} does not exist"),
+                retryable: false,
+            });
+        };
+        let group_id = group.id.to_ascii_lowercase();
+        let mut pages = ctx.graph.group_users(&group_id);
+        let mut members: u64 = 0;
+        while let Some(page) = pages.next_page().await? {
+            let ids: Vec<String> = page
+                .users
+                .iter()
+                .filter_map(|u| service_runtime::normalize_guid(&u.id))
+                .collect();
+            let changes = Changes {
+                users: page.users,
+                rejected: page.rejected,
+                ..Changes::default()
+            };
+            // Group members are users of the tenant: they join the mirror as any user does;
+            // only what that changed counts, as the round has seen them already.
+            let applied = apply(ctx, &run.run_id, changes, clock()).await?;
+            run.users_created += applied.created;
+            run.users_updated += applied.updated;
+            let mut conn = ctx
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(Error::internal("acquire"))?;
+            store::add_group_members(
+                &mut conn,
+                ctx.db.backend(),
+                &ctx.tenant_id,
+                &group_id,
+                &ids,
+                &run.run_id,
+            )
+            .await?;
+            members += ids.len() as u64;
+        }
+        let mut tx = ctx
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin group"))?;
+        let left =
+            store::remove_unseen_members(&mut tx, &ctx.tenant_id, &group_id, &run.run_id).await?;
+        let row = store::GroupRow {
+            group_id: group_id.clone(),
+            display_name: group.display_name.unwrap_or_default(),
+            member_count: members,
+        };
+        store::upsert_group(&mut tx, &ctx.tenant_id, &row, clock()).await?;
+        tx.commit().await.map_err(Error::internal("commit group"))?;
+        tracing::info!(run_id = %run.run_id, group_id = %group_id, members, left, "group members refreshed");
+    }
     Ok(())
 }

@@ -33,7 +33,7 @@ test_support::on_both_backends! {
         assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{}", run.error);
         assert_eq!((run.users_seen, run.users_created, run.users_updated, run.users_removed), (2_100, 2_100, 0, 0));
         // The tenant was read in pages of 999, following nextLink.
-        let user_pages = stack.emulator.requests().iter().filter(|r| r.path_and_query.starts_with("/v1.0/users")).count();
+        let user_pages = stack.emulator.requests().iter().filter(|r| r.path_and_query.starts_with("/v1.0/users?")).count();
         assert_eq!(user_pages, 3);
 
         let mirrored = stream_all(&stack, 333).await;

@@ -1,5 +1,6 @@
-use directory_sync::config::DirectoryConfig;
+use directory_sync::config::{DirectoryConfig, SyncConfig};
 use directory_sync::{App, Config, store};
+use futures::StreamExt as _;
 use graph_emulator::{EmulatedUser, Emulator, EmulatorConfig};
 use proto::directory::v1 as pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
@@ -23,10 +24,14 @@ pub(crate) struct Stack {
 }
 
 pub(crate) async fn start_emulator(users: Vec<EmulatedUser>) -> Emulator {
-    let config = EmulatorConfig {
+    start_emulator_with(EmulatorConfig {
         users,
         ..EmulatorConfig::synthetic(0)
-    };
+    })
+    .await
+}
+
+pub(crate) async fn start_emulator_with(config: EmulatorConfig) -> Emulator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Emulator::start(config, listener).await.unwrap()
 }
@@ -40,12 +45,23 @@ pub(crate) fn directory_config(emulator: &Emulator) -> DirectoryConfig {
     )
 }
 
+/// No sync at start, no schedule, no groups.
+pub(crate) fn no_schedule() -> SyncConfig {
+    SyncConfig {
+        full_sync_on_start: false,
+        delta_interval_secs: 0,
+        groups: Vec::new(),
+    }
+}
+
 async fn spawn_directory(
     db: &Database,
     registry_url: &str,
     directory: DirectoryConfig,
+    sync: SyncConfig,
 ) -> (DirectoryServiceClient<Channel>, DropGuard) {
-    let config = Config::for_tests("unused", registry_url, directory);
+    let mut config = Config::for_tests("unused", registry_url, directory);
+    config.sync = sync;
     let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = App::build(&config, db.clone(), listener, graph)
@@ -68,6 +84,15 @@ impl Stack {
     }
 
     pub(crate) async fn spawn_with(db: &TestDatabase, emulator: Emulator) -> Self {
+        Self::spawn_configured(db, emulator, no_schedule()).await
+    }
+
+    /// With these sync settings (groups, schedule).
+    pub(crate) async fn spawn_configured(
+        db: &TestDatabase,
+        emulator: Emulator,
+        sync: SyncConfig,
+    ) -> Self {
         let registry_db = TestDatabase::sqlite().await;
         let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
         registry_database
@@ -89,7 +114,7 @@ impl Stack {
         let database = Database::connect(&db.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();
         let (directory, directory_guard) =
-            spawn_directory(&database, &registry_url, directory_config(&emulator)).await;
+            spawn_directory(&database, &registry_url, directory_config(&emulator), sync).await;
         let registry = RegistryServiceClient::connect(registry_url.clone())
             .await
             .unwrap();
@@ -109,15 +134,18 @@ impl Stack {
         &mut self,
         directory: DirectoryConfig,
     ) -> DirectoryServiceClient<Channel> {
-        let (client, guard) = spawn_directory(&self.db, &self.registry_url, directory).await;
+        let (client, guard) =
+            spawn_directory(&self.db, &self.registry_url, directory, no_schedule()).await;
         self._guards.push(guard);
         client
     }
 
     pub(crate) async fn full_sync(&self) -> pb::SyncRun {
-        let request = pb::SyncNowRequest {
-            mode: pb::SyncMode::Full.into(),
-        };
+        self.sync(pb::SyncMode::Full).await
+    }
+
+    pub(crate) async fn sync(&self, mode: pb::SyncMode) -> pb::SyncRun {
+        let request = pb::SyncNowRequest { mode: mode.into() };
         self.directory
             .clone()
             .sync_now(request)
@@ -126,6 +154,36 @@ impl Stack {
             .into_inner()
             .run
             .unwrap()
+    }
+
+    /// Every present user of the mirror (or of one group), through StreamUsers.
+    pub(crate) async fn stream(
+        &self,
+        group_id: Option<&str>,
+        batch_size: u32,
+    ) -> Vec<pb::DirectoryUser> {
+        let scope = group_id.map(|id| pb::Scope {
+            scope: Some(pb::scope::Scope::GroupId(id.to_owned())),
+        });
+        let request = pb::StreamUsersRequest {
+            scope,
+            batch_size,
+            ..Default::default()
+        };
+        let mut stream = self
+            .directory
+            .clone()
+            .stream_users(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut users = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            assert!(batch.users.len() <= batch_size as usize);
+            users.extend(batch.users);
+        }
+        users
     }
 
     /// Imports the given directory users straight into the registry.
@@ -159,4 +217,52 @@ impl Stack {
             .unwrap()
             .into_inner()
     }
+}
+
+/// The mirror equals the directory: the same present users with the same fields.
+pub(crate) fn assert_mirror_equals_directory(
+    mirror: &[pb::DirectoryUser],
+    directory: &[EmulatedUser],
+) {
+    let mut expected: Vec<(String, String, String, String, bool)> = directory
+        .iter()
+        .map(|u| {
+            (
+                u.id.clone(),
+                u.user_principal_name.clone(),
+                u.mail.clone().unwrap_or_default(),
+                u.display_name.clone(),
+                u.account_enabled,
+            )
+        })
+        .collect();
+    let mut actual: Vec<(String, String, String, String, bool)> = mirror
+        .iter()
+        .map(|u| {
+            (
+                u.object_id.clone(),
+                u.user_principal_name.clone(),
+                u.mail.clone(),
+                u.display_name.clone(),
+                u.account_enabled,
+            )
+        })
+        .collect();
+    expected.sort();
+    actual.sort();
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "mirror and directory differ in size"
+    );
+    let differences: Vec<_> = actual
+        .iter()
+        .zip(&expected)
+        .filter(|(a, e)| a != e)
+        .take(5)
+        .collect();
+    assert!(
+        differences.is_empty(),
+        "mirror differs from the directory: {differences:?}"
+    );
 }

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod delta;
 mod full_sync;
+mod groups;
 mod helpers;
 mod listing;
 mod lookups;
