@@ -36,8 +36,39 @@ pub struct DirectoryConfig {
     pub client_secret: SecretString,
     #[serde(default)]
     pub client_secret_file: String,
+    /// PEM certificate of the app; with `private_key_file`, replaces the secret.
+    #[serde(default)]
+    pub client_certificate_file: String,
+    /// PEM RSA private key of that certificate.
+    #[serde(default)]
+    pub private_key_file: String,
+    /// `ps256` (x5t#S256) or `rs256` (x5t).
+    #[serde(default = "default_algorithm")]
+    pub assertion_algorithm: String,
     pub page_size: u16,
     pub request_timeout_secs: u64,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default = "default_budget")]
+    pub resource_units_per_10s: u32,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_algorithm() -> String {
+    "ps256".to_owned()
+}
+
+fn default_concurrency() -> usize {
+    graph::DEFAULT_MAX_CONCURRENCY
+}
+
+fn default_budget() -> u32 {
+    graph::ResourceBudget::SMALL_TENANT.units
+}
+
+fn default_attempts() -> u32 {
+    graph::RetryPolicy::default().max_attempts
 }
 
 fn empty_secret() -> SecretString {
@@ -98,13 +129,20 @@ impl DirectoryConfig {
             client_id: client_id.to_owned(),
             client_secret: SecretString::from(client_secret.to_owned()),
             client_secret_file: String::new(),
+            client_certificate_file: String::new(),
+            private_key_file: String::new(),
+            assertion_algorithm: default_algorithm(),
             page_size: graph::MAX_PAGE_SIZE,
             request_timeout_secs: 30,
+            max_concurrency: default_concurrency(),
+            // The emulator does not throttle unless told to.
+            resource_units_per_10s: 0,
+            max_attempts: default_attempts(),
         }
     }
 
-    /// The Graph client settings: the cloud's hosts unless overridden, and the secret from
-    /// the file when one is named.
+    /// The Graph client settings: the cloud's hosts unless overridden, the secret (from its
+    /// file when one is named) or the certificate, and the throttling discipline.
     pub fn graph_config(&self) -> anyhow::Result<graph::GraphConfig> {
         anyhow::ensure!(
             !self.tenant_id.trim().is_empty(),
@@ -114,27 +152,56 @@ impl DirectoryConfig {
             !self.client_id.trim().is_empty(),
             "directory.client_id is not set"
         );
-        let secret = if self.client_secret_file.is_empty() {
-            self.client_secret.clone()
-        } else {
-            let text = std::fs::read_to_string(&self.client_secret_file).with_context(|| {
-                format!(
-                    "cannot read directory.client_secret_file {}",
-                    self.client_secret_file
-                )
-            })?;
-            SecretString::from(text.trim().to_owned())
-        };
         let cloud: graph::Cloud = self
             .cloud
             .parse()
             .map_err(|e| anyhow::anyhow!("directory.cloud: {e}"))?;
-        let mut config = graph::GraphConfig::for_cloud(
-            cloud,
-            self.tenant_id.trim(),
-            self.client_id.trim(),
-            secret,
-        );
+        let read = |what: &str, path: &str| {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read directory.{what} {path}"))
+        };
+        let mut config = if self.client_certificate_file.is_empty() {
+            let secret = if self.client_secret_file.is_empty() {
+                self.client_secret.clone()
+            } else {
+                SecretString::from(
+                    read("client_secret_file", &self.client_secret_file)?
+                        .trim()
+                        .to_owned(),
+                )
+            };
+            graph::GraphConfig::for_cloud(
+                cloud,
+                self.tenant_id.trim(),
+                self.client_id.trim(),
+                secret,
+            )
+        } else {
+            anyhow::ensure!(
+                !self.private_key_file.is_empty(),
+                "directory.private_key_file is not set"
+            );
+            let key = SecretString::from(read("private_key_file", &self.private_key_file)?);
+            let algorithm = match self.assertion_algorithm.to_ascii_lowercase().as_str() {
+                "ps256" => graph::AssertionAlgorithm::Ps256,
+                "rs256" => graph::AssertionAlgorithm::Rs256,
+                other => {
+                    anyhow::bail!("directory.assertion_algorithm: {other:?} is not ps256 or rs256")
+                }
+            };
+            let certificate = graph::ClientCertificate::from_pem(
+                &read("client_certificate_file", &self.client_certificate_file)?,
+                &key,
+            )
+            .map_err(|e| anyhow::anyhow!("directory certificate: {e}"))?
+            .with_algorithm(algorithm);
+            graph::GraphConfig::with_certificate(
+                cloud,
+                self.tenant_id.trim(),
+                self.client_id.trim(),
+                certificate,
+            )
+        };
         if !self.authority_host.is_empty() {
             config.authority_host = self
                 .authority_host
@@ -146,6 +213,12 @@ impl DirectoryConfig {
         }
         config.page_size = self.page_size;
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        config.max_concurrency = self.max_concurrency.max(1);
+        config.resource_budget = graph::ResourceBudget {
+            units: self.resource_units_per_10s,
+            window: Duration::from_secs(10),
+        };
+        config.retry.max_attempts = self.max_attempts.max(1);
         Ok(config)
     }
 }

@@ -19,8 +19,13 @@ test_support::on_both_backends! {
         assert_eq!(found.users[1].object_id, guest.id);
         assert_eq!(found.users[1].account_type(), pb::AccountType::Guest);
 
-        // The second lookup is answered from the mirror: no further Graph user request.
-        let graph_reads = |stack: &Stack| stack.emulator.requests().iter().filter(|r| r.path_and_query.starts_with("/v1.0/users/")).count();
+        // The misses were read from Graph in one $batch request; the second lookup is
+        // answered from the mirror without any request.
+        let graph_reads = |stack: &Stack| {
+            stack.emulator.requests().iter().filter(|r| r.path_and_query.starts_with("/v1.0/")).count()
+        };
+        let batches = stack.emulator.requests().iter().filter(|r| r.path_and_query == "/v1.0/$batch").count();
+        assert_eq!(batches, 1);
         let before = graph_reads(&stack);
         stack.directory.clone().get_users(request).await.unwrap();
         assert_eq!(graph_reads(&stack), before);
