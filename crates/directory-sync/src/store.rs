@@ -256,6 +256,17 @@ pub async fn sweep_unseen(
     Ok(result.rows_affected())
 }
 
+/// Refreshes the planner's statistics of the mirror after a bulk change (a full round):
+/// with statistics from when the table was small, the planner sorts a sequential scan of a
+/// million rows for a listing page the name index answers in a millisecond.
+pub async fn analyze(conn: &mut AnyConnection) -> Result<(), Error> {
+    sqlx::query("ANALYZE directory_users")
+        .execute(conn)
+        .await
+        .map_err(Error::internal("analyze mirror"))?;
+    Ok(())
+}
+
 /// How many users of the tenant the directory lists (not deleted).
 pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<u64, Error> {
     let count: i64 = sqlx::query_scalar(
@@ -370,46 +381,89 @@ pub async fn list_users(
     after: &ListCursor,
     limit: u32,
 ) -> Result<Vec<MirrorUser>, Error> {
-    let mut query = Statement::new(format!(
-        "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = "
-    ));
-    query.bind(Bind::Text(tenant_id.to_owned()));
-    query.push(" AND u.deletion_state = 'present' AND (u.search_name, u.object_id) > (");
-    query.bind(Bind::Text(after.name.clone()));
-    query.push(", ");
-    query.bind(Bind::Text(after.object_id.clone()));
-    query.push(")");
     let search = filter.search.trim().to_lowercase();
-    if !search.is_empty() {
-        let lo = query.param(Bind::Text(search.clone()));
-        let hi = prefix_upper_bound(&search).map(|hi| query.param(Bind::Text(hi)));
-        let ranges: Vec<String> = ["search_name", "search_upn", "search_mail"]
-            .iter()
-            .map(|column| match &hi {
-                Some(hi) => format!("(u.{column} >= {lo} AND u.{column} < {hi})"),
-                None => format!("u.{column} >= {lo}"),
-            })
-            .collect();
-        query.push(&format!(" AND ({})", ranges.join(" OR ")));
-    }
+    let mut query = Statement::new(String::new());
+    // The conditions every branch shares, with their placeholders.
+    let tenant = query.param(Bind::Text(tenant_id.to_owned()));
+    let after_name = query.param(Bind::Text(after.name.clone()));
+    let after_id = query.param(Bind::Text(after.object_id.clone()));
+    let after_cursor = format!("(u.search_name, u.object_id) > ({after_name}, {after_id})");
+    let mut shared = format!("u.tenant_id = {tenant} AND u.deletion_state = 'present'");
     if filter.enabled_only {
-        query.push(" AND u.account_enabled = ");
-        query.bind(Bind::Flag(true));
+        let enabled = query.param(Bind::Flag(true));
+        shared.push_str(&format!(" AND u.account_enabled = {enabled}"));
     }
     if let Some(account_type) = filter.account_type {
-        query.push(" AND u.account_type = ");
-        query.bind(Bind::Text(account_type.as_str().to_owned()));
+        let kind = query.param(Bind::Text(account_type.as_str().to_owned()));
+        shared.push_str(&format!(" AND u.account_type = {kind}"));
     }
     if let Some(group_id) = &filter.group_id {
-        query.push(
+        let group = query.param(Bind::Text(group_id.clone()));
+        shared.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM directory_group_members m \
-             WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id AND m.group_id = ",
-        );
-        query.bind(Bind::Text(group_id.clone()));
-        query.push(")");
+             WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id AND m.group_id = {group})"
+        ));
     }
-    query.push(" ORDER BY u.search_name, u.object_id LIMIT ");
-    query.bind(Bind::Int(i64::from(limit)));
+    let limit = query.param(Bind::Int(i64::from(limit)));
+    let order = "ORDER BY search_name, object_id";
+
+    let sql = if search.is_empty() {
+        format!(
+            "SELECT {USER_COLUMNS} FROM directory_users u WHERE {shared} AND {after_cursor} {order} LIMIT {limit}"
+        )
+    } else {
+        // One branch per searched column, each a range of its own index and cut to a page
+        // before the union: walking the name index and filtering for a UPN prefix can read
+        // most of the table before it fills a page (the planner cannot know where in
+        // name order the matches are).
+        let lo = query.param(Bind::Text(search.clone()));
+        let hi = prefix_upper_bound(&search).map(|hi| query.param(Bind::Text(hi)));
+        let branches: Vec<String> = ["search_name", "search_upn", "search_mail"]
+            .iter()
+            .map(|column| {
+                let range = match &hi {
+                    Some(hi) => format!("u.{column} >= {lo} AND u.{column} < {hi}"),
+                    None => format!("u.{column} >= {lo}"),
+                };
+                // The name branch walks the name index from the range's start. The others
+                // sort their (index-found) matches: ordering them by an expression the name
+                // index cannot provide keeps the planner from walking that index instead.
+                // A name branch whose cursor lies before the range enters the index at the
+                // range's start, not at the beginning.
+                let one_letter = search.chars().count() == 1;
+                let (range, cursor, branch_order) = if *column == "search_name" {
+                    let cursor = if after.name < search {
+                        "true".to_owned()
+                    } else {
+                        after_cursor.clone()
+                    };
+                    (range, cursor, order.to_owned())
+                } else if one_letter {
+                    // The first-letter index yields these matches in name order already.
+                    (
+                        format!("substr(u.{column}, 1, 1) = {lo}"),
+                        after_cursor.clone(),
+                        order.to_owned(),
+                    )
+                } else {
+                    (
+                        range,
+                        after_cursor.clone(),
+                        "ORDER BY u.search_name || '', u.object_id".to_owned(),
+                    )
+                };
+                format!(
+                    "SELECT * FROM (SELECT {USER_COLUMNS}, u.search_name FROM directory_users u \
+                     WHERE {shared} AND {cursor} AND {range} {branch_order} LIMIT {limit}) AS b"
+                )
+            })
+            .collect();
+        format!(
+            "SELECT * FROM ({}) AS m {order} LIMIT {limit}",
+            branches.join(" UNION ")
+        )
+    };
+    query.push(&sql);
     let rows = query
         .fetch_all(conn)
         .await

@@ -304,7 +304,13 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
         None => store::clear_delta_link(&mut tx, &ctx.tenant_id).await?,
     }
     tx.commit().await.map_err(Error::internal("commit sweep"))?;
-    Ok(())
+    let mut conn = ctx
+        .db
+        .pool()
+        .acquire()
+        .await
+        .map_err(Error::internal("acquire"))?;
+    store::analyze(&mut conn).await
 }
 
 /// A delta round from the stored deltaLink, page by page, each in its own transaction; the

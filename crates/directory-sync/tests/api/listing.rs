@@ -66,6 +66,30 @@ test_support::on_both_backends! {
         assert!(nobody.users.is_empty(), "LIKE wildcards are matched literally");
     }
 
+    async fn a_search_pages_through_the_same_users_a_single_page_holds(db) {
+        let stack = Stack::spawn(&db, 400).await;
+        stack.full_sync().await;
+        for search in ["a", "j", "ch", "adele"] {
+            let single = stack
+                .list(pb::ListUsersRequest { search: search.into(), page_size: 1000, ..Default::default() })
+                .await;
+            assert!(!single.users.is_empty(), "{search}");
+            let mut paged = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = stack
+                    .list(pb::ListUsersRequest { search: search.into(), page_size: 7, page_token: token, ..Default::default() })
+                    .await;
+                paged.extend(page.users);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            assert_eq!(names(&single), names(&pb::ListUsersResponse { users: paged, next_page_token: String::new() }), "{search}");
+        }
+    }
+
     async fn filters_keep_enabled_members_or_guests_only(db) {
         let stack = Stack::spawn(&db, 100).await;
         stack.full_sync().await;
