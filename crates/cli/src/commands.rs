@@ -132,6 +132,9 @@ pub struct DirectoryListArgs {
     /// Only members.
     #[arg(long)]
     pub members: bool,
+    /// Only the members of this synced group (object id).
+    #[arg(long)]
+    pub group: Option<String>,
     /// Most users to show.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -159,7 +162,7 @@ pub async fn directory_list(
             page_size,
             page_token: token,
             not_imported_only: Some(!args.all),
-            group_id: String::new(),
+            group_id: args.group.clone().unwrap_or_default(),
             enabled_only: args.enabled_only,
             account_type: account_type.into(),
         };
@@ -178,11 +181,17 @@ pub async fn directory_list(
 }
 
 /// Shows a sync round's counts.
-pub async fn directory_sync(endpoints: &Endpoints) -> anyhow::Result<directory_pb::SyncRun> {
+pub async fn directory_sync(
+    endpoints: &Endpoints,
+    delta: bool,
+) -> anyhow::Result<directory_pb::SyncRun> {
     let mut client = endpoints.directory().await?;
-    let request = directory_pb::SyncNowRequest {
-        mode: directory_pb::SyncMode::Full.into(),
+    let mode = if delta {
+        directory_pb::SyncMode::Delta
+    } else {
+        directory_pb::SyncMode::Full
     };
+    let request = directory_pb::SyncNowRequest { mode: mode.into() };
     let response = client
         .sync_now(request)
         .await
@@ -216,6 +225,57 @@ pub fn describe_run(run: &directory_pb::SyncRun) -> String {
         line.push_str(&format!(": {}", run.error));
     }
     line
+}
+
+/// A synced group as listed.
+#[derive(Debug, Serialize)]
+pub struct GroupRow {
+    pub object_id: String,
+    pub display_name: String,
+    pub members: u64,
+}
+
+impl Record for GroupRow {
+    const HEADERS: &'static [&'static str] = &["OBJECT ID", "DISPLAY NAME", "USER MEMBERS"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.object_id.clone(),
+            self.display_name.clone(),
+            self.members.to_string(),
+        ]
+    }
+}
+
+/// The groups whose members are synced.
+pub async fn directory_groups(
+    endpoints: &Endpoints,
+    search: Option<String>,
+) -> anyhow::Result<Vec<GroupRow>> {
+    let mut client = endpoints.directory().await?;
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = directory_pb::ListGroupsRequest {
+            search: search.clone().unwrap_or_default(),
+            page_size: 1000,
+            page_token: token,
+        };
+        let page = client
+            .list_groups(request)
+            .await
+            .map_err(failed("listing groups"))?
+            .into_inner();
+        rows.extend(page.groups.into_iter().map(|g| GroupRow {
+            object_id: g.object_id,
+            display_name: g.display_name,
+            members: g.member_count,
+        }));
+        if page.next_page_token.is_empty() {
+            return Ok(rows);
+        }
+        token = page.next_page_token;
+    }
 }
 
 /// The sync state.

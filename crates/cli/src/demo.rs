@@ -72,7 +72,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
     };
 
     println!("\n1. Sync the directory into directory-sync's mirror");
-    let run = commands::directory_sync(&endpoints).await?;
+    let run = commands::directory_sync(&endpoints, false).await?;
     println!("   {}", commands::describe_run(&run));
 
     println!("\n2. Users not imported yet (the first 8 of the select-import dialog)");

@@ -109,8 +109,18 @@ struct DevArgs {
 enum DirectoryCommand {
     /// Lists directory users, by default those not imported yet.
     List(DirectoryListArgs),
-    /// Runs a full sync now.
-    Sync,
+    /// Runs a sync round now: full by default, or the changes since the last round.
+    Sync {
+        /// Read only the changes since the last round (a full round when there is no cursor).
+        #[arg(long)]
+        delta: bool,
+    },
+    /// Lists the groups whose members are synced (`sync.groups`).
+    Groups {
+        /// Prefix of the group name.
+        #[arg(long, short)]
+        search: Option<String>,
+    },
     /// Shows the last sync and the mirror's size.
     Status,
 }
@@ -167,8 +177,12 @@ async fn main() -> anyhow::Result<()> {
             note(format, format!("{} users", rows.len()));
             Ok(())
         }
-        Command::Directory(DirectoryCommand::Sync) => {
-            let run = commands::directory_sync(&endpoints).await?;
+        Command::Directory(DirectoryCommand::Groups { search }) => print(
+            format,
+            &commands::directory_groups(&endpoints, search).await?,
+        ),
+        Command::Directory(DirectoryCommand::Sync { delta }) => {
+            let run = commands::directory_sync(&endpoints, delta).await?;
             println!("{}", commands::describe_run(&run));
             Ok(())
         }
@@ -181,6 +195,10 @@ async fn main() -> anyhow::Result<()> {
             match status.last_run {
                 Some(run) => println!("last {}", commands::describe_run(&run)),
                 None => println!("no sync has run yet"),
+            }
+            if status.next_run_at_ms > 0 {
+                let seconds = (status.next_run_at_ms - service_runtime::now_ms()).max(0) / 1000;
+                println!("next delta round in {seconds} s");
             }
             Ok(())
         }
