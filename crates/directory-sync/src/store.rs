@@ -412,12 +412,17 @@ pub async fn list_users(
             "SELECT {USER_COLUMNS} FROM directory_users u WHERE {shared} AND {after_cursor} {order} LIMIT {limit}"
         )
     } else {
-        // One branch per searched column, each a range of its own index and cut to a page
-        // before the union: walking the name index and filtering for a UPN prefix can read
-        // most of the table before it fills a page (the planner cannot know where in
-        // name order the matches are).
+        // One branch per searched column, each served in name order by its own index and cut
+        // to a page before the union: walking the name index and filtering for a UPN prefix
+        // can read most of the table before it fills a page (the planner cannot know where in
+        // name order the matches are), and sorting a common prefix's matches takes longer
+        // than a page may.
         let lo = query.param(Bind::Text(search.clone()));
         let hi = prefix_upper_bound(&search).map(|hi| query.param(Bind::Text(hi)));
+        let search_len = search.chars().count();
+        let group_len = search_len.min(3);
+        let group = (search_len > group_len)
+            .then(|| query.param(Bind::Text(search.chars().take(group_len).collect())));
         let branches: Vec<String> = ["search_name", "search_upn", "search_mail"]
             .iter()
             .map(|column| {
@@ -425,36 +430,28 @@ pub async fn list_users(
                     Some(hi) => format!("u.{column} >= {lo} AND u.{column} < {hi}"),
                     None => format!("u.{column} >= {lo}"),
                 };
-                // The name branch walks the name index from the range's start. The others
-                // sort their (index-found) matches: ordering them by an expression the name
-                // index cannot provide keeps the planner from walking that index instead.
-                // A name branch whose cursor lies before the range enters the index at the
-                // range's start, not at the beginning.
-                let one_letter = search.chars().count() == 1;
-                let (range, cursor, branch_order) = if *column == "search_name" {
+                let (matches, cursor) = if *column == "search_name" {
+                    // A cursor before the range enters the name index at the range's start.
                     let cursor = if after.name < search {
                         "true".to_owned()
                     } else {
                         after_cursor.clone()
                     };
-                    (range, cursor, order.to_owned())
-                } else if one_letter {
-                    // The first-letter index yields these matches in name order already.
-                    (
-                        format!("substr(u.{column}, 1, 1) = {lo}"),
-                        after_cursor.clone(),
-                        order.to_owned(),
-                    )
+                    (range, cursor)
                 } else {
-                    (
-                        range,
-                        after_cursor.clone(),
-                        "ORDER BY u.search_name || '', u.object_id".to_owned(),
-                    )
+                    // The column's one-, two- or three-letter prefix index yields its matches
+                    // in name order; a longer search narrows a three-letter group.
+                    let matches = match &group {
+                        Some(group) => {
+                            format!("substr(u.{column}, 1, {group_len}) = {group} AND {range}")
+                        }
+                        None => format!("substr(u.{column}, 1, {group_len}) = {lo}"),
+                    };
+                    (matches, after_cursor.clone())
                 };
                 format!(
                     "SELECT * FROM (SELECT {USER_COLUMNS}, u.search_name FROM directory_users u \
-                     WHERE {shared} AND {cursor} AND {range} {branch_order} LIMIT {limit}) AS b"
+                     WHERE {shared} AND {cursor} AND {matches} {order} LIMIT {limit}) AS b"
                 )
             })
             .collect();
