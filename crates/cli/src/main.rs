@@ -240,7 +240,7 @@ fn directory_source(users: usize) -> anyhow::Result<DirectorySource> {
         std::env::var("DIRECTORY_SYNC_DIRECTORY__TENANT_ID").is_ok_and(|v| !v.is_empty());
     if tenant_configured {
         let config = directory_sync::Config::load(None).map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok(DirectorySource::Graph(config.directory));
+        return Ok(DirectorySource::Graph(Box::new(config.directory)));
     }
     Ok(DirectorySource::Emulator { users })
 }

@@ -29,7 +29,7 @@ pub enum DirectorySource {
     /// The built-in Graph emulator with a synthetic tenant of this many users.
     Emulator { users: usize },
     /// A real tenant (or any Graph endpoint).
-    Graph(DirectoryConfig),
+    Graph(Box<DirectoryConfig>),
 }
 
 /// Ports of the three services; 0 picks free ones.
@@ -178,7 +178,7 @@ impl Stack {
                 );
                 (Some(emulator), config)
             }
-            DirectorySource::Graph(config) => (None, config.clone()),
+            DirectorySource::Graph(config) => (None, (**config).clone()),
         };
 
         let registry_listener = bind(options.ports.registry).await?;

@@ -76,10 +76,8 @@ impl App {
         let full_sync_on_start = self.full_sync_on_start;
         let delta_interval = self.delta_interval;
         let background = tokio::spawn(async move {
-            if full_sync_on_start {
-                if let Err(error) = directory.initial_sync_if_needed().await {
-                    tracing::warn!(%error, "initial full sync did not run");
-                }
+            if full_sync_on_start && let Err(error) = directory.initial_sync_if_needed().await {
+                tracing::warn!(%error, "initial full sync did not run");
             }
             if let Some(interval) = delta_interval {
                 directory.run_schedule(interval, schedule_shutdown).await;
