@@ -63,12 +63,14 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         directory: DirectorySource::Emulator { users },
         ports: Ports::ANY,
         companies: Vec::new(),
+        chunk_size: 100,
     })
     .await?;
     let endpoints = Endpoints {
         directory: stack.directory_url.clone(),
         registry: stack.registry_url.clone(),
         importer: stack.importer_url.clone(),
+        principal: "demo".to_owned(),
     };
 
     println!("\n1. Sync the directory into directory-sync's mirror");

@@ -34,6 +34,14 @@ struct Cli {
         default_value = "http://127.0.0.1:50053"
     )]
     importer_url: String,
+    /// Who you act as (until sign-in arrives, the services trust this name).
+    #[arg(
+        long = "as",
+        global = true,
+        env = "USERIMPORT_PRINCIPAL",
+        default_value = "admin"
+    )]
+    principal: String,
     /// How to print results.
     #[arg(
         long,
@@ -77,6 +85,12 @@ enum Command {
         #[arg(long)]
         request_id: Option<String>,
     },
+    /// Imports every user in scope as a background job (D365 "Batch import").
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// Import jobs: select imports and batch jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Users of the registry.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -126,6 +140,37 @@ enum DirectoryCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum BatchCommand {
+    /// Starts a batch import job; `--wait` follows it with a progress bar.
+    Start(commands::BatchStartArgs),
+    /// Runs the import in this request, without the queue, and prints its report.
+    RunNow {
+        #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]
+        company: String,
+        /// Only the members of this synced group (object id).
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Lists the jobs you may see, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Shows one job.
+    Show { job_id: String },
+    /// Follows a job with a progress bar until it ends.
+    Watch { job_id: String },
+    /// Cancels a job: planning stops and chunks not processed yet are discarded.
+    Cancel { job_id: String },
+    /// Lists every user of a job that was not created, with the reason.
+    Outcomes { job_id: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum UsersCommand {
     /// Lists registry users.
     List(UsersListArgs),
@@ -155,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         directory: cli.directory_url,
         registry: cli.registry_url,
         importer: cli.importer_url,
+        principal: cli.principal,
     };
     let format = cli.output;
     match cli.command {
@@ -209,6 +255,58 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let response = commands::import(&endpoints, &users, &company, request_id).await?;
             commands::print_import(format, response)
+        }
+        Command::Batch(BatchCommand::Start(args)) => {
+            let job = commands::batch_start(&endpoints, &args).await?;
+            if !args.wait {
+                print(format, &[commands::JobRow::from(job.clone())])?;
+                note(
+                    format,
+                    format!("follow it with: userimport jobs watch {}", job.job_id),
+                );
+                return Ok(());
+            }
+            let ended =
+                commands::job_watch(&endpoints, &job.job_id, format == Format::Table).await?;
+            note(format, commands::describe_job(&ended));
+            if format != Format::Table {
+                print(format, &[commands::JobRow::from(ended)])?;
+            }
+            Ok(())
+        }
+        Command::Batch(BatchCommand::RunNow { company, group }) => {
+            let response = commands::run_now(&endpoints, &company, group.as_deref()).await?;
+            let rows: Vec<commands::OutcomeRow> = response
+                .not_created
+                .into_iter()
+                .map(commands::OutcomeRow::from)
+                .collect();
+            print(format, &rows)?;
+            if let Some(job) = response.job {
+                note(format, commands::describe_job(&job));
+            }
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::List { limit }) => {
+            print(format, &commands::jobs_list(&endpoints, limit).await?)
+        }
+        Command::Jobs(JobsCommand::Show { job_id }) => {
+            let job = commands::job_show(&endpoints, &job_id).await?;
+            note(format, commands::describe_job(&job));
+            print(format, &[commands::JobRow::from(job)])
+        }
+        Command::Jobs(JobsCommand::Watch { job_id }) => {
+            let job = commands::job_watch(&endpoints, &job_id, format == Format::Table).await?;
+            note(format, commands::describe_job(&job));
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Cancel { job_id }) => {
+            let job = commands::job_cancel(&endpoints, &job_id).await?;
+            note(format, commands::describe_job(&job));
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Outcomes { job_id }) => {
+            print(format, &commands::job_outcomes(&endpoints, &job_id).await?)
         }
         Command::Users(UsersCommand::List(args)) => {
             let rows = commands::users_list(&endpoints, &args).await?;
@@ -273,6 +371,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         directory,
         ports,
         companies,
+        chunk_size: 500,
     })
     .await?;
 

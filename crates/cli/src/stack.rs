@@ -63,6 +63,8 @@ pub struct StackOptions {
     pub ports: Ports,
     /// Companies created in the registry besides DAT.
     pub companies: Vec<(String, String)>,
+    /// Users per batch-import chunk.
+    pub chunk_size: u32,
 }
 
 /// A running stack. Dropping it stops every service.
@@ -223,10 +225,14 @@ impl Stack {
             .storage
             .database("importer", &import_worker::store::MIGRATIONS)
             .await?;
-        let importer_config =
+        let mut importer_config =
             import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
+        importer_config.worker.chunk_size = options.chunk_size;
+        // The embedded default: an in-process queue with the broker's semantics.
+        let queue = import_worker::app::connect_queue(&importer_config.queue).await?;
         let importer =
-            import_worker::App::build(&importer_config, importer_db, importer_listener).await?;
+            import_worker::App::build(&importer_config, importer_db, importer_listener, queue)
+                .await?;
         tasks.spawn(importer.run(shutdown.clone()));
 
         Ok(Self {

@@ -1,17 +1,42 @@
-//! Wiring: the job database, the clients of the other services and the gRPC server.
+//! Wiring: the job database, the queue, the clients of the other services, the planner and
+//! chunk consumers, and the gRPC server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use proto::importer::v1::importer_service_server::ImporterServiceServer;
 use service_runtime::storage::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
 use crate::clients::{Directory, Registry};
-use crate::config::Config;
+use crate::config::{Config, QueueSettings};
 use crate::grpc::GrpcApi;
-use crate::service::Importer;
+use crate::queue::{ChunkQueue, MemoryQueue, QueueConfig, RabbitQueue};
+use crate::service::{Importer, WorkerSettings};
+
+/// The queue the configuration names: in-process, or RabbitMQ.
+pub async fn connect_queue(settings: &QueueSettings) -> anyhow::Result<Arc<dyn ChunkQueue>> {
+    let config = QueueConfig {
+        prefix: settings.prefix.clone(),
+        delivery_limit: settings.delivery_limit,
+        prefetch: settings.prefetch,
+        ..QueueConfig::default()
+    };
+    match settings.kind.as_str() {
+        "memory" => Ok(Arc::new(MemoryQueue::new(config))),
+        "amqp" => Ok(Arc::new(
+            RabbitQueue::connect(&settings.url, config)
+                .await
+                .context("cannot connect to RabbitMQ")?,
+        )),
+        other => anyhow::bail!("queue.kind must be memory or amqp, not {other:?}"),
+    }
+}
 
 /// A built import-worker: bound and wired, serving nothing until [`App::run`].
 pub struct App {
@@ -20,15 +45,34 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the service on `listener` over a migrated database.
+    /// Wires the service on `listener` over a migrated database and a queue.
     pub async fn build(
         config: &Config,
         db: Database,
         listener: TcpListener,
+        queue: Arc<dyn ChunkQueue>,
     ) -> anyhow::Result<Self> {
         let directory = Directory::connect_lazy(&config.directory_url)?;
         let registry = Registry::connect_lazy(&config.registry_url)?;
-        let importer = Importer::new(db, directory, registry, config.mapping.clone());
+        anyhow::ensure!(
+            (1..=1000).contains(&config.worker.chunk_size),
+            "worker.chunk_size must be between 1 and 1000"
+        );
+        let settings = WorkerSettings {
+            chunk_size: config.worker.chunk_size,
+            planning_lease: Duration::from_secs(config.worker.planning_lease_secs.max(1)),
+            concurrent_plans: config.worker.concurrent_plans.max(1),
+            batch_groups: config.worker.batch_groups.clone(),
+            instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+        };
+        let importer = Importer::new(
+            db,
+            directory,
+            registry,
+            config.mapping.clone(),
+            queue,
+            settings,
+        );
         Ok(Self { listener, importer })
     }
 
@@ -38,11 +82,36 @@ impl App {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
+    /// Serves until `shutdown` is cancelled, planning jobs and processing chunks meanwhile.
+    /// On shutdown the server stops taking calls, the planner stops at its next chunk (its
+    /// lease lets another replica go on), and chunks in hand are finished and acknowledged.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let service = ImporterServiceServer::new(GrpcApi::new(self.importer))
+        let background = TaskTracker::new();
+        background.spawn(crate::planner::run(self.importer.clone(), shutdown.clone()));
+        background.spawn(crate::chunks::run_consumer(
+            self.importer.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(crate::chunks::run_dead_letters(
+            self.importer.clone(),
+            shutdown.clone(),
+        ));
+        background.close();
+
+        let service = ImporterServiceServer::new(GrpcApi::new(self.importer.clone()))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <ImporterServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
-        service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await
+        let served =
+            service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await;
+        background.wait().await;
+        self.importer.queue().close().await;
+        served
     }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "import-worker".to_owned())
 }

@@ -61,6 +61,53 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// Streams the users in scope (every user, or a synced group's members) after
+    /// `after_object_id`, in object id order, `batch_size` per message.
+    pub async fn stream_users(
+        &self,
+        group_id: Option<&str>,
+        after_object_id: &str,
+        batch_size: u32,
+    ) -> Result<tonic::Streaming<directory_pb::StreamUsersResponse>, Error> {
+        let scope = group_id.map(|id| directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::GroupId(id.to_owned())),
+        });
+        let message = directory_pb::StreamUsersRequest {
+            scope,
+            batch_size,
+            after_object_id: after_object_id.to_owned(),
+        };
+        // No overall timeout: a stream of a large tenant runs as long as its reader keeps up.
+        let response = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.stream_users(tonic::Request::new(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("directory-sync"))?;
+        Ok(response.into_inner())
+    }
+
+    /// Fails unless directory-sync can scope to this group (it is synced).
+    pub async fn check_group(&self, group_id: &str) -> Result<(), Error> {
+        let message = directory_pb::ListUsersRequest {
+            group_id: group_id.to_owned(),
+            page_size: 1,
+            not_imported_only: Some(false),
+            ..Default::default()
+        };
+        retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.list_users(request(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("directory-sync"))?;
+        Ok(())
+    }
+}
+
 /// Converts a directory-sync user to the domain's form.
 pub fn directory_user(user: directory_pb::DirectoryUser) -> DirectoryUser {
     let account_type = match user.account_type() {

@@ -17,8 +17,30 @@ pub struct Config {
     pub directory_url: String,
     pub registry_url: String,
     pub mapping: MappingConfig,
+    pub queue: QueueSettings,
+    pub worker: WorkerConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+}
+
+/// Which queue carries chunks.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueSettings {
+    /// `memory` or `amqp`.
+    pub kind: String,
+    pub url: String,
+    pub prefix: String,
+    pub delivery_limit: u32,
+    pub prefetch: u16,
+}
+
+/// What this worker does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerConfig {
+    pub batch_groups: Vec<String>,
+    pub chunk_size: u32,
+    pub planning_lease_secs: u64,
+    pub concurrent_plans: usize,
 }
 
 impl Config {
@@ -34,6 +56,19 @@ impl Config {
             directory_url: directory_url.to_owned(),
             registry_url: registry_url.to_owned(),
             mapping: MappingConfig::default(),
+            queue: QueueSettings {
+                kind: "memory".to_owned(),
+                url: String::new(),
+                prefix: "userimport".to_owned(),
+                delivery_limit: 5,
+                prefetch: 4,
+            },
+            worker: WorkerConfig {
+                batch_groups: vec![crate::domain::DEFAULT_BATCH_GROUP.to_owned()],
+                chunk_size: 500,
+                planning_lease_secs: 30,
+                concurrent_plans: 4,
+            },
             database: DatabaseConfig {
                 url: database_url.to_owned(),
                 max_connections: 5,

@@ -11,6 +11,8 @@ pub enum Error {
     UnknownCompany(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     /// Another service answered with an error worth passing on (its code is kept).
@@ -60,12 +62,28 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True when trying again later may succeed: another service or the database was
+    /// unavailable or slow, as opposed to a request that can never succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Upstream { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+            ),
+            Error::Internal(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match &error {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::UnknownCompany(_) | Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             Error::Upstream { code, .. } => Status::new(*code, error.to_string()),
             Error::Internal(inner) => {
                 tracing::error!(error = ?inner, "request failed");

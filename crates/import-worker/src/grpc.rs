@@ -3,12 +3,13 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as pb;
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
 use crate::clients::outcome_to_pb;
-use crate::domain::{Counts, Job, JobKind, JobStatus};
+use crate::domain::{BatchOptions, Counts, Job, JobKind, JobStatus};
 use crate::error::Error;
 use crate::service::{Importer, MAX_SELECTED, Selection};
 
@@ -27,9 +28,8 @@ impl GrpcApi {
     }
 }
 
-/// The calling principal. Authentication arrives later; until then every caller is anonymous.
-fn principal<T>(_request: &Request<T>) -> String {
-    "anonymous".to_owned()
+fn principal<T>(request: &Request<T>) -> String {
+    service_runtime::grpc::principal(request)
 }
 
 fn parse_object_id(index: usize, raw: &str) -> Result<String, Error> {
@@ -76,32 +76,75 @@ fn status_to_pb(status: JobStatus) -> pb::JobStatus {
 }
 
 fn job_to_pb(job: Job) -> pb::Job {
-    let scope = match job.kind {
-        JobKind::Select => None,
-        JobKind::Batch | JobKind::RunNow => Some(proto::directory::v1::Scope {
-            scope: Some(proto::directory::v1::scope::Scope::All(
-                proto::directory::v1::AllUsers {},
-            )),
+    let scope = match (job.kind, job.scope_group) {
+        (JobKind::Select, _) => None,
+        (_, Some(group)) => Some(directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::GroupId(group)),
+        }),
+        (_, None) => Some(directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
         }),
     };
+    let options = (job.kind == JobKind::Batch).then(|| pb::BatchOptions {
+        batch_group: job.options.batch_group.clone(),
+        private: job.options.private,
+        critical: job.options.critical,
+        monitoring_category: job.options.monitoring_category.clone(),
+    });
     pb::Job {
         job_id: job.job_id,
         status: status_to_pb(job.status).into(),
         company: job.company,
         scope,
-        options: None,
+        options,
         created_by: job.created_by,
         planned: job.planned,
         counts: Some(counts_to_pb(job.counts)),
-        chunks_planned: 0,
-        chunks_done: 0,
-        chunks_dead_lettered: 0,
+        chunks_planned: job.chunks_planned,
+        chunks_done: job.chunks_done,
+        chunks_dead_lettered: job.chunks_dead_lettered,
         created_at_ms: job.created_at_ms,
         started_at_ms: job.started_at_ms,
         finished_at_ms: job.finished_at_ms,
         error: job.error,
     }
 }
+
+/// The group of a scope, validated; `None` for every user.
+fn scope_group(scope: Option<directory_pb::Scope>) -> Result<Option<String>, Error> {
+    match scope.and_then(|s| s.scope) {
+        None | Some(directory_pb::scope::Scope::All(_)) => Ok(None),
+        Some(directory_pb::scope::Scope::GroupId(id)) => service_runtime::normalize_guid(&id)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "scope.group_id",
+                    format!("{:?} is not a group object id", id.trim()),
+                )
+            }),
+    }
+}
+
+/// The batch options, validated: labels are short and printable.
+fn batch_options(options: Option<pb::BatchOptions>) -> Result<BatchOptions, Error> {
+    let options = options.unwrap_or_default();
+    let label = |field: &'static str, value: String| -> Result<String, Error> {
+        let value = value.trim().to_owned();
+        if value.len() > 64 || value.chars().any(|c| c.is_control()) {
+            return Err(Error::invalid(field, "at most 64 printable characters"));
+        }
+        Ok(value)
+    };
+    Ok(BatchOptions {
+        batch_group: label("options.batch_group", options.batch_group)?,
+        private: options.private,
+        critical: options.critical,
+        monitoring_category: label("options.monitoring_category", options.monitoring_category)?,
+    })
+}
+
+/// How often WatchJob looks at the job.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
     Err(Error::Unimplemented(what).into())
@@ -175,23 +218,58 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
 
     async fn start_batch_import(
         &self,
-        _: Request<pb::StartBatchImportRequest>,
+        request: Request<pb::StartBatchImportRequest>,
     ) -> Result<Response<pb::StartBatchImportResponse>, Status> {
-        unimplemented("StartBatchImport")
+        let created_by = principal(&request);
+        let request = request.into_inner();
+        if request.dry_run {
+            return unimplemented("dry-run of a batch import");
+        }
+        let company = parse_company(&request.company)?;
+        let scope = scope_group(request.scope)?;
+        let options = batch_options(request.options)?;
+        let job = self
+            .importer
+            .start_batch(
+                created_by,
+                company,
+                scope,
+                options,
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::StartBatchImportResponse {
+            job: Some(job_to_pb(job)),
+        }))
     }
 
     async fn run_import_now(
         &self,
-        _: Request<pb::RunImportNowRequest>,
+        request: Request<pb::RunImportNowRequest>,
     ) -> Result<Response<pb::RunImportNowResponse>, Status> {
-        unimplemented("RunImportNow")
+        let created_by = principal(&request);
+        let request = request.into_inner();
+        let company = parse_company(&request.company)?;
+        let scope = scope_group(request.scope)?;
+        let (job, not_created) = self
+            .importer
+            .run_now(created_by, company, scope, service_runtime::now_ms)
+            .await?;
+        Ok(Response::new(pb::RunImportNowResponse {
+            job: Some(job_to_pb(job)),
+            not_created: not_created.into_iter().map(outcome_to_pb).collect(),
+        }))
     }
 
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job = self.importer.job(request.get_ref().job_id.trim()).await?;
+        let principal = principal(&request);
+        let job = self
+            .importer
+            .job_for(&principal, request.get_ref().job_id.trim())
+            .await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(job_to_pb(job)),
         }))
@@ -201,6 +279,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let principal = principal(&request);
         let request = request.into_inner();
         let limit = page_size(
             "page_size",
@@ -218,7 +297,10 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             pb::JobStatus::Failed => Some(JobStatus::Failed),
             pb::JobStatus::Cancelled => Some(JobStatus::Cancelled),
         };
-        let jobs = self.importer.jobs(status, before, limit).await?;
+        let jobs = self
+            .importer
+            .jobs(&principal, status, before, limit)
+            .await?;
         let next_page_token = match jobs.last() {
             Some(last) if jobs.len() == limit as usize => {
                 encode_page_token(&Some((last.created_at_ms, last.job_id.clone())))
@@ -235,22 +317,80 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
 
     async fn watch_job(
         &self,
-        _: Request<pb::WatchJobRequest>,
+        request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<JobStream>, Status> {
-        unimplemented("WatchJob")
+        let principal = principal(&request);
+        let job_id = request.into_inner().job_id.trim().to_owned();
+        // Fails at once for an unknown or invisible job.
+        let first = self.importer.job_for(&principal, &job_id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let importer = self.importer.clone();
+        tokio::spawn(async move {
+            let mut last = job_to_pb(first);
+            loop {
+                let ended = matches!(
+                    last.status(),
+                    pb::JobStatus::Completed | pb::JobStatus::Failed | pb::JobStatus::Cancelled
+                );
+                if tx
+                    .send(Ok(pb::WatchJobResponse {
+                        job: Some(last.clone()),
+                    }))
+                    .await
+                    .is_err()
+                    || ended
+                {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(WATCH_INTERVAL).await;
+                    match importer.job_for(&principal, &job_id).await {
+                        Ok(job) => {
+                            let job = job_to_pb(job);
+                            if job != last {
+                                last = job;
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = tx.send(Err(Status::from(error))).await;
+                            return;
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn cancel_job(
         &self,
-        _: Request<pb::CancelJobRequest>,
+        request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        unimplemented("CancelJob")
+        let principal = principal(&request);
+        let job = self
+            .importer
+            .cancel(
+                &principal,
+                request.get_ref().job_id.trim(),
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(job_to_pb(job)),
+        }))
     }
 
     async fn list_job_outcomes(
         &self,
         request: Request<pb::ListJobOutcomesRequest>,
     ) -> Result<Response<pb::ListJobOutcomesResponse>, Status> {
+        let principal = principal(&request);
         let request = request.into_inner();
         let limit = page_size(
             "page_size",
@@ -261,7 +401,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         let after: String = decode_page_token(&request.page_token)?;
         let outcomes = self
             .importer
-            .outcomes(request.job_id.trim(), &after, limit)
+            .outcomes(&principal, request.job_id.trim(), &after, limit)
             .await?;
         let next_page_token = match outcomes.last() {
             Some(last) if outcomes.len() == limit as usize => encode_page_token(&last.object_id),

@@ -6,11 +6,14 @@
 //! user-registry's.
 
 pub mod app;
+pub mod chunks;
 pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
+pub mod planner;
 pub mod queue;
 pub mod service;
 pub mod store;

@@ -1,5 +1,6 @@
 use anyhow::Context as _;
 use clap::Parser as _;
+use import_worker::app::connect_queue;
 use import_worker::{App, Config, store};
 use service_runtime::ServiceArgs;
 
@@ -14,7 +15,11 @@ async fn main() -> anyhow::Result<()> {
         &config.database,
         &store::MIGRATIONS,
         |db, listener, shutdown| async {
-            App::build(&config, db, listener).await?.run(shutdown).await
+            let queue = connect_queue(&config.queue).await?;
+            App::build(&config, db, listener, queue)
+                .await?
+                .run(shutdown)
+                .await
         },
     )
     .await

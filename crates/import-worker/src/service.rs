@@ -1,12 +1,20 @@
-//! import-worker's use cases: the select import, and reading jobs and their reports.
+//! import-worker's use cases: the select import, batch jobs (started here, planned by
+//! [`crate::planner`], processed by [`crate::chunks`]), run-now, and reading jobs and their
+//! reports.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use service_runtime::storage::Database;
 
 use crate::clients::{Directory, Registry};
-use crate::domain::{Counts, Job, JobKind, JobStatus, MappingConfig, Outcome, map_user};
+use crate::domain::{
+    BatchOptions, Counts, DirectoryUser, Job, JobKind, JobStatus, MappingConfig, Outcome,
+    OutcomeKind, map_user,
+};
 use crate::error::Error;
+use crate::queue::ChunkQueue;
 use crate::store;
 
 /// Most object ids one select import takes (the registry's per-call limit).
@@ -25,37 +33,129 @@ pub struct Selection {
     pub created_by: String,
 }
 
-/// import-worker over its job store and the other two services.
+/// How this replica plans and processes batch jobs.
 #[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Users per chunk.
+    pub chunk_size: u32,
+    /// How long a planner's claim on a job lasts without renewal.
+    pub planning_lease: Duration,
+    /// Jobs this replica plans at once (a critical job is not held up by a big plan).
+    pub concurrent_plans: usize,
+    /// Batch groups whose chunks this replica processes.
+    pub batch_groups: Vec<String>,
+    /// This replica, as it appears as a planning lease owner.
+    pub instance_id: String,
+}
+
+/// import-worker over its job store, the queue and the other two services. Cheap to clone.
+#[derive(Clone)]
 pub struct Importer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Database,
     directory: Directory,
     registry: Registry,
     mapping: MappingConfig,
+    queue: Arc<dyn ChunkQueue>,
+    settings: WorkerSettings,
+    /// Wakes the planner when a job is started here.
+    wakeup: tokio::sync::Notify,
 }
 
 impl Importer {
+    pub fn new(
+        db: Database,
+        directory: Directory,
+        registry: Registry,
+        mapping: MappingConfig,
+        queue: Arc<dyn ChunkQueue>,
+        settings: WorkerSettings,
+    ) -> Self {
+        let inner = Inner {
+            db,
+            directory,
+            registry,
+            mapping,
+            queue,
+            settings,
+            wakeup: tokio::sync::Notify::new(),
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// A pooled connection for one read or write outside a transaction.
-    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
-        self.db
+    pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.inner
+            .db
             .pool()
             .acquire()
             .await
             .map_err(Error::internal("acquire"))
     }
 
-    pub fn new(
-        db: Database,
-        directory: Directory,
-        registry: Registry,
-        mapping: MappingConfig,
-    ) -> Self {
-        Self {
-            db,
-            directory,
-            registry,
-            mapping,
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub(crate) fn directory(&self) -> &Directory {
+        &self.inner.directory
+    }
+
+    pub(crate) fn queue(&self) -> &dyn ChunkQueue {
+        self.inner.queue.as_ref()
+    }
+
+    pub(crate) fn settings(&self) -> &WorkerSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn wakeup(&self) -> &tokio::sync::Notify {
+        &self.inner.wakeup
+    }
+
+    /// Maps directory users (DESIGN §2) and imports those that map under `import_id`; answers
+    /// one outcome per user, in order. The registry call is idempotent by import id, so a
+    /// replayed chunk or a retried request reports what the first one did.
+    pub(crate) async fn import_users(
+        &self,
+        import_id: &str,
+        company: &str,
+        users: &[DirectoryUser],
+    ) -> Result<Vec<Outcome>, Error> {
+        let mut by_id: HashMap<String, Outcome> = HashMap::with_capacity(users.len());
+        let mut candidates = Vec::with_capacity(users.len());
+        for user in users {
+            match map_user(user, &self.inner.mapping) {
+                Ok(candidate) => candidates.push(candidate),
+                Err(reason) => {
+                    by_id.insert(
+                        user.object_id.clone(),
+                        Outcome::skipped(user.object_id.clone(), reason),
+                    );
+                }
+            }
         }
+        for part in candidates.chunks(MAX_SELECTED) {
+            let outcomes = self
+                .inner
+                .registry
+                .import_users(import_id, company, part)
+                .await?;
+            by_id.extend(outcomes.into_iter().map(|o| (o.object_id.clone(), o)));
+        }
+        Ok(users
+            .iter()
+            .map(|u| {
+                by_id
+                    .remove(&u.object_id)
+                    .unwrap_or_else(|| Outcome::skipped(u.object_id.clone(), "no outcome reported"))
+            })
+            .collect())
     }
 
     /// Imports the selected users now (D365 "Import users"): each gets the caller's company
@@ -69,7 +169,12 @@ impl Importer {
         selection: Selection,
         now_ms: i64,
     ) -> Result<(Vec<Outcome>, Counts), Error> {
-        if !self.registry.company_exists(&selection.company).await? {
+        if !self
+            .inner
+            .registry
+            .company_exists(&selection.company)
+            .await?
+        {
             return Err(Error::UnknownCompany(selection.company));
         }
         let mut seen = HashSet::with_capacity(selection.object_ids.len());
@@ -79,7 +184,7 @@ impl Importer {
             .filter(|id| seen.insert(*id))
             .cloned()
             .collect();
-        let (users, not_found) = self.directory.get_users(&unique).await?;
+        let (users, not_found) = self.inner.directory.get_users(&unique).await?;
         if !not_found.is_empty() {
             return Err(Error::NotFound(format!(
                 "the directory has no user with object id {}",
@@ -87,26 +192,12 @@ impl Importer {
             )));
         }
 
-        let mut by_id: HashMap<String, Outcome> = HashMap::with_capacity(unique.len());
-        let mut candidates = Vec::with_capacity(users.len());
-        for user in &users {
-            match map_user(user, &self.mapping) {
-                Ok(candidate) => candidates.push(candidate),
-                Err(reason) => {
-                    by_id.insert(
-                        user.object_id.clone(),
-                        Outcome::skipped(user.object_id.clone(), reason),
-                    );
-                }
-            }
-        }
-        if !candidates.is_empty() {
-            let outcomes = self
-                .registry
-                .import_users(&selection.request_id, &selection.company, &candidates)
-                .await?;
-            by_id.extend(outcomes.into_iter().map(|o| (o.object_id.clone(), o)));
-        }
+        let by_id: HashMap<String, Outcome> = self
+            .import_users(&selection.request_id, &selection.company, &users)
+            .await?
+            .into_iter()
+            .map(|o| (o.object_id.clone(), o))
+            .collect();
         let outcomes: Vec<Outcome> = selection
             .object_ids
             .iter()
@@ -130,26 +221,27 @@ impl Importer {
         counts: Counts,
         now_ms: i64,
     ) -> Result<(), Error> {
-        let job = Job {
-            job_id: selection.request_id.clone(),
-            kind: JobKind::Select,
-            status: JobStatus::Completed,
-            company: selection.company.clone(),
-            created_by: selection.created_by.clone(),
-            planned: counts.total(),
-            counts,
-            created_at_ms: now_ms,
-            started_at_ms: now_ms,
-            finished_at_ms: now_ms,
-            error: String::new(),
-        };
+        let mut job = Job::new(
+            selection.request_id.clone(),
+            JobKind::Select,
+            selection.company.clone(),
+            selection.created_by.clone(),
+            now_ms,
+        );
+        job.status = JobStatus::Completed;
+        job.planned = counts.total();
+        job.counts = counts;
+        job.planning_done = true;
+        job.started_at_ms = now_ms;
+        job.finished_at_ms = now_ms;
         let mut tx = self
+            .inner
             .db
             .begin_write()
             .await
             .map_err(Error::internal("begin record"))?;
         if store::insert_job(&mut tx, &job).await? {
-            store::insert_outcomes(&mut tx, self.db.backend(), &job.job_id, outcomes).await?;
+            store::insert_outcomes(&mut tx, self.inner.db.backend(), &job.job_id, outcomes).await?;
         }
         tx.commit()
             .await
@@ -157,34 +249,142 @@ impl Importer {
         Ok(())
     }
 
-    pub async fn job(&self, job_id: &str) -> Result<Job, Error> {
-        let mut conn = self.conn().await?;
-        store::job(&mut conn, job_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))
+    /// Checks what a batch job will need before it is accepted: the company, and the group
+    /// when the scope is one.
+    async fn check_batch(&self, company: &str, scope_group: Option<&str>) -> Result<(), Error> {
+        if !self.inner.registry.company_exists(company).await? {
+            return Err(Error::UnknownCompany(company.to_owned()));
+        }
+        if let Some(group) = scope_group {
+            self.inner.directory.check_group(group).await?;
+        }
+        Ok(())
     }
 
+    /// Starts a batch import of every user in scope (D365 "Batch import"): the job is queued,
+    /// and a planner (this replica's or another's) cuts it into chunks for the workers.
+    pub async fn start_batch(
+        &self,
+        created_by: String,
+        company: String,
+        scope_group: Option<String>,
+        options: BatchOptions,
+        now_ms: i64,
+    ) -> Result<Job, Error> {
+        self.check_batch(&company, scope_group.as_deref()).await?;
+        let mut job = Job::new(
+            uuid::Uuid::new_v4().to_string(),
+            JobKind::Batch,
+            company,
+            created_by,
+            now_ms,
+        );
+        job.scope_group = scope_group;
+        job.options = options;
+        let mut conn = self.conn().await?;
+        store::insert_job(&mut conn, &job).await?;
+        drop(conn);
+        tracing::info!(
+            job_id = %job.job_id,
+            batch_group = job.batch_group(),
+            critical = job.options.critical,
+            monitoring_category = %job.options.monitoring_category,
+            "batch import queued"
+        );
+        self.inner.wakeup.notify_one();
+        Ok(job)
+    }
+
+    /// Runs a batch import within the request (D365's sandbox path): the same planning and
+    /// chunk handling as a queued job, without the queue. Returns the ended job and every
+    /// user that was not created.
+    pub async fn run_now(
+        &self,
+        created_by: String,
+        company: String,
+        scope_group: Option<String>,
+        clock: impl Fn() -> i64,
+    ) -> Result<(Job, Vec<Outcome>), Error> {
+        self.check_batch(&company, scope_group.as_deref()).await?;
+        let mut job = Job::new(
+            uuid::Uuid::new_v4().to_string(),
+            JobKind::RunNow,
+            company,
+            created_by,
+            clock(),
+        );
+        job.scope_group = scope_group;
+        job.status = JobStatus::Planning;
+        job.started_at_ms = clock();
+        let mut conn = self.conn().await?;
+        store::insert_job(&mut conn, &job).await?;
+        drop(conn);
+        let ended = crate::planner::run_in_request(self, &job, &clock).await?;
+        let mut not_created = Vec::new();
+        let mut after = String::new();
+        loop {
+            let mut conn = self.conn().await?;
+            let page = store::list_outcomes(&mut conn, &job.job_id, &after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.object_id.clone();
+            not_created.extend(page.into_iter().filter(|o| o.kind != OutcomeKind::Created));
+        }
+        Ok((ended, not_created))
+    }
+
+    /// The job, if `principal` may see it. Another principal's private job is reported as
+    /// not found, as if it did not exist.
+    pub async fn job_for(&self, principal: &str, job_id: &str) -> Result<Job, Error> {
+        let mut conn = self.conn().await?;
+        match store::job(&mut conn, job_id).await? {
+            Some(job) if job.visible_to(principal) => Ok(job),
+            _ => Err(Error::NotFound(format!("job {job_id} not found"))),
+        }
+    }
+
+    /// Jobs `principal` may see, newest first.
     pub async fn jobs(
         &self,
+        principal: &str,
         status: Option<JobStatus>,
         before: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<Job>, Error> {
         let mut conn = self.conn().await?;
-        store::list_jobs(&mut conn, status, before, limit).await
+        store::list_jobs(&mut conn, principal, status, before, limit).await
     }
 
-    /// A page of a job's report; `NotFound` for an unknown job.
+    /// A page of a job's report (users not created); `NotFound` for an unknown or invisible job.
     pub async fn outcomes(
         &self,
+        principal: &str,
         job_id: &str,
         after: &str,
         limit: u32,
     ) -> Result<Vec<Outcome>, Error> {
+        self.job_for(principal, job_id).await?;
         let mut conn = self.conn().await?;
-        if store::job(&mut conn, job_id).await?.is_none() {
-            return Err(Error::NotFound(format!("job {job_id} not found")));
-        }
         store::list_outcomes(&mut conn, job_id, after, limit).await
+    }
+
+    /// Cancels a job `principal` may see: planning stops, chunks not processed yet are
+    /// discarded, and the job keeps the exact counts of what was done.
+    pub async fn cancel(&self, principal: &str, job_id: &str, now_ms: i64) -> Result<Job, Error> {
+        let job = self.job_for(principal, job_id).await?;
+        if job.status.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "job {job_id} has already ended ({})",
+                job.status.as_str()
+            )));
+        }
+        let mut conn = self.conn().await?;
+        match store::cancel_job(&mut conn, job_id, now_ms).await? {
+            Some(cancelled) => {
+                drop(conn);
+                crate::events::announce(self, &cancelled).await;
+                Ok(cancelled)
+            }
+            None => self.job_for(principal, job_id).await,
+        }
     }
 }

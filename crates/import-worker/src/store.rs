@@ -4,12 +4,12 @@
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use service_runtime::storage::{Backend, Dialects, Migrations, rows_from, rows_text};
+use service_runtime::storage::{Backend, Dialects, Migrations, flag, rows_from, rows_text};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
 
-use crate::domain::{Counts, Job, JobKind, JobStatus, Outcome, OutcomeKind};
+use crate::domain::{BatchOptions, Counts, Job, JobKind, JobStatus, Outcome, OutcomeKind};
 use crate::error::Error;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -22,7 +22,9 @@ pub static MIGRATIONS: Migrations = Migrations {
 };
 
 const JOB_COLUMNS: &str = "job_id, kind, status, company, created_by, planned, created, already_present, \
-     skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error";
+     skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error, scope_group, batch_group, \
+     private, critical, monitoring_category, chunks_planned, chunks_done, chunks_dead_lettered, \
+     planning_done, cancel_requested";
 
 fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
@@ -31,12 +33,20 @@ fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
 fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
+    let scope_group: String = row.try_get("scope_group")?;
     Ok(Job {
         job_id: row.try_get("job_id")?,
         kind: JobKind::parse(&kind).unwrap_or(JobKind::Select),
         status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
         company: row.try_get("company")?,
         created_by: row.try_get("created_by")?,
+        scope_group: (!scope_group.is_empty()).then_some(scope_group),
+        options: BatchOptions {
+            batch_group: row.try_get("batch_group")?,
+            private: flag(row, "private")?,
+            critical: flag(row, "critical")?,
+            monitoring_category: row.try_get("monitoring_category")?,
+        },
         planned: count(row, "planned")?,
         counts: Counts {
             created: count(row, "created")?,
@@ -44,11 +54,23 @@ fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
             skipped: count(row, "skipped")?,
             failed: count(row, "failed")?,
         },
+        chunks_planned: count(row, "chunks_planned")?,
+        chunks_done: count(row, "chunks_done")?,
+        chunks_dead_lettered: count(row, "chunks_dead_lettered")?,
+        planning_done: flag(row, "planning_done")?,
+        cancel_requested: flag(row, "cancel_requested")?,
         created_at_ms: row.try_get("created_at_ms")?,
         started_at_ms: row.try_get("started_at_ms")?,
         finished_at_ms: row.try_get("finished_at_ms")?,
         error: row.try_get("error")?,
     })
+}
+
+fn jobs_from_rows(rows: &[AnyRow]) -> Result<Vec<Job>, Error> {
+    rows.iter()
+        .map(job_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read jobs"))
 }
 
 fn as_i64(n: u64) -> i64 {
@@ -58,8 +80,8 @@ fn as_i64(n: u64) -> i64 {
 /// Records a job unless one with its id exists (a retried request); true when inserted.
 pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Error> {
     let sql = format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-         ON CONFLICT (job_id) DO NOTHING"
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (job_id) DO NOTHING"
     );
     let result = sqlx::query(AssertSqlSafe(sql))
         .bind(&job.job_id)
@@ -76,6 +98,16 @@ pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Err
         .bind(job.started_at_ms)
         .bind(job.finished_at_ms)
         .bind(&job.error)
+        .bind(job.scope_group.clone().unwrap_or_default())
+        .bind(&job.options.batch_group)
+        .bind(job.options.private)
+        .bind(job.options.critical)
+        .bind(&job.options.monitoring_category)
+        .bind(as_i64(job.chunks_planned))
+        .bind(as_i64(job.chunks_done))
+        .bind(as_i64(job.chunks_dead_lettered))
+        .bind(job.planning_done)
+        .bind(job.cancel_requested)
         .execute(conn)
         .await
         .map_err(Error::internal("insert job"))?;
@@ -157,9 +189,11 @@ pub async fn job(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, 
         .map_err(Error::internal("read job"))
 }
 
-/// Jobs newest first, after the `(created_at_ms, job_id)` cursor when given.
+/// Jobs `principal` may see (all but other people's private jobs), newest first, after the
+/// `(created_at_ms, job_id)` cursor when given.
 pub async fn list_jobs(
     conn: &mut AnyConnection,
+    principal: &str,
     status: Option<JobStatus>,
     before: Option<(i64, String)>,
     limit: u32,
@@ -168,20 +202,20 @@ pub async fn list_jobs(
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs \
          WHERE (created_at_ms < $1 OR (created_at_ms = $1 AND job_id < $2)) AND ($3 = '' OR status = $3) \
-         ORDER BY created_at_ms DESC, job_id DESC LIMIT $4"
+         AND (private = $5 OR created_by = $4) \
+         ORDER BY created_at_ms DESC, job_id DESC LIMIT $6"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(before_ms)
         .bind(before_id)
         .bind(status.map(JobStatus::as_str).unwrap_or_default())
+        .bind(principal)
+        .bind(false)
         .bind(i64::from(limit))
         .fetch_all(conn)
         .await
         .map_err(Error::internal("list jobs"))?;
-    rows.iter()
-        .map(job_from_row)
-        .collect::<Result<_, _>>()
-        .map_err(Error::internal("read jobs"))
+    jobs_from_rows(&rows)
 }
 
 /// A page of a job's report (users not created), in object id order after `after`.
@@ -214,4 +248,440 @@ pub async fn list_outcomes(
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Error::internal("read outcomes"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning
+
+/// Takes a batch job whose planning lease has expired (a new job, or one whose planner died),
+/// the most urgent first (critical, then oldest), for `lease_ms`. The claim is one statement,
+/// so two replicas never plan the same job at once.
+pub async fn claim_job_for_planning(
+    conn: &mut AnyConnection,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Option<Job>, Error> {
+    let sql = format!(
+        "UPDATE jobs SET lease_owner = $1, lease_expires_at_ms = $2 + $3, \
+         status = CASE WHEN status = 'queued' THEN 'planning' ELSE status END, \
+         started_at_ms = CASE WHEN started_at_ms = 0 THEN $2 ELSE started_at_ms END \
+         WHERE job_id = (SELECT job_id FROM jobs WHERE kind = 'batch' AND status IN ('queued', 'planning') \
+             AND planning_done = $4 AND cancel_requested = $4 AND lease_expires_at_ms < $2 \
+             ORDER BY critical DESC, created_at_ms, job_id LIMIT 1) \
+         AND lease_expires_at_ms < $2 RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now_ms)
+        .bind(lease_ms)
+        .bind(false)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("claim job"))?;
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
+}
+
+/// Where the planner of a job stands: the last object id planned, the next chunk number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPosition {
+    pub cursor: String,
+    pub next_seq: u64,
+}
+
+/// The planning position of a job.
+pub async fn plan_position(conn: &mut AnyConnection, job_id: &str) -> Result<PlanPosition, Error> {
+    let row = sqlx::query("SELECT plan_cursor, chunks_planned FROM jobs WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(conn)
+        .await
+        .map_err(Error::internal("read plan position"))?;
+    Ok(PlanPosition {
+        cursor: row
+            .try_get("plan_cursor")
+            .map_err(Error::internal("read plan position"))?,
+        next_seq: count(&row, "chunks_planned").map_err(Error::internal("read plan position"))?,
+    })
+}
+
+/// A chunk as planned: the object id range `(after, last]` and its user count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    pub seq: u64,
+    pub after_object_id: String,
+    pub last_object_id: String,
+    pub users: u64,
+}
+
+/// Records the next chunk and moves the job's cursor past it, while `owner` still holds the
+/// lease and nobody cancelled the job; false (and nothing written) otherwise. Renews the lease.
+/// Run it in a transaction: the two writes must not be separated.
+pub async fn plan_chunk(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    owner: &str,
+    chunk: &ChunkPlan,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<bool, Error> {
+    let moved = sqlx::query(
+        "UPDATE jobs SET plan_cursor = $3, chunks_planned = chunks_planned + 1, planned = planned + $4, \
+         lease_expires_at_ms = $5 + $6 \
+         WHERE job_id = $1 AND lease_owner = $2 AND cancel_requested = $7 AND chunks_planned = $8",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(&chunk.last_object_id)
+    .bind(as_i64(chunk.users))
+    .bind(now_ms)
+    .bind(lease_ms)
+    .bind(false)
+    .bind(as_i64(chunk.seq))
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("advance plan"))?;
+    if moved.rows_affected() != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO job_chunks (job_id, seq, after_object_id, last_object_id, users, state) \
+         VALUES ($1, $2, $3, $4, $5, 'planned')",
+    )
+    .bind(job_id)
+    .bind(as_i64(chunk.seq))
+    .bind(&chunk.after_object_id)
+    .bind(&chunk.last_object_id)
+    .bind(as_i64(chunk.users))
+    .execute(conn)
+    .await
+    .map_err(Error::internal("insert chunk"))?;
+    Ok(true)
+}
+
+/// Notes that the broker confirmed a chunk's message.
+pub async fn mark_published(conn: &mut AnyConnection, job_id: &str, seq: u64) -> Result<(), Error> {
+    sqlx::query("UPDATE job_chunks SET state = 'published' WHERE job_id = $1 AND seq = $2 AND state = 'planned'")
+        .bind(job_id)
+        .bind(as_i64(seq))
+        .execute(conn)
+        .await
+        .map_err(Error::internal("mark chunk published"))?;
+    Ok(())
+}
+
+/// Chunks planned but never confirmed by the broker (their planner died in between).
+pub async fn unpublished_chunks(
+    conn: &mut AnyConnection,
+    job_id: &str,
+) -> Result<Vec<ChunkPlan>, Error> {
+    let rows = sqlx::query(
+        "SELECT seq, after_object_id, last_object_id, users FROM job_chunks \
+         WHERE job_id = $1 AND state = 'planned' ORDER BY seq",
+    )
+    .bind(job_id)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("read unpublished chunks"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(ChunkPlan {
+                seq: count(row, "seq")?,
+                after_object_id: row.try_get("after_object_id")?,
+                last_object_id: row.try_get("last_object_id")?,
+                users: count(row, "users")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read unpublished chunks"))
+}
+
+/// Renews the planning lease; false when it was lost or the job cancelled.
+pub async fn renew_lease(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<bool, Error> {
+    let result = sqlx::query(
+        "UPDATE jobs SET lease_expires_at_ms = $3 + $4 WHERE job_id = $1 AND lease_owner = $2 AND cancel_requested = $5",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(now_ms)
+    .bind(lease_ms)
+    .bind(false)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("renew lease"))?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Ends planning (every user in scope is in a chunk); false when the lease was lost.
+pub async fn finish_planning(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    owner: &str,
+) -> Result<bool, Error> {
+    let result = sqlx::query(
+        "UPDATE jobs SET planning_done = $3, lease_expires_at_ms = 0, \
+         status = CASE WHEN status = 'planning' THEN 'running' ELSE status END \
+         WHERE job_id = $1 AND lease_owner = $2 AND cancel_requested = $4",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(true)
+    .bind(false)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("finish planning"))?;
+    Ok(result.rows_affected() == 1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk results
+
+/// Records a processed chunk once: its counts join the job's and the users not created join
+/// the report. False (nothing written) when the chunk was recorded before — a redelivery.
+pub async fn record_chunk(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    job_id: &str,
+    seq: u64,
+    outcomes: &[Outcome],
+    now_ms: i64,
+) -> Result<bool, Error> {
+    let claimed = sqlx::query(
+        "UPDATE job_chunks SET state = 'done', processed_at_ms = $3 \
+         WHERE job_id = $1 AND seq = $2 AND state IN ('planned', 'published')",
+    )
+    .bind(job_id)
+    .bind(as_i64(seq))
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("record chunk"))?;
+    if claimed.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let counts = Counts::of(outcomes);
+    add_to_job(conn, job_id, counts, 1, 0).await?;
+    insert_outcomes(conn, backend, job_id, outcomes).await?;
+    Ok(true)
+}
+
+/// Records a planned chunk that went to the dead-letter queue: its users count as failed with
+/// `reason`. False when the chunk was settled before.
+pub async fn record_chunk_dead(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    job_id: &str,
+    seq: u64,
+    object_ids: &[String],
+    reason: &str,
+    now_ms: i64,
+) -> Result<bool, Error> {
+    let claimed = sqlx::query(
+        "UPDATE job_chunks SET state = 'dead_lettered', processed_at_ms = $3, error = $4 \
+         WHERE job_id = $1 AND seq = $2 AND state IN ('planned', 'published')",
+    )
+    .bind(job_id)
+    .bind(as_i64(seq))
+    .bind(now_ms)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("record dead chunk"))?;
+    if claimed.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let outcomes: Vec<Outcome> = object_ids
+        .iter()
+        .map(|id| Outcome {
+            object_id: id.clone(),
+            kind: OutcomeKind::Failed,
+            user_id: String::new(),
+            reason: reason.to_owned(),
+            note: String::new(),
+        })
+        .collect();
+    add_to_job(conn, job_id, Counts::of(&outcomes), 0, 1).await?;
+    insert_outcomes(conn, backend, job_id, &outcomes).await?;
+    Ok(true)
+}
+
+/// Settles a chunk of a cancelled job without processing it.
+pub async fn discard_chunk(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    seq: u64,
+    now_ms: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE job_chunks SET state = 'discarded', processed_at_ms = $3 \
+         WHERE job_id = $1 AND seq = $2 AND state IN ('planned', 'published')",
+    )
+    .bind(job_id)
+    .bind(as_i64(seq))
+    .bind(now_ms)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("discard chunk"))?;
+    Ok(())
+}
+
+/// Records a message of a job that could not even be read and went to the dead-letter queue;
+/// false when recorded before.
+pub async fn record_dead_letter(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    message_id: &str,
+    error: &str,
+    now_ms: i64,
+) -> Result<bool, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO job_dead_letters (job_id, message_id, error, at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (job_id, message_id) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(message_id)
+    .bind(error)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("record dead letter"))?;
+    if inserted.rows_affected() != 1 {
+        return Ok(false);
+    }
+    add_to_job(conn, job_id, Counts::default(), 0, 1).await?;
+    Ok(true)
+}
+
+async fn add_to_job(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    counts: Counts,
+    done: u64,
+    dead: u64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE jobs SET created = created + $2, already_present = already_present + $3, \
+         skipped = skipped + $4, failed = failed + $5, chunks_done = chunks_done + $6, \
+         chunks_dead_lettered = chunks_dead_lettered + $7 WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(as_i64(counts.created))
+    .bind(as_i64(counts.already_present))
+    .bind(as_i64(counts.skipped))
+    .bind(as_i64(counts.failed))
+    .bind(as_i64(done))
+    .bind(as_i64(dead))
+    .execute(conn)
+    .await
+    .map_err(Error::internal("count chunk"))?;
+    Ok(())
+}
+
+/// Ends a job whose planning is done and whose every chunk is settled: failed when a message
+/// of it was dead-lettered, completed otherwise. Returns the job when this call ended it (so
+/// exactly one caller announces it); a completed job that gains a dead letter later turns
+/// failed.
+pub async fn end_if_settled(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    now_ms: i64,
+) -> Result<Option<Job>, Error> {
+    let sql = format!(
+        "UPDATE jobs SET status = CASE WHEN chunks_dead_lettered > 0 THEN 'failed' ELSE 'completed' END, \
+         finished_at_ms = $2 \
+         WHERE job_id = $1 AND planning_done = $3 AND cancel_requested = $4 \
+         AND (status IN ('planning', 'running') OR (status = 'completed' AND chunks_dead_lettered > 0)) \
+         AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = $1 AND c.state IN ('planned', 'published')) \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(now_ms)
+        .bind(true)
+        .bind(false)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("end job"))?;
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
+}
+
+/// Cancels a job that has not ended: planning stops at its next chunk and chunks not yet
+/// processed are discarded. Returns the job when this call cancelled it.
+pub async fn cancel_job(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    now_ms: i64,
+) -> Result<Option<Job>, Error> {
+    let sql = format!(
+        "UPDATE jobs SET cancel_requested = $3, status = 'cancelled', finished_at_ms = $2, lease_expires_at_ms = 0 \
+         WHERE job_id = $1 AND status IN ('queued', 'planning', 'running') RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(now_ms)
+        .bind(true)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("cancel job"))?;
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
+}
+
+/// Marks a job failed with a reason (planning could not go on), unless it has ended.
+pub async fn fail_job(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    error: &str,
+    now_ms: i64,
+) -> Result<Option<Job>, Error> {
+    let sql = format!(
+        "UPDATE jobs SET status = 'failed', error = $2, finished_at_ms = $3, lease_expires_at_ms = 0 \
+         WHERE job_id = $1 AND status IN ('queued', 'planning', 'running') RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(error)
+        .bind(now_ms)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("fail job"))?;
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
+}
+
+/// Gives `owner` the planning lease of a job unconditionally (a run-now job, planned by the
+/// request that created it).
+pub async fn take_lease(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE jobs SET lease_owner = $2, lease_expires_at_ms = $3 + $4 WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(now_ms)
+    .bind(lease_ms)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("take lease"))?;
+    Ok(())
 }

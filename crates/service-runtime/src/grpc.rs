@@ -137,6 +137,23 @@ pub fn page_size(
     }
 }
 
+/// Metadata key naming the calling principal.
+pub const PRINCIPAL_HEADER: &str = "x-userimport-principal";
+
+/// The principal a request acts for. Until authentication lands (issue 6) this is what the
+/// caller claims in `x-userimport-principal` — "anonymous" when it claims nothing — and must
+/// not be trusted beyond development and tests.
+pub fn principal<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get(PRINCIPAL_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty() && value.len() <= 256)
+        .unwrap_or("anonymous")
+        .to_owned()
+}
+
 /// A lazily connected channel to another service, so services can start in any order.
 pub fn channel(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())

@@ -35,6 +35,7 @@ impl EndToEnd {
             directory: DirectorySource::Emulator { users },
             ports: Ports::ANY,
             companies: vec![("USMF".into(), "Contoso USA".into())],
+            chunk_size: 50,
         })
         .await
         .unwrap();

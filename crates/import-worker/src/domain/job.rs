@@ -97,6 +97,22 @@ impl Counts {
     }
 }
 
+/// The options of D365's batch dialog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Which queue, and so which worker pool, takes the job's chunks.
+    pub batch_group: String,
+    /// Only the creator can see or cancel the job.
+    pub private: bool,
+    /// Its chunks are taken before normal ones; its failure raises an alert.
+    pub critical: bool,
+    /// A label carried into logs, metrics and events.
+    pub monitoring_category: String,
+}
+
+/// The batch group a job without one goes to.
+pub const DEFAULT_BATCH_GROUP: &str = "default";
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -105,10 +121,72 @@ pub struct Job {
     pub status: JobStatus,
     pub company: String,
     pub created_by: String,
+    /// The group whose members are imported; `None` for every user.
+    pub scope_group: Option<String>,
+    pub options: BatchOptions,
+    /// Users planned into chunks so far.
     pub planned: u64,
     pub counts: Counts,
+    pub chunks_planned: u64,
+    pub chunks_done: u64,
+    pub chunks_dead_lettered: u64,
+    pub planning_done: bool,
+    pub cancel_requested: bool,
     pub created_at_ms: i64,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     pub error: String,
+}
+
+impl Job {
+    /// A new job of `kind` as its creator asked for it.
+    pub fn new(
+        job_id: String,
+        kind: JobKind,
+        company: String,
+        created_by: String,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            job_id,
+            kind,
+            status: JobStatus::Queued,
+            company,
+            created_by,
+            scope_group: None,
+            options: BatchOptions::default(),
+            planned: 0,
+            counts: Counts::default(),
+            chunks_planned: 0,
+            chunks_done: 0,
+            chunks_dead_lettered: 0,
+            planning_done: false,
+            cancel_requested: false,
+            created_at_ms: now_ms,
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            error: String::new(),
+        }
+    }
+
+    /// Whether `principal` may see (and cancel) the job: a private job only its creator.
+    pub fn visible_to(&self, principal: &str) -> bool {
+        !self.options.private || self.created_by == principal
+    }
+
+    /// The batch group whose queue takes the job's chunks.
+    pub fn batch_group(&self) -> &str {
+        if self.options.batch_group.is_empty() {
+            DEFAULT_BATCH_GROUP
+        } else {
+            &self.options.batch_group
+        }
+    }
+}
+
+impl JobStatus {
+    /// Completed, failed or cancelled: nothing more happens to the job.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
 }

@@ -4,5 +4,7 @@
 pub mod job;
 pub mod mapping;
 
-pub use job::{Counts, Job, JobKind, JobStatus, Outcome, OutcomeKind};
+pub use job::{
+    BatchOptions, Counts, DEFAULT_BATCH_GROUP, Job, JobKind, JobStatus, Outcome, OutcomeKind,
+};
 pub use mapping::{AccountType, DirectoryUser, MappingConfig, RegistryCandidate, map_user};

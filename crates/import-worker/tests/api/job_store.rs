@@ -12,24 +12,25 @@ async fn database(db: &TestDatabase) -> Database {
 }
 
 fn job(job_id: &str, created_at_ms: i64, status: JobStatus) -> Job {
-    Job {
-        job_id: job_id.into(),
-        kind: JobKind::Select,
-        status,
-        company: "DAT".into(),
-        created_by: "admin@contoso.com".into(),
-        planned: 3,
-        counts: Counts {
-            created: 1,
-            already_present: 1,
-            skipped: 1,
-            failed: 0,
-        },
+    let mut job = Job::new(
+        job_id.into(),
+        JobKind::Select,
+        "DAT".into(),
+        "admin@contoso.com".into(),
         created_at_ms,
-        started_at_ms: created_at_ms,
-        finished_at_ms: created_at_ms + 5,
-        error: String::new(),
-    }
+    );
+    job.status = status;
+    job.planned = 3;
+    job.counts = Counts {
+        created: 1,
+        already_present: 1,
+        skipped: 1,
+        failed: 0,
+    };
+    job.planning_done = true;
+    job.started_at_ms = created_at_ms;
+    job.finished_at_ms = created_at_ms + 5;
+    job
 }
 
 fn outcome(object_id: &str, kind: OutcomeKind) -> Outcome {
@@ -69,15 +70,29 @@ test_support::on_both_backends! {
         for (i, status) in [JobStatus::Completed, JobStatus::Failed, JobStatus::Completed, JobStatus::Completed].into_iter().enumerate() {
             store::insert_job(&mut conn, &job(&format!("j{i}"), 100 * i as i64, status)).await.unwrap();
         }
-        let first = store::list_jobs(&mut conn, None, None, 2).await.unwrap();
+        let first = store::list_jobs(&mut conn, "admin@contoso.com", None, None, 2).await.unwrap();
         let ids: Vec<&str> = first.iter().map(|j| j.job_id.as_str()).collect();
         assert_eq!(ids, ["j3", "j2"]);
         let last = first.last().unwrap();
-        let rest = store::list_jobs(&mut conn, None, Some((last.created_at_ms, last.job_id.clone())), 10).await.unwrap();
+        let rest = store::list_jobs(&mut conn, "admin@contoso.com", None, Some((last.created_at_ms, last.job_id.clone())), 10).await.unwrap();
         let ids: Vec<&str> = rest.iter().map(|j| j.job_id.as_str()).collect();
         assert_eq!(ids, ["j1", "j0"]);
-        let failed = store::list_jobs(&mut conn, Some(JobStatus::Failed), None, 10).await.unwrap();
+        let failed = store::list_jobs(&mut conn, "admin@contoso.com", Some(JobStatus::Failed), None, 10).await.unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].job_id, "j1");
+    }
+
+    async fn a_private_job_is_listed_only_for_its_creator(db) {
+        let database = database(&db).await;
+        let mut conn = database.pool().acquire().await.unwrap();
+        let mut private = job("mine", 100, JobStatus::Completed);
+        private.options.private = true;
+        store::insert_job(&mut conn, &private).await.unwrap();
+        store::insert_job(&mut conn, &job("shared", 200, JobStatus::Completed)).await.unwrap();
+
+        let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
+        assert_eq!(ids(store::list_jobs(&mut conn, "admin@contoso.com", None, None, 10).await.unwrap()), ["shared", "mine"]);
+        assert_eq!(ids(store::list_jobs(&mut conn, "bob@contoso.com", None, None, 10).await.unwrap()), ["shared"]);
+        assert_eq!(store::job(&mut conn, "mine").await.unwrap().unwrap(), private, "options round-trip");
     }
 }

@@ -15,6 +15,8 @@ use import_worker::queue::{
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
+use crate::rabbit::{Vhost, rabbitmqctl};
+
 /// The batch groups tests use (cleanup deletes their queues).
 const GROUPS: [&str; 2] = ["a", "b"];
 /// Longest wait for something that must arrive.
@@ -492,12 +494,9 @@ async fn a_consumer_keeps_receiving_and_a_publisher_publishes_again_after_the_br
         return;
     };
     // A virtual host of its own, so closing its connections leaves other tests alone.
-    let vhost = format!("userimport-test-{}", uuid::Uuid::new_v4().simple());
-    rabbitmqctl(&["add_vhost", &vhost]).await;
-    let _vhost = DeleteVhostOnDrop(vhost.clone());
-    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).await;
+    let vhost = Vhost::create(&url).await;
     let setup = Setup::RabbitMq {
-        url: with_vhost(&url, &vhost),
+        url: vhost.url.clone(),
     };
     let queue = setup.start(config()).await;
     let lane = Lane::normal("a");
@@ -506,8 +505,7 @@ async fn a_consumer_keeps_receiving_and_a_publisher_publishes_again_after_the_br
     let in_hand = next(&mut consumer).await;
     assert_eq!(in_hand.delivery_count, 1);
 
-    let closed = rabbitmqctl(&["close_all_connections", "-p", &vhost, "test"]).await;
-    assert!(!closed.contains("Closed 0 connections"), "{closed}");
+    vhost.close_all_connections().await;
 
     // The consumer resubscribes by itself; the broker put the unsettled message back.
     let again = next(&mut consumer).await;
@@ -768,16 +766,6 @@ impl Drop for DeleteTopologyOnDrop {
     }
 }
 
-struct DeleteVhostOnDrop(String);
-
-impl Drop for DeleteVhostOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
-    }
-}
-
 /// A configuration with a prefix of the test's own.
 fn config() -> QueueConfig {
     QueueConfig {
@@ -819,25 +807,6 @@ async fn assert_quiet(consumer: &mut Box<dyn Consumer>) {
     }
 }
 
-async fn rabbitmqctl(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let output = std::process::Command::new("rabbitmqctl")
-            .args(&args)
-            .output()
-            .expect("rabbitmqctl runs (RabbitMQ tests need it on the PATH)");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "rabbitmqctl {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-    })
-    .await
-    .unwrap()
-}
-
 /// Queues and exchanges whose names start with `{prefix}.`.
 async fn names_under(prefix: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -853,17 +822,4 @@ async fn names_under(prefix: &str) -> Vec<String> {
         );
     }
     names
-}
-
-/// `url` with its virtual host replaced.
-fn with_vhost(url: &str, vhost: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (rest, query) = rest
-        .split_once('?')
-        .map_or((rest, None), |(r, q)| (r, Some(q)));
-    let authority = rest.split('/').next().unwrap();
-    match query {
-        Some(query) => format!("{scheme}://{authority}/{vhost}?{query}"),
-        None => format!("{scheme}://{authority}/{vhost}"),
-    }
 }

@@ -1,0 +1,305 @@
+//! The planner: cuts a batch job into chunks of users in object id order and hands each to
+//! the queue (or, for run-now, straight to the chunk handler).
+//!
+//! Every replica runs one. A job is planned by whoever claims its lease; the lease is renewed
+//! with each chunk, so if the planning process dies another replica takes the job over once
+//! the lease expires and resumes after the last chunk recorded. A chunk is recorded (its
+//! object id range) before its message is published, and marked published after the broker's
+//! confirm: chunks recorded but never confirmed are published again by the successor, and a
+//! chunk published twice is counted once by its (job, seq) key.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use proto::directory::v1 as directory_pb;
+use proto::importer::v1 as pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunks;
+use crate::domain::Job;
+use crate::error::Error;
+use crate::events;
+use crate::queue::{Lane, Message};
+use crate::service::Importer;
+use crate::store::{self, ChunkPlan};
+
+/// How often an idle planner looks for jobs (a job started on this replica wakes it at once).
+const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where planned chunks go.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// To the queue, for any worker of the job's batch group.
+    Queue,
+    /// To this process's chunk handler, now (run-now).
+    InRequest,
+}
+
+/// How planning ended.
+enum Planned {
+    /// Every user in scope is in a chunk.
+    Finished,
+    /// The lease was lost or the job cancelled; nothing more to do here.
+    Stopped,
+}
+
+fn lease_ms(importer: &Importer) -> i64 {
+    i64::try_from(importer.settings().planning_lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Plans jobs until `shutdown`: claims any job whose lease is free (critical ones first) and
+/// plans it, up to `concurrent_plans` at once, and waits for more (woken when a job is started
+/// here, when a planning ends, or every second). Plannings in progress at shutdown are
+/// dropped between chunks; their leases expire and another replica resumes them.
+pub async fn run(importer: Importer, shutdown: CancellationToken) {
+    let owner = importer.settings().instance_id.clone();
+    let mut plannings = tokio::task::JoinSet::new();
+    loop {
+        while plannings.len() < importer.settings().concurrent_plans {
+            let now = service_runtime::now_ms();
+            let claimed = async {
+                let mut conn = importer.conn().await?;
+                store::claim_job_for_planning(&mut conn, &owner, now, lease_ms(&importer)).await
+            }
+            .await;
+            let job = match claimed {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot look for jobs to plan");
+                    break;
+                }
+            };
+            let (importer, owner) = (importer.clone(), owner.clone());
+            plannings.spawn(async move {
+                if job.started_at_ms == now {
+                    events::announce(&importer, &job).await;
+                }
+                plan_and_settle(
+                    &importer,
+                    &job,
+                    &owner,
+                    Dispatch::Queue,
+                    &service_runtime::now_ms,
+                )
+                .await;
+            });
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = importer.wakeup().notified() => {}
+            Some(_) = plannings.join_next() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Plans a run-now job within the request and returns it ended.
+pub(crate) async fn run_in_request(
+    importer: &Importer,
+    job: &Job,
+    clock: &impl Fn() -> i64,
+) -> Result<Job, Error> {
+    let owner = format!("run-now:{}", job.job_id);
+    {
+        let mut conn = importer.conn().await?;
+        store::take_lease(&mut conn, &job.job_id, &owner, clock(), lease_ms(importer)).await?;
+    }
+    events::announce(importer, job).await;
+    plan_and_settle(importer, job, &owner, Dispatch::InRequest, clock).await;
+    let mut conn = importer.conn().await?;
+    store::job(&mut conn, &job.job_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {} not found", job.job_id)))
+}
+
+/// Plans a claimed job and ends it when everything is settled. A failure that can never
+/// succeed (the group is no longer synced) fails the job; a passing one leaves the lease to
+/// expire, and a replica takes the job up again from its last chunk.
+async fn plan_and_settle(
+    importer: &Importer,
+    job: &Job,
+    owner: &str,
+    dispatch: Dispatch,
+    clock: &impl Fn() -> i64,
+) {
+    let outcome = plan(importer, job, owner, dispatch, clock).await;
+    let ended = async {
+        let mut conn = importer.conn().await?;
+        match outcome {
+            Ok(Planned::Finished) => store::end_if_settled(&mut conn, &job.job_id, clock()).await,
+            Ok(Planned::Stopped) => Ok(None),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(job_id = %job.job_id, %error, "planning interrupted; the job is taken up again");
+                Ok(None)
+            }
+            Err(error) => {
+                tracing::warn!(job_id = %job.job_id, %error, "planning failed");
+                store::fail_job(&mut conn, &job.job_id, &error.to_string(), clock()).await
+            }
+        }
+    }
+    .await;
+    match ended {
+        Ok(Some(ended)) => events::announce(importer, &ended).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(job_id = %job.job_id, %error, "cannot end the job"),
+    }
+}
+
+async fn plan(
+    importer: &Importer,
+    job: &Job,
+    owner: &str,
+    dispatch: Dispatch,
+    clock: &impl Fn() -> i64,
+) -> Result<Planned, Error> {
+    let scope = job.scope_group.as_deref();
+    // Chunks recorded by a planner that died before the broker confirmed them go out again.
+    let unpublished = {
+        let mut conn = importer.conn().await?;
+        store::unpublished_chunks(&mut conn, &job.job_id).await?
+    };
+    for chunk in unpublished {
+        let users = read_range(importer, scope, &chunk).await?;
+        send(importer, job, &chunk, users, dispatch, clock).await?;
+    }
+
+    let mut position = {
+        let mut conn = importer.conn().await?;
+        store::plan_position(&mut conn, &job.job_id).await?
+    };
+    let chunk_size = importer.settings().chunk_size;
+    let mut stream = importer
+        .directory()
+        .stream_users(scope, &position.cursor, chunk_size)
+        .await?;
+    loop {
+        let batch = stream
+            .message()
+            .await
+            .map_err(Error::upstream("directory-sync"))?;
+        let Some(batch) = batch else { break };
+        let Some(last) = batch.users.last() else {
+            continue;
+        };
+        let chunk = ChunkPlan {
+            seq: position.next_seq,
+            after_object_id: position.cursor.clone(),
+            last_object_id: last.object_id.clone(),
+            users: batch.users.len() as u64,
+        };
+        // The cursor and the chunk's row move together, or a planner dying between them
+        // would leave users counted as planned in no chunk.
+        let recorded = {
+            let db = importer.db();
+            let mut tx = db
+                .begin_write()
+                .await
+                .map_err(Error::internal("begin plan"))?;
+            let recorded = store::plan_chunk(
+                &mut tx,
+                &job.job_id,
+                owner,
+                &chunk,
+                clock(),
+                lease_ms(importer),
+            )
+            .await?;
+            tx.commit().await.map_err(Error::internal("commit plan"))?;
+            recorded
+        };
+        if !recorded {
+            tracing::info!(job_id = %job.job_id, "planning stopped: the job was cancelled or taken over");
+            return Ok(Planned::Stopped);
+        }
+        send(importer, job, &chunk, batch.users, dispatch, clock).await?;
+        position = store::PlanPosition {
+            cursor: chunk.last_object_id,
+            next_seq: chunk.seq + 1,
+        };
+    }
+    let mut conn = importer.conn().await?;
+    if store::finish_planning(&mut conn, &job.job_id, owner).await? {
+        tracing::info!(job_id = %job.job_id, chunks = position.next_seq, "planning finished");
+        Ok(Planned::Finished)
+    } else {
+        Ok(Planned::Stopped)
+    }
+}
+
+/// The users of a recorded chunk's range `(after, last]`, read again from directory-sync.
+async fn read_range(
+    importer: &Importer,
+    scope: Option<&str>,
+    chunk: &ChunkPlan,
+) -> Result<Vec<directory_pb::DirectoryUser>, Error> {
+    let batch_size = importer.settings().chunk_size;
+    let mut stream = importer
+        .directory()
+        .stream_users(scope, &chunk.after_object_id, batch_size)
+        .await?;
+    let mut users = Vec::new();
+    while let Some(batch) = stream
+        .message()
+        .await
+        .map_err(Error::upstream("directory-sync"))?
+    {
+        for user in batch.users {
+            if user.object_id > chunk.last_object_id {
+                return Ok(users);
+            }
+            users.push(user);
+        }
+    }
+    Ok(users)
+}
+
+/// Hands a recorded chunk on: publishes it and notes the broker's confirm, or processes it.
+async fn send(
+    importer: &Importer,
+    job: &Job,
+    chunk: &ChunkPlan,
+    users: Vec<directory_pb::DirectoryUser>,
+    dispatch: Dispatch,
+    clock: &impl Fn() -> i64,
+) -> Result<(), Error> {
+    let message = pb::ImportChunk {
+        job_id: job.job_id.clone(),
+        seq: chunk.seq,
+        company: job.company.clone(),
+        users,
+        critical: job.options.critical,
+        monitoring_category: job.options.monitoring_category.clone(),
+    };
+    match dispatch {
+        Dispatch::InRequest => chunks::process_chunk(importer, message, clock()).await,
+        Dispatch::Queue => {
+            let lane = Lane {
+                batch_group: job.batch_group().to_owned(),
+                critical: job.options.critical,
+            };
+            let headers = BTreeMap::from([
+                ("job_id".to_owned(), job.job_id.clone()),
+                ("seq".to_owned(), chunk.seq.to_string()),
+            ]);
+            importer
+                .queue()
+                .publish(
+                    &lane,
+                    Message {
+                        payload: message.encode_to_vec(),
+                        headers,
+                    },
+                )
+                .await
+                .map_err(|e| Error::Upstream {
+                    service: "queue",
+                    code: tonic::Code::Unavailable,
+                    message: e.to_string(),
+                })?;
+            let mut conn = importer.conn().await?;
+            store::mark_published(&mut conn, &job.job_id, chunk.seq).await
+        }
+    }
+}

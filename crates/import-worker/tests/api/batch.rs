@@ -1,0 +1,367 @@
+//! Batch imports through RabbitMQ with import-worker processes, against Postgres: nothing lost
+//! or duplicated whatever fails.
+
+use std::time::Duration;
+
+use proto::importer::v1 as pb;
+use tonic::Code;
+
+use crate::cluster::{Cluster, ENGINEERING, WorkerSettings, assert_exact};
+
+const USERS: usize = 20_000;
+
+fn as_principal<T>(message: T, principal: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-userimport-principal", principal.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_import_every_user_exactly_once() {
+    let Some(mut cluster) = Cluster::start(USERS, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    let ended = cluster.wait_ended(1, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    assert_exact(&cluster, &ended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_job_loses_and_duplicates_nothing() {
+    let Some(mut cluster) = Cluster::start(USERS, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_done >= 10
+        })
+        .await;
+    cluster.workers[1].kill();
+    let ended = cluster.wait_ended(0, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    assert_exact(&cluster, &ended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn force_closed_broker_connections_mid_job_lose_and_duplicate_nothing() {
+    let Some(mut cluster) = Cluster::start(USERS, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_done >= 1
+        })
+        .await;
+    cluster.vhost.close_all_connections().await;
+    let ended = cluster.wait_ended(0, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    assert_exact(&cluster, &ended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planner_killed_mid_planning_is_replaced_and_the_result_is_as_if_nothing_happened() {
+    let settings = WorkerSettings {
+        chunk_size: 10,
+        ..WorkerSettings::default()
+    };
+    let Some(mut cluster) = Cluster::start(USERS, settings).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    let planning = cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_planned >= 50
+                || !matches!(
+                    job.status(),
+                    pb::JobStatus::Queued | pb::JobStatus::Planning
+                )
+        })
+        .await;
+    assert_eq!(
+        planning.status(),
+        pb::JobStatus::Planning,
+        "planning ended before the planner could be killed"
+    );
+    let database = service_runtime::storage::Database::connect(&cluster.importer_db_url, 1)
+        .await
+        .unwrap();
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE job_id = $1")
+        .bind(&job.job_id)
+        .fetch_one(database.pool())
+        .await
+        .unwrap();
+    let planner = cluster
+        .workers
+        .iter()
+        .position(|w| owner.starts_with(&format!("{}-", w.name)))
+        .unwrap();
+    cluster.workers[planner].kill();
+    let survivor = 1 - planner;
+    let ended = cluster.wait_ended(survivor, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    assert_exact(&cluster, &ended).await;
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE job_id = $1")
+        .bind(&job.job_id)
+        .fetch_one(database.pool())
+        .await
+        .unwrap();
+    assert!(
+        owner.starts_with(&format!("{}-", cluster.workers[survivor].name)),
+        "the survivor finished planning"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_shown_on_its_job() {
+    let Some(mut cluster) = Cluster::start(USERS, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster.publish_poison(&job.job_id, "default").await;
+    let ended = cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(180), |job| {
+            job.status() == pb::JobStatus::Failed && job.chunks_dead_lettered == 1
+        })
+        .await;
+    assert_exact(&cluster, &ended).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_critical_job_started_behind_a_big_one_finishes_while_the_big_one_still_runs() {
+    let settings = WorkerSettings {
+        chunk_size: 10,
+        ..WorkerSettings::default()
+    };
+    let Some(mut cluster) = Cluster::start(USERS, settings).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let big = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster
+        .wait_for(0, &big.job_id, Duration::from_secs(60), |job| {
+            job.chunks_done >= 5
+        })
+        .await;
+    let options = pb::BatchOptions {
+        critical: true,
+        monitoring_category: "onboarding".into(),
+        ..Default::default()
+    };
+    let critical = cluster
+        .start_scoped_job(0, "admin", Some(ENGINEERING), options)
+        .await;
+    let critical = cluster.wait_ended(0, &critical.job_id).await;
+    let big_then = cluster.job(0, &big.job_id).await;
+    assert_eq!(critical.status(), pb::JobStatus::Completed, "{critical:?}");
+    assert_eq!(critical.planned, 15);
+    let big_chunks = (USERS / 10) as u64;
+    assert!(
+        big_then.chunks_done < big_chunks / 2,
+        "the critical job waited for half of the big one: {big_then:?}"
+    );
+    let big = cluster.wait_ended(0, &big.job_id).await;
+    assert_eq!(big.status(), pb::JobStatus::Completed);
+    assert_eq!(big.chunks_done, big_chunks);
+    let (critical_counts, big_counts) = (critical.counts.unwrap(), big.counts.unwrap());
+    assert_eq!(
+        critical_counts.created + critical_counts.already_present,
+        15
+    );
+    assert_eq!(
+        big_counts.created + critical_counts.created,
+        cluster.registry_users().await.0 as u64,
+        "created once, by one of them"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_job_stops_and_keeps_exact_counts_of_what_was_done() {
+    let settings = WorkerSettings {
+        chunk_size: 10,
+        ..WorkerSettings::default()
+    };
+    let Some(mut cluster) = Cluster::start(5_000, settings).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_done >= 5
+        })
+        .await;
+    let cancelled = cluster
+        .client(0)
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(cancelled.status(), pb::JobStatus::Cancelled);
+    // Chunks in hand finish; then nothing moves any more.
+    let mut settled = cluster.job(0, &job.job_id).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = cluster.job(0, &job.job_id).await;
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    assert_eq!(settled.status(), pb::JobStatus::Cancelled);
+    let counts = settled.counts.unwrap();
+    let done = counts.created + counts.already_present + counts.skipped + counts.failed;
+    assert!(
+        done < 5_000,
+        "chunks after the cancel were discarded ({done} users done)"
+    );
+    let (total, distinct) = cluster.registry_users().await;
+    assert_eq!(total, distinct);
+    assert_eq!(counts.created as i64, total, "the counts are what was done");
+    let err = cluster
+        .client(0)
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_job_is_invisible_and_uncancellable_to_everyone_but_its_creator() {
+    let Some(mut cluster) = Cluster::start(500, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let job = cluster
+        .start_job(
+            0,
+            "alice",
+            pb::BatchOptions {
+                private: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut client = cluster.client(0).await;
+    let err = client
+        .get_job(as_principal(
+            pb::GetJobRequest {
+                job_id: job.job_id.clone(),
+            },
+            "bob",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "not PERMISSION_DENIED: its existence is not revealed"
+    );
+    let err = client
+        .cancel_job(as_principal(
+            pb::CancelJobRequest {
+                job_id: job.job_id.clone(),
+            },
+            "bob",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = client
+        .list_jobs(as_principal(pb::ListJobsRequest::default(), "bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.iter().all(|j| j.job_id != job.job_id));
+    let err = client
+        .list_job_outcomes(as_principal(
+            pb::ListJobOutcomesRequest {
+                job_id: job.job_id.clone(),
+                ..Default::default()
+            },
+            "bob",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let seen = client
+        .get_job(as_principal(
+            pb::GetJobRequest {
+                job_id: job.job_id.clone(),
+            },
+            "alice",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.job.unwrap().created_by, "alice");
+    let listed = client
+        .list_jobs(as_principal(pb::ListJobsRequest::default(), "alice"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.iter().any(|j| j.job_id == job.job_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_now_imports_in_the_request_and_reports_every_user_not_created() {
+    let Some(mut cluster) = Cluster::start(2_000, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let response = cluster
+        .client(0)
+        .await
+        .run_import_now(pb::RunImportNowRequest {
+            company: "DAT".into(),
+            scope: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let job = response.job.unwrap();
+    assert_eq!(job.status(), pb::JobStatus::Completed, "{job:?}");
+    assert_exact(&cluster, &job).await;
+    let counts = job.counts.unwrap();
+    assert_eq!(
+        response.not_created.len() as u64,
+        counts.skipped + counts.failed + counts.already_present
+    );
+    assert!(response.not_created.iter().all(|o| !o.reason.is_empty()));
+}

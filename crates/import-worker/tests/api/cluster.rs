@@ -1,0 +1,423 @@
+//! A whole batch-import cluster for tests: the Graph emulator, user-registry and
+//! directory-sync in this process on Postgres, RabbitMQ under a unique prefix, and
+//! import-worker replicas as separate processes of the real binary (so one can be killed).
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graph_emulator::{Emulator, EmulatorConfig};
+use import_worker::queue::{ChunkQueue, Lane, Message, QueueConfig, RabbitQueue};
+use proto::directory::v1 as directory_pb;
+use proto::importer::v1 as pb;
+use proto::importer::v1::importer_service_client::ImporterServiceClient;
+use service_runtime::storage::Database;
+use test_support::TestDatabase;
+
+use crate::rabbit::Vhost;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::transport::Channel;
+
+/// An import-worker process.
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    child: Child,
+}
+
+impl Worker {
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Settings of the worker processes.
+#[derive(Clone)]
+pub(crate) struct WorkerSettings {
+    pub(crate) chunk_size: u32,
+    pub(crate) lease_secs: u64,
+    pub(crate) delivery_limit: u32,
+    pub(crate) batch_groups: Vec<String>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            chunk_size: 200,
+            lease_secs: 2,
+            delivery_limit: 3,
+            batch_groups: vec!["default".to_owned()],
+        }
+    }
+}
+
+pub(crate) struct Cluster {
+    pub(crate) emulator: Emulator,
+    pub(crate) registry_db: Database,
+    pub(crate) importer_db_url: String,
+    pub(crate) directory_url: String,
+    pub(crate) registry_url: String,
+    pub(crate) prefix: String,
+    pub(crate) settings: WorkerSettings,
+    pub(crate) workers: Vec<Worker>,
+    _databases: Vec<TestDatabase>,
+    _guards: Vec<DropGuard>,
+    /// The cluster's own virtual host (closing its connections leaves other tests alone);
+    /// last, so it goes after the workers.
+    pub(crate) vhost: Vhost,
+}
+
+/// The synced group "Engineering": 15 users (10 direct, 5 more through a nested group).
+pub(crate) const ENGINEERING: &str = graph_emulator::SYNTHETIC_GROUP_IDS[1];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// The cluster without workers, or `None` when Postgres or RabbitMQ is not configured.
+    pub(crate) async fn start(users: usize, settings: WorkerSettings) -> Option<Self> {
+        let amqp_url = test_support::amqp_url_or_skip()?;
+        let registry_db = TestDatabase::postgres().await?;
+        let directory_db = TestDatabase::postgres().await?;
+        let importer_db = TestDatabase::postgres().await?;
+        let emulator = Emulator::start(
+            EmulatorConfig::synthetic_with_groups(users),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+
+        let registry_database = Database::connect(&registry_db.url, 8).await.unwrap();
+        registry_database
+            .migrate(&user_registry::store::MIGRATIONS)
+            .await
+            .unwrap();
+        let registry = user_registry::App::build(
+            &user_registry::Config::for_tests(&registry_db.url),
+            registry_database.clone(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await
+        .unwrap();
+        let registry_url = format!("http://{}", registry.local_addr());
+        let registry_shutdown = CancellationToken::new();
+        tokio::spawn(registry.run(registry_shutdown.clone()));
+
+        let directory_database = Database::connect(&directory_db.url, 8).await.unwrap();
+        directory_database
+            .migrate(&directory_sync::store::MIGRATIONS)
+            .await
+            .unwrap();
+        let base = emulator
+            .base_url()
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let directory_config = directory_sync::Config::for_tests(
+            &directory_db.url,
+            &registry_url,
+            directory_sync::config::DirectoryConfig::single_host(
+                &base,
+                emulator.tenant_id(),
+                emulator.client_id(),
+                emulator.client_secret(),
+            ),
+        );
+        let mut directory_config = directory_config;
+        directory_config.sync.groups = vec![ENGINEERING.to_owned()];
+        let graph =
+            graph::GraphClient::new(directory_config.directory.graph_config().unwrap()).unwrap();
+        let directory = directory_sync::App::build(
+            &directory_config,
+            directory_database,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            graph,
+        )
+        .await
+        .unwrap();
+        let directory_url = format!("http://{}", directory.local_addr());
+        let run = directory
+            .directory()
+            .sync_now(directory_sync::domain::SyncMode::Full)
+            .await
+            .unwrap();
+        assert_eq!(run.users_seen, users as u64, "{}", run.error);
+        let directory_shutdown = CancellationToken::new();
+        tokio::spawn(directory.run(directory_shutdown.clone()));
+
+        // The job database is created and migrated once, before the replicas share it.
+        let importer_database = Database::connect(&importer_db.url, 2).await.unwrap();
+        importer_database
+            .migrate(&import_worker::store::MIGRATIONS)
+            .await
+            .unwrap();
+        importer_database.close().await;
+
+        Some(Self {
+            emulator,
+            registry_db: registry_database,
+            importer_db_url: importer_db.url.clone(),
+            directory_url,
+            registry_url,
+            vhost: Vhost::create(&amqp_url).await,
+            prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            settings,
+            workers: Vec::new(),
+            _databases: vec![registry_db, directory_db, importer_db],
+            _guards: vec![
+                registry_shutdown.drop_guard(),
+                directory_shutdown.drop_guard(),
+            ],
+        })
+    }
+
+    /// Starts an import-worker process named `name` (its planning leases carry the name).
+    pub(crate) async fn spawn_worker(&mut self, name: &str) -> usize {
+        let port = free_port();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("{}-{name}.log", self.prefix)))
+                .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_import-worker"))
+            .env("HOSTNAME", name)
+            .env("IMPORT_WORKER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("IMPORT_WORKER_DATABASE__URL", &self.importer_db_url)
+            .env("IMPORT_WORKER_DIRECTORY_URL", &self.directory_url)
+            .env("IMPORT_WORKER_REGISTRY_URL", &self.registry_url)
+            .env("IMPORT_WORKER_QUEUE__KIND", "amqp")
+            .env("IMPORT_WORKER_QUEUE__URL", &self.vhost.url)
+            .env("IMPORT_WORKER_QUEUE__PREFIX", &self.prefix)
+            .env(
+                "IMPORT_WORKER_QUEUE__DELIVERY_LIMIT",
+                self.settings.delivery_limit.to_string(),
+            )
+            .env(
+                "IMPORT_WORKER_WORKER__CHUNK_SIZE",
+                self.settings.chunk_size.to_string(),
+            )
+            .env(
+                "IMPORT_WORKER_WORKER__PLANNING_LEASE_SECS",
+                self.settings.lease_secs.to_string(),
+            )
+            .env(
+                "IMPORT_WORKER_WORKER__BATCH_GROUPS",
+                format!(
+                    "[{}]",
+                    self.settings
+                        .batch_groups
+                        .iter()
+                        .map(|g| format!("{g:?}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+            .env("IMPORT_WORKER_LOG__FORMAT", "json")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while service_runtime::grpc::probe(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "worker {name} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.workers.push(Worker {
+            name: name.to_owned(),
+            port,
+            child,
+        });
+        self.workers.len() - 1
+    }
+
+    /// A client of the worker at `index`, acting as `principal`.
+    pub(crate) async fn client(&self, index: usize) -> ImporterServiceClient<Channel> {
+        ImporterServiceClient::connect(format!("http://127.0.0.1:{}", self.workers[index].port))
+            .await
+            .unwrap()
+    }
+
+    /// Starts a batch import of every user into DAT through worker `index`.
+    pub(crate) async fn start_job(
+        &self,
+        index: usize,
+        principal: &str,
+        options: pb::BatchOptions,
+    ) -> pb::Job {
+        self.start_scoped_job(index, principal, None, options).await
+    }
+
+    /// Starts a batch import into DAT of every user, or of `group`'s members, through worker
+    /// `index`.
+    pub(crate) async fn start_scoped_job(
+        &self,
+        index: usize,
+        principal: &str,
+        group: Option<&str>,
+        options: pb::BatchOptions,
+    ) -> pb::Job {
+        let scope = group.map(|group| directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::GroupId(group.to_owned())),
+        });
+        let request = pb::StartBatchImportRequest {
+            company: "DAT".into(),
+            scope,
+            options: Some(options),
+            dry_run: false,
+        };
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("x-userimport-principal", principal.parse().unwrap());
+        self.client(index)
+            .await
+            .start_batch_import(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap()
+    }
+
+    pub(crate) async fn job(&self, index: usize, job_id: &str) -> pb::Job {
+        let request = pb::GetJobRequest {
+            job_id: job_id.to_owned(),
+        };
+        self.client(index)
+            .await
+            .get_job(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap()
+    }
+
+    /// Polls until `done` holds for the job, or fails after `timeout`.
+    pub(crate) async fn wait_for(
+        &self,
+        index: usize,
+        job_id: &str,
+        timeout: Duration,
+        done: impl Fn(&pb::Job) -> bool,
+    ) -> pb::Job {
+        let started = Instant::now();
+        loop {
+            let job = self.job(index, job_id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "job did not get there in time: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) async fn wait_ended(&self, index: usize, job_id: &str) -> pb::Job {
+        self.wait_for(index, job_id, Duration::from_secs(180), |job| {
+            matches!(
+                job.status(),
+                pb::JobStatus::Completed | pb::JobStatus::Failed | pb::JobStatus::Cancelled
+            )
+        })
+        .await
+    }
+
+    /// Registry users, and users per object id (must be 1 each).
+    pub(crate) async fn registry_users(&self) -> (i64, i64) {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(self.registry_db.pool())
+            .await
+            .unwrap();
+        let distinct: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT object_id) FROM users")
+            .fetch_one(self.registry_db.pool())
+            .await
+            .unwrap();
+        (total, distinct)
+    }
+
+    /// The users a batch import of the whole tenant must create: all but guests without mail.
+    pub(crate) fn importable_users(&self) -> i64 {
+        self.emulator
+            .users()
+            .iter()
+            .filter(|u| !(u.user_type == "Guest" && u.mail.is_none()))
+            .count() as i64
+    }
+
+    /// Publishes a message that no worker can read to `group`'s normal lane, naming `job_id`.
+    pub(crate) async fn publish_poison(&self, job_id: &str, group: &str) {
+        let config = QueueConfig {
+            prefix: self.prefix.clone(),
+            delivery_limit: self.settings.delivery_limit,
+            ..QueueConfig::default()
+        };
+        let queue = RabbitQueue::connect(&self.vhost.url, config).await.unwrap();
+        let headers = BTreeMap::from([
+            ("job_id".to_owned(), job_id.to_owned()),
+            ("seq".to_owned(), "poison".to_owned()),
+        ]);
+        let message = Message {
+            payload: b"\xff\xfe not a protobuf chunk".to_vec(),
+            headers,
+        };
+        queue
+            .publish(
+                &Lane {
+                    batch_group: group.to_owned(),
+                    critical: false,
+                },
+                message,
+            )
+            .await
+            .unwrap();
+        queue.close().await;
+    }
+}
+
+/// Asserts a job ended with exactly one registry user per importable directory user and
+/// counts that add up.
+pub(crate) async fn assert_exact(cluster: &Cluster, job: &pb::Job) {
+    let counts = job.counts.unwrap();
+    let users = cluster.emulator.users().len() as u64;
+    assert_eq!(job.planned, users, "every user planned once");
+    assert_eq!(
+        counts.created + counts.already_present + counts.skipped + counts.failed,
+        users,
+        "counts add up: {counts:?}"
+    );
+    assert_eq!(
+        job.chunks_done, job.chunks_planned,
+        "every planned chunk processed"
+    );
+    let (total, distinct) = cluster.registry_users().await;
+    assert_eq!(total, distinct, "one registry user per object id");
+    assert_eq!(
+        total,
+        cluster.importable_users(),
+        "every importable directory user is in the registry"
+    );
+    assert_eq!(
+        counts.created as i64, total,
+        "created counts the users created, once each"
+    );
+}
