@@ -31,8 +31,15 @@ pub struct Migrations {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// A second, small pool for short autonomous writes made while a transaction of the main
+    /// pool is open. Taking a second connection from the main pool there would deadlock once
+    /// every connection is held by such a transaction, each waiting for one more.
+    autonomous: AnyPool,
     backend: Backend,
 }
+
+/// Connections of the autonomous pool (connected when first used).
+const AUTONOMOUS_CONNECTIONS: u32 = 2;
 
 impl Database {
     /// Connects to `url` (`postgres://…` or `sqlite://…`). A SQLite file and its folder are
@@ -46,36 +53,16 @@ impl Database {
             Backend::Sqlite => prepare_sqlite_url(url)?,
         };
         let options = AnyConnectOptions::from_str(&url).context("invalid database URL")?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    match backend {
-                        Backend::Sqlite => {
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                        }
-                        // Batches arrive as one JSON parameter whose row count the planner
-                        // cannot see, and tables grow from empty during a first import. A
-                        // generic plan cached while a table was small (a hash join over a
-                        // sequential scan) then stays 5-10x slower than the index lookups a
-                        // custom plan picks, so every execution is planned for its table.
-                        Backend::Postgres => {
-                            conn.execute("SET plan_cache_mode = force_custom_plan")
-                                .await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, max_connections)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the {backend:?} database"))?;
-        Ok(Self { pool, backend })
+        let autonomous = pool_options(backend, AUTONOMOUS_CONNECTIONS).connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            autonomous,
+            backend,
+        })
     }
 
     /// Runs the migrations for this backend.
@@ -89,6 +76,13 @@ impl Database {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection for a short write that must commit on its own while the caller holds a
+    /// transaction of [`Database::pool`] (Postgres only: SQLite has one writer, so such a
+    /// write would wait for the caller's own transaction).
+    pub async fn autonomous(&self) -> Result<sqlx::pool::PoolConnection<Any>, sqlx::Error> {
+        self.autonomous.acquire().await
     }
 
     pub fn backend(&self) -> Backend {
@@ -107,7 +101,38 @@ impl Database {
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.autonomous.close().await;
     }
+}
+
+/// Pool options of every pool: the acquire timeout, and per-connection settings.
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                match backend {
+                    Backend::Sqlite => {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    // Batches arrive as one JSON parameter whose row count the planner cannot
+                    // see, and tables grow from empty during a first import. A generic plan
+                    // cached while a table was small (a hash join over a sequential scan) then
+                    // stays 5-10x slower than the index lookups a custom plan picks, so every
+                    // execution is planned for its table.
+                    Backend::Postgres => {
+                        conn.execute("SET plan_cache_mode = force_custom_plan")
+                            .await?;
+                    }
+                }
+                Ok(())
+            })
+        })
 }
 
 /// A `FROM` item named `r` that expands a [`RowsParam`] (the statement's first parameter)

@@ -445,11 +445,9 @@ async fn assign_suffixes<'a>(
         }
         let starts = match backend {
             Backend::Postgres => {
-                let mut own = db
-                    .pool()
-                    .acquire()
-                    .await
-                    .map_err(Error::internal("acquire"))?;
+                // Not from the main pool: this transaction holds one of its connections, and
+                // a full pool of such transactions would each wait for one more.
+                let mut own = db.autonomous().await.map_err(Error::internal("acquire"))?;
                 store::reserve_suffixes(&mut own, backend, &blocks).await?
             }
             Backend::Sqlite => store::reserve_suffixes(tx, backend, &blocks).await?,

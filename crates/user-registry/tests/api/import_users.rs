@@ -162,6 +162,25 @@ test_support::on_both_backends! {
         assert!(ids.iter().all(|id| id.len() <= 20));
         assert_eq!(app.user_count().await, 400);
     }
+
+    async fn more_concurrent_imports_needing_numbered_ids_than_pooled_connections_all_succeed(db) {
+        // Every import holds a pooled connection for its transaction while it reserves numbers;
+        // 12 at once on a pool of 5 must not wait on each other for a connection.
+        let app = TestApp::spawn(&db).await;
+        let batch = |offset: u32| -> Vec<pb::NewUser> {
+            (0..20).map(|i| member(offset + i, &format!("jane.roe{}@contoso.com", i % 3))).collect()
+        };
+        let imports = (0..12_u32).map(|n| {
+            let app = &app;
+            async move { app.import(&format!("import-{n}"), "DAT", batch(n * 100)).await }
+        });
+        let outcomes = futures::future::join_all(imports).await;
+        for outcome in &outcomes {
+            let outcome = outcome.as_ref().expect("every import succeeds");
+            assert!(outcome.iter().all(|o| o.kind() == Created));
+        }
+        assert_eq!(app.user_count().await, 240);
+    }
 }
 
 #[test]
