@@ -25,12 +25,23 @@ async fn two_workers_import_every_user_exactly_once() {
     };
     cluster.spawn_worker("a").await;
     cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
+    let mut events = cluster.listen_events().await;
+    let options = pb::BatchOptions {
+        monitoring_category: "quarterly".into(),
+        ..Default::default()
+    };
+    let job = cluster.start_job(0, "admin", options).await;
     let ended = cluster.wait_ended(1, &job.job_id).await;
     assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
     assert_exact(&cluster, &ended).await;
+
+    let started = events.wait_for("job.started", &job.job_id).await;
+    assert_eq!(started["created_by"], "admin");
+    assert_eq!(started["monitoring_category"], "quarterly");
+    let completed = events.wait_for("job.completed", &job.job_id).await;
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["created"], ended.counts.unwrap().created);
+    assert_eq!(completed["planned"], ended.planned);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -139,9 +150,13 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_shown_on
     };
     cluster.spawn_worker("a").await;
     cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
+    let mut events = cluster.listen_events().await;
+    let options = pb::BatchOptions {
+        critical: true,
+        monitoring_category: "payroll".into(),
+        ..Default::default()
+    };
+    let job = cluster.start_job(0, "admin", options).await;
     cluster.publish_poison(&job.job_id, "default").await;
     let ended = cluster
         .wait_for(0, &job.job_id, Duration::from_secs(180), |job| {
@@ -149,6 +164,21 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_shown_on
         })
         .await;
     assert_exact(&cluster, &ended).await;
+
+    // A critical job's failure is an event, and an ERROR line carrying its category.
+    let failed = events.wait_for("job.failed", &job.job_id).await;
+    assert_eq!(failed["critical"], true);
+    assert_eq!(failed["monitoring_category"], "payroll");
+    assert_eq!(failed["chunks_dead_lettered"], 1);
+    let logged = [cluster.worker_log("a"), cluster.worker_log("b")].concat();
+    let alert = logged
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "critical batch job failed")
+        .expect("an ERROR line for the critical job's failure");
+    assert_eq!(alert["level"], "ERROR");
+    assert_eq!(alert["monitoring_category"], "payroll");
+    assert_eq!(alert["job_id"], job.job_id.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,6 +215,17 @@ async fn a_critical_job_started_behind_a_big_one_finishes_while_the_big_one_stil
     assert!(
         big_then.chunks_done < big_chunks / 2,
         "the critical job waited for half of the big one: {big_then:?}"
+    );
+    // Order of processing: while the critical job ran, only the big job's chunks already in
+    // hand (prefetch 4) or processed while the critical one was being planned went through
+    // (14 in a loaded run; 2,000 were waiting).
+    let overtaken = cluster
+        .chunks_processed_between(&big.job_id, critical.created_at_ms, critical.finished_at_ms)
+        .await;
+    eprintln!("big-job chunks processed during the critical job: {overtaken}");
+    assert!(
+        overtaken <= 50,
+        "{overtaken} normal chunks went through while the critical job waited"
     );
     let big = cluster.wait_ended(0, &big.job_id).await;
     assert_eq!(big.status(), pb::JobStatus::Completed);

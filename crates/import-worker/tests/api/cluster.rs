@@ -14,6 +14,9 @@ use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use service_runtime::storage::Database;
 use test_support::TestDatabase;
 
+use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
 use crate::rabbit::Vhost;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
@@ -342,6 +345,73 @@ impl Cluster {
         .await
     }
 
+    /// A listener on the job events exchange (call it once a worker has declared it).
+    pub(crate) async fn listen_events(&self) -> EventListener {
+        let connection =
+            lapin::Connection::connect(&self.vhost.url, lapin::ConnectionProperties::default())
+                .await
+                .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = format!("{}.test-events", self.prefix);
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), exclusive, FieldTable::default())
+            .await
+            .unwrap();
+        let exchange = QueueConfig {
+            prefix: self.prefix.clone(),
+            ..QueueConfig::default()
+        }
+        .events_exchange_name();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        EventListener {
+            _connection: connection,
+            channel,
+            queue,
+            seen: Vec::new(),
+        }
+    }
+
+    /// What worker `name` logged (JSON lines).
+    pub(crate) fn worker_log(&self, name: &str) -> String {
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{name}.log", self.prefix)))
+            .unwrap_or_default()
+    }
+
+    /// How many of a job's chunks were processed within `[from_ms, to_ms]`.
+    pub(crate) async fn chunks_processed_between(
+        &self,
+        job_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> i64 {
+        let database = Database::connect(&self.importer_db_url, 1).await.unwrap();
+        let processed = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM job_chunks WHERE job_id = $1 AND state = 'done' AND processed_at_ms BETWEEN $2 AND $3",
+        )
+        .bind(job_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_one(database.pool())
+        .await
+        .unwrap();
+        database.close().await;
+        processed
+    }
+
     /// Registry users, and users per object id (must be 1 each).
     pub(crate) async fn registry_users(&self) -> (i64, i64) {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
@@ -420,4 +490,50 @@ pub(crate) async fn assert_exact(cluster: &Cluster, job: &pb::Job) {
         counts.created as i64, total,
         "created counts the users created, once each"
     );
+}
+
+/// A queue of the test's own bound to the job events exchange with `#`.
+pub(crate) struct EventListener {
+    _connection: lapin::Connection,
+    channel: lapin::Channel,
+    queue: String,
+    /// Events received so far: routing key and JSON body.
+    seen: Vec<(String, serde_json::Value)>,
+}
+
+impl EventListener {
+    /// The first `routing_key` event of `job_id`, waiting for it for at most 30 s.
+    pub(crate) async fn wait_for(&mut self, routing_key: &str, job_id: &str) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            if let Some((_, event)) = self
+                .seen
+                .iter()
+                .find(|(key, event)| key == routing_key && event["job_id"] == job_id)
+            {
+                return event.clone();
+            }
+            let got = self
+                .channel
+                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap();
+            match got {
+                Some(got) => {
+                    let event =
+                        serde_json::from_slice(&got.delivery.data).expect("a job event is JSON");
+                    self.seen
+                        .push((got.delivery.routing_key.to_string(), event));
+                }
+                None => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "no {routing_key} event of {job_id}; saw {:?}",
+                        self.seen
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
 }
