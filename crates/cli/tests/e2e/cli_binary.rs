@@ -46,6 +46,48 @@ test_support::on_both_backends! {
         assert_eq!(remaining.as_array().unwrap().len(), 38);
     }
 
+    async fn a_batch_import_from_the_cli_runs_on_the_embedded_queue_and_reports_what_it_did_not_create(db) {
+        let e2e = EndToEnd::start(&db, 500).await;
+        let guests_without_mail = e2e.tenant().iter().filter(|u| u.user_type == "Guest" && u.mail.is_none()).count() as u64;
+        assert!(guests_without_mail > 0, "the synthetic tenant has guests without mail");
+
+        let args = ["batch", "start", "--company", "DAT", "--monitoring-category", "e2e", "--wait", "-o", "json"];
+        let ended: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &args))).unwrap();
+        let job = &ended[0];
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["created_by"], "admin");
+        assert_eq!(job["planned"], 500);
+        assert_eq!(job["skipped"], guests_without_mail);
+        assert_eq!(job["created"], 500 - guests_without_mail);
+        assert_eq!(job["chunks"], "10/10", "500 users in chunks of 50");
+        assert_eq!(e2e.registry_users().await.len() as u64, 500 - guests_without_mail);
+
+        let job_id = job["job_id"].as_str().unwrap();
+        let report = stdout(&userimport(&e2e, &["jobs", "outcomes", job_id, "-o", "csv"]));
+        let mut lines = report.lines();
+        assert_eq!(lines.next().unwrap(), "OBJECT ID,OUTCOME,USER ID,REASON");
+        let rows: Vec<&str> = lines.collect();
+        assert_eq!(rows.len() as u64, guests_without_mail);
+        assert!(rows.iter().all(|row| row.contains(",skipped,") && row.contains("mail")), "{report}");
+
+        let listed: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["jobs", "list", "-o", "json"]))).unwrap();
+        assert_eq!(listed[0]["job_id"], job_id);
+
+        // The same import again creates nothing and finds every user present.
+        let again: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &args))).unwrap();
+        assert_eq!(again[0]["created"], 0);
+        assert_eq!(again[0]["already_present"], 500 - guests_without_mail);
+        assert_eq!(e2e.registry_users().await.len() as u64, 500 - guests_without_mail);
+    }
+
+    async fn a_job_id_the_worker_does_not_know_is_named_in_the_error(db) {
+        let e2e = EndToEnd::start(&db, 5).await;
+        let output = userimport(&e2e, &["jobs", "show", "no-such-job"]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no-such-job"), "{stderr}");
+    }
+
     async fn the_cli_names_an_unknown_upn_and_fails(db) {
         let e2e = EndToEnd::start(&db, 5).await;
         let output = userimport(&e2e, &["import", "nobody@contoso.com"]);
