@@ -599,7 +599,7 @@ pub fn print_import(
 // Batch jobs
 
 /// Options of `batch start`: D365's batch dialog.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct BatchStartArgs {
     /// Default company of the imported users (the caller's current company).
     #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]

@@ -104,11 +104,34 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         commands::describe_counts(&again.counts.context("no counts")?)
     );
 
-    println!("\n5. The registry now holds");
+    println!("\n5. Batch-import everyone else as a job: chunks through the queue, then the report");
+    let job = commands::batch_start(
+        &endpoints,
+        &commands::BatchStartArgs {
+            company: "DAT".to_owned(),
+            monitoring_category: "demo".to_owned(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let ended = commands::job_watch(&endpoints, &job.job_id, true).await?;
+    println!("   {}", commands::describe_job(&ended));
+    let not_created = commands::job_outcomes(&endpoints, &job.job_id).await?;
+    let not_created: Vec<_> = not_created
+        .into_iter()
+        .filter(|row| row.outcome != "already present")
+        .collect();
+    println!(
+        "   Not created, with the reason (the first 5 of {}):",
+        not_created.len()
+    );
+    print(format, &not_created[..not_created.len().min(5)])?;
+
+    println!("\n6. The registry now holds (the first 10)");
     let users = commands::users_list(
         &endpoints,
         &UsersListArgs {
-            limit: 20,
+            limit: 10,
             ..Default::default()
         },
     )
@@ -123,11 +146,14 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let counts = ended.counts.unwrap_or_default();
     println!(
-        "\nDone: {} users in the directory, {} imported, {} left to import. Run `userimport dev` to keep the services up.",
+        "\nDone: {} users in the directory, {} imported, {} left out (guests without mail). \
+         Follow-up: `userimport jobs list`, `userimport jobs outcomes {}`; run `userimport dev` to keep the services up.",
         run.users_seen,
-        users.len(),
-        remaining.len()
+        counts.created + counts.already_present,
+        remaining.len(),
+        ended.job_id
     );
     stack.stop().await
 }
