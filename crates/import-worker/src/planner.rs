@@ -50,7 +50,7 @@ fn lease_ms(importer: &Importer) -> i64 {
 /// Plans jobs until `shutdown`: claims any job whose lease is free (critical ones first) and
 /// plans it, up to `concurrent_plans` at once, and waits for more (woken when a job is started
 /// here, when a planning ends, or every second). Plannings in progress at shutdown are
-/// dropped between chunks; their leases expire and another replica resumes them.
+/// stopped and their leases handed back, so another replica resumes them at once.
 pub async fn run(importer: Importer, shutdown: CancellationToken) {
     let owner = importer.settings().instance_id.clone();
     let mut plannings = tokio::task::JoinSet::new();
@@ -86,11 +86,25 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
             });
         }
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
             () = importer.wakeup().notified() => {}
             Some(_) = plannings.join_next() => {}
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+    // Stopped between two statements, a planning leaves at most a chunk recorded but not
+    // confirmed, which the next planner publishes again. Handing the leases back lets another
+    // replica go on at once instead of after the lease (a rolling deploy stalls nothing).
+    plannings.shutdown().await;
+    let released = async {
+        let mut conn = importer.conn().await?;
+        store::release_leases(&mut conn, &owner).await
+    }
+    .await;
+    match released {
+        Ok(0) => {}
+        Ok(jobs) => tracing::info!(jobs, "planning handed back for another replica"),
+        Err(error) => tracing::warn!(%error, "planning leases not handed back; they expire"),
     }
 }
 

@@ -420,6 +420,19 @@ pub async fn renew_lease(
     Ok(result.rows_affected() == 1)
 }
 
+/// Hands back the planning leases `owner` holds (it is shutting down); returns how many.
+pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<u64, Error> {
+    let result = sqlx::query(
+        "UPDATE jobs SET lease_expires_at_ms = 0 WHERE lease_owner = $1 AND planning_done = $2",
+    )
+    .bind(owner)
+    .bind(false)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("release leases"))?;
+    Ok(result.rows_affected())
+}
+
 /// Ends planning (every user in scope is in a chunk); false when the lease was lost.
 pub async fn finish_planning(
     conn: &mut AnyConnection,

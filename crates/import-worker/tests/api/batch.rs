@@ -114,31 +114,58 @@ async fn a_planner_killed_mid_planning_is_replaced_and_the_result_is_as_if_nothi
         pb::JobStatus::Planning,
         "planning ended before the planner could be killed"
     );
-    let database = service_runtime::storage::Database::connect(&cluster.importer_db_url, 1)
-        .await
-        .unwrap();
-    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE job_id = $1")
-        .bind(&job.job_id)
-        .fetch_one(database.pool())
-        .await
-        .unwrap();
-    let planner = cluster
-        .workers
-        .iter()
-        .position(|w| owner.starts_with(&format!("{}-", w.name)))
-        .unwrap();
+    let planner = cluster.planner_of(&job.job_id).await;
     cluster.workers[planner].kill();
     let survivor = 1 - planner;
     let ended = cluster.wait_ended(survivor, &job.job_id).await;
     assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
     assert_exact(&cluster, &ended).await;
-    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE job_id = $1")
-        .bind(&job.job_id)
-        .fetch_one(database.pool())
-        .await
-        .unwrap();
-    assert!(
-        owner.starts_with(&format!("{}-", cluster.workers[survivor].name)),
+    assert_eq!(
+        cluster.planner_of(&job.job_id).await,
+        survivor,
+        "the survivor finished planning"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planner_stopped_by_sigterm_hands_its_job_to_another_replica_at_once() {
+    // A lease far longer than the test: only a lease handed back lets the survivor go on.
+    let settings = WorkerSettings {
+        chunk_size: 10,
+        lease_secs: 600,
+        ..WorkerSettings::default()
+    };
+    let Some(mut cluster) = Cluster::start(USERS, settings).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    let planning = cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_planned >= 50
+                || !matches!(
+                    job.status(),
+                    pb::JobStatus::Queued | pb::JobStatus::Planning
+                )
+        })
+        .await;
+    assert_eq!(
+        planning.status(),
+        pb::JobStatus::Planning,
+        "planning ended before the planner could be stopped"
+    );
+    let planner = cluster.planner_of(&job.job_id).await;
+    cluster.workers[planner].terminate();
+    let survivor = 1 - planner;
+    let ended = cluster.wait_ended(survivor, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    assert_exact(&cluster, &ended).await;
+    assert_eq!(
+        cluster.planner_of(&job.job_id).await,
+        survivor,
         "the survivor finished planning"
     );
 }

@@ -29,9 +29,25 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// SIGKILL: the process dies between any two instructions.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as a rolling deploy sends it; waits until the process exited, successfully.
+    pub(crate) fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        let exited = self.child.wait().unwrap();
+        assert!(
+            exited.success(),
+            "worker {} exited with {exited}",
+            self.name
+        );
     }
 }
 
@@ -389,6 +405,28 @@ impl Cluster {
     pub(crate) fn worker_log(&self, name: &str) -> String {
         std::fs::read_to_string(std::env::temp_dir().join(format!("{}-{name}.log", self.prefix)))
             .unwrap_or_default()
+    }
+
+    /// The planning lease of a job: its owner, and when it expires (0: handed back).
+    pub(crate) async fn lease(&self, job_id: &str) -> (String, i64) {
+        let database = Database::connect(&self.importer_db_url, 1).await.unwrap();
+        let row: (String, i64) =
+            sqlx::query_as("SELECT lease_owner, lease_expires_at_ms FROM jobs WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(database.pool())
+                .await
+                .unwrap();
+        database.close().await;
+        row
+    }
+
+    /// The worker holding a job's planning lease.
+    pub(crate) async fn planner_of(&self, job_id: &str) -> usize {
+        let (owner, _) = self.lease(job_id).await;
+        self.workers
+            .iter()
+            .position(|w| owner.starts_with(&format!("{}-", w.name)))
+            .unwrap()
     }
 
     /// How many of a job's chunks were processed within `[from_ms, to_ms]`.
