@@ -7,6 +7,11 @@
 //! object id range) before its message is published, and marked published after the broker's
 //! confirm: chunks recorded but never confirmed are published again by the successor, and a
 //! chunk published twice is counted once by its (job, seq) key.
+//!
+//! Publishing is pipelined: while the broker confirms a chunk, the planner reads and records
+//! the next ones, with at most [`PUBLISHES_IN_FLIGHT`] chunks awaiting their confirm. Each
+//! chunk keeps its order of steps (recorded, published, confirmed, marked published); only
+//! the waits of neighbouring chunks overlap.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +30,11 @@ use crate::store::{self, ChunkPlan};
 
 /// How often an idle planner looks for jobs (a job started on this replica wakes it at once).
 const POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Chunks of one planning whose publish awaits the broker's confirm at once. A planner that
+/// stops leaves at most this many chunks recorded and not confirmed; its successor publishes
+/// them again. Their users stay in memory until confirmed, so memory stays bounded.
+const PUBLISHES_IN_FLIGHT: usize = 8;
 
 /// Where planned chunks go.
 #[derive(Clone, Copy)]
@@ -92,9 +102,10 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
             () = tokio::time::sleep(POLL) => {}
         }
     }
-    // Stopped between two statements, a planning leaves at most a chunk recorded but not
-    // confirmed, which the next planner publishes again. Handing the leases back lets another
-    // replica go on at once instead of after the lease (a rolling deploy stalls nothing).
+    // Stopped between two statements, a planning leaves at most `PUBLISHES_IN_FLIGHT` chunks
+    // recorded but not confirmed, which the next planner publishes again. Handing the leases
+    // back lets another replica go on at once instead of after the lease (a rolling deploy
+    // stalls nothing).
     plannings.shutdown().await;
     let released = async {
         let mut conn = importer.conn().await?;
@@ -188,7 +199,13 @@ async fn plan(
         .directory()
         .stream_users(scope, &position.cursor, chunk_size)
         .await?;
+    // Publishes awaiting their confirm (queue dispatch only). Dropped with this function,
+    // they are aborted: their chunks stay unconfirmed and are published again.
+    let mut publishing = tokio::task::JoinSet::new();
     loop {
+        while let Some(published) = publishing.try_join_next() {
+            settled(published)?;
+        }
         let batch = stream
             .message()
             .await
@@ -225,14 +242,31 @@ async fn plan(
         };
         if !recorded {
             tracing::info!(job_id = %job.job_id, "planning stopped: the job was cancelled or taken over");
+            drain(&mut publishing).await?;
             return Ok(Planned::Stopped);
         }
-        send(importer, job, &chunk, batch.users, dispatch, clock).await?;
-        position = store::PlanPosition {
-            cursor: chunk.last_object_id,
+        let next = store::PlanPosition {
+            cursor: chunk.last_object_id.clone(),
             next_seq: chunk.seq + 1,
         };
+        match dispatch {
+            Dispatch::InRequest => {
+                send(importer, job, &chunk, batch.users, dispatch, clock).await?;
+            }
+            Dispatch::Queue => {
+                if publishing.len() >= PUBLISHES_IN_FLIGHT
+                    && let Some(published) = publishing.join_next().await
+                {
+                    settled(published)?;
+                }
+                let (importer, job) = (importer.clone(), job.clone());
+                publishing
+                    .spawn(async move { publish(&importer, &job, &chunk, batch.users).await });
+            }
+        }
+        position = next;
     }
+    drain(&mut publishing).await?;
     let mut conn = importer.conn().await?;
     if store::finish_planning(&mut conn, &job.job_id, owner).await? {
         tracing::info!(job_id = %job.job_id, chunks = position.next_seq, "planning finished");
@@ -240,6 +274,19 @@ async fn plan(
     } else {
         Ok(Planned::Stopped)
     }
+}
+
+/// The result of a publish task.
+fn settled(published: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    published.map_err(|e| Error::Internal(anyhow::Error::new(e).context("publish task")))?
+}
+
+/// Waits for every publish in flight; the first failure is returned (the rest are aborted).
+async fn drain(publishing: &mut tokio::task::JoinSet<Result<(), Error>>) -> Result<(), Error> {
+    while let Some(published) = publishing.join_next().await {
+        settled(published)?;
+    }
+    Ok(())
 }
 
 /// The users of a recorded chunk's range `(after, last]`, read again from directory-sync.
@@ -278,42 +325,61 @@ async fn send(
     dispatch: Dispatch,
     clock: &impl Fn() -> i64,
 ) -> Result<(), Error> {
-    let message = pb::ImportChunk {
+    match dispatch {
+        Dispatch::InRequest => {
+            chunks::process_chunk(importer, chunk_message(job, chunk, users), clock()).await
+        }
+        Dispatch::Queue => publish(importer, job, chunk, users).await,
+    }
+}
+
+fn chunk_message(
+    job: &Job,
+    chunk: &ChunkPlan,
+    users: Vec<directory_pb::DirectoryUser>,
+) -> pb::ImportChunk {
+    pb::ImportChunk {
         job_id: job.job_id.clone(),
         seq: chunk.seq,
         company: job.company.clone(),
         users,
         critical: job.options.critical,
         monitoring_category: job.options.monitoring_category.clone(),
-    };
-    match dispatch {
-        Dispatch::InRequest => chunks::process_chunk(importer, message, clock()).await,
-        Dispatch::Queue => {
-            let lane = Lane {
-                batch_group: job.batch_group().to_owned(),
-                critical: job.options.critical,
-            };
-            let headers = BTreeMap::from([
-                ("job_id".to_owned(), job.job_id.clone()),
-                ("seq".to_owned(), chunk.seq.to_string()),
-            ]);
-            importer
-                .queue()
-                .publish(
-                    &lane,
-                    Message {
-                        payload: message.encode_to_vec(),
-                        headers,
-                    },
-                )
-                .await
-                .map_err(|e| Error::Upstream {
-                    service: "queue",
-                    code: tonic::Code::Unavailable,
-                    message: e.to_string(),
-                })?;
-            let mut conn = importer.conn().await?;
-            store::mark_published(&mut conn, &job.job_id, chunk.seq).await
-        }
     }
+}
+
+/// Publishes a recorded chunk to its lane and, once the broker confirms it, marks it
+/// published.
+async fn publish(
+    importer: &Importer,
+    job: &Job,
+    chunk: &ChunkPlan,
+    users: Vec<directory_pb::DirectoryUser>,
+) -> Result<(), Error> {
+    let lane = Lane {
+        batch_group: job.batch_group().to_owned(),
+        critical: job.options.critical,
+    };
+    let headers = BTreeMap::from([
+        ("job_id".to_owned(), job.job_id.clone()),
+        ("seq".to_owned(), chunk.seq.to_string()),
+    ]);
+    let message = chunk_message(job, chunk, users);
+    importer
+        .queue()
+        .publish(
+            &lane,
+            Message {
+                payload: message.encode_to_vec(),
+                headers,
+            },
+        )
+        .await
+        .map_err(|e| Error::Upstream {
+            service: "queue",
+            code: tonic::Code::Unavailable,
+            message: e.to_string(),
+        })?;
+    let mut conn = importer.conn().await?;
+    store::mark_published(&mut conn, &job.job_id, chunk.seq).await
 }

@@ -480,9 +480,10 @@ pub async fn record_chunk(
     if claimed.rows_affected() != 1 {
         return Ok(false);
     }
-    let counts = Counts::of(outcomes);
-    add_to_job(conn, job_id, counts, 1, 0).await?;
+    // The report first: the job row stays locked from its update to the commit, and every
+    // chunk and the planner update it.
     insert_outcomes(conn, backend, job_id, outcomes).await?;
+    add_to_job(conn, job_id, Counts::of(outcomes), 1, 0).await?;
     Ok(true)
 }
 
@@ -602,6 +603,11 @@ async fn add_to_job(
 /// of it was dead-lettered, completed otherwise. Returns the job when this call ended it (so
 /// exactly one caller announces it); a completed job that gains a dead letter later turns
 /// failed.
+///
+/// Every chunk of a job that is not cancelled is settled as done or dead-lettered, each
+/// counted once, so the counters must cover the planned chunks before the chunks themselves
+/// are looked at: that cheap test keeps each chunk's call from scanning the job's chunks,
+/// which grew quadratically with the tenant.
 pub async fn end_if_settled(
     conn: &mut AnyConnection,
     job_id: &str,
@@ -612,6 +618,7 @@ pub async fn end_if_settled(
          finished_at_ms = $2 \
          WHERE job_id = $1 AND planning_done = $3 AND cancel_requested = $4 \
          AND (status IN ('planning', 'running') OR (status = 'completed' AND chunks_dead_lettered > 0)) \
+         AND chunks_done + chunks_dead_lettered >= chunks_planned \
          AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = $1 AND c.state IN ('planned', 'published')) \
          RETURNING {JOB_COLUMNS}"
     );
