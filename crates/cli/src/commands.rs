@@ -24,7 +24,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// A request carrying the principal.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Ok(value) = self.principal.parse() {
             request
@@ -45,7 +45,7 @@ impl Endpoints {
             })
     }
 
-    async fn registry(&self) -> anyhow::Result<RegistryServiceClient<Channel>> {
+    pub(crate) async fn registry(&self) -> anyhow::Result<RegistryServiceClient<Channel>> {
         RegistryServiceClient::connect(self.registry.clone())
             .await
             .with_context(|| {
@@ -69,7 +69,7 @@ impl Endpoints {
 }
 
 /// Turns a failed call into an error that says what failed, with the service's message.
-fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+pub(crate) fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
     move |status| anyhow::anyhow!("{what} failed ({:?}): {}", status.code(), status.message())
 }
 
@@ -480,6 +480,21 @@ pub struct UsersListArgs {
     /// Only users of this default company.
     #[arg(long)]
     pub company: Option<String>,
+    /// Only users holding no role (newly imported ones wait here for their roles).
+    #[arg(long)]
+    pub without_roles: bool,
+    /// Only enabled users.
+    #[arg(long, conflicts_with = "disabled")]
+    pub enabled: bool,
+    /// Only disabled users.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Only members or only guests.
+    #[arg(long, value_parser = ["member", "guest"])]
+    pub account_type: Option<String>,
+    /// Only users created by this import (a job id or an import request id).
+    #[arg(long)]
+    pub imported_by: Option<String>,
     /// Most users to show.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -499,6 +514,18 @@ pub async fn users_list(
             page_token: token,
             search: args.search.clone().unwrap_or_default(),
             company: args.company.clone().unwrap_or_default(),
+            enabled: match (args.enabled, args.disabled) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            account_type: match args.account_type.as_deref() {
+                Some("member") => registry_pb::AccountType::Member.into(),
+                Some("guest") => registry_pb::AccountType::Guest.into(),
+                _ => registry_pb::AccountType::Unspecified.into(),
+            },
+            without_roles: args.without_roles,
+            created_by_import: args.imported_by.clone().unwrap_or_default(),
             ..Default::default()
         };
         let page = client

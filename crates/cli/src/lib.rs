@@ -2,6 +2,7 @@
 //! `dev` and `demo` also run all of them in this one process ([`stack`]) on the embedded
 //! default: SQLite files and the built-in Graph emulator.
 
+pub mod admin;
 pub mod commands;
 pub mod demo;
 pub mod output;

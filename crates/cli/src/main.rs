@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cli::admin::{self, AuditListArgs, RoleChangeArgs};
 use cli::commands::{self, DirectoryListArgs, Endpoints, UsersListArgs};
 use cli::output::{Format, note, print};
 use cli::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
@@ -97,6 +98,24 @@ enum Command {
     /// Companies of the registry.
     #[command(subcommand)]
     Companies(CompaniesCommand),
+    /// The security roles users can be granted.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// The registry's audit trail: every import, grant, revoke, rename, enable and disable.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolesCommand {
+    /// Lists the role catalog.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Lists audit events, newest first.
+    List(AuditListArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +193,25 @@ enum JobsCommand {
 enum UsersCommand {
     /// Lists registry users.
     List(UsersListArgs),
+    /// Grants roles to users, in every company or with --company in one.
+    AssignRoles(RoleChangeArgs),
+    /// Revokes roles from users, in every company or with --company in one.
+    RevokeRoles(RoleChangeArgs),
+    /// Changes a user's id; its object id, roles and history stay.
+    Rename {
+        user_id: String,
+        new_user_id: String,
+    },
+    /// Enables users.
+    Enable {
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Disables users.
+    Disable {
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +352,35 @@ async fn main() -> anyhow::Result<()> {
             note(format, format!("{} users", rows.len()));
             Ok(())
         }
+        Command::Users(UsersCommand::AssignRoles(args)) => {
+            let granted = admin::assign_roles(&endpoints, &args).await?;
+            print_count(format, "granted", granted)
+        }
+        Command::Users(UsersCommand::RevokeRoles(args)) => {
+            let revoked = admin::revoke_roles(&endpoints, &args).await?;
+            print_count(format, "revoked", revoked)
+        }
+        Command::Users(UsersCommand::Rename {
+            user_id,
+            new_user_id,
+        }) => print(
+            format,
+            &[admin::rename(&endpoints, &user_id, &new_user_id).await?],
+        ),
+        Command::Users(UsersCommand::Enable { users }) => {
+            print(format, &admin::set_enabled(&endpoints, &users, true).await?)
+        }
+        Command::Users(UsersCommand::Disable { users }) => print(
+            format,
+            &admin::set_enabled(&endpoints, &users, false).await?,
+        ),
+        Command::Roles(RolesCommand::List) => print(format, &admin::roles_list(&endpoints).await?),
+        Command::Audit(AuditCommand::List(args)) => {
+            let rows = admin::audit_list(&endpoints, &args).await?;
+            print(format, &rows)?;
+            note(format, format!("{} events", rows.len()));
+            Ok(())
+        }
         Command::Companies(CompaniesCommand::List) => {
             print(format, &commands::companies_list(&endpoints).await?)
         }
@@ -322,6 +389,16 @@ async fn main() -> anyhow::Result<()> {
             &[commands::companies_create(&endpoints, &code, &name).await?],
         ),
     }
+}
+
+/// Prints how many grants a role command changed: a line for people, a record for scripts.
+fn print_count(format: Format, what: &str, count: u64) -> anyhow::Result<()> {
+    match format {
+        Format::Table => println!("{count} grants {what}"),
+        Format::Json => println!("{}", serde_json::json!({ what: count })),
+        Format::Csv => println!("{}\n{count}", what.to_uppercase()),
+    }
+    Ok(())
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

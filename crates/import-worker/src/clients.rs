@@ -164,8 +164,11 @@ impl Registry {
 
     /// Imports one batch (at most the registry's per-call limit) under `import_id`. The call
     /// is idempotent, so it is retried: a replay reports what the first attempt did.
+    /// Imports on behalf of `actor` (the principal who started the import), whom the
+    /// registry records in its audit trail.
     pub async fn import_users(
         &self,
+        actor: &str,
         import_id: &str,
         company: &str,
         users: &[RegistryCandidate],
@@ -178,7 +181,13 @@ impl Registry {
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
             let message = message.clone();
-            async move { client.import_users(request(message)).await }
+            let mut request = request(message);
+            if let Ok(value) = actor.parse() {
+                request
+                    .metadata_mut()
+                    .insert(service_runtime::grpc::PRINCIPAL_HEADER, value);
+            }
+            async move { client.import_users(request).await }
         })
         .await
         .map_err(Error::upstream("user-registry"))?

@@ -123,6 +123,7 @@ impl Importer {
     /// replayed chunk or a retried request reports what the first one did.
     pub(crate) async fn import_users(
         &self,
+        actor: &str,
         import_id: &str,
         company: &str,
         users: &[DirectoryUser],
@@ -144,7 +145,7 @@ impl Importer {
             let outcomes = self
                 .inner
                 .registry
-                .import_users(import_id, company, part)
+                .import_users(actor, import_id, company, part)
                 .await?;
             by_id.extend(outcomes.into_iter().map(|o| (o.object_id.clone(), o)));
         }
@@ -193,7 +194,12 @@ impl Importer {
         }
 
         let by_id: HashMap<String, Outcome> = self
-            .import_users(&selection.request_id, &selection.company, &users)
+            .import_users(
+                &selection.created_by,
+                &selection.request_id,
+                &selection.company,
+                &users,
+            )
             .await?
             .into_iter()
             .map(|o| (o.object_id.clone(), o))

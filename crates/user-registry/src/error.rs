@@ -13,6 +13,10 @@ pub enum Error {
     CompanyExists(String),
     #[error("user {0} not found")]
     UserNotFound(String),
+    #[error("role {0} does not exist")]
+    UnknownRole(String),
+    #[error("user id {0} is taken")]
+    UserIdTaken(String),
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     #[error(transparent)]
@@ -36,10 +40,12 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match &error {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
-            Error::UnknownCompany(_) | Error::UserNotFound(_) => {
+            Error::UnknownCompany(_) | Error::UserNotFound(_) | Error::UnknownRole(_) => {
                 Status::not_found(error.to_string())
             }
-            Error::CompanyExists(_) => Status::already_exists(error.to_string()),
+            Error::CompanyExists(_) | Error::UserIdTaken(_) => {
+                Status::already_exists(error.to_string())
+            }
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::Internal(inner) => {
                 // The chain goes to the log once; the caller gets an opaque message.

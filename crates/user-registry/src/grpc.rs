@@ -4,12 +4,14 @@ use proto::registry::v1 as pb;
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
+use crate::domain::audit::AuditEvent;
 use crate::domain::user::{RawNewUser, parse_guid};
 use crate::domain::{
     AccountType, Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser,
 };
+use crate::domain::{Assignment, Role};
 use crate::error::Error;
-use crate::service::{ImportItem, Registry};
+use crate::service::{Caller, ImportItem, Registry, RoleChange};
 use crate::store::{ObjectKey, UserFilter};
 
 /// Largest page of a listing.
@@ -104,8 +106,64 @@ impl From<Company> for pb::Company {
     }
 }
 
+impl From<Role> for pb::Role {
+    fn from(role: Role) -> Self {
+        Self {
+            role_id: role.role_id,
+            name: role.name,
+            description: role.description,
+            all_companies: role.all_companies,
+        }
+    }
+}
+
+impl From<Assignment> for pb::RoleAssignment {
+    fn from(assignment: Assignment) -> Self {
+        Self {
+            role_id: assignment.role_id,
+            company: assignment.company,
+        }
+    }
+}
+
+impl From<AuditEvent> for pb::AuditEvent {
+    fn from(event: AuditEvent) -> Self {
+        Self {
+            event_id: event.event_id.to_string(),
+            at_ms: event.at_ms,
+            actor: event.actor,
+            action: event.action,
+            user_id: event.user_id,
+            via: event.via,
+            detail: event.detail,
+        }
+    }
+}
+
 fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
     Err(Error::Unimplemented(what).into())
+}
+
+/// Metadata key of the caller's request id, recorded as `via` of the changes a call makes.
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Who makes a change and through which request: the caller's request id when it sends one
+/// (so its retries are traceable as one request), else a fresh one.
+fn caller<T>(request: &Request<T>) -> Caller {
+    let request_id = request
+        .metadata()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty() && value.len() <= 128)
+        .map_or_else(
+            || format!("request:{}", uuid::Uuid::new_v4()),
+            |id| format!("request:{id}"),
+        );
+    Caller {
+        actor: service_runtime::grpc::principal(request),
+        request_id,
+    }
 }
 
 #[tonic::async_trait]
@@ -115,6 +173,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::ImportUsersRequest>,
     ) -> Result<Response<pb::ImportUsersResponse>, Status> {
+        let actor = service_runtime::grpc::principal(&request);
         let request = request.into_inner();
         let company = CompanyCode::parse(&request.company)?;
         let items: Vec<ImportItem> = request
@@ -128,6 +187,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         let outcomes = self
             .registry
             .import_users(
+                &actor,
                 &request.import_id,
                 company,
                 items,
@@ -176,9 +236,10 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             }
             None => return Err(Error::invalid("key", "give a user_id or an object key").into()),
         };
+        let roles = self.registry.user_roles(&user).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user.into()),
-            roles: Vec::new(),
+            roles: roles.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -187,9 +248,6 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
-        if request.without_roles {
-            return unimplemented("the without_roles filter");
-        }
         let limit = page_size(
             "page_size",
             request.page_size,
@@ -205,7 +263,8 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             },
             enabled: request.enabled,
             account_type: account_type_from_pb(request.account_type),
-            created_by_import: request.created_by_import,
+            created_by_import: request.created_by_import.trim().to_owned(),
+            without_roles: request.without_roles,
         };
         let users = self.registry.list_users(&filter, &after, limit).await?;
         let next_page_token = match users.last() {
@@ -229,16 +288,42 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
 
     async fn rename_user(
         &self,
-        _: Request<pb::RenameUserRequest>,
+        request: Request<pb::RenameUserRequest>,
     ) -> Result<Response<pb::RenameUserResponse>, Status> {
-        unimplemented("RenameUser")
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let user = self
+            .registry
+            .rename_user(
+                &caller,
+                &request.user_id,
+                &request.new_user_id,
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::RenameUserResponse {
+            user: Some(user.into()),
+        }))
     }
 
     async fn set_users_enabled(
         &self,
-        _: Request<pb::SetUsersEnabledRequest>,
+        request: Request<pb::SetUsersEnabledRequest>,
     ) -> Result<Response<pb::SetUsersEnabledResponse>, Status> {
-        unimplemented("SetUsersEnabled")
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let users = self
+            .registry
+            .set_users_enabled(
+                &caller,
+                &request.user_ids,
+                request.enabled,
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::SetUsersEnabledResponse {
+            users: users.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_companies(
@@ -272,27 +357,77 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         _: Request<pb::ListRolesRequest>,
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
-        unimplemented("ListRoles")
+        let roles = self.registry.list_roles().await?;
+        Ok(Response::new(pb::ListRolesResponse {
+            roles: roles.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn assign_roles(
         &self,
-        _: Request<pb::AssignRolesRequest>,
+        request: Request<pb::AssignRolesRequest>,
     ) -> Result<Response<pb::AssignRolesResponse>, Status> {
-        unimplemented("AssignRoles")
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let change = RoleChange {
+            user_ids: request.user_ids,
+            role_ids: request.role_ids,
+            company: request.company,
+        };
+        let granted = self
+            .registry
+            .assign_roles(&caller, &change, service_runtime::now_ms())
+            .await?;
+        Ok(Response::new(pb::AssignRolesResponse { granted }))
     }
 
     async fn revoke_roles(
         &self,
-        _: Request<pb::RevokeRolesRequest>,
+        request: Request<pb::RevokeRolesRequest>,
     ) -> Result<Response<pb::RevokeRolesResponse>, Status> {
-        unimplemented("RevokeRoles")
+        let caller = caller(&request);
+        let request = request.into_inner();
+        let change = RoleChange {
+            user_ids: request.user_ids,
+            role_ids: request.role_ids,
+            company: request.company,
+        };
+        let revoked = self
+            .registry
+            .revoke_roles(&caller, &change, service_runtime::now_ms())
+            .await?;
+        Ok(Response::new(pb::RevokeRolesResponse { revoked }))
     }
 
     async fn list_audit_events(
         &self,
-        _: Request<pb::ListAuditEventsRequest>,
+        request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        unimplemented("ListAuditEvents")
+        let request = request.into_inner();
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            DEFAULT_PAGE_SIZE,
+            MAX_PAGE_SIZE,
+        )?;
+        let before: i64 = decode_page_token(&request.page_token)?;
+        let events = self
+            .registry
+            .list_audit_events(
+                &request.user_id,
+                &request.action,
+                &request.via,
+                before,
+                limit,
+            )
+            .await?;
+        let next_page_token = match events.last() {
+            Some(last) if events.len() == limit as usize => encode_page_token(&last.event_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
     }
 }

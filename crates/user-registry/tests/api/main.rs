@@ -5,3 +5,4 @@ mod companies;
 mod helpers;
 mod import_users;
 mod lookups;
+mod roles_and_audit;

@@ -6,10 +6,16 @@ use std::time::Duration;
 
 use service_runtime::storage::{Backend, Database, is_transient_conflict};
 
+use crate::domain::audit::Action;
 use crate::domain::user_id::{base_user_id, candidate, user_key};
 use crate::domain::{Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser};
 use crate::error::Error;
+use crate::store::audit::{NewEvent, Origin};
 use crate::store::{self, InsertRow, ObjectKey, UserFilter};
+
+mod changes;
+
+pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange};
 
 /// Most users accepted by one `ImportUsers` call.
 pub const MAX_USERS_PER_IMPORT: usize = 1000;
@@ -55,6 +61,7 @@ impl Registry {
     /// Either every user of the batch is committed or none is.
     pub async fn import_users(
         &self,
+        actor: &str,
         import_id: &str,
         company: CompanyCode,
         items: Vec<ImportItem>,
@@ -101,6 +108,7 @@ impl Registry {
             }
         }
         let batch = Batch {
+            actor,
             import_id,
             company: &company,
         };
@@ -167,6 +175,8 @@ impl Registry {
         pending.sort_by(|a, b| a.1.object_id.cmp(&b.1.object_id));
         // User keys handed out by this transaction.
         let mut claimed: HashSet<String> = HashSet::with_capacity(users.len());
+        // Users this transaction inserted (not those a replay finds), for the audit trail.
+        let mut created: Vec<NewEvent> = Vec::new();
 
         for _ in 0..MAX_INSERT_ROUNDS {
             if pending.is_empty() {
@@ -270,7 +280,13 @@ impl Registry {
                 now_ms,
             )
             .await?;
-            if inserted == rows.len() as u64 {
+            created.extend(
+                ready
+                    .iter()
+                    .filter(|p| inserted.contains(&ObjectKey::of(p.user)))
+                    .map(|p| import_event(p.user, &p.user_id, batch.company)),
+            );
+            if inserted.len() == rows.len() {
                 result.extend(ready.iter().map(|p| {
                     (
                         p.index,
@@ -288,6 +304,12 @@ impl Registry {
                 "no user id could be allocated under concurrent imports; import again".to_owned();
             result.push((index, ImportOutcome::failed(user.object_id.clone(), reason)));
         }
+        let origin = Origin {
+            actor: batch.actor,
+            via: batch.import_id,
+            at_ms: now_ms,
+        };
+        store::audit::record(&mut tx, backend, origin, &created).await?;
         tx.commit()
             .await
             .map_err(Error::internal("commit import"))?;
@@ -369,6 +391,7 @@ impl Registry {
 
 /// What every user of one import shares.
 struct Batch<'a> {
+    actor: &'a str,
     import_id: &'a str,
     company: &'a CompanyCode,
 }
@@ -387,6 +410,24 @@ impl ObjectKey {
             tenant_id: user.tenant_id.clone(),
             object_id: user.object_id.clone(),
         }
+    }
+}
+
+/// The audit event of a user an import created: the fields it was created with.
+fn import_event(user: &NewUser, user_id: &str, company: &CompanyCode) -> NewEvent {
+    let detail = serde_json::json!({
+        "company": company.as_str(),
+        "network_alias": user.network_alias,
+        "name": user.name,
+        "enabled": user.enabled,
+        "account_type": user.account_type.as_str(),
+    });
+    NewEvent {
+        action: Action::Import,
+        tenant_id: user.tenant_id.clone(),
+        object_id: user.object_id.clone(),
+        user_id: user_id.to_owned(),
+        detail: detail.to_string(),
     }
 }
 

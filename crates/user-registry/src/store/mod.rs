@@ -17,6 +17,9 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
 use crate::domain::{AccountType, Company, CompanyCode, RegistryUser};
 use crate::error::Error;
 
+pub mod audit;
+pub mod roles;
+
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -186,12 +189,13 @@ static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
              updated_at_ms, created_by_import) \
              SELECT r.tenant_id, r.object_id, r.user_id, r.user_key, r.network_alias, \
              r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4 \
-             FROM {rows} WHERE true ON CONFLICT DO NOTHING"
+             FROM {rows} WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, object_id"
         )
     })
 });
 
-/// Inserts new users in one statement, skipping any that clash; returns how many went in.
+/// Inserts new users in one statement, skipping any that clash; returns the identities that
+/// went in.
 pub async fn insert_users(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -199,7 +203,7 @@ pub async fn insert_users(
     company: &CompanyCode,
     import_id: &str,
     now_ms: i64,
-) -> Result<u64, Error> {
+) -> Result<HashSet<ObjectKey>, Error> {
     let param = rows_text(
         backend,
         rows.iter().map(|r| {
@@ -218,15 +222,24 @@ pub async fn insert_users(
         }),
     )
     .context("encode user rows")?;
-    let result = sqlx::query(INSERT_USERS.get(backend))
+    let inserted = sqlx::query(INSERT_USERS.get(backend))
         .bind(param)
         .bind(company.as_str())
         .bind(now_ms)
         .bind(import_id)
-        .execute(conn)
+        .fetch_all(conn)
         .await
         .map_err(Error::internal("insert users"))?;
-    Ok(result.rows_affected())
+    inserted
+        .iter()
+        .map(|row| {
+            Ok(ObjectKey {
+                tenant_id: row.try_get("tenant_id")?,
+                object_id: row.try_get("object_id")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read inserted users"))
 }
 
 static PROBE: LazyLock<Dialects> = LazyLock::new(|| {
@@ -468,6 +481,8 @@ pub struct UserFilter {
     pub enabled: Option<bool>,
     pub account_type: Option<AccountType>,
     pub created_by_import: String,
+    /// Only users holding no role.
+    pub without_roles: bool,
 }
 
 /// One page of users ordered by user key, starting after `after_key`.
@@ -486,6 +501,8 @@ pub async fn list_users(
          AND ($5 = -1 OR u.enabled = ($5 = 1)) \
          AND ($6 = '' OR u.account_type = $6) \
          AND ($7 = '' OR u.created_by_import = $7) \
+         AND ($9 = 0 OR NOT EXISTS (SELECT 1 FROM role_assignments a \
+              WHERE a.tenant_id = u.tenant_id AND a.object_id = u.object_id)) \
          ORDER BY u.user_key LIMIT $8"
     );
     let search = filter.search.to_lowercase();
@@ -505,6 +522,7 @@ pub async fn list_users(
         .bind(filter.account_type.map(|t| t.as_str()).unwrap_or_default())
         .bind(&filter.created_by_import)
         .bind(i64::from(limit))
+        .bind(i64::from(filter.without_roles))
         .fetch_all(conn)
         .await
         .map_err(Error::internal("list users"))?;

@@ -1,0 +1,438 @@
+//! Changes an administrator makes after import: role grants and revokes, renames, enabling
+//! and disabling; and the audit trail that records them. Every change and its audit events
+//! are one transaction. A call is validated whole before anything is written: one unknown
+//! user or role refuses the call, naming it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::domain::audit::{Action, AuditEvent};
+use crate::domain::user_id::{parse_user_id, user_key};
+use crate::domain::{Assignment, CompanyCode, RegistryUser, Role, RoleId, Scope};
+use crate::error::Error;
+use crate::store::audit::{EventFilter, NewEvent, Origin, UserMatch};
+use crate::store::roles::{Grant, UserRef};
+use crate::store::{self, ObjectKey};
+
+use super::Registry;
+
+/// Most users named by one grant, revoke, enable or disable call.
+pub const MAX_USERS_PER_CHANGE: usize = 1000;
+/// Most roles named by one grant or revoke call.
+pub const MAX_ROLES_PER_CALL: usize = 50;
+/// Unknown names listed in one error message; the rest are counted.
+const NAMED_IN_ERRORS: usize = 10;
+
+/// Who asks for a change and through which request (recorded in the audit trail).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub request_id: String,
+}
+
+impl Caller {
+    fn origin(&self, at_ms: i64) -> Origin<'_> {
+        Origin {
+            actor: &self.actor,
+            via: &self.request_id,
+            at_ms,
+        }
+    }
+}
+
+/// A grant or revoke: users, roles, and optionally one company.
+#[derive(Debug, Clone)]
+pub struct RoleChange {
+    pub user_ids: Vec<String>,
+    pub role_ids: Vec<String>,
+    /// Empty: every company.
+    pub company: String,
+}
+
+fn named(items: &[String]) -> String {
+    let shown = items
+        .iter()
+        .take(NAMED_IN_ERRORS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    match items.len().saturating_sub(NAMED_IN_ERRORS) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), Error> {
+    if count == 0 {
+        return Err(Error::invalid(field, "name at least one"));
+    }
+    if count > max {
+        return Err(Error::invalid(
+            field,
+            format!("{count} in one call; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn grant_detail(grant: &Grant) -> String {
+    serde_json::json!({
+        "role_id": grant.role_id,
+        "company": if grant.company.is_empty() { None } else { Some(&grant.company) },
+    })
+    .to_string()
+}
+
+impl Registry {
+    pub async fn list_roles(&self) -> Result<Vec<Role>, Error> {
+        let mut conn = self.conn().await?;
+        store::roles::list(&mut conn).await
+    }
+
+    /// The roles a user holds.
+    pub async fn user_roles(&self, user: &RegistryUser) -> Result<Vec<Assignment>, Error> {
+        let mut conn = self.conn().await?;
+        store::roles::of_user(&mut conn, &user.tenant_id, &user.object_id).await
+    }
+
+    /// Resolves user ids (case-insensitive, duplicates folded) to users, or fails naming every
+    /// id that is unknown.
+    async fn resolve_users(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        user_ids: &[String],
+    ) -> Result<Vec<UserRef>, Error> {
+        check_count("user_ids", user_ids.len(), MAX_USERS_PER_CHANGE)?;
+        if user_ids.iter().any(|id| id.trim().is_empty()) {
+            return Err(Error::invalid("user_ids", "a user id must not be empty"));
+        }
+        let keys: Vec<String> = user_ids
+            .iter()
+            .map(|id| user_key(id.trim()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let found = store::roles::users_by_key(conn, self.db.backend(), &keys).await?;
+        let known: BTreeSet<&str> = found.iter().map(|u| u.user_key.as_str()).collect();
+        let missing: Vec<String> = user_ids
+            .iter()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !known.contains(user_key(id).as_str()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::UserNotFound(named(&missing)));
+        }
+        Ok(found)
+    }
+
+    /// Parses the roles and company of a grant or revoke and checks they exist: the roles as
+    /// they are in the catalog, and the scope.
+    async fn resolve_roles(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        change: &RoleChange,
+    ) -> Result<(Vec<Role>, Scope), Error> {
+        check_count("role_ids", change.role_ids.len(), MAX_ROLES_PER_CALL)?;
+        let wanted: BTreeSet<RoleId> = change
+            .role_ids
+            .iter()
+            .map(|id| RoleId::parse(id))
+            .collect::<Result<_, _>>()?;
+        let scope = match change.company.trim() {
+            "" => Scope::AllCompanies,
+            code => {
+                let code = CompanyCode::parse(code)?;
+                if !store::lock_company(conn, self.db.backend(), &code).await? {
+                    return Err(Error::UnknownCompany(code.to_string()));
+                }
+                Scope::Company(code)
+            }
+        };
+        let catalog: HashMap<String, Role> = store::roles::list(conn)
+            .await?
+            .into_iter()
+            .map(|r| (r.role_id.clone(), r))
+            .collect();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|id| !catalog.contains_key(id.as_str()))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::UnknownRole(named(&missing)));
+        }
+        let roles: Vec<Role> = wanted
+            .iter()
+            .filter_map(|id| catalog.get(id.as_str()).cloned())
+            .collect();
+        Ok((roles, scope))
+    }
+
+    /// Grants roles to users, for every company or one; grants that exist are left alone.
+    /// Returns how many grants are new.
+    pub async fn assign_roles(
+        &self,
+        caller: &Caller,
+        change: &RoleChange,
+        now_ms: i64,
+    ) -> Result<u64, Error> {
+        let backend = self.db.backend();
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin grant"))?;
+        let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
+        if let Scope::Company(code) = &scope
+            && let Some(role) = roles.iter().find(|r| r.all_companies)
+        {
+            return Err(Error::invalid(
+                "company",
+                format!(
+                    "role {} covers every company; grant it without a company (not {code})",
+                    role.role_id
+                ),
+            ));
+        }
+        let users = self.resolve_users(&mut tx, &change.user_ids).await?;
+        let grants: Vec<Grant> = users
+            .iter()
+            .flat_map(|u| {
+                roles.iter().map(|r| Grant {
+                    tenant_id: u.tenant_id.clone(),
+                    object_id: u.object_id.clone(),
+                    role_id: r.role_id.clone(),
+                    company: scope.as_str().to_owned(),
+                })
+            })
+            .collect();
+        let granted = store::roles::grant(&mut tx, backend, &grants, now_ms, &caller.actor).await?;
+        let events = grant_events(Action::RoleGrant, &granted, &users);
+        store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
+        tx.commit().await.map_err(Error::internal("commit grant"))?;
+        Ok(granted.len() as u64)
+    }
+
+    /// Revokes roles from users: in one company, or with no company in every company.
+    /// Revoking what is not granted changes nothing. Returns how many grants were removed.
+    pub async fn revoke_roles(
+        &self,
+        caller: &Caller,
+        change: &RoleChange,
+        now_ms: i64,
+    ) -> Result<u64, Error> {
+        let backend = self.db.backend();
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin revoke"))?;
+        let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
+        let users = self.resolve_users(&mut tx, &change.user_ids).await?;
+        let wanted: Vec<Grant> = users
+            .iter()
+            .flat_map(|u| {
+                roles.iter().map(|r| Grant {
+                    tenant_id: u.tenant_id.clone(),
+                    object_id: u.object_id.clone(),
+                    role_id: r.role_id.clone(),
+                    company: scope.as_str().to_owned(),
+                })
+            })
+            .collect();
+        let revoked = store::roles::revoke(&mut tx, backend, &wanted).await?;
+        let events = grant_events(Action::RoleRevoke, &revoked, &users);
+        store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit revoke"))?;
+        Ok(revoked.len() as u64)
+    }
+
+    /// Changes a user's id; its object id, roles and history stay. Renaming to the id it has
+    /// changes nothing; a new id held by another user (case-insensitive) is refused.
+    pub async fn rename_user(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        new_user_id: &str,
+        now_ms: i64,
+    ) -> Result<RegistryUser, Error> {
+        let new_user_id =
+            parse_user_id(new_user_id).map_err(|reason| Error::invalid("new_user_id", reason))?;
+        if user_id.trim().is_empty() {
+            return Err(Error::invalid("user_id", "must not be empty"));
+        }
+        let backend = self.db.backend();
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin rename"))?;
+        let user = store::user_by_user_id(&mut tx, user_id.trim())
+            .await?
+            .ok_or_else(|| Error::UserNotFound(user_id.trim().to_owned()))?;
+        if user.user_id == new_user_id {
+            return Ok(user);
+        }
+        let new_key = user_key(&new_user_id);
+        if new_key != user_key(&user.user_id)
+            && store::user_by_user_id(&mut tx, &new_user_id)
+                .await?
+                .is_some()
+        {
+            return Err(Error::UserIdTaken(new_user_id));
+        }
+        if !store::roles::rename(
+            &mut tx,
+            &user.tenant_id,
+            &user.object_id,
+            &new_user_id,
+            &new_key,
+            now_ms,
+        )
+        .await?
+        {
+            return Err(Error::UserIdTaken(new_user_id));
+        }
+        let event = NewEvent {
+            action: Action::Rename,
+            tenant_id: user.tenant_id.clone(),
+            object_id: user.object_id.clone(),
+            user_id: new_user_id.clone(),
+            detail: serde_json::json!({ "from": user.user_id, "to": new_user_id }).to_string(),
+        };
+        store::audit::record(&mut tx, backend, caller.origin(now_ms), &[event]).await?;
+        let renamed = store::user_by_object(&mut tx, &ObjectKey::of_user(&user))
+            .await?
+            .ok_or_else(|| Error::UserNotFound(new_user_id.clone()))?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit rename"))?;
+        Ok(renamed)
+    }
+
+    /// Enables or disables users; those already in that state are left alone (and not
+    /// audited). Returns every named user as it is afterwards.
+    pub async fn set_users_enabled(
+        &self,
+        caller: &Caller,
+        user_ids: &[String],
+        enabled: bool,
+        now_ms: i64,
+    ) -> Result<Vec<RegistryUser>, Error> {
+        let backend = self.db.backend();
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin enable"))?;
+        let users = self.resolve_users(&mut tx, user_ids).await?;
+        let changed = store::roles::set_enabled(&mut tx, backend, &users, enabled, now_ms).await?;
+        let action = if enabled {
+            Action::Enable
+        } else {
+            Action::Disable
+        };
+        let events: Vec<NewEvent> = changed
+            .into_iter()
+            .map(|(tenant_id, object_id, user_id)| NewEvent {
+                action,
+                tenant_id,
+                object_id,
+                user_id,
+                detail: serde_json::json!({ "enabled": enabled }).to_string(),
+            })
+            .collect();
+        store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
+        let mut result = Vec::with_capacity(users.len());
+        for u in &users {
+            let key = ObjectKey {
+                tenant_id: u.tenant_id.clone(),
+                object_id: u.object_id.clone(),
+            };
+            if let Some(user) = store::user_by_object(&mut tx, &key).await? {
+                result.push(user);
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit enable"))?;
+        result.sort_by(|a, b| user_key(&a.user_id).cmp(&user_key(&b.user_id)));
+        Ok(result)
+    }
+
+    /// One page of audit events, newest first. A user filter finds the user's events under
+    /// every id it has had when the user exists, else the events written with that id.
+    pub async fn list_audit_events(
+        &self,
+        user_id: &str,
+        action: &str,
+        via: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, Error> {
+        let action = match action.trim() {
+            "" => None,
+            raw => Some(Action::parse(raw).ok_or_else(|| {
+                let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                Error::invalid(
+                    "action",
+                    format!("{raw:?} is not one of {}", known.join(", ")),
+                )
+            })?),
+        };
+        let mut conn = self.conn().await?;
+        let user = match user_id.trim() {
+            "" => None,
+            id => Some(match store::user_by_user_id(&mut conn, id).await? {
+                Some(user) => UserMatch::Object {
+                    tenant_id: user.tenant_id,
+                    object_id: user.object_id,
+                },
+                None => UserMatch::UserId(id.to_owned()),
+            }),
+        };
+        let filter = EventFilter {
+            user,
+            action,
+            via: via.trim().to_owned(),
+        };
+        store::audit::list(&mut conn, &filter, before, limit).await
+    }
+}
+
+/// One audit event per grant written or removed.
+fn grant_events(action: Action, grants: &[Grant], users: &[UserRef]) -> Vec<NewEvent> {
+    let ids: HashMap<(&str, &str), &str> = users
+        .iter()
+        .map(|u| {
+            (
+                (u.tenant_id.as_str(), u.object_id.as_str()),
+                u.user_id.as_str(),
+            )
+        })
+        .collect();
+    grants
+        .iter()
+        .map(|g| NewEvent {
+            action,
+            tenant_id: g.tenant_id.clone(),
+            object_id: g.object_id.clone(),
+            user_id: ids
+                .get(&(g.tenant_id.as_str(), g.object_id.as_str()))
+                .map_or_else(String::new, |id| (*id).to_owned()),
+            detail: grant_detail(g),
+        })
+        .collect()
+}
+
+impl ObjectKey {
+    fn of_user(user: &RegistryUser) -> Self {
+        Self {
+            tenant_id: user.tenant_id.clone(),
+            object_id: user.object_id.clone(),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Roles and grants. Grants are keyed by the directory identity, so a rename keeps them.
+
+use std::sync::LazyLock;
+
+use anyhow::Context as _;
+use service_runtime::storage::{Backend, Dialects, RowsParam, flag, probe_join, rows_from};
+use sqlx::{AnyConnection, Row as _};
+
+use crate::domain::{Assignment, Role};
+use crate::error::Error;
+
+/// Every role of the catalog, by id.
+pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Role>, Error> {
+    let rows =
+        sqlx::query("SELECT role_id, name, description, all_companies FROM roles ORDER BY role_id")
+            .fetch_all(conn)
+            .await
+            .map_err(Error::internal("list roles"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(Role {
+                role_id: row.try_get("role_id")?,
+                name: row.try_get("name")?,
+                description: row.try_get("description")?,
+                all_companies: flag(row, "all_companies")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read roles"))
+}
+
+/// A grant to write or remove: a user (by identity), a role and a scope (`''`: every company).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Grant {
+    pub tenant_id: String,
+    pub object_id: String,
+    pub role_id: String,
+    pub company: String,
+}
+
+fn grants_param(backend: Backend, grants: &[Grant]) -> Result<String, Error> {
+    let mut param = RowsParam::new(backend);
+    for g in grants {
+        param
+            .push(&[&g.tenant_id, &g.object_id, &g.role_id, &g.company])
+            .context("encode grants")?;
+    }
+    Ok(param.into_text())
+}
+
+const GRANT_COLUMNS: &[(&str, &str)] = &[
+    ("tenant_id", "text"),
+    ("object_id", "text"),
+    ("role_id", "text"),
+    ("company", "text"),
+];
+
+fn grants_from(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Grant>, Error> {
+    rows.iter()
+        .map(|row| {
+            Ok(Grant {
+                tenant_id: row.try_get("tenant_id")?,
+                object_id: row.try_get("object_id")?,
+                role_id: row.try_get("role_id")?,
+                company: row.try_get("company")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read grants"))
+}
+
+static INSERT_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, GRANT_COLUMNS);
+        // `WHERE true` resolves SQLite's upsert parsing ambiguity.
+        format!(
+            "INSERT INTO role_assignments (tenant_id, object_id, role_id, company, granted_at_ms, granted_by) \
+             SELECT r.tenant_id, r.object_id, r.role_id, r.company, $2, $3 FROM {rows} WHERE true \
+             ON CONFLICT DO NOTHING RETURNING tenant_id, object_id, role_id, company"
+        )
+    })
+});
+
+/// Writes the grants that do not exist yet, in one statement; returns those it wrote.
+pub async fn grant(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[Grant],
+    at_ms: i64,
+    by: &str,
+) -> Result<Vec<Grant>, Error> {
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(INSERT_GRANTS.get(backend))
+        .bind(grants_param(backend, grants)?)
+        .bind(at_ms)
+        .bind(by)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("grant roles"))?;
+    grants_from(&rows)
+}
+
+static DELETE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        // A wanted company of '' matches the role's grants in every company.
+        let rows = rows_from(backend, GRANT_COLUMNS);
+        format!(
+            "DELETE FROM role_assignments WHERE EXISTS (SELECT 1 FROM {rows} \
+             WHERE r.tenant_id = role_assignments.tenant_id AND r.object_id = role_assignments.object_id \
+             AND r.role_id = role_assignments.role_id \
+             AND (r.company = '' OR r.company = role_assignments.company)) \
+             RETURNING tenant_id, object_id, role_id, company"
+        )
+    })
+});
+
+/// Removes grants in one statement; a grant given with company `''` removes the role in
+/// every company. Returns the grants removed.
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    grants: &[Grant],
+) -> Result<Vec<Grant>, Error> {
+    if grants.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(DELETE_GRANTS.get(backend))
+        .bind(grants_param(backend, grants)?)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("revoke roles"))?;
+    grants_from(&rows)
+}
+
+/// The roles a user holds, by role and company.
+pub async fn of_user(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    object_id: &str,
+) -> Result<Vec<Assignment>, Error> {
+    let rows = sqlx::query(
+        "SELECT role_id, company FROM role_assignments WHERE tenant_id = $1 AND object_id = $2 \
+         ORDER BY role_id, company",
+    )
+    .bind(tenant_id)
+    .bind(object_id)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("read a user's roles"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(Assignment {
+                role_id: row.try_get("role_id")?,
+                company: row.try_get("company")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read a user's roles"))
+}
+
+static USERS_BY_KEY: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("key", "text")]);
+        format!(
+            "SELECT u.user_key, u.tenant_id, u.object_id, u.user_id, u.enabled FROM {}",
+            probe_join(backend, &rows, "users", "u.user_key = r.key")
+        )
+    })
+});
+
+/// A user found by user id.
+#[derive(Debug, Clone)]
+pub struct UserRef {
+    pub user_key: String,
+    pub tenant_id: String,
+    pub object_id: String,
+    pub user_id: String,
+    pub enabled: bool,
+}
+
+/// The users with these user keys, in one statement (missing keys are simply absent).
+pub async fn users_by_key(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[String],
+) -> Result<Vec<UserRef>, Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut param = RowsParam::new(backend);
+    for key in keys {
+        param.push(&[key]).context("encode user ids")?;
+    }
+    let rows = sqlx::query(USERS_BY_KEY.get(backend))
+        .bind(param.into_text())
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("look users up"))?;
+    rows.iter()
+        .map(|row| {
+            Ok(UserRef {
+                user_key: row.try_get("user_key")?,
+                tenant_id: row.try_get("tenant_id")?,
+                object_id: row.try_get("object_id")?,
+                user_id: row.try_get("user_id")?,
+                enabled: flag(row, "enabled")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read users"))
+}
+
+static SET_ENABLED: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        let enabled = match backend {
+            Backend::Postgres => "$2::boolean",
+            Backend::Sqlite => "$2",
+        };
+        format!(
+            "UPDATE users SET enabled = {enabled}, updated_at_ms = $3 \
+             WHERE enabled <> {enabled} AND EXISTS (SELECT 1 FROM {rows} \
+             WHERE r.tenant_id = users.tenant_id AND r.object_id = users.object_id) \
+             RETURNING tenant_id, object_id, user_id"
+        )
+    })
+});
+
+/// Sets `enabled` on the given users that differ, in one statement; returns (tenant, object,
+/// user id) of those changed.
+pub async fn set_enabled(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    users: &[UserRef],
+    enabled: bool,
+    now_ms: i64,
+) -> Result<Vec<(String, String, String)>, Error> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut param = RowsParam::new(backend);
+    for u in users {
+        param
+            .push(&[&u.tenant_id, &u.object_id])
+            .context("encode users")?;
+    }
+    let flag_value: i64 = i64::from(enabled);
+    let query = sqlx::query(SET_ENABLED.get(backend)).bind(param.into_text());
+    let query = match backend {
+        Backend::Postgres => query.bind(enabled),
+        Backend::Sqlite => query.bind(flag_value),
+    };
+    let rows = query
+        .bind(now_ms)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("set users enabled"))?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("tenant_id")?,
+                row.try_get("object_id")?,
+                row.try_get("user_id")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Error::internal("read changed users"))
+}
+
+/// Changes a user's id. Returns false when another user holds the new id (case-insensitive).
+pub async fn rename(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    object_id: &str,
+    new_user_id: &str,
+    new_key: &str,
+    now_ms: i64,
+) -> Result<bool, Error> {
+    let result = sqlx::query(
+        "UPDATE users SET user_id = $3, user_key = $4, updated_at_ms = $5 \
+         WHERE tenant_id = $1 AND object_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(object_id)
+    .bind(new_user_id)
+    .bind(new_key)
+    .bind(now_ms)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if service_runtime::storage::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(Error::internal("rename user")(e)),
+    }
+}
