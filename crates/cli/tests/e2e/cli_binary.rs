@@ -22,6 +22,54 @@ fn stdout(output: &Output) -> String {
 }
 
 test_support::on_both_backends! {
+    async fn after_an_import_the_cli_grants_roles_renames_disables_and_shows_the_audit_trail(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let tenant = e2e.tenant();
+        let members: Vec<&str> = tenant.iter().filter(|u| u.user_type == "Member").take(3).map(|u| u.id.as_str()).collect();
+        let mut args = vec!["import", "--company", "DAT", "-o", "json"];
+        args.extend(&members);
+        let imported: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &args))).unwrap();
+        let ids: Vec<String> = imported.as_array().unwrap().iter().map(|o| o["user_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 3);
+
+        let without = |e2e: &EndToEnd| -> Vec<String> {
+            let listed: serde_json::Value = serde_json::from_str(&stdout(&userimport(e2e, &["users", "list", "--without-roles", "-o", "json"]))).unwrap();
+            listed.as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(without(&e2e).len(), 3);
+
+        let roles = stdout(&userimport(&e2e, &["roles", "list", "-o", "csv"]));
+        assert_eq!(roles.lines().next().unwrap(), "ROLE,NAME,GRANTED,DESCRIPTION");
+        assert!(roles.contains("SYSADMIN,System administrator,all companies,"), "{roles}");
+
+        let granted = stdout(&userimport(&e2e, &["users", "assign-roles", &ids[0], &ids[1], "--role", "accountant", "--company", "dat", "-o", "json"]));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&granted).unwrap(), serde_json::json!({"granted": 2}));
+        assert_eq!(without(&e2e), [ids[2].clone()]);
+        let revoked = stdout(&userimport(&e2e, &["users", "revoke-roles", &ids[1], "--role", "ACCOUNTANT", "-o", "json"]));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&revoked).unwrap(), serde_json::json!({"revoked": 1}));
+
+        let renamed: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "rename", &ids[0], "renamed.one", "-o", "json"]))).unwrap();
+        assert_eq!(renamed[0]["user_id"], "renamed.one");
+        assert_eq!(renamed[0]["object_id"], members[0]);
+        let disabled: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "disable", "renamed.one", "-o", "json"]))).unwrap();
+        assert_eq!(disabled[0]["enabled"], false);
+
+        let trail = stdout(&userimport(&e2e, &["audit", "list", "--user", "renamed.one", "-o", "csv"]));
+        let mut lines = trail.lines();
+        assert_eq!(lines.next().unwrap(), "EVENT,AT,ACTOR,ACTION,USER ID,VIA,DETAIL");
+        let actions: Vec<(String, String)> = lines.map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[2].to_owned(), cells[3].to_owned())
+        }).collect();
+        let expected = [("admin", "disable"), ("admin", "rename"), ("admin", "role.grant"), ("admin", "import")];
+        assert_eq!(actions, expected.map(|(a, b)| (a.to_owned(), b.to_owned())), "{trail}");
+
+        let failed = userimport(&e2e, &["users", "assign-roles", "nobody", "--role", "ACCOUNTANT"]);
+        assert!(!failed.status.success());
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(stderr.contains("NotFound") && stderr.contains("nobody"), "{stderr}");
+    }
+
     async fn the_cli_lists_imports_by_upn_and_prints_json_and_csv(db) {
         let e2e = EndToEnd::start(&db, 40).await;
         let tenant = e2e.tenant();
