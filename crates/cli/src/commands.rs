@@ -8,63 +8,68 @@ use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use serde::Serialize;
-use tonic::transport::Channel;
+use service_runtime::auth::AuthedChannel;
 
 use crate::output::{Format, Record, note, print, yes_no};
 
-/// Where the services are.
-#[derive(Debug, Clone)]
+/// Where the services are, and how this CLI proves who it is.
+#[derive(Debug, Clone, Default)]
 pub struct Endpoints {
     pub directory: String,
     pub registry: String,
     pub importer: String,
-    /// Who the commands act for (sent as `x-userimport-principal`).
+    /// Who the commands act for where the services run in insecure development mode (sent as
+    /// `x-userimport-principal`; ignored by services that verify tokens).
     pub principal: String,
+    /// The bearer token sent with every call.
+    pub token: Option<secrecy::SecretString>,
+    /// TLS towards the services (`https://` URLs).
+    pub tls: service_runtime::tls::ClientTls,
 }
 
 impl Endpoints {
-    /// A request carrying the principal.
+    /// A request for `message` (credentials are added to every call by the channel).
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Ok(value) = self.principal.parse() {
-            request
-                .metadata_mut()
-                .insert(service_runtime::grpc::PRINCIPAL_HEADER, value);
-        }
-        request
+        tonic::Request::new(message)
     }
 
-    async fn directory(&self) -> anyhow::Result<DirectoryServiceClient<Channel>> {
-        DirectoryServiceClient::connect(self.directory.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach directory-sync at {} (is `userimport dev` running?)",
-                    self.directory
-                )
-            })
+    /// A connected channel to `url` with this CLI's credentials on every call.
+    async fn channel(&self, url: &str, service: &str) -> anyhow::Result<AuthedChannel> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("invalid {service} URL {url}"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(service_runtime::grpc::CALL_TIMEOUT);
+        let endpoint = service_runtime::tls::configure_endpoint(endpoint, &self.tls)?;
+        let channel = endpoint.connect().await.with_context(|| {
+            format!("cannot reach {service} at {url} (is `userimport dev` running?)")
+        })?;
+        let source = match &self.token {
+            Some(token) => service_runtime::auth::TokenSource::inline(token.clone()),
+            None => service_runtime::auth::TokenSource::default(),
+        };
+        let outbound =
+            service_runtime::auth::Outbound::new(&source)?.with_principal(&self.principal);
+        Ok(tonic::service::interceptor::InterceptedService::new(
+            channel, outbound,
+        ))
     }
 
-    pub(crate) async fn registry(&self) -> anyhow::Result<RegistryServiceClient<Channel>> {
-        RegistryServiceClient::connect(self.registry.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach user-registry at {} (is `userimport dev` running?)",
-                    self.registry
-                )
-            })
+    async fn directory(&self) -> anyhow::Result<DirectoryServiceClient<AuthedChannel>> {
+        Ok(DirectoryServiceClient::new(
+            self.channel(&self.directory, "directory-sync").await?,
+        ))
     }
 
-    async fn importer(&self) -> anyhow::Result<ImporterServiceClient<Channel>> {
-        ImporterServiceClient::connect(self.importer.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach import-worker at {} (is `userimport dev` running?)",
-                    self.importer
-                )
-            })
+    pub(crate) async fn registry(&self) -> anyhow::Result<RegistryServiceClient<AuthedChannel>> {
+        Ok(RegistryServiceClient::new(
+            self.channel(&self.registry, "user-registry").await?,
+        ))
+    }
+
+    async fn importer(&self) -> anyhow::Result<ImporterServiceClient<AuthedChannel>> {
+        Ok(ImporterServiceClient::new(
+            self.channel(&self.importer, "import-worker").await?,
+        ))
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use crate::commands::{self, DirectoryListArgs, DirectoryRow, Endpoints, UsersListArgs};
 use crate::output::{Format, print};
-use crate::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
+use crate::stack::{DirectorySource, LocalTokens, Ports, Stack, StackAuth, StackOptions, Storage};
 
 /// Picks the users the tour imports: the first member, two members whose aliases share their
 /// first 20 characters, a guest with mail and a guest without.
@@ -58,19 +58,23 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
     println!(
         "Starting user-registry, directory-sync and import-worker with an emulated tenant of {users} users…"
     );
+    let tokens = LocalTokens::generate()?;
     let stack = Stack::start(StackOptions {
         storage,
         directory: DirectorySource::Emulator { users },
         ports: Ports::ANY,
         companies: Vec::new(),
         chunk_size: 100,
+        auth: StackAuth::Local(tokens.clone()),
     })
     .await?;
     let endpoints = Endpoints {
         directory: stack.directory_url.clone(),
         registry: stack.registry_url.clone(),
         importer: stack.importer_url.clone(),
-        principal: "demo".to_owned(),
+        principal: "admin".to_owned(),
+        token: Some(tokens.admin.clone()),
+        ..Endpoints::default()
     };
 
     println!("\n1. Sync the directory into directory-sync's mirror");

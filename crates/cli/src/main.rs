@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use cli::admin::{self, AuditListArgs, RoleChangeArgs};
 use cli::commands::{self, DirectoryListArgs, Endpoints, UsersListArgs};
 use cli::output::{Format, note, print};
-use cli::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
+use cli::stack::{DirectorySource, LocalTokens, Ports, Stack, StackAuth, StackOptions, Storage};
 
 /// Import people from Microsoft Entra ID into the ERP's user registry.
 #[derive(Debug, Parser)]
@@ -35,7 +35,8 @@ struct Cli {
         default_value = "http://127.0.0.1:50053"
     )]
     importer_url: String,
-    /// Who you act as (until sign-in arrives, the services trust this name).
+    /// Who you act as against services in insecure development mode (ignored by services
+    /// that verify tokens).
     #[arg(
         long = "as",
         global = true,
@@ -43,6 +44,24 @@ struct Cli {
         default_value = "admin"
     )]
     principal: String,
+    /// A file holding your bearer token (default: `.userimport/admin.token`, which
+    /// `userimport dev` writes, when it exists). USERIMPORT_TOKEN gives the token itself.
+    #[arg(long, global = true, env = "USERIMPORT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for `https://` service URLs.
+    #[arg(long, global = true, env = "USERIMPORT_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for services that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "USERIMPORT_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "USERIMPORT_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
     /// How to print results.
     #[arg(
         long,
@@ -234,11 +253,22 @@ async fn main() -> anyhow::Result<()> {
         filter: "warn".to_owned(),
     });
     service_runtime::install_crypto_provider();
+    let token = match &cli.command {
+        Command::Dev(_) | Command::Demo { .. } => None,
+        _ => token(cli.token_file.as_deref())?,
+    };
     let endpoints = Endpoints {
         directory: cli.directory_url,
         registry: cli.registry_url,
         importer: cli.importer_url,
         principal: cli.principal,
+        token,
+        tls: service_runtime::tls::ClientTls {
+            ca_file: cli.tls_ca_file,
+            cert_file: cli.tls_cert_file,
+            key_file: cli.tls_key_file,
+            domain: None,
+        },
     };
     let format = cli.output;
     match cli.command {
@@ -401,6 +431,50 @@ fn print_count(format: Format, what: &str, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `userimport dev` leaves the administrator's token for the CLI, under its data folder.
+const DEV_TOKEN_FILE: &str = "admin.token";
+
+/// The bearer token: USERIMPORT_TOKEN, else the token file given, else the one a local
+/// `userimport dev` wrote in the default data folder, else none.
+fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<secrecy::SecretString>> {
+    if let Ok(token) = std::env::var("USERIMPORT_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(Some(secrecy::SecretString::from(token.trim().to_owned())));
+    }
+    let default = PathBuf::from(".userimport").join(DEV_TOKEN_FILE);
+    let path = match file {
+        Some(path) => path.to_owned(),
+        None if default.exists() => default,
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    anyhow::ensure!(
+        !text.trim().is_empty(),
+        "the token file {} is empty",
+        path.display()
+    );
+    Ok(Some(secrecy::SecretString::from(text.trim().to_owned())))
+}
+
+/// Writes the local admin token where the CLI looks for it, readable by its owner only.
+fn write_token(dir: &std::path::Path, token: &secrecy::SecretString) -> anyhow::Result<PathBuf> {
+    use secrecy::ExposeSecret as _;
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(DEV_TOKEN_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(token.expose_secret().as_bytes())?;
+    Ok(path)
+}
+
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir =
         std::env::temp_dir().join(format!("userimport-demo-{}", uuid::Uuid::new_v4().simple()));
@@ -443,12 +517,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         importer: args.port_base + 2,
     };
     let emulated = matches!(directory, DirectorySource::Emulator { .. });
+    let tokens = LocalTokens::generate()?;
+    let token_file = write_token(&args.data_dir, &tokens.admin)?;
     let mut stack = Stack::start(StackOptions {
         storage: storage.clone(),
         directory,
         ports,
         companies,
         chunk_size: 500,
+        auth: StackAuth::Local(tokens),
     })
     .await?;
 
@@ -482,14 +559,23 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ),
         Err(error) => println!("the first sync did not run: {error}"),
     }
-    let env_hint = if args.port_base == 50051 {
-        String::new()
-    } else {
-        format!(
+    println!(
+        "  admin token      {} (new on every start; the CLI reads it from there)",
+        token_file.display()
+    );
+    let mut env_hint = String::new();
+    if args.port_base != 50051 {
+        env_hint.push_str(&format!(
             "\nThe ports are not the defaults; first run:\n  export USERIMPORT_DIRECTORY_URL={} USERIMPORT_REGISTRY_URL={} USERIMPORT_IMPORTER_URL={}\n",
             stack.directory_url, stack.registry_url, stack.importer_url
-        )
-    };
+        ));
+    }
+    if args.data_dir != std::path::Path::new(".userimport") {
+        env_hint.push_str(&format!(
+            "\nThe data folder is not the default; first run:\n  export USERIMPORT_TOKEN_FILE={}\n",
+            token_file.display()
+        ));
+    }
     println!(
         "{env_hint}\nTry, in another terminal:\n  \
          userimport directory list --search a          # users not imported yet\n  \

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use directory_sync::config::DirectoryConfig;
 use graph_emulator::{Emulator, EmulatorConfig};
+use secrecy::SecretString;
+use service_runtime::auth::{self, AuthConfig};
 use service_runtime::storage::{Database, Migrations};
 use sqlx::{Connection as _, Executor as _};
 use tokio::net::TcpListener;
@@ -65,6 +67,88 @@ pub struct StackOptions {
     pub companies: Vec<(String, String)>,
     /// Users per batch-import chunk.
     pub chunk_size: u32,
+    /// How the services authenticate their callers and each other.
+    pub auth: StackAuth,
+}
+
+/// How the services of a stack authenticate.
+#[derive(Debug, Clone)]
+pub enum StackAuth {
+    /// Every service in insecure development mode: callers name themselves.
+    Insecure,
+    /// Local static tokens: one for the administrator, one per calling service.
+    Local(LocalTokens),
+    /// These settings, per service (tests of authentication itself).
+    Custom {
+        registry: AuthConfig,
+        directory: AuthConfig,
+        importer: AuthConfig,
+    },
+}
+
+/// Tokens of a local stack (`userimport dev`): generated at random on every start.
+#[derive(Debug, Clone)]
+pub struct LocalTokens {
+    pub admin: SecretString,
+    pub import_worker: SecretString,
+    pub directory_sync: SecretString,
+}
+
+impl LocalTokens {
+    pub fn generate() -> anyhow::Result<Self> {
+        Ok(Self {
+            admin: auth::random_token()?,
+            import_worker: auth::random_token()?,
+            directory_sync: auth::random_token()?,
+        })
+    }
+
+    /// What each service accepts (all three tokens, each with its own roles), presenting
+    /// `outbound` to the services it calls.
+    fn config(&self, outbound: Option<&SecretString>) -> AuthConfig {
+        let token = |principal: &str, role: &str, token: &SecretString| auth::StaticToken {
+            principal: principal.to_owned(),
+            roles: vec![role.to_owned()],
+            token: Some(token.clone()),
+            token_file: None,
+        };
+        AuthConfig {
+            static_tokens: vec![
+                token("admin", auth::ADMIN, &self.admin),
+                token("import-worker", auth::IMPORT_WORKER, &self.import_worker),
+                token("directory-sync", auth::DIRECTORY_SYNC, &self.directory_sync),
+            ],
+            outbound: outbound
+                .map(|t| auth::TokenSource::inline(t.clone()))
+                .unwrap_or_default(),
+            ..AuthConfig::default()
+        }
+    }
+}
+
+impl StackAuth {
+    /// The settings of (registry, directory-sync, import-worker).
+    fn configs(&self) -> (AuthConfig, AuthConfig, AuthConfig) {
+        match self {
+            StackAuth::Insecure => {
+                let insecure = AuthConfig {
+                    insecure_development: true,
+                    ..AuthConfig::default()
+                };
+                (insecure.clone(), insecure.clone(), insecure)
+            }
+            StackAuth::Local(tokens) => (
+                tokens.config(None),
+                tokens.config(Some(&tokens.directory_sync)),
+                tokens.config(Some(&tokens.import_worker)),
+            ),
+            StackAuth::Custom {
+                registry,
+                directory,
+                importer,
+            } => (registry.clone(), directory.clone(), importer.clone()),
+        }
+    }
 }
 
 /// A running stack. Dropping it stops every service.
@@ -194,7 +278,9 @@ impl Stack {
             .storage
             .database("registry", &user_registry::store::MIGRATIONS)
             .await?;
+        let (registry_auth, directory_auth, importer_auth) = options.auth.configs();
         let mut registry_config = user_registry::Config::for_tests(&registry_db_url);
+        registry_config.auth = registry_auth;
         registry_config.companies = options
             .companies
             .iter()
@@ -211,8 +297,9 @@ impl Stack {
             .storage
             .database("directory", &directory_sync::store::MIGRATIONS)
             .await?;
-        let directory_config =
+        let mut directory_config =
             directory_sync::Config::for_tests(&directory_db_url, &registry_url, directory_config);
+        directory_config.auth = directory_auth;
         let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
             .context("invalid directory settings")?;
         let directory =
@@ -228,6 +315,7 @@ impl Stack {
         let mut importer_config =
             import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
         importer_config.worker.chunk_size = options.chunk_size;
+        importer_config.auth = importer_auth;
         // The embedded default: an in-process queue with the broker's semantics.
         let queue = import_worker::app::connect_queue(&importer_config.queue).await?;
         let importer =

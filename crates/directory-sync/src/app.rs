@@ -21,6 +21,8 @@ use crate::service::Directory;
 pub struct App {
     listener: TcpListener,
     directory: Directory,
+    guard: service_runtime::auth::Guard,
+    tls: service_runtime::tls::ServerTls,
     full_sync_on_start: bool,
     delta_interval: Option<Duration>,
 }
@@ -33,9 +35,16 @@ impl App {
         listener: TcpListener,
         graph: GraphClient,
     ) -> anyhow::Result<Self> {
-        let registry =
-            RegistryServiceClient::new(service_runtime::grpc::channel(&config.registry_url)?)
-                .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
+        let authenticator =
+            service_runtime::auth::Authenticator::from_config(&config.auth, "directory-sync")?;
+        config.tls.validate()?;
+        let outbound = service_runtime::auth::Outbound::new(&config.auth.outbound)?;
+        let registry = RegistryServiceClient::new(service_runtime::grpc::channel(
+            &config.registry_url,
+            &config.registry_tls,
+            outbound,
+        )?)
+        .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let groups = config
             .sync
             .groups
@@ -51,6 +60,8 @@ impl App {
         Ok(Self {
             listener,
             directory,
+            guard: service_runtime::auth::Guard::new(authenticator, crate::grpc::ACCESS),
+            tls: config.tls.clone(),
             full_sync_on_start: config.sync.full_sync_on_start,
             delta_interval,
         })
@@ -86,8 +97,14 @@ impl App {
         let service = DirectoryServiceServer::new(GrpcApi::new(self.directory))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <DirectoryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
+        let serving = service_runtime::grpc::Serving {
+            service_name: name,
+            guard: self.guard,
+            tls: self.tls,
+        };
         let served =
-            service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await;
+            service_runtime::grpc::serve(self.listener, serving, Routes::new(service), shutdown)
+                .await;
         // A round in progress is dropped with the task; its pages are committed one by one and
         // the next round starts from the last stored link.
         background.abort();

@@ -20,6 +20,15 @@ pub struct Config {
     pub sync: SyncConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    /// Who may call, and the token this service presents to user-registry.
+    #[serde(default)]
+    pub auth: service_runtime::auth::AuthConfig,
+    /// TLS of the gRPC listener; off unless `tls.cert_file` is set.
+    #[serde(default)]
+    pub tls: service_runtime::tls::ServerTls,
+    /// TLS towards user-registry (an `https://` registry_url); off unless `ca_file` is set.
+    #[serde(default)]
+    pub registry_tls: service_runtime::tls::ClientTls,
 }
 
 /// The Entra tenant and the app registration used to read it.
@@ -109,6 +118,12 @@ impl Config {
                 max_connections: 5,
             },
             log: LogConfig::default(),
+            auth: service_runtime::auth::AuthConfig {
+                insecure_development: true,
+                ..Default::default()
+            },
+            tls: service_runtime::tls::ServerTls::default(),
+            registry_tls: service_runtime::tls::ClientTls::default(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use proto::directory::v1 as pb;
+use service_runtime::auth::{ADMIN, AccessRules, IMPORT_WORKER, READ, READER, WRITE};
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -14,6 +15,37 @@ use crate::domain::{
 use crate::error::Error;
 use crate::service::{Directory, ListedUser};
 use crate::store::ListCursor;
+
+/// Who may call each RPC.
+pub const ACCESS: AccessRules = &[
+    ("/userimport.directory.v1.DirectoryService/ListUsers", READ),
+    (
+        "/userimport.directory.v1.DirectoryService/GetUsers",
+        &[ADMIN, READER, IMPORT_WORKER],
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/StreamUsers",
+        &[ADMIN, IMPORT_WORKER],
+    ),
+    ("/userimport.directory.v1.DirectoryService/ListGroups", READ),
+    ("/userimport.directory.v1.DirectoryService/SyncNow", WRITE),
+    (
+        "/userimport.directory.v1.DirectoryService/GetSyncStatus",
+        READ,
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/ListSyncRuns",
+        READ,
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/ApproveSyncRun",
+        WRITE,
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/RejectSyncRun",
+        WRITE,
+    ),
+];
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 1000;

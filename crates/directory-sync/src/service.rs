@@ -10,7 +10,6 @@ use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun};
 use crate::error::Error;
@@ -40,7 +39,7 @@ pub struct Directory {
 
 struct Inner {
     sync: SyncContext,
-    registry: RegistryServiceClient<Channel>,
+    registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
     // One sync round at a time per directory.
     sync_lock: tokio::sync::Mutex<()>,
     /// When the scheduled delta round runs next (Unix ms); 0 when none is scheduled.
@@ -64,7 +63,7 @@ impl Directory {
     pub fn new(
         db: Database,
         graph: GraphClient,
-        registry: RegistryServiceClient<Channel>,
+        registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
         groups: Vec<String>,
     ) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();

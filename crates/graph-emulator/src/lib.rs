@@ -29,6 +29,7 @@ mod directory;
 mod faults;
 mod graph_error;
 mod groups;
+mod idp;
 mod state;
 mod synthetic;
 mod time;
@@ -59,6 +60,7 @@ pub use crate::certificates::EmulatedCertificate;
 pub use crate::directory::{Change, ChangeKind, UserUpdate};
 pub use crate::faults::Fault;
 pub use crate::groups::{EmulatedGroup, GroupMember, SYNTHETIC_GROUP_IDS, synthetic_groups};
+pub use crate::idp::{AccessTokenSpec, SigningKey};
 pub use crate::state::RecordedRequest;
 pub use crate::synthetic::{
     EmulatedUser, KIND_PERIOD, SyntheticKind, synthetic_kind, synthetic_users,
@@ -188,6 +190,37 @@ impl Emulator {
     /// Returns the origin serving both the token endpoint and Graph, e.g. `http://127.0.0.1:PORT/`.
     pub fn base_url(&self) -> Url {
         self.base_url.clone()
+    }
+
+    /// The issuer of the access tokens this emulator signs (`{base}/{tenant}/v2.0`).
+    pub fn issuer(&self) -> String {
+        format!(
+            "{}/{}/v2.0",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.state.tenant_id
+        )
+    }
+
+    /// Where the signing keys are published (a tenant's JWKS URL).
+    pub fn jwks_url(&self) -> String {
+        format!(
+            "{}/{}/discovery/v2.0/keys",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.state.tenant_id
+        )
+    }
+
+    /// Mints an access token for our own API, as the tenant's identity provider would.
+    pub fn sign_access_token(&self, spec: &AccessTokenSpec) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        idp::sign(spec, &self.issuer(), i64::try_from(now)?)
+    }
+
+    /// Rolls the published signing keys: rsa-2 appears, rsa-1 goes.
+    pub fn rotate_signing_keys(&self) {
+        self.state.idp.rotate();
     }
 
     /// Returns the tenant id the token endpoint accepts.
@@ -383,6 +416,7 @@ fn router(state: AppState) -> Router {
     ));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue_token))
+        .route("/{tenant}/discovery/v2.0/keys", get(idp::keys))
         .nest("/v1.0", graph)
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), slow_down))

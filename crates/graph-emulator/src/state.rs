@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// Origin used when a request carries no `Host` header.
     pub(crate) base_url: Url,
     directory: RwLock<Directory>,
+    /// The signing keys the emulated identity provider publishes.
+    pub(crate) idp: crate::idp::Published,
     tokens: Mutex<HashMap<String, Instant>>,
     requests: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
@@ -104,6 +106,7 @@ impl Shared {
             duplicate_delta_entries: settings.duplicate_delta_entries,
             base_url: settings.base_url,
             directory: RwLock::new(directory),
+            idp: crate::idp::Published::default(),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),

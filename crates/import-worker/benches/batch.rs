@@ -527,6 +527,11 @@ async fn bench(
         "USER_REGISTRY_DATABASE__URL".into(),
         registry_db_url.clone(),
     ));
+    // Loopback only, throw-away data: the benchmark measures imports, not token checks.
+    env.push((
+        "USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT".into(),
+        "true".into(),
+    ));
     let mut registry = Service::spawn(
         "user-registry",
         &bin.join("user-registry"),
@@ -548,6 +553,10 @@ async fn bench(
         ),
         ("DIRECTORY_SYNC_REGISTRY_URL".into(), registry_url.clone()),
         ("DIRECTORY_SYNC_DATABASE__URL".into(), directory_db_url),
+        (
+            "DIRECTORY_SYNC_AUTH__INSECURE_DEVELOPMENT".into(),
+            "true".into(),
+        ),
         (
             "DIRECTORY_SYNC_DIRECTORY__AUTHORITY_HOST".into(),
             graph.clone(),
@@ -620,6 +629,10 @@ async fn bench(
             (
                 "IMPORT_WORKER_DATABASE__URL".into(),
                 importer_db_url.clone(),
+            ),
+            (
+                "IMPORT_WORKER_AUTH__INSECURE_DEVELOPMENT".into(),
+                "true".into(),
             ),
             ("IMPORT_WORKER_DIRECTORY_URL".into(), directory_url.clone()),
             ("IMPORT_WORKER_REGISTRY_URL".into(), registry_url.clone()),

@@ -42,6 +42,8 @@ pub async fn connect_queue(settings: &QueueSettings) -> anyhow::Result<Arc<dyn C
 pub struct App {
     listener: TcpListener,
     importer: Importer,
+    guard: service_runtime::auth::Guard,
+    tls: service_runtime::tls::ServerTls,
 }
 
 impl App {
@@ -52,8 +54,13 @@ impl App {
         listener: TcpListener,
         queue: Arc<dyn ChunkQueue>,
     ) -> anyhow::Result<Self> {
-        let directory = Directory::connect_lazy(&config.directory_url)?;
-        let registry = Registry::connect_lazy(&config.registry_url)?;
+        let authenticator =
+            service_runtime::auth::Authenticator::from_config(&config.auth, "import-worker")?;
+        config.tls.validate()?;
+        let outbound = service_runtime::auth::Outbound::new(&config.auth.outbound)?;
+        let directory =
+            Directory::connect_lazy(&config.directory_url, &config.client_tls, outbound.clone())?;
+        let registry = Registry::connect_lazy(&config.registry_url, &config.client_tls, outbound)?;
         anyhow::ensure!(
             (1..=1000).contains(&config.worker.chunk_size),
             "worker.chunk_size must be between 1 and 1000"
@@ -73,7 +80,12 @@ impl App {
             queue,
             settings,
         );
-        Ok(Self { listener, importer })
+        Ok(Self {
+            listener,
+            importer,
+            guard: service_runtime::auth::Guard::new(authenticator, crate::grpc::ACCESS),
+            tls: config.tls.clone(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -101,8 +113,14 @@ impl App {
         let service = ImporterServiceServer::new(GrpcApi::new(self.importer.clone()))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <ImporterServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
+        let serving = service_runtime::grpc::Serving {
+            service_name: name,
+            guard: self.guard,
+            tls: self.tls,
+        };
         let served =
-            service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await;
+            service_runtime::grpc::serve(self.listener, serving, Routes::new(service), shutdown)
+                .await;
         background.wait().await;
         self.importer.queue().close().await;
         served

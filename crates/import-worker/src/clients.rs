@@ -7,8 +7,9 @@ use proto::directory::v1 as directory_pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use service_runtime::auth::{AuthedChannel, Outbound};
 use service_runtime::grpc::{MAX_MESSAGE_BYTES, channel, retry};
-use tonic::transport::Channel;
+use service_runtime::tls::ClientTls;
 
 use crate::domain::{AccountType, DirectoryUser, Outcome, OutcomeKind, RegistryCandidate};
 use crate::error::Error;
@@ -27,13 +28,13 @@ fn request<T>(message: T) -> tonic::Request<T> {
 /// directory-sync, as import-worker uses it.
 #[derive(Debug, Clone)]
 pub struct Directory {
-    client: DirectoryServiceClient<Channel>,
+    client: DirectoryServiceClient<AuthedChannel>,
 }
 
 impl Directory {
-    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-        let client =
-            DirectoryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    pub fn connect_lazy(url: &str, tls: &ClientTls, outbound: Outbound) -> anyhow::Result<Self> {
+        let client = DirectoryServiceClient::new(channel(url, tls, outbound)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client })
     }
 
@@ -133,13 +134,13 @@ pub fn directory_user(user: directory_pb::DirectoryUser) -> DirectoryUser {
 /// user-registry, as import-worker uses it.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    client: RegistryServiceClient<Channel>,
+    client: RegistryServiceClient<AuthedChannel>,
 }
 
 impl Registry {
-    pub fn connect_lazy(url: &str) -> anyhow::Result<Self> {
-        let client =
-            RegistryServiceClient::new(channel(url)?).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    pub fn connect_lazy(url: &str, tls: &ClientTls, outbound: Outbound) -> anyhow::Result<Self> {
+        let client = RegistryServiceClient::new(channel(url, tls, outbound)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self { client })
     }
 
@@ -185,7 +186,7 @@ impl Registry {
             if let Ok(value) = actor.parse() {
                 request
                     .metadata_mut()
-                    .insert(service_runtime::grpc::PRINCIPAL_HEADER, value);
+                    .insert(service_runtime::auth::ON_BEHALF_OF_HEADER, value);
             }
             async move { client.import_users(request).await }
         })

@@ -21,6 +21,15 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    /// Who may call, and the token this service presents to directory-sync and user-registry.
+    #[serde(default)]
+    pub auth: service_runtime::auth::AuthConfig,
+    /// TLS of the gRPC listener; off unless `tls.cert_file` is set.
+    #[serde(default)]
+    pub tls: service_runtime::tls::ServerTls,
+    /// TLS towards directory-sync and user-registry (`https://` URLs); off unless `ca_file` is set.
+    #[serde(default)]
+    pub client_tls: service_runtime::tls::ClientTls,
 }
 
 /// Which queue carries chunks.
@@ -74,6 +83,12 @@ impl Config {
                 max_connections: 5,
             },
             log: LogConfig::default(),
+            auth: service_runtime::auth::AuthConfig {
+                insecure_development: true,
+                ..Default::default()
+            },
+            tls: service_runtime::tls::ServerTls::default(),
+            client_tls: service_runtime::tls::ClientTls::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as pb;
+use service_runtime::auth::{AccessRules, READ, WRITE};
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
@@ -12,6 +13,39 @@ use crate::clients::outcome_to_pb;
 use crate::domain::{BatchOptions, Counts, Job, JobKind, JobStatus};
 use crate::error::Error;
 use crate::service::{Importer, MAX_SELECTED, Selection};
+
+/// Who may call each RPC. Private jobs are further limited to their creator by the handlers.
+pub const ACCESS: AccessRules = &[
+    (
+        "/userimport.importer.v1.ImporterService/ImportSelected",
+        WRITE,
+    ),
+    (
+        "/userimport.importer.v1.ImporterService/StartBatchImport",
+        WRITE,
+    ),
+    (
+        "/userimport.importer.v1.ImporterService/RunImportNow",
+        WRITE,
+    ),
+    ("/userimport.importer.v1.ImporterService/GetJob", READ),
+    ("/userimport.importer.v1.ImporterService/ListJobs", READ),
+    ("/userimport.importer.v1.ImporterService/WatchJob", READ),
+    ("/userimport.importer.v1.ImporterService/CancelJob", WRITE),
+    (
+        "/userimport.importer.v1.ImporterService/ListJobOutcomes",
+        READ,
+    ),
+    (
+        "/userimport.importer.v1.ImporterService/ListRoleRules",
+        READ,
+    ),
+    ("/userimport.importer.v1.ImporterService/AddRoleRule", WRITE),
+    (
+        "/userimport.importer.v1.ImporterService/RemoveRoleRule",
+        WRITE,
+    ),
+];
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page of a listing.

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as ProbeStatus;
@@ -19,15 +19,28 @@ use tonic_health::pb::health_client::HealthClient;
 /// Largest message a service accepts or sends (4 MiB, tonic's default, stated explicitly).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// How a service serves: its name (for health), the guard every call passes, and TLS.
+pub struct Serving {
+    pub service_name: &'static str,
+    pub guard: crate::auth::Guard,
+    pub tls: crate::tls::ServerTls,
+}
+
 /// Serves `routes` plus `grpc.health.v1` and reflection (v1 and v1alpha) on `listener` until
-/// `shutdown` is cancelled. Health reports `service_name` (and the server as a whole) as
+/// `shutdown` is cancelled, every call passing the guard (health and reflection stay open), over
+/// TLS when configured. Health reports `service_name` (and the server as a whole) as
 /// serving while it runs and not serving once shutdown begins; in-flight calls then finish.
 pub async fn serve(
     listener: TcpListener,
-    service_name: &'static str,
+    serving: Serving,
     routes: Routes,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Serving {
+        service_name,
+        guard,
+        tls,
+    } = serving;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(service_name, ServingStatus::Serving)
@@ -64,17 +77,27 @@ pub async fn serve(
     };
     let addr = listener.local_addr().ok();
     tracing::info!(service = service_name, addr = ?addr, "serving gRPC");
-    Server::builder()
+    let mut server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            // The builder's tcp_nodelay does not reach a listener we bring; without it every
-            // response waits ~40 ms for the peer's delayed ACK (Nagle).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            stopping,
-        )
-        .await
-        .context("gRPC server failed")?;
+        .layer(guard);
+    let router = server.add_routes(routes);
+    if tls.enabled() {
+        let incoming = crate::tls::incoming(listener, &tls, shutdown.clone())?;
+        router
+            .serve_with_incoming_shutdown(incoming, stopping)
+            .await
+            .context("gRPC server failed")?;
+    } else {
+        router
+            .serve_with_incoming_shutdown(
+                // The builder's tcp_nodelay does not reach a listener we bring; without it every
+                // response waits ~40 ms for the peer's delayed ACK (Nagle).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopping,
+            )
+            .await
+            .context("gRPC server failed")?;
+    }
     tracing::info!(service = service_name, "gRPC server stopped");
     Ok(())
 }
@@ -137,31 +160,35 @@ pub fn page_size(
     }
 }
 
-/// Metadata key naming the calling principal.
-pub const PRINCIPAL_HEADER: &str = "x-userimport-principal";
+/// Metadata key naming the calling principal in insecure development mode.
+pub const PRINCIPAL_HEADER: &str = crate::auth::PRINCIPAL_HEADER;
 
-/// The principal a request acts for. Until authentication lands (issue 6) this is what the
-/// caller claims in `x-userimport-principal` — "anonymous" when it claims nothing — and must
-/// not be trusted beyond development and tests.
+/// The name of the principal the guard authenticated for this request.
 pub fn principal<T>(request: &tonic::Request<T>) -> String {
-    request
-        .metadata()
-        .get(PRINCIPAL_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty() && value.len() <= 256)
-        .unwrap_or("anonymous")
-        .to_owned()
+    crate::auth::principal_of(request).name
 }
 
-/// A lazily connected channel to another service, so services can start in any order.
-pub fn channel(url: &str) -> anyhow::Result<Channel> {
+/// How long a call to another service may take before its response starts.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A lazily connected channel to another service (so services can start in any order), over
+/// TLS when configured, presenting `outbound`'s credentials on every call.
+pub fn channel(
+    url: &str,
+    tls: &crate::tls::ClientTls,
+    outbound: crate::auth::Outbound,
+) -> anyhow::Result<crate::auth::AuthedChannel> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid service URL {url}"))?
         .connect_timeout(Duration::from_secs(5))
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
-    Ok(endpoint.connect_lazy())
+    let endpoint = crate::tls::configure_endpoint(endpoint, tls)?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        endpoint.connect_lazy(),
+        outbound,
+    ))
 }
 
 /// True for statuses worth retrying: the callee was unavailable, slow or overloaded.

@@ -4,11 +4,13 @@
 //!
 //! Nothing here knows about users, jobs or the directory; it is plumbing only.
 
+pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 
 /// Installs ring as the process-wide rustls crypto provider. Every process that builds a TLS
 /// client must call this first (reqwest is built with `rustls-no-provider`); calling it twice is

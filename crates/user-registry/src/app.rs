@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use service_runtime::auth::{Authenticator, Guard};
+use service_runtime::tls::ServerTls;
+
 use crate::config::Config;
 use crate::domain::Company;
 use crate::grpc::GrpcApi;
@@ -18,6 +21,8 @@ use crate::service::Registry;
 pub struct App {
     listener: TcpListener,
     registry: Registry,
+    guard: Guard,
+    tls: ServerTls,
 }
 
 impl App {
@@ -34,11 +39,18 @@ impl App {
             .map(|c| Company::parse(&c.code, &c.name))
             .collect::<Result<Vec<_>, _>>()
             .context("invalid company in configuration")?;
+        let authenticator = Authenticator::from_config(&config.auth, "user-registry")?;
+        config.tls.validate()?;
         let registry = Registry::new(db);
         registry
             .ensure_companies(&companies, service_runtime::now_ms())
             .await?;
-        Ok(Self { listener, registry })
+        Ok(Self {
+            listener,
+            registry,
+            guard: Guard::new(authenticator, crate::grpc::ACCESS),
+            tls: config.tls.clone(),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -52,6 +64,11 @@ impl App {
         let service = RegistryServiceServer::new(GrpcApi::new(self.registry))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <RegistryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
-        service_runtime::grpc::serve(self.listener, name, Routes::new(service), shutdown).await
+        let serving = service_runtime::grpc::Serving {
+            service_name: name,
+            guard: self.guard,
+            tls: self.tls,
+        };
+        service_runtime::grpc::serve(self.listener, serving, Routes::new(service), shutdown).await
     }
 }

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
+use service_runtime::auth::AuthConfig;
 use service_runtime::config::{DatabaseConfig, LogConfig};
+use service_runtime::tls::ServerTls;
 
 /// Environment variables override the defaults with this prefix.
 pub const ENV_PREFIX: &str = "USER_REGISTRY_";
@@ -17,6 +19,12 @@ pub struct Config {
     /// Companies created at start-up when missing.
     #[serde(default)]
     pub companies: Vec<CompanyConfig>,
+    /// Who may call (see README "Authentication").
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// TLS of the gRPC listener; off unless `tls.cert_file` is set.
+    #[serde(default)]
+    pub tls: ServerTls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +50,11 @@ impl Config {
             },
             log: LogConfig::default(),
             companies: Vec::new(),
+            auth: AuthConfig {
+                insecure_development: true,
+                ..AuthConfig::default()
+            },
+            tls: ServerTls::default(),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The gRPC edge: converts protobuf messages to domain values and back, and maps errors once.
 
 use proto::registry::v1 as pb;
+use service_runtime::auth::{
+    ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, actor_of,
+};
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
@@ -13,6 +16,44 @@ use crate::domain::{Assignment, Role};
 use crate::error::Error;
 use crate::service::{Caller, ImportItem, Registry, RoleChange};
 use crate::store::{ObjectKey, UserFilter};
+
+/// Who may call each RPC.
+pub const ACCESS: AccessRules = &[
+    (
+        "/userimport.registry.v1.RegistryService/ImportUsers",
+        &[ADMIN, IMPORT_WORKER],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/CheckImported",
+        &[ADMIN, READER, IMPORT_WORKER, DIRECTORY_SYNC],
+    ),
+    ("/userimport.registry.v1.RegistryService/GetUser", READ),
+    ("/userimport.registry.v1.RegistryService/ListUsers", READ),
+    (
+        "/userimport.registry.v1.RegistryService/UpdateUsers",
+        &[ADMIN, DIRECTORY_SYNC],
+    ),
+    ("/userimport.registry.v1.RegistryService/RenameUser", WRITE),
+    (
+        "/userimport.registry.v1.RegistryService/SetUsersEnabled",
+        WRITE,
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/ListCompanies",
+        &[ADMIN, READER, IMPORT_WORKER],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/CreateCompany",
+        WRITE,
+    ),
+    ("/userimport.registry.v1.RegistryService/ListRoles", READ),
+    ("/userimport.registry.v1.RegistryService/AssignRoles", WRITE),
+    ("/userimport.registry.v1.RegistryService/RevokeRoles", WRITE),
+    (
+        "/userimport.registry.v1.RegistryService/ListAuditEvents",
+        READ,
+    ),
+];
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -161,7 +202,7 @@ fn caller<T>(request: &Request<T>) -> Caller {
             |id| format!("request:{id}"),
         );
     Caller {
-        actor: service_runtime::grpc::principal(request),
+        actor: actor_of(request),
         request_id,
     }
 }
@@ -173,7 +214,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::ImportUsersRequest>,
     ) -> Result<Response<pb::ImportUsersResponse>, Status> {
-        let actor = service_runtime::grpc::principal(&request);
+        let actor = actor_of(&request);
         let request = request.into_inner();
         let company = CompanyCode::parse(&request.company)?;
         let items: Vec<ImportItem> = request

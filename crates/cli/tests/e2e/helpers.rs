@@ -1,4 +1,4 @@
-use cli::stack::{DirectorySource, Ports, Stack, StackOptions, Storage};
+use cli::stack::{DirectorySource, Ports, Stack, StackAuth, StackOptions, Storage};
 use graph_emulator::EmulatedUser;
 use proto::directory::v1 as directory_pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
@@ -36,6 +36,7 @@ impl EndToEnd {
             ports: Ports::ANY,
             companies: vec![("USMF".into(), "Contoso USA".into())],
             chunk_size: 50,
+            auth: StackAuth::Insecure,
         })
         .await
         .unwrap();

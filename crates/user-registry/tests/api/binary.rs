@@ -10,6 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_user-registry");
 fn command(db: &TestDatabase, port: u16) -> Command {
     let mut command = Command::new(BIN);
     command
+        .env("USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT", "true")
         .env("USER_REGISTRY_DATABASE__URL", &db.url)
         .env("USER_REGISTRY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("USER_REGISTRY_LOG__FORMAT", "json")
@@ -27,6 +28,17 @@ fn free_port() -> u16 {
 }
 
 test_support::on_both_backends! {
+    async fn without_authentication_configured_the_server_refuses_to_start_and_says_why(db) {
+        let output = command(&db, free_port())
+            .env_remove("USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT")
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no authentication configured") && stderr.contains("insecure_development"), "{stderr}");
+    }
+
     async fn the_migrate_subcommand_creates_the_schema(db) {
         let status = command(&db, free_port()).arg("migrate").status().unwrap();
         assert!(status.success());
