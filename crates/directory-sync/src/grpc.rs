@@ -5,7 +5,9 @@ use std::pin::Pin;
 use futures::Stream;
 use proto::directory::v1 as pb;
 use service_runtime::auth::{ADMIN, AccessRules, IMPORT_WORKER, READ, READER, WRITE};
-use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
+use service_runtime::grpc::{
+    MAX_FILTER_LEN, bounded, decode_page_token, encode_page_token, page_size,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -163,6 +165,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             Ok(pb::AccountType::Guest) => Some(AccountType::Guest),
             _ => None,
         };
+        bounded("search", &request.search, MAX_FILTER_LEN)?;
         let filter = ListFilter {
             search: request.search,
             enabled_only: request.enabled_only,
@@ -283,6 +286,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             MAX_PAGE_SIZE,
         )?;
         let after: (String, String) = decode_page_token(&request.page_token)?;
+        bounded("search", &request.search, MAX_FILTER_LEN)?;
         let groups = self
             .directory
             .groups(request.search.trim(), &after, limit)

@@ -116,6 +116,22 @@ impl From<InvalidField> for tonic::Status {
     }
 }
 
+/// Longest search term, filter value or page token a listing accepts.
+pub const MAX_FILTER_LEN: usize = 256;
+/// Longest page token accepted (they are base64 of a short key).
+pub const MAX_PAGE_TOKEN_LEN: usize = 1024;
+
+/// `value`, when it is at most `max` bytes; else an error naming the field and the limit.
+pub fn bounded<'a>(field: &'static str, value: &'a str, max: usize) -> Result<&'a str, InvalidField> {
+    if value.len() > max {
+        return Err(InvalidField {
+            field,
+            reason: format!("{} bytes; the limit is {max}", value.len()),
+        });
+    }
+    Ok(value)
+}
+
 /// Encodes a page token: the previous page's last key, as JSON in URL-safe base64, so clients
 /// treat it as opaque.
 pub fn encode_page_token<T: serde::Serialize>(cursor: &T) -> String {
@@ -133,6 +149,7 @@ pub fn decode_page_token<T: serde::de::DeserializeOwned + Default>(
     if token.is_empty() {
         return Ok(T::default());
     }
+    bounded("page_token", token, MAX_PAGE_TOKEN_LEN)?;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()

@@ -82,4 +82,26 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn static_tokens_and_the_outbound_token_can_be_configured_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // The form docker-compose.yml uses.
+            jail.set_env(
+                "USER_REGISTRY_AUTH__STATIC_TOKENS",
+                r#"[{principal="admin",roles=["userimport.admin"],token="compose-admin-token-change-me"},{principal="import-worker",roles=["userimport.service.import-worker"],token="compose-worker-token-change-me"}]"#,
+            );
+            jail.set_env("USER_REGISTRY_AUTH__OUTBOUND__TOKEN", "compose-sync-token-change-me");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.auth.static_tokens.len(), 2);
+            assert_eq!(config.auth.static_tokens[1].principal, "import-worker");
+            assert!(config.auth.outbound.is_set());
+            assert!(!config.auth.insecure_development);
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("compose-admin-token-change-me"), "{shown}");
+            service_runtime::auth::Authenticator::from_config(&config.auth, "test")
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
 }

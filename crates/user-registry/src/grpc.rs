@@ -4,7 +4,9 @@ use proto::registry::v1 as pb;
 use service_runtime::auth::{
     ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, actor_of,
 };
-use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
+use service_runtime::grpc::{
+    MAX_FILTER_LEN, bounded, decode_page_token, encode_page_token, page_size,
+};
 use tonic::{Request, Response, Status};
 
 use crate::domain::audit::AuditEvent;
@@ -216,6 +218,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
     ) -> Result<Response<pb::ImportUsersResponse>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
+        bounded("import_id", &request.import_id, MAX_FILTER_LEN)?;
         let company = CompanyCode::parse(&request.company)?;
         let items: Vec<ImportItem> = request
             .users
@@ -296,6 +299,8 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             MAX_PAGE_SIZE,
         )?;
         let after: String = decode_page_token(&request.page_token)?;
+        bounded("search", &request.search, MAX_FILTER_LEN)?;
+        bounded("created_by_import", &request.created_by_import, MAX_FILTER_LEN)?;
         let filter = UserFilter {
             search: request.search.trim().to_owned(),
             company: match request.company.trim() {
@@ -452,6 +457,9 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             MAX_PAGE_SIZE,
         )?;
         let before: i64 = decode_page_token(&request.page_token)?;
+        bounded("user_id", &request.user_id, MAX_FILTER_LEN)?;
+        bounded("action", &request.action, MAX_FILTER_LEN)?;
+        bounded("via", &request.via, MAX_FILTER_LEN)?;
         let events = self
             .registry
             .list_audit_events(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::audit::{Action, AuditEvent};
-use crate::domain::user_id::{parse_user_id, user_key};
+use crate::domain::user_id::{MAX_USER_ID_LEN, parse_user_id, user_key};
 use crate::domain::{Assignment, CompanyCode, RegistryUser, Role, RoleId, Scope};
 use crate::error::Error;
 use crate::store::audit::{EventFilter, NewEvent, Origin, UserMatch};
@@ -104,6 +104,18 @@ impl Registry {
         check_count("user_ids", user_ids.len(), MAX_USERS_PER_CHANGE)?;
         if user_ids.iter().any(|id| id.trim().is_empty()) {
             return Err(Error::invalid("user_ids", "a user id must not be empty"));
+        }
+        if let Some(long) = user_ids
+            .iter()
+            .find(|id| id.trim().chars().count() > MAX_USER_ID_LEN)
+        {
+            return Err(Error::invalid(
+                "user_ids",
+                format!(
+                    "{:?}… is longer than a user id can be ({MAX_USER_ID_LEN} characters)",
+                    long.chars().take(20).collect::<String>()
+                ),
+            ));
         }
         let keys: Vec<String> = user_ids
             .iter()
@@ -261,8 +273,11 @@ impl Registry {
     ) -> Result<RegistryUser, Error> {
         let new_user_id =
             parse_user_id(new_user_id).map_err(|reason| Error::invalid("new_user_id", reason))?;
-        if user_id.trim().is_empty() {
-            return Err(Error::invalid("user_id", "must not be empty"));
+        if user_id.trim().is_empty() || user_id.trim().chars().count() > MAX_USER_ID_LEN {
+            return Err(Error::invalid(
+                "user_id",
+                format!("must be 1 to {MAX_USER_ID_LEN} characters"),
+            ));
         }
         let backend = self.db.backend();
         let mut tx = self

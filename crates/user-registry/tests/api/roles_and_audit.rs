@@ -385,4 +385,24 @@ test_support::on_both_backends! {
         assert_eq!(app.listed(pb::ListUsersRequest { enabled: Some(true), ..Default::default() }).await, ["ann", "bob", "cy"]);
         assert_eq!(app.all_events().await, events_before);
     }
+
+    async fn overlong_strings_are_refused_naming_the_field(db) {
+        let app = TestApp::spawn(&db).await;
+        app.import_three().await;
+        let long = "x".repeat(300);
+        let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
+            ("search", app.client.clone().list_users(pb::ListUsersRequest { search: long.clone(), ..Default::default() }).await.map(|_| ())),
+            ("page_token", app.client.clone().list_users(pb::ListUsersRequest { page_token: "x".repeat(2000), ..Default::default() }).await.map(|_| ())),
+            ("via", app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: long.clone(), ..Default::default() }).await.map(|_| ())),
+            ("user_ids", app.assign(grant(&[&long], &["ACCOUNTANT"], "")).await.map(|_| ())),
+            ("user_id", app.rename(&long, "ok").await.map(|_| ())),
+            ("import_id", app.import(&long, "DAT", vec![member(9, "z@contoso.com")]).await.map(|_| ())),
+        ];
+        for (field, result) in cases {
+            let err = result.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{field}: {}", err.message());
+            assert!(err.message().contains(field), "{field}: {}", err.message());
+            assert!(!err.message().contains(&long), "the message does not echo 300 characters back");
+        }
+    }
 }
