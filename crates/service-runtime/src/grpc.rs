@@ -122,7 +122,11 @@ pub const MAX_FILTER_LEN: usize = 256;
 pub const MAX_PAGE_TOKEN_LEN: usize = 1024;
 
 /// `value`, when it is at most `max` bytes; else an error naming the field and the limit.
-pub fn bounded<'a>(field: &'static str, value: &'a str, max: usize) -> Result<&'a str, InvalidField> {
+pub fn bounded<'a>(
+    field: &'static str,
+    value: &'a str,
+    max: usize,
+) -> Result<&'a str, InvalidField> {
     if value.len() > max {
         return Err(InvalidField {
             field,

@@ -91,7 +91,10 @@ mod tests {
                 "USER_REGISTRY_AUTH__STATIC_TOKENS",
                 r#"[{principal="admin",roles=["userimport.admin"],token="compose-admin-token-change-me"},{principal="import-worker",roles=["userimport.service.import-worker"],token="compose-worker-token-change-me"}]"#,
             );
-            jail.set_env("USER_REGISTRY_AUTH__OUTBOUND__TOKEN", "compose-sync-token-change-me");
+            jail.set_env(
+                "USER_REGISTRY_AUTH__OUTBOUND__TOKEN",
+                "compose-sync-token-change-me",
+            );
             let config = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(config.auth.static_tokens.len(), 2);
             assert_eq!(config.auth.static_tokens[1].principal, "import-worker");

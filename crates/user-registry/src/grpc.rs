@@ -300,7 +300,11 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         )?;
         let after: String = decode_page_token(&request.page_token)?;
         bounded("search", &request.search, MAX_FILTER_LEN)?;
-        bounded("created_by_import", &request.created_by_import, MAX_FILTER_LEN)?;
+        bounded(
+            "created_by_import",
+            &request.created_by_import,
+            MAX_FILTER_LEN,
+        )?;
         let filter = UserFilter {
             search: request.search.trim().to_owned(),
             company: match request.company.trim() {

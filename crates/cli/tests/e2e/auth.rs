@@ -59,10 +59,15 @@ fn oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConfig {
 
 /// The three services on SQLite in a temporary folder, trusting `idp`.
 async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("userimport-auth-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("userimport-auth-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let worker_token = idp.sign_access_token(&spec("import-worker", &[IMPORT_WORKER])).unwrap();
-    let sync_token = idp.sign_access_token(&spec("directory-sync", &[DIRECTORY_SYNC])).unwrap();
+    let worker_token = idp
+        .sign_access_token(&spec("import-worker", &[IMPORT_WORKER]))
+        .unwrap();
+    let sync_token = idp
+        .sign_access_token(&spec("directory-sync", &[DIRECTORY_SYNC]))
+        .unwrap();
     let stack = Stack::start(StackOptions {
         storage: Storage::Sqlite(dir.clone()),
         directory: DirectorySource::Emulator { users },
@@ -81,7 +86,11 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
 }
 
 async fn channel(url: &str) -> Channel {
-    Channel::from_shared(url.to_owned()).unwrap().connect().await.unwrap()
+    Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// A request carrying `token` (or none).
@@ -114,26 +123,54 @@ async fn every_rpc_of_every_service_refuses_a_missing_expired_foreign_or_forged_
     let (stack, dir) = stack_trusting(&idp, 5).await;
     let mut bad = vec![(
         "expired",
-        idp.sign_access_token(&AccessTokenSpec { expires_in: -600, ..spec("alice", &[ADMIN]) }).unwrap(),
+        idp.sign_access_token(&AccessTokenSpec {
+            expires_in: -600,
+            ..spec("alice", &[ADMIN])
+        })
+        .unwrap(),
     )];
     bad.push((
         "for another audience",
-        idp.sign_access_token(&AccessTokenSpec { audience: "api://someone-else".into(), ..spec("alice", &[ADMIN]) }).unwrap(),
+        idp.sign_access_token(&AccessTokenSpec {
+            audience: "api://someone-else".into(),
+            ..spec("alice", &[ADMIN])
+        })
+        .unwrap(),
     ));
     bad.push((
         "from another issuer",
-        idp.sign_access_token(&AccessTokenSpec { issuer: Some("https://evil.example/v2.0".into()), ..spec("alice", &[ADMIN]) }).unwrap(),
+        idp.sign_access_token(&AccessTokenSpec {
+            issuer: Some("https://evil.example/v2.0".into()),
+            ..spec("alice", &[ADMIN])
+        })
+        .unwrap(),
     ));
     bad.push((
         "badly signed",
-        idp.sign_access_token(&AccessTokenSpec { key: SigningKey::Forged, ..spec("alice", &[ADMIN]) }).unwrap(),
+        idp.sign_access_token(&AccessTokenSpec {
+            key: SigningKey::Forged,
+            ..spec("alice", &[ADMIN])
+        })
+        .unwrap(),
     ));
-    bad.push(("not a token at all", "0123456789abcdef0123456789".to_owned()));
+    bad.push((
+        "not a token at all",
+        "0123456789abcdef0123456789".to_owned(),
+    ));
 
     let services = [
-        ("userimport.directory.v1.DirectoryService", &stack.directory_url),
-        ("userimport.registry.v1.RegistryService", &stack.registry_url),
-        ("userimport.importer.v1.ImporterService", &stack.importer_url),
+        (
+            "userimport.directory.v1.DirectoryService",
+            &stack.directory_url,
+        ),
+        (
+            "userimport.registry.v1.RegistryService",
+            &stack.registry_url,
+        ),
+        (
+            "userimport.importer.v1.ImporterService",
+            &stack.importer_url,
+        ),
     ];
     let mut checked = 0;
     for (service, url) in services {
@@ -142,18 +179,36 @@ async fn every_rpc_of_every_service_refuses_a_missing_expired_foreign_or_forged_
         assert!(rpcs.len() >= 8, "{service}: {rpcs:?}");
         for rpc in &rpcs {
             let status = call_any(channel.clone(), rpc, None).await;
-            assert_eq!(status.code(), Code::Unauthenticated, "{rpc} without a token: {status:?}");
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{rpc} without a token: {status:?}"
+            );
             for (what, token) in &bad {
                 let status = call_any(channel.clone(), rpc, Some(token)).await;
-                assert_eq!(status.code(), Code::Unauthenticated, "{rpc} with a token {what}: {status:?}");
-                assert!(!status.message().contains(token.as_str()), "the status echoes the token");
+                assert_eq!(
+                    status.code(),
+                    Code::Unauthenticated,
+                    "{rpc} with a token {what}: {status:?}"
+                );
+                assert!(
+                    !status.message().contains(token.as_str()),
+                    "the status echoes the token"
+                );
             }
             checked += 1;
         }
         // Health stays open to probes that carry no token.
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
-        assert!(answer.is_ok(), "{service}: health needs no token: {answer:?}");
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(
+            answer.is_ok(),
+            "{service}: health needs no token: {answer:?}"
+        );
     }
     assert!(checked >= 28, "every RPC of the three services: {checked}");
     stack.stop().await.unwrap();
@@ -165,22 +220,50 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
     test_support::init();
     let idp = identity_provider().await;
     let (stack, dir) = stack_trusting(&idp, 12).await;
-    let reader = idp.sign_access_token(&spec("rita@contoso.com", &[READER])).unwrap();
+    let reader = idp
+        .sign_access_token(&spec("rita@contoso.com", &[READER]))
+        .unwrap();
     // ES256 from the elliptic-curve key, as some providers sign.
-    let admin = idp.sign_access_token(&AccessTokenSpec { key: SigningKey::Ec1, ..spec("alice@contoso.com", &[ADMIN]) }).unwrap();
-    let worker = idp.sign_access_token(&spec("import-worker", &[IMPORT_WORKER])).unwrap();
-    let sync = idp.sign_access_token(&spec("directory-sync", &[DIRECTORY_SYNC])).unwrap();
+    let admin = idp
+        .sign_access_token(&AccessTokenSpec {
+            key: SigningKey::Ec1,
+            ..spec("alice@contoso.com", &[ADMIN])
+        })
+        .unwrap();
+    let worker = idp
+        .sign_access_token(&spec("import-worker", &[IMPORT_WORKER]))
+        .unwrap();
+    let sync = idp
+        .sign_access_token(&spec("directory-sync", &[DIRECTORY_SYNC]))
+        .unwrap();
 
     let directory = channel(&stack.directory_url).await;
     let registry = channel(&stack.registry_url).await;
     let importer = channel(&stack.importer_url).await;
-    let mut directory_client = directory_pb::directory_service_client::DirectoryServiceClient::new(directory);
-    let mut registry_client = registry_pb::registry_service_client::RegistryServiceClient::new(registry);
-    let mut importer_client = importer_pb::importer_service_client::ImporterServiceClient::new(importer);
+    let mut directory_client =
+        directory_pb::directory_service_client::DirectoryServiceClient::new(directory);
+    let mut registry_client =
+        registry_pb::registry_service_client::RegistryServiceClient::new(registry);
+    let mut importer_client =
+        importer_pb::importer_service_client::ImporterServiceClient::new(importer);
 
-    directory_client.sync_now(with_token(directory_pb::SyncNowRequest { mode: directory_pb::SyncMode::Full.into() }, Some(&admin))).await.unwrap();
+    directory_client
+        .sync_now(with_token(
+            directory_pb::SyncNowRequest {
+                mode: directory_pb::SyncMode::Full.into(),
+            },
+            Some(&admin),
+        ))
+        .await
+        .unwrap();
     let listed = directory_client
-        .list_users(with_token(directory_pb::ListUsersRequest { page_size: 100, ..Default::default() }, Some(&reader)))
+        .list_users(with_token(
+            directory_pb::ListUsersRequest {
+                page_size: 100,
+                ..Default::default()
+            },
+            Some(&reader),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -192,47 +275,131 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
         .take(2)
         .map(|u| u.object_id.clone())
         .collect();
-    let import = |ids: Vec<String>| importer_pb::ImportSelectedRequest { object_ids: ids, company: "DAT".into(), ..Default::default() };
+    let import = |ids: Vec<String>| importer_pb::ImportSelectedRequest {
+        object_ids: ids,
+        company: "DAT".into(),
+        ..Default::default()
+    };
 
-    let refused = importer_client.import_selected(with_token(import(members.clone()), Some(&reader))).await.unwrap_err();
+    let refused = importer_client
+        .import_selected(with_token(import(members.clone()), Some(&reader)))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("rita@contoso.com"), "{}", refused.message());
+    assert!(
+        refused.message().contains("rita@contoso.com"),
+        "{}",
+        refused.message()
+    );
 
     // The admin's import crosses both service hops with the services' own tokens.
-    let imported = importer_client.import_selected(with_token(import(members.clone()), Some(&admin))).await.unwrap().into_inner();
+    let imported = importer_client
+        .import_selected(with_token(import(members.clone()), Some(&admin)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(imported.counts.unwrap().created, 2);
     let trail = registry_client
-        .list_audit_events(with_token(registry_pb::ListAuditEventsRequest { action: "import".into(), ..Default::default() }, Some(&reader)))
+        .list_audit_events(with_token(
+            registry_pb::ListAuditEventsRequest {
+                action: "import".into(),
+                ..Default::default()
+            },
+            Some(&reader),
+        ))
         .await
         .unwrap()
         .into_inner()
         .events;
     assert_eq!(trail.len(), 2);
-    assert!(trail.iter().all(|e| e.actor == "alice@contoso.com"), "the registry records whom import-worker acted for: {trail:?}");
+    assert!(
+        trail.iter().all(|e| e.actor == "alice@contoso.com"),
+        "the registry records whom import-worker acted for: {trail:?}"
+    );
 
     // Service identities: each may call what its service needs, nothing else.
-    let grant = registry_pb::AssignRolesRequest { user_ids: vec![imported.outcomes[0].user_id.clone()], role_ids: vec!["SYSADMIN".into()], company: String::new() };
+    let grant = registry_pb::AssignRolesRequest {
+        user_ids: vec![imported.outcomes[0].user_id.clone()],
+        role_ids: vec!["SYSADMIN".into()],
+        company: String::new(),
+    };
     for token in [&worker, &sync, &reader] {
-        let status = registry_client.assign_roles(with_token(grant.clone(), Some(token))).await.unwrap_err();
+        let status = registry_client
+            .assign_roles(with_token(grant.clone(), Some(token)))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
     }
-    let new_user = registry_pb::ImportUsersRequest { import_id: "x".into(), company: "DAT".into(), users: Vec::new() };
-    let status = registry_client.import_users(with_token(new_user, Some(&sync))).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "directory-sync does not import");
-    let status = importer_client
-        .start_batch_import(with_token(importer_pb::StartBatchImportRequest { company: "DAT".into(), scope: Some(directory_pb::Scope { scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})) }), ..Default::default() }, Some(&worker)))
+    let new_user = registry_pb::ImportUsersRequest {
+        import_id: "x".into(),
+        company: "DAT".into(),
+        users: Vec::new(),
+    };
+    let status = registry_client
+        .import_users(with_token(new_user, Some(&sync)))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "a service identity starts no jobs");
-    let check = registry_pb::CheckImportedRequest { tenant_id: stack.emulator.as_ref().unwrap().tenant_id().to_owned(), object_ids: members.clone() };
-    assert_eq!(registry_client.check_imported(with_token(check, Some(&sync))).await.unwrap().into_inner().imported_object_ids.len(), 2);
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "directory-sync does not import"
+    );
+    let status = importer_client
+        .start_batch_import(with_token(
+            importer_pb::StartBatchImportRequest {
+                company: "DAT".into(),
+                scope: Some(directory_pb::Scope {
+                    scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+                }),
+                ..Default::default()
+            },
+            Some(&worker),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "a service identity starts no jobs"
+    );
+    let check = registry_pb::CheckImportedRequest {
+        tenant_id: stack.emulator.as_ref().unwrap().tenant_id().to_owned(),
+        object_ids: members.clone(),
+    };
+    assert_eq!(
+        registry_client
+            .check_imported(with_token(check, Some(&sync)))
+            .await
+            .unwrap()
+            .into_inner()
+            .imported_object_ids
+            .len(),
+        2
+    );
 
     // Keys roll: a token signed by the new key is accepted once the provider publishes it.
-    let next_key = idp.sign_access_token(&AccessTokenSpec { key: SigningKey::Rsa2, ..spec("alice@contoso.com", &[ADMIN]) }).unwrap();
-    let status = registry_client.list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&next_key))).await.unwrap_err();
+    let next_key = idp
+        .sign_access_token(&AccessTokenSpec {
+            key: SigningKey::Rsa2,
+            ..spec("alice@contoso.com", &[ADMIN])
+        })
+        .unwrap();
+    let status = registry_client
+        .list_roles(with_token(
+            registry_pb::ListRolesRequest {},
+            Some(&next_key),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "not published yet");
     idp.rotate_signing_keys();
-    registry_client.list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&next_key))).await.unwrap();
+    registry_client
+        .list_roles(with_token(
+            registry_pb::ListRolesRequest {},
+            Some(&next_key),
+        ))
+        .await
+        .unwrap();
     stack.stop().await.unwrap();
     std::fs::remove_dir_all(dir).ok();
 }
@@ -242,26 +409,74 @@ async fn a_private_job_is_invisible_to_another_admin_and_visible_to_its_creator(
     test_support::init();
     let idp = identity_provider().await;
     let (stack, dir) = stack_trusting(&idp, 6).await;
-    let alice = idp.sign_access_token(&spec("alice@contoso.com", &[ADMIN])).unwrap();
-    let bob = idp.sign_access_token(&spec("bob@contoso.com", &[ADMIN])).unwrap();
-    let mut importer = importer_pb::importer_service_client::ImporterServiceClient::new(channel(&stack.importer_url).await);
+    let alice = idp
+        .sign_access_token(&spec("alice@contoso.com", &[ADMIN]))
+        .unwrap();
+    let bob = idp
+        .sign_access_token(&spec("bob@contoso.com", &[ADMIN]))
+        .unwrap();
+    let mut importer = importer_pb::importer_service_client::ImporterServiceClient::new(
+        channel(&stack.importer_url).await,
+    );
     let start = importer_pb::StartBatchImportRequest {
         company: "DAT".into(),
-        scope: Some(directory_pb::Scope { scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})) }), 
-        options: Some(importer_pb::BatchOptions { private: true, ..Default::default() }),
+        scope: Some(directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+        }),
+        options: Some(importer_pb::BatchOptions {
+            private: true,
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    let job = importer.start_batch_import(with_token(start, Some(&alice))).await.unwrap().into_inner().job.unwrap();
+    let job = importer
+        .start_batch_import(with_token(start, Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
     assert_eq!(job.created_by, "alice@contoso.com");
 
-    let get = importer_pb::GetJobRequest { job_id: job.job_id.clone() };
-    let seen = importer.get_job(with_token(get.clone(), Some(&alice))).await.unwrap().into_inner().job.unwrap();
+    let get = importer_pb::GetJobRequest {
+        job_id: job.job_id.clone(),
+    };
+    let seen = importer
+        .get_job(with_token(get.clone(), Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
     assert_eq!(seen.job_id, job.job_id);
-    let hidden = importer.get_job(with_token(get, Some(&bob))).await.unwrap_err();
-    assert_eq!(hidden.code(), Code::NotFound, "not PERMISSION_DENIED: its existence is not told");
-    let cancel = importer.cancel_job(with_token(importer_pb::CancelJobRequest { job_id: job.job_id.clone() }, Some(&bob))).await.unwrap_err();
+    let hidden = importer
+        .get_job(with_token(get, Some(&bob)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hidden.code(),
+        Code::NotFound,
+        "not PERMISSION_DENIED: its existence is not told"
+    );
+    let cancel = importer
+        .cancel_job(with_token(
+            importer_pb::CancelJobRequest {
+                job_id: job.job_id.clone(),
+            },
+            Some(&bob),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(cancel.code(), Code::NotFound);
-    let listed = importer.list_jobs(with_token(importer_pb::ListJobsRequest::default(), Some(&bob))).await.unwrap().into_inner().jobs;
+    let listed = importer
+        .list_jobs(with_token(
+            importer_pb::ListJobsRequest::default(),
+            Some(&bob),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert!(listed.iter().all(|j| j.job_id != job.job_id));
     stack.stop().await.unwrap();
     std::fs::remove_dir_all(dir).ok();
@@ -294,7 +509,10 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let dir = std::env::temp_dir().join(format!("userimport-secrets-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "userimport-secrets-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let tokens = LocalTokens::generate().unwrap();
     let stack = Stack::start(StackOptions {
         storage: Storage::Sqlite(dir.clone()),
@@ -308,21 +526,52 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
     .unwrap();
     let client_secret = stack.emulator.as_ref().unwrap().client_secret().to_owned();
     let admin = tokens.admin.expose_secret().to_owned();
-    let mut directory = directory_pb::directory_service_client::DirectoryServiceClient::new(channel(&stack.directory_url).await);
-    let mut importer = importer_pb::importer_service_client::ImporterServiceClient::new(channel(&stack.importer_url).await);
+    let mut directory = directory_pb::directory_service_client::DirectoryServiceClient::new(
+        channel(&stack.directory_url).await,
+    );
+    let mut importer = importer_pb::importer_service_client::ImporterServiceClient::new(
+        channel(&stack.importer_url).await,
+    );
 
-    directory.sync_now(with_token(directory_pb::SyncNowRequest { mode: directory_pb::SyncMode::Full.into() }, Some(&admin))).await.unwrap();
+    directory
+        .sync_now(with_token(
+            directory_pb::SyncNowRequest {
+                mode: directory_pb::SyncMode::Full.into(),
+            },
+            Some(&admin),
+        ))
+        .await
+        .unwrap();
     // A wrong token too: refusals must not echo it.
-    let _ = importer.list_jobs(with_token(importer_pb::ListJobsRequest::default(), Some("wrong-token-0123456789abcdef"))).await;
+    let _ = importer
+        .list_jobs(with_token(
+            importer_pb::ListJobsRequest::default(),
+            Some("wrong-token-0123456789abcdef"),
+        ))
+        .await;
     let report = importer
-        .run_import_now(with_token(importer_pb::RunImportNowRequest { company: "DAT".into(), scope: Some(directory_pb::Scope { scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})) }), }, Some(&admin)))
+        .run_import_now(with_token(
+            importer_pb::RunImportNowRequest {
+                company: "DAT".into(),
+                scope: Some(directory_pb::Scope {
+                    scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+                }),
+            },
+            Some(&admin),
+        ))
         .await
         .unwrap()
         .into_inner();
     let job = report.job.clone().unwrap();
     assert!(job.counts.as_ref().unwrap().created > 0);
     let outcomes = importer
-        .list_job_outcomes(with_token(importer_pb::ListJobOutcomesRequest { job_id: job.job_id.clone(), ..Default::default() }, Some(&admin)))
+        .list_job_outcomes(with_token(
+            importer_pb::ListJobOutcomesRequest {
+                job_id: job.job_id.clone(),
+                ..Default::default()
+            },
+            Some(&admin),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -330,13 +579,23 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
     drop(_guard);
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.lines().count() > 50, "debug logging captured the run: {} lines", logs.lines().count());
+    assert!(
+        logs.lines().count() > 50,
+        "debug logging captured the run: {} lines",
+        logs.lines().count()
+    );
     let reports = format!("{report:?}{outcomes:?}");
     let secrets = [
         ("the Graph client secret", client_secret.as_str()),
         ("the admin token", admin.as_str()),
-        ("import-worker's token", tokens.import_worker.expose_secret()),
-        ("directory-sync's token", tokens.directory_sync.expose_secret()),
+        (
+            "import-worker's token",
+            tokens.import_worker.expose_secret(),
+        ),
+        (
+            "directory-sync's token",
+            tokens.directory_sync.expose_secret(),
+        ),
         ("a refused token", "wrong-token-0123456789abcdef"),
     ];
     for (what, secret) in secrets {
@@ -344,7 +603,13 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         assert!(!reports.contains(secret), "{what} is in a job report");
     }
     // The emulator's Graph access tokens all start with "emu.".
-    assert!(!logs.contains("emu."), "a Graph access token is in the logs");
-    assert!(!reports.contains("emu."), "a Graph access token is in a job report");
+    assert!(
+        !logs.contains("emu."),
+        "a Graph access token is in the logs"
+    );
+    assert!(
+        !reports.contains("emu."),
+        "a Graph access token is in a job report"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
