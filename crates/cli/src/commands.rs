@@ -531,7 +531,6 @@ pub async fn users_list(
             },
             without_roles: args.without_roles,
             created_by_import: args.imported_by.clone().unwrap_or_default(),
-            ..Default::default()
         };
         let page = client
             .list_users(request)

@@ -79,11 +79,15 @@ pub enum StackAuth {
     /// Local static tokens: one for the administrator, one per calling service.
     Local(LocalTokens),
     /// These settings, per service (tests of authentication itself).
-    Custom {
-        registry: AuthConfig,
-        directory: AuthConfig,
-        importer: AuthConfig,
-    },
+    Custom(Box<ServiceAuth>),
+}
+
+/// The authentication settings of each service of a stack.
+#[derive(Debug, Clone)]
+pub struct ServiceAuth {
+    pub registry: AuthConfig,
+    pub directory: AuthConfig,
+    pub importer: AuthConfig,
 }
 
 /// Tokens of a local stack (`userimport dev`): generated at random on every start.
@@ -142,11 +146,11 @@ impl StackAuth {
                 tokens.config(Some(&tokens.directory_sync)),
                 tokens.config(Some(&tokens.import_worker)),
             ),
-            StackAuth::Custom {
-                registry,
-                directory,
-                importer,
-            } => (registry.clone(), directory.clone(), importer.clone()),
+            StackAuth::Custom(each) => (
+                each.registry.clone(),
+                each.directory.clone(),
+                each.importer.clone(),
+            ),
         }
     }
 }

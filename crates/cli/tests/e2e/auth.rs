@@ -5,7 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use cli::stack::{DirectorySource, LocalTokens, Ports, Stack, StackAuth, StackOptions, Storage};
+use cli::stack::{
+    DirectorySource, LocalTokens, Ports, ServiceAuth, Stack, StackAuth, StackOptions, Storage,
+};
 use graph_emulator::{AccessTokenSpec, Emulator, EmulatorConfig, SigningKey};
 use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as importer_pb;
@@ -74,11 +76,11 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
         ports: Ports::ANY,
         companies: Vec::new(),
         chunk_size: 50,
-        auth: StackAuth::Custom {
+        auth: StackAuth::Custom(Box::new(ServiceAuth {
             registry: oidc_config(idp, None),
             directory: oidc_config(idp, Some(sync_token)),
             importer: oidc_config(idp, Some(worker_token)),
-        },
+        })),
     })
     .await
     .unwrap();

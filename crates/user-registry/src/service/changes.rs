@@ -374,7 +374,7 @@ impl Registry {
         tx.commit()
             .await
             .map_err(Error::internal("commit enable"))?;
-        result.sort_by(|a, b| user_key(&a.user_id).cmp(&user_key(&b.user_id)));
+        result.sort_by_key(|u| user_key(&u.user_id));
         Ok(result)
     }
 
