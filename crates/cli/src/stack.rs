@@ -160,6 +160,8 @@ pub struct Stack {
     pub directory_url: String,
     pub registry_url: String,
     pub importer_url: String,
+    /// The Prometheus endpoint (every service of the stack shares the process's recorder).
+    pub metrics_url: String,
     /// The emulator, when the stack reads one.
     pub emulator: Option<Emulator>,
     /// The directory-sync use cases, to run the first sync in-process.
@@ -320,17 +322,24 @@ impl Stack {
             import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
         importer_config.worker.chunk_size = options.chunk_size;
         importer_config.auth = importer_auth;
+        // One recorder per process: this endpoint shows every service of the stack.
+        importer_config.metrics.listen_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         // The embedded default: an in-process queue with the broker's semantics.
         let queue = import_worker::app::connect_queue(&importer_config.queue).await?;
         let importer =
             import_worker::App::build(&importer_config, importer_db, importer_listener, queue)
                 .await?;
+        let metrics_url = importer
+            .metrics_addr()
+            .map(|addr| format!("http://{addr}/metrics"))
+            .context("the stack's metrics endpoint did not start")?;
         tasks.spawn(importer.run(shutdown.clone()));
 
         Ok(Self {
             directory_url,
             registry_url,
             importer_url,
+            metrics_url,
             emulator,
             directory: directory_service,
             shutdown,

@@ -23,6 +23,7 @@ pub struct App {
     directory: Directory,
     guard: service_runtime::auth::Guard,
     tls: service_runtime::tls::ServerTls,
+    metrics: Option<TcpListener>,
     full_sync_on_start: bool,
     delta_interval: Option<Duration>,
 }
@@ -38,6 +39,8 @@ impl App {
         let authenticator =
             service_runtime::auth::Authenticator::from_config(&config.auth, "directory-sync")?;
         config.tls.validate()?;
+        service_runtime::metrics::handle()?;
+        let metrics = service_runtime::metrics::bind(&config.metrics).await?;
         let outbound = service_runtime::auth::Outbound::new(&config.auth.outbound)?;
         let registry = RegistryServiceClient::new(service_runtime::grpc::channel(
             &config.registry_url,
@@ -62,9 +65,15 @@ impl App {
             directory,
             guard: service_runtime::auth::Guard::new(authenticator, crate::grpc::ACCESS),
             tls: config.tls.clone(),
+            metrics,
             full_sync_on_start: config.sync.full_sync_on_start,
             delta_interval,
         })
+    }
+
+    /// Where the Prometheus endpoint listens, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -82,6 +91,9 @@ impl App {
     /// background so the service answers while it reads the tenant; then delta rounds run on
     /// the configured interval.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics {
+            tokio::spawn(service_runtime::metrics::serve(listener, shutdown.clone()));
+        }
         let directory = self.directory.clone();
         let schedule_shutdown = shutdown.clone();
         let full_sync_on_start = self.full_sync_on_start;

@@ -29,6 +29,9 @@ pub struct Config {
     /// TLS towards user-registry (an `https://` registry_url); off unless `ca_file` is set.
     #[serde(default)]
     pub registry_tls: service_runtime::tls::ClientTls,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: service_runtime::metrics::MetricsConfig,
 }
 
 /// The Entra tenant and the app registration used to read it.
@@ -124,6 +127,7 @@ impl Config {
             },
             tls: service_runtime::tls::ServerTls::default(),
             registry_tls: service_runtime::tls::ClientTls::default(),
+            metrics: service_runtime::metrics::MetricsConfig { listen_addr: None },
         }
     }
 }

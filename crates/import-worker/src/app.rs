@@ -44,6 +44,7 @@ pub struct App {
     importer: Importer,
     guard: service_runtime::auth::Guard,
     tls: service_runtime::tls::ServerTls,
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -57,6 +58,8 @@ impl App {
         let authenticator =
             service_runtime::auth::Authenticator::from_config(&config.auth, "import-worker")?;
         config.tls.validate()?;
+        service_runtime::metrics::handle()?;
+        let metrics = service_runtime::metrics::bind(&config.metrics).await?;
         let outbound = service_runtime::auth::Outbound::new(&config.auth.outbound)?;
         let directory =
             Directory::connect_lazy(&config.directory_url, &config.client_tls, outbound.clone())?;
@@ -85,7 +88,13 @@ impl App {
             importer,
             guard: service_runtime::auth::Guard::new(authenticator, crate::grpc::ACCESS),
             tls: config.tls.clone(),
+            metrics,
         })
+    }
+
+    /// Where the Prometheus endpoint listens, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,6 +107,9 @@ impl App {
     /// On shutdown the server stops taking calls, the planner stops at its next chunk (its
     /// lease lets another replica go on), and chunks in hand are finished and acknowledged.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics {
+            tokio::spawn(service_runtime::metrics::serve(listener, shutdown.clone()));
+        }
         let background = TaskTracker::new();
         background.spawn(crate::planner::run(self.importer.clone(), shutdown.clone()));
         background.spawn(crate::chunks::run_consumer(

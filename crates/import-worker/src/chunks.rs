@@ -145,6 +145,15 @@ where
 }
 
 async fn handle(importer: &Importer, delivery: Delivery) {
+    // Queue lag: from the planner's publish to this delivery (redeliveries included).
+    if let Some(published) = delivery
+        .headers
+        .get(crate::planner::PUBLISHED_AT_HEADER)
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        let lag_ms = (service_runtime::now_ms() - published).max(0);
+        metrics::histogram!("import_queue_lag_seconds").record(lag_ms as f64 / 1000.0);
+    }
     let chunk = match pb::ImportChunk::decode(delivery.payload.as_slice()) {
         Ok(chunk) => chunk,
         Err(error) => {

@@ -30,6 +30,9 @@ pub struct Config {
     /// TLS towards directory-sync and user-registry (`https://` URLs); off unless `ca_file` is set.
     #[serde(default)]
     pub client_tls: service_runtime::tls::ClientTls,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: service_runtime::metrics::MetricsConfig,
 }
 
 /// Which queue carries chunks.
@@ -89,6 +92,7 @@ impl Config {
             },
             tls: service_runtime::tls::ServerTls::default(),
             client_tls: service_runtime::tls::ClientTls::default(),
+            metrics: service_runtime::metrics::MetricsConfig { listen_addr: None },
         }
     }
 }

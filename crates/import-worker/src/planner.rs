@@ -36,6 +36,9 @@ const POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// them again. Their users stay in memory until confirmed, so memory stays bounded.
 const PUBLISHES_IN_FLIGHT: usize = 8;
 
+/// Header of a chunk message: when it was published (Unix ms), for the queue-lag metric.
+pub(crate) const PUBLISHED_AT_HEADER: &str = "published_at_ms";
+
 /// Where planned chunks go.
 #[derive(Clone, Copy)]
 enum Dispatch {
@@ -363,6 +366,10 @@ async fn publish(
     let headers = BTreeMap::from([
         ("job_id".to_owned(), job.job_id.clone()),
         ("seq".to_owned(), chunk.seq.to_string()),
+        (
+            PUBLISHED_AT_HEADER.to_owned(),
+            service_runtime::now_ms().to_string(),
+        ),
     ]);
     let message = chunk_message(job, chunk, users);
     importer

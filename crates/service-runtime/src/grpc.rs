@@ -79,7 +79,12 @@ pub async fn serve(
     tracing::info!(service = service_name, addr = ?addr, "serving gRPC");
     let mut server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(guard);
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(crate::metrics::GrpcMetricsLayer)
+                .layer(guard)
+                .into_inner(),
+        );
     let router = server.add_routes(routes);
     if tls.enabled() {
         let incoming = crate::tls::incoming(listener, &tls, shutdown.clone())?;

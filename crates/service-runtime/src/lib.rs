@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -23,6 +23,7 @@ pub struct App {
     registry: Registry,
     guard: Guard,
     tls: ServerTls,
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -41,6 +42,8 @@ impl App {
             .context("invalid company in configuration")?;
         let authenticator = Authenticator::from_config(&config.auth, "user-registry")?;
         config.tls.validate()?;
+        service_runtime::metrics::handle()?;
+        let metrics = service_runtime::metrics::bind(&config.metrics).await?;
         let registry = Registry::new(db);
         registry
             .ensure_companies(&companies, service_runtime::now_ms())
@@ -50,7 +53,13 @@ impl App {
             registry,
             guard: Guard::new(authenticator, crate::grpc::ACCESS),
             tls: config.tls.clone(),
+            metrics,
         })
+    }
+
+    /// Where the Prometheus endpoint listens, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -61,6 +70,9 @@ impl App {
 
     /// Serves until `shutdown` is cancelled, then lets in-flight calls finish.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics {
+            tokio::spawn(service_runtime::metrics::serve(listener, shutdown.clone()));
+        }
         let service = RegistryServiceServer::new(GrpcApi::new(self.registry))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <RegistryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;

@@ -25,6 +25,9 @@ pub struct Config {
     /// TLS of the gRPC listener; off unless `tls.cert_file` is set.
     #[serde(default)]
     pub tls: ServerTls,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: service_runtime::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +58,7 @@ impl Config {
                 ..AuthConfig::default()
             },
             tls: ServerTls::default(),
+            metrics: service_runtime::metrics::MetricsConfig { listen_addr: None },
         }
     }
 }

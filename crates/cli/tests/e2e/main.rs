@@ -7,4 +7,5 @@ mod bad_input;
 mod cli_binary;
 mod health_and_reflection;
 mod helpers;
+mod metrics;
 mod select_import;
