@@ -248,10 +248,14 @@ enum CompaniesCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    service_runtime::telemetry::init(&service_runtime::config::LogConfig {
-        format: service_runtime::config::LogFormat::Pretty,
-        filter: "warn".to_owned(),
-    });
+    let _telemetry = service_runtime::telemetry::init(
+        &service_runtime::config::LogConfig {
+            format: service_runtime::config::LogFormat::Pretty,
+            filter: "warn".to_owned(),
+            otlp_endpoint: std::env::var("USERIMPORT_OTLP_ENDPOINT").ok(),
+        },
+        "userimport",
+    );
     service_runtime::install_crypto_provider();
     let token = match &cli.command {
         Command::Dev(_) | Command::Demo { .. } => None,

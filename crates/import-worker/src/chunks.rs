@@ -106,7 +106,13 @@ pub async fn run_consumer(importer: Importer, shutdown: CancellationToken) {
         match next {
             Some(Ok(delivery)) => {
                 let importer = importer.clone();
-                tracker.spawn(async move { handle(&importer, delivery).await });
+                // Each chunk continues the trace its message carries.
+                let span = tracing::info_span!("import.chunk", otel.kind = "consumer");
+                service_runtime::trace::continue_from(&span, &delivery.headers);
+                tracker.spawn(tracing::Instrument::instrument(
+                    async move { handle(&importer, delivery).await },
+                    span,
+                ));
             }
             Some(Err(error)) => {
                 tracing::warn!(%error, "chunk delivery failed");

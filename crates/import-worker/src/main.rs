@@ -8,7 +8,7 @@ use service_runtime::ServiceArgs;
 async fn main() -> anyhow::Result<()> {
     let args = ServiceArgs::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
-    service_runtime::telemetry::init(&config.log);
+    let _telemetry = service_runtime::telemetry::init(&config.log, "import-worker");
     service_runtime::run_command(
         args.command,
         config.listen_addr,

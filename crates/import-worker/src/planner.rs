@@ -84,19 +84,26 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
                 }
             };
             let (importer, owner) = (importer.clone(), owner.clone());
-            plannings.spawn(async move {
-                if job.started_at_ms == now {
-                    events::announce(&importer, &job).await;
-                }
-                plan_and_settle(
-                    &importer,
-                    &job,
-                    &owner,
-                    Dispatch::Queue,
-                    &service_runtime::now_ms,
-                )
-                .await;
-            });
+            // Planning continues the trace of the call that started the job.
+            let span = tracing::info_span!("import.plan", job_id = %job.job_id);
+            let parent = BTreeMap::from([("traceparent".to_owned(), job.trace_parent.clone())]);
+            service_runtime::trace::continue_from(&span, &parent);
+            plannings.spawn(tracing::Instrument::instrument(
+                async move {
+                    if job.started_at_ms == now {
+                        events::announce(&importer, &job).await;
+                    }
+                    plan_and_settle(
+                        &importer,
+                        &job,
+                        &owner,
+                        Dispatch::Queue,
+                        &service_runtime::now_ms,
+                    )
+                    .await;
+                },
+                span,
+            ));
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -263,8 +270,10 @@ async fn plan(
                     settled(published)?;
                 }
                 let (importer, job) = (importer.clone(), job.clone());
-                publishing
-                    .spawn(async move { publish(&importer, &job, &chunk, batch.users).await });
+                // In the planning's span, so the message carries its trace.
+                publishing.spawn(tracing::Instrument::in_current_span(async move {
+                    publish(&importer, &job, &chunk, batch.users).await
+                }));
             }
         }
         position = next;
@@ -363,7 +372,9 @@ async fn publish(
         batch_group: job.batch_group().to_owned(),
         critical: job.options.critical,
     };
-    let headers = BTreeMap::from([
+    // The message carries the trace on to whichever worker takes it.
+    let mut headers = service_runtime::trace::current_headers();
+    headers.extend([
         ("job_id".to_owned(), job.job_id.clone()),
         ("seq".to_owned(), chunk.seq.to_string()),
         (

@@ -287,6 +287,9 @@ impl Importer {
         );
         job.scope_group = scope_group;
         job.options = options;
+        job.trace_parent = service_runtime::trace::current_headers()
+            .remove("traceparent")
+            .unwrap_or_default();
         let mut conn = self.conn().await?;
         store::insert_job(&mut conn, &job).await?;
         drop(conn);

@@ -24,7 +24,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 const JOB_COLUMNS: &str = "job_id, kind, status, company, created_by, planned, created, already_present, \
      skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error, scope_group, batch_group, \
      private, critical, monitoring_category, chunks_planned, chunks_done, chunks_dead_lettered, \
-     planning_done, cancel_requested";
+     planning_done, cancel_requested, trace_parent";
 
 fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
@@ -58,6 +58,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
         chunks_done: count(row, "chunks_done")?,
         chunks_dead_lettered: count(row, "chunks_dead_lettered")?,
         planning_done: flag(row, "planning_done")?,
+        trace_parent: row.try_get("trace_parent")?,
         cancel_requested: flag(row, "cancel_requested")?,
         created_at_ms: row.try_get("created_at_ms")?,
         started_at_ms: row.try_get("started_at_ms")?,
@@ -81,7 +82,7 @@ fn as_i64(n: u64) -> i64 {
 pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Error> {
     let sql = format!(
         "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) ON CONFLICT (job_id) DO NOTHING"
+         $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (job_id) DO NOTHING"
     );
     let result = sqlx::query(AssertSqlSafe(sql))
         .bind(&job.job_id)
@@ -108,6 +109,7 @@ pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Err
         .bind(as_i64(job.chunks_dead_lettered))
         .bind(job.planning_done)
         .bind(job.cancel_requested)
+        .bind(&job.trace_parent)
         .execute(conn)
         .await
         .map_err(Error::internal("insert job"))?;

@@ -644,8 +644,9 @@ where
 // ---------------------------------------------------------------------------------------------
 // Calling other services
 
-/// Adds this side's credentials to every outgoing call: the bearer token, and in insecure
-/// development mode the principal header. A tonic interceptor.
+/// Adds this side's credentials to every outgoing call — the bearer token, and in insecure
+/// development mode the principal header — and the current trace context. A tonic
+/// interceptor.
 #[derive(Clone, Default)]
 pub struct Outbound {
     token: Option<Arc<CachedToken>>,
@@ -731,6 +732,7 @@ impl CachedToken {
 
 impl tonic::service::Interceptor for Outbound {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        crate::trace::inject_into(request.metadata_mut());
         if let Some(token) = &self.token {
             let value = token.header().map_err(|error| {
                 tracing::error!(

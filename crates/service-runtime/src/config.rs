@@ -32,6 +32,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info,sqlx=warn`; `RUST_LOG` overrides it.
     pub filter: String,
+    /// OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`; unset: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for LogConfig {
@@ -39,6 +42,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Pretty,
             filter: "info".to_owned(),
+            otlp_endpoint: None,
         }
     }
 }

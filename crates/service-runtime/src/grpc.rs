@@ -81,6 +81,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(
             tower::ServiceBuilder::new()
+                .layer(crate::trace::TraceLayer)
                 .layer(crate::metrics::GrpcMetricsLayer)
                 .layer(guard)
                 .into_inner(),

@@ -12,6 +12,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 /// Installs ring as the process-wide rustls crypto provider. Every process that builds a TLS
 /// client must call this first (reqwest is built with `rustls-no-provider`); calling it twice is

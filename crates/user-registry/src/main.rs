@@ -7,7 +7,7 @@ use user_registry::{App, Config, store};
 async fn main() -> anyhow::Result<()> {
     let args = ServiceArgs::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
-    service_runtime::telemetry::init(&config.log);
+    let _telemetry = service_runtime::telemetry::init(&config.log, "user-registry");
     service_runtime::run_command(
         args.command,
         config.listen_addr,

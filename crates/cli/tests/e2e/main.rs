@@ -9,3 +9,4 @@ mod health_and_reflection;
 mod helpers;
 mod metrics;
 mod select_import;
+mod traces;

@@ -136,6 +136,9 @@ pub struct Job {
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
     pub error: String,
+    /// The W3C `traceparent` of the call that started the job; its planning and chunks
+    /// continue that trace.
+    pub trace_parent: String,
 }
 
 impl Job {
@@ -166,6 +169,7 @@ impl Job {
             started_at_ms: 0,
             finished_at_ms: 0,
             error: String::new(),
+            trace_parent: String::new(),
         }
     }
 
