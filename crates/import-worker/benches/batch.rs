@@ -532,6 +532,10 @@ async fn bench(
         "USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT".into(),
         "true".into(),
     ));
+    env.push((
+        "USER_REGISTRY_METRICS__LISTEN_ADDR".into(),
+        "127.0.0.1:0".into(),
+    ));
     let mut registry = Service::spawn(
         "user-registry",
         &bin.join("user-registry"),
@@ -556,6 +560,10 @@ async fn bench(
         (
             "DIRECTORY_SYNC_AUTH__INSECURE_DEVELOPMENT".into(),
             "true".into(),
+        ),
+        (
+            "DIRECTORY_SYNC_METRICS__LISTEN_ADDR".into(),
+            "127.0.0.1:0".into(),
         ),
         (
             "DIRECTORY_SYNC_DIRECTORY__AUTHORITY_HOST".into(),
@@ -633,6 +641,10 @@ async fn bench(
             (
                 "IMPORT_WORKER_AUTH__INSECURE_DEVELOPMENT".into(),
                 "true".into(),
+            ),
+            (
+                "IMPORT_WORKER_METRICS__LISTEN_ADDR".into(),
+                "127.0.0.1:0".into(),
             ),
             ("IMPORT_WORKER_DIRECTORY_URL".into(), directory_url.clone()),
             ("IMPORT_WORKER_REGISTRY_URL".into(), registry_url.clone()),

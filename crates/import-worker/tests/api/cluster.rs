@@ -213,6 +213,7 @@ impl Cluster {
             .env("IMPORT_WORKER_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("IMPORT_WORKER_DATABASE__URL", &self.importer_db_url)
             .env("IMPORT_WORKER_AUTH__INSECURE_DEVELOPMENT", "true")
+            .env("IMPORT_WORKER_METRICS__LISTEN_ADDR", "127.0.0.1:0")
             .env("IMPORT_WORKER_DIRECTORY_URL", &self.directory_url)
             .env("IMPORT_WORKER_REGISTRY_URL", &self.registry_url)
             .env("IMPORT_WORKER_QUEUE__KIND", "amqp")

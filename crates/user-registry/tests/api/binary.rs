@@ -11,6 +11,7 @@ fn command(db: &TestDatabase, port: u16) -> Command {
     let mut command = Command::new(BIN);
     command
         .env("USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT", "true")
+        .env("USER_REGISTRY_METRICS__LISTEN_ADDR", "127.0.0.1:0")
         .env("USER_REGISTRY_DATABASE__URL", &db.url)
         .env("USER_REGISTRY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("USER_REGISTRY_LOG__FORMAT", "json")
