@@ -275,6 +275,10 @@ async fn main() -> anyhow::Result<()> {
         },
     };
     let format = cli.output;
+    // The root of the command's trace: every call below carries it (exported only when
+    // USERIMPORT_OTLP_ENDPOINT is set), so a batch import is one trace from here on.
+    let root = tracing::info_span!("userimport", otel.kind = "client");
+    let _in_root = root.enter();
     match cli.command {
         Command::Dev(args) => dev(args).await,
         Command::Demo { users, postgres } => {
