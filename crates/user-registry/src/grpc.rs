@@ -10,13 +10,14 @@ use service_runtime::grpc::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::audit::AuditEvent;
+use crate::domain::update::{UpdateKind, UserChange};
 use crate::domain::user::{RawNewUser, parse_guid};
 use crate::domain::{
     AccountType, Company, CompanyCode, ImportOutcome, NewUser, OutcomeKind, RegistryUser,
 };
 use crate::domain::{Assignment, Role};
 use crate::error::Error;
-use crate::service::{Caller, ImportItem, Registry, RoleChange};
+use crate::service::{Caller, ChangeItem, ImportItem, Registry, RoleChange};
 use crate::store::{ObjectKey, UserFilter};
 
 /// Who may call each RPC.
@@ -183,10 +184,6 @@ impl From<AuditEvent> for pb::AuditEvent {
     }
 }
 
-fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(what).into())
-}
-
 /// Metadata key of the caller's request id, recorded as `via` of the changes a call makes.
 const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -331,9 +328,53 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
 
     async fn update_users(
         &self,
-        _: Request<pb::UpdateUsersRequest>,
+        request: Request<pb::UpdateUsersRequest>,
     ) -> Result<Response<pb::UpdateUsersResponse>, Status> {
-        unimplemented("UpdateUsers")
+        let actor = actor_of(&request);
+        let request = request.into_inner();
+        bounded("change_id", &request.change_id, MAX_FILTER_LEN)?;
+        let changes: Vec<ChangeItem> = request
+            .changes
+            .iter()
+            .map(|c| {
+                UserChange::parse(
+                    &c.tenant_id,
+                    &c.object_id,
+                    c.name.as_deref(),
+                    c.network_alias.as_deref(),
+                    c.enabled,
+                )
+                .map_err(|e| (c.object_id.clone(), e))
+            })
+            .collect();
+        let outcomes = self
+            .registry
+            .update_users(
+                &actor,
+                request.change_id.trim(),
+                changes,
+                request.dry_run,
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateUsersResponse {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| pb::UserUpdateOutcome {
+                    object_id: o.object_id,
+                    kind: match o.kind {
+                        UpdateKind::Updated => pb::UpdateKind::Updated,
+                        UpdateKind::Unchanged => pb::UpdateKind::Unchanged,
+                        UpdateKind::NotFound => pb::UpdateKind::NotFound,
+                        UpdateKind::Failed => pb::UpdateKind::Failed,
+                    }
+                    .into(),
+                    user_id: o.user_id,
+                    changed: o.changed.into_iter().map(str::to_owned).collect(),
+                    reason: o.reason,
+                })
+                .collect(),
+        }))
     }
 
     async fn rename_user(

@@ -12,16 +12,19 @@ pub enum Action {
     Rename,
     Enable,
     Disable,
+    /// Directory attributes (name, alias) applied to a user.
+    Update,
 }
 
 impl Action {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Import,
         Self::RoleGrant,
         Self::RoleRevoke,
         Self::Rename,
         Self::Enable,
         Self::Disable,
+        Self::Update,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +35,7 @@ impl Action {
             Self::Rename => "rename",
             Self::Enable => "enable",
             Self::Disable => "disable",
+            Self::Update => "update",
         }
     }
 

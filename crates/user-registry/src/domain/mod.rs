@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod company;
 pub mod role;
+pub mod update;
 pub mod user;
 pub mod user_id;
 

@@ -14,8 +14,10 @@ use crate::store::audit::{NewEvent, Origin};
 use crate::store::{self, InsertRow, ObjectKey, UserFilter};
 
 mod changes;
+mod updates;
 
 pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange};
+pub use updates::{ChangeItem, MAX_CHANGES_PER_CALL};
 
 /// Most users accepted by one `ImportUsers` call.
 pub const MAX_USERS_PER_IMPORT: usize = 1000;

@@ -434,6 +434,118 @@ pub async fn imported_object_ids(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Directory changes
+
+static USERS_BY_OBJECT: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        let probe = probe_join(
+            backend,
+            &rows,
+            "users",
+            "u.tenant_id = r.tenant_id AND u.object_id = r.object_id",
+        );
+        format!("SELECT {USER_COLUMNS} FROM {probe}")
+    })
+});
+
+/// The users with these identities, in one statement (unknown ones are absent).
+pub async fn users_by_object(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[ObjectKey],
+) -> Result<HashMap<ObjectKey, RegistryUser>, Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let param = rows_text(
+        backend,
+        keys.iter()
+            .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
+    )
+    .context("encode identities")?;
+    let rows = sqlx::query(USERS_BY_OBJECT.get(backend))
+        .bind(param)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("read users"))?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let user = user_from_row(row).map_err(Error::internal("read users"))?;
+        let key = ObjectKey {
+            tenant_id: user.tenant_id.clone(),
+            object_id: user.object_id.clone(),
+        };
+        found.insert(key, user);
+    }
+    Ok(found)
+}
+
+static APPLY_UPDATES: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(
+            backend,
+            &[
+                ("tenant_id", "text"),
+                ("object_id", "text"),
+                ("name", "text"),
+                ("network_alias", "text"),
+                ("enabled", "boolean"),
+            ],
+        );
+        // The mail address follows the alias only where it was the alias (members' UPN).
+        format!(
+            "UPDATE users SET name = r.name, \
+             email = CASE WHEN users.email = users.network_alias THEN r.network_alias ELSE users.email END, \
+             network_alias = r.network_alias, enabled = r.enabled, updated_at_ms = $2 \
+             FROM {rows} WHERE users.tenant_id = r.tenant_id AND users.object_id = r.object_id"
+        )
+    })
+});
+
+/// A user's new directory attributes (all of them, as they are to be).
+#[derive(Debug)]
+pub struct UpdateRow<'a> {
+    pub tenant_id: &'a str,
+    pub object_id: &'a str,
+    pub name: &'a str,
+    pub network_alias: &'a str,
+    pub enabled: bool,
+}
+
+/// Writes the new attributes of users in one statement.
+pub async fn apply_updates(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    rows: &[UpdateRow<'_>],
+    now_ms: i64,
+) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let param = rows_text(
+        backend,
+        rows.iter().map(|r| {
+            [
+                r.tenant_id,
+                r.object_id,
+                r.name,
+                r.network_alias,
+                flag_text(r.enabled),
+            ]
+        }),
+    )
+    .context("encode updates")?;
+    sqlx::query(APPLY_UPDATES.get(backend))
+        .bind(param)
+        .bind(now_ms)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("update users"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reading users
 
 /// The user with this user id (case-insensitive).

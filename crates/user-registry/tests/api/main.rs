@@ -6,3 +6,4 @@ mod helpers;
 mod import_users;
 mod lookups;
 mod roles_and_audit;
+mod updates;

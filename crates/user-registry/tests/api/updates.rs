@@ -1,0 +1,165 @@
+//! Directory changes applied to registry users (UpdateUsers, the registry side of issue 8).
+
+use proto::registry::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{TENANT, TestApp, member, object_id};
+
+fn change(n: u32) -> pb::UserChange {
+    pb::UserChange {
+        tenant_id: TENANT.into(),
+        object_id: object_id(n),
+        ..Default::default()
+    }
+}
+
+fn request(
+    change_id: &str,
+    changes: Vec<pb::UserChange>,
+    dry_run: bool,
+) -> tonic::Request<pb::UpdateUsersRequest> {
+    let mut request = tonic::Request::new(pb::UpdateUsersRequest {
+        change_id: change_id.into(),
+        changes,
+        dry_run,
+    });
+    request
+        .metadata_mut()
+        .insert("x-userimport-principal", "sync-bot".parse().unwrap());
+    request
+}
+
+fn summary(outcomes: &[pb::UserUpdateOutcome]) -> Vec<(pb::UpdateKind, String, Vec<String>)> {
+    outcomes
+        .iter()
+        .map(|o| (o.kind(), o.user_id.clone(), o.changed.clone()))
+        .collect()
+}
+
+async fn imported(db: &test_support::TestDatabase) -> TestApp {
+    let app = TestApp::spawn(db).await;
+    app.import(
+        "imp",
+        "DAT",
+        vec![
+            member(1, "ann@contoso.com"),
+            member(2, "bob@contoso.com"),
+            member(3, "cy@contoso.com"),
+        ],
+    )
+    .await
+    .unwrap();
+    app
+}
+
+async fn user(app: &TestApp, n: u32) -> pb::RegistryUser {
+    let request = pb::GetUserRequest {
+        key: Some(pb::get_user_request::Key::Object(pb::ObjectKey {
+            tenant_id: TENANT.into(),
+            object_id: object_id(n),
+        })),
+    };
+    app.client
+        .clone()
+        .get_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+}
+
+fn changes() -> Vec<pb::UserChange> {
+    vec![
+        pb::UserChange {
+            name: Some("Ann Smith".into()),
+            ..change(1)
+        },
+        pb::UserChange {
+            network_alias: Some("bob.jones@contoso.com".into()),
+            ..change(2)
+        },
+        pb::UserChange {
+            enabled: Some(false),
+            ..change(3)
+        },
+        pb::UserChange {
+            name: Some("User 2".into()),
+            enabled: Some(true),
+            ..change(2)
+        },
+        change(9),
+    ]
+}
+
+test_support::on_both_backends! {
+    async fn directory_changes_update_names_and_aliases_keep_the_user_id_and_are_audited_with_their_run(db) {
+        let app = imported(&db).await;
+        let outcomes = app.client.clone().update_users(request("run-7", changes(), false)).await.unwrap().into_inner().outcomes;
+        assert_eq!(summary(&outcomes), [
+            (pb::UpdateKind::Updated, "ann".into(), vec!["name".into()]),
+            (pb::UpdateKind::Updated, "bob".into(), vec!["network_alias".into()]),
+            (pb::UpdateKind::Updated, "cy".into(), vec!["enabled".into()]),
+            (pb::UpdateKind::Unchanged, "bob".into(), vec![]),
+            (pb::UpdateKind::NotFound, String::new(), vec![]),
+        ]);
+        assert_eq!(user(&app, 1).await.name, "Ann Smith");
+        let bob = user(&app, 2).await;
+        assert_eq!((bob.user_id.as_str(), bob.network_alias.as_str(), bob.email.as_str()), ("bob", "bob.jones@contoso.com", "bob.jones@contoso.com"));
+        assert!(!user(&app, 3).await.enabled);
+
+        let events = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: "run-7".into(), ..Default::default() }).await.unwrap().into_inner().events;
+        let mut seen: Vec<(String, String, String)> = events.iter().map(|e| (e.action.clone(), e.user_id.clone(), e.actor.clone())).collect();
+        seen.sort();
+        assert_eq!(seen, [
+            ("disable".into(), "cy".into(), "sync-bot".into()),
+            ("update".into(), "ann".into(), "sync-bot".into()),
+            ("update".into(), "bob".into(), "sync-bot".into()),
+        ]);
+        let bob_event = events.iter().find(|e| e.user_id == "bob").unwrap();
+        let detail: serde_json::Value = serde_json::from_str(&bob_event.detail).unwrap();
+        assert_eq!(detail, serde_json::json!({"network_alias": {"from": "bob@contoso.com", "to": "bob.jones@contoso.com"}}));
+
+        // The same changes again change nothing and record nothing.
+        let again = app.client.clone().update_users(request("run-8", changes(), false)).await.unwrap().into_inner().outcomes;
+        assert!(again.iter().all(|o| matches!(o.kind(), pb::UpdateKind::Unchanged | pb::UpdateKind::NotFound)), "{again:?}");
+        let none = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: "run-8".into(), ..Default::default() }).await.unwrap().into_inner().events;
+        assert!(none.is_empty());
+    }
+
+    async fn a_dry_run_reports_exactly_what_the_real_run_then_does_and_writes_nothing(db) {
+        let app = imported(&db).await;
+        let before: Vec<pb::RegistryUser> = vec![user(&app, 1).await, user(&app, 2).await, user(&app, 3).await];
+        let preview = app.client.clone().update_users(request("run-1", changes(), true)).await.unwrap().into_inner().outcomes;
+        let after_preview = vec![user(&app, 1).await, user(&app, 2).await, user(&app, 3).await];
+        assert_eq!(before, after_preview, "a dry run writes nothing");
+        let audit = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: "run-1".into(), ..Default::default() }).await.unwrap().into_inner().events;
+        assert!(audit.is_empty(), "nor audits anything");
+        let real = app.client.clone().update_users(request("run-1", changes(), false)).await.unwrap().into_inner().outcomes;
+        assert_eq!(preview, real);
+    }
+
+    async fn an_invalid_change_fails_alone_and_bad_requests_are_refused(db) {
+        let app = imported(&db).await;
+        let changes = vec![
+            pb::UserChange { network_alias: Some("not an alias".into()), ..change(1) },
+            pb::UserChange { name: Some("   ".into()), ..change(2) },
+            pb::UserChange { object_id: "nope".into(), ..change(3) },
+            pb::UserChange { name: Some("Cy Young".into()), ..change(3) },
+        ];
+        let outcomes = app.client.clone().update_users(request("run-2", changes, false)).await.unwrap().into_inner().outcomes;
+        let kinds: Vec<pb::UpdateKind> = outcomes.iter().map(|o| o.kind()).collect();
+        assert_eq!(kinds, [pb::UpdateKind::Failed, pb::UpdateKind::Failed, pb::UpdateKind::Failed, pb::UpdateKind::Updated]);
+        assert!(outcomes[0].reason.contains("network_alias"), "{}", outcomes[0].reason);
+        assert!(outcomes[1].reason.contains("name"), "{}", outcomes[1].reason);
+        assert!(outcomes[2].reason.contains("object_id"), "{}", outcomes[2].reason);
+        assert_eq!(user(&app, 3).await.name, "Cy Young");
+
+        let err = app.client.clone().update_users(request("", vec![change(1)], false)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let many: Vec<pb::UserChange> = (0..1001).map(change).collect();
+        let err = app.client.clone().update_users(request("run-3", many, false)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("1000"), "{}", err.message());
+    }
+}
