@@ -15,6 +15,7 @@
 //! ```
 
 use std::time::{Duration, Instant};
+use test_support::BenchSchema as Schema;
 
 use directory_sync::config::{DirectoryConfig, SyncConfig};
 use directory_sync::domain::SyncMode;
@@ -23,7 +24,6 @@ use graph_emulator::{EmulatedUser, Emulator, EmulatorConfig, UserUpdate};
 use proto::directory::v1 as pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use service_runtime::storage::Database;
-use sqlx::{Connection as _, Executor as _};
 use tokio_util::sync::CancellationToken;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -46,38 +46,6 @@ fn status_kib(field: &str) -> u64 {
 /// Resets the peak resident size to the current one (Linux `clear_refs` 5).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-struct Schema {
-    server: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(server: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .await?;
-        let separator = if server.contains('?') { '&' } else { '?' };
-        Ok((
-            Self {
-                server: server.to_owned(),
-                name: name.clone(),
-            },
-            format!("{server}{separator}options=-c%20search_path%3D{name}"),
-        ))
-    }
-
-    async fn drop(self) -> anyhow::Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .await?;
-        Ok(())
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -303,7 +271,7 @@ async fn run() -> anyhow::Result<()> {
     db.close().await;
     registry_db.close().await;
     if std::env::var_os("BENCH_KEEP_SCHEMA").is_some() {
-        println!("kept the mirror in schema {}", schema.name);
+        println!("kept the mirror in schema {}", schema.name());
     } else {
         schema.drop().await?;
     }

@@ -34,6 +34,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::BenchSchema as Schema;
 
 use anyhow::{Context as _, bail, ensure};
 use futures::StreamExt as _;
@@ -41,7 +42,7 @@ use proto::directory::v1 as directory_pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use proto::importer::v1 as pb;
 use proto::importer::v1::importer_service_client::ImporterServiceClient;
-use sqlx::{Connection as _, Executor as _};
+use sqlx::Connection as _;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -294,38 +295,6 @@ async fn wait_listening(service: &mut Service, port: u16, timeout: Duration) -> 
 }
 
 // ---- Postgres schemas and the RabbitMQ virtual host ----------------------------------------
-
-struct Schema {
-    server: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(server: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .await?;
-        let separator = if server.contains('?') { '&' } else { '?' };
-        Ok((
-            Self {
-                server: server.to_owned(),
-                name: name.clone(),
-            },
-            format!("{server}{separator}options=-c%20search_path%3D{name}"),
-        ))
-    }
-
-    async fn drop(self) -> anyhow::Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .await?;
-        Ok(())
-    }
-}
 
 fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("rabbitmqctl")

@@ -163,3 +163,47 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// A Postgres schema of a benchmark's own, on `server`: created by [`BenchSchema::create`]
+/// (which also answers the URL whose connections use it), removed by [`BenchSchema::drop`].
+pub struct BenchSchema {
+    server: String,
+    name: String,
+}
+
+impl BenchSchema {
+    /// Creates `<prefix>_<random>` and answers it with a URL whose search path is that schema.
+    pub async fn create(server: &str, prefix: &str) -> Result<(Self, String), sqlx::Error> {
+        use sqlx::{Connection as _, Executor as _};
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(server).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .await?;
+        let separator = if server.contains('?') { '&' } else { '?' };
+        let url = format!("{server}{separator}options=-c%20search_path%3D{name}");
+        Ok((
+            Self {
+                server: server.to_owned(),
+                name,
+            },
+            url,
+        ))
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) -> Result<(), sqlx::Error> {
+        use sqlx::{Connection as _, Executor as _};
+        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.name
+        )))
+        .await?;
+        Ok(())
+    }
+}

@@ -9,13 +9,14 @@
 //! default "1,4": calls in flight at once).
 
 use std::time::{Duration, Instant};
+use test_support::BenchSchema as Schema;
 
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use proto::registry::v1 as pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
-use sqlx::{Connection as _, Executor as _};
+use sqlx::Connection as _;
 use tokio_util::sync::CancellationToken;
 use user_registry::{App, Config, store};
 
@@ -57,39 +58,6 @@ fn users(n: usize) -> Vec<pb::NewUser> {
             }
         })
         .collect()
-}
-
-struct Schema {
-    server: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(server: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
-        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .await?;
-        let separator = if server.contains('?') { '&' } else { '?' };
-        let url = format!("{server}{separator}options=-c%20search_path%3D{name}");
-        Ok((
-            Self {
-                server: server.to_owned(),
-                name,
-            },
-            url,
-        ))
-    }
-
-    async fn drop(self) -> anyhow::Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.server).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .await?;
-        Ok(())
-    }
 }
 
 /// Imports every user through a registry served on loopback; returns the elapsed time.

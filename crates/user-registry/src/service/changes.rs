@@ -208,17 +208,7 @@ impl Registry {
             ));
         }
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
-        let grants: Vec<Grant> = users
-            .iter()
-            .flat_map(|u| {
-                roles.iter().map(|r| Grant {
-                    tenant_id: u.tenant_id.clone(),
-                    object_id: u.object_id.clone(),
-                    role_id: r.role_id.clone(),
-                    company: scope.as_str().to_owned(),
-                })
-            })
-            .collect();
+        let grants = every_grant(&users, &roles, &scope);
         let granted = store::roles::grant(&mut tx, backend, &grants, now_ms, &caller.actor).await?;
         let events = grant_events(Action::RoleGrant, &granted, &users);
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
@@ -242,17 +232,7 @@ impl Registry {
             .map_err(Error::internal("begin revoke"))?;
         let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
-        let wanted: Vec<Grant> = users
-            .iter()
-            .flat_map(|u| {
-                roles.iter().map(|r| Grant {
-                    tenant_id: u.tenant_id.clone(),
-                    object_id: u.object_id.clone(),
-                    role_id: r.role_id.clone(),
-                    company: scope.as_str().to_owned(),
-                })
-            })
-            .collect();
+        let wanted = every_grant(&users, &roles, &scope);
         let revoked = store::roles::revoke(&mut tx, backend, &wanted).await?;
         let events = grant_events(Action::RoleRevoke, &revoked, &users);
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
@@ -416,6 +396,21 @@ impl Registry {
         };
         store::audit::list(&mut conn, &filter, before, limit).await
     }
+}
+
+/// Each role of `roles` for each user of `users`, in `scope`.
+fn every_grant(users: &[UserRef], roles: &[Role], scope: &Scope) -> Vec<Grant> {
+    users
+        .iter()
+        .flat_map(|u| {
+            roles.iter().map(|r| Grant {
+                tenant_id: u.tenant_id.clone(),
+                object_id: u.object_id.clone(),
+                role_id: r.role_id.clone(),
+                company: scope.as_str().to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// One audit event per grant written or removed.
