@@ -218,6 +218,44 @@ pub async fn directory_sync(
     response.run.context("the sync answered without a run")
 }
 
+/// Approves a sync run halted by the safety threshold: its changes are applied.
+pub async fn sync_approve(
+    endpoints: &Endpoints,
+    run_id: &str,
+) -> anyhow::Result<directory_pb::SyncRun> {
+    let mut client = endpoints.directory().await?;
+    let request = directory_pb::ApproveSyncRunRequest {
+        run_id: run_id.to_owned(),
+    };
+    client
+        .approve_sync_run(request)
+        .await
+        .map_err(failed("approving the run"))?
+        .into_inner()
+        .run
+        .context("the answer has no run")
+}
+
+/// Rejects a halted sync run: its changes are dropped.
+pub async fn sync_reject(
+    endpoints: &Endpoints,
+    run_id: &str,
+    reason: &str,
+) -> anyhow::Result<directory_pb::SyncRun> {
+    let mut client = endpoints.directory().await?;
+    let request = directory_pb::RejectSyncRunRequest {
+        run_id: run_id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    client
+        .reject_sync_run(request)
+        .await
+        .map_err(failed("rejecting the run"))?
+        .into_inner()
+        .run
+        .context("the answer has no run")
+}
+
 pub fn describe_run(run: &directory_pb::SyncRun) -> String {
     let seconds = (run.finished_at_ms - run.started_at_ms) as f64 / 1000.0;
     let mut line = format!(
@@ -231,7 +269,9 @@ pub fn describe_run(run: &directory_pb::SyncRun) -> String {
             directory_pb::SyncRunStatus::Succeeded => "succeeded",
             directory_pb::SyncRunStatus::Failed => "FAILED",
             directory_pb::SyncRunStatus::Running => "running",
-            _ => "ended",
+            directory_pb::SyncRunStatus::AwaitingApproval => "HALTED, awaiting approval",
+            directory_pb::SyncRunStatus::Rejected => "rejected",
+            directory_pb::SyncRunStatus::Unspecified => "ended",
         },
         run.users_seen,
         run.users_created,

@@ -117,12 +117,34 @@ enum Command {
     /// Companies of the registry.
     #[command(subcommand)]
     Companies(CompaniesCommand),
+    /// Sync rounds: run one, see the last, approve or reject one the safety threshold halted.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// The security roles users can be granted.
     #[command(subcommand)]
     Roles(RolesCommand),
     /// The registry's audit trail: every import, grant, revoke, rename, enable and disable.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Shows the last round and the mirror's size.
+    Status,
+    /// Runs a round now: full by default, or the changes since the last round.
+    Now {
+        #[arg(long)]
+        delta: bool,
+    },
+    /// Applies the changes of a round halted because it would disable too many users.
+    Approve { run_id: String },
+    /// Drops the changes of a halted round; the registry stays as it is.
+    Reject {
+        run_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,12 +325,23 @@ async fn main() -> anyhow::Result<()> {
             format,
             &commands::directory_groups(&endpoints, search).await?,
         ),
-        Command::Directory(DirectoryCommand::Sync { delta }) => {
+        Command::Sync(SyncCommand::Now { delta })
+        | Command::Directory(DirectoryCommand::Sync { delta }) => {
             let run = commands::directory_sync(&endpoints, delta).await?;
             println!("{}", commands::describe_run(&run));
             Ok(())
         }
-        Command::Directory(DirectoryCommand::Status) => {
+        Command::Sync(SyncCommand::Approve { run_id }) => {
+            let run = commands::sync_approve(&endpoints, &run_id).await?;
+            println!("{}", commands::describe_run(&run));
+            Ok(())
+        }
+        Command::Sync(SyncCommand::Reject { run_id, reason }) => {
+            let run = commands::sync_reject(&endpoints, &run_id, &reason).await?;
+            println!("{}", commands::describe_run(&run));
+            Ok(())
+        }
+        Command::Sync(SyncCommand::Status) | Command::Directory(DirectoryCommand::Status) => {
             let status = commands::directory_status(&endpoints).await?;
             println!(
                 "tenant {}: {} users mirrored",

@@ -57,7 +57,7 @@ impl App {
                     .with_context(|| format!("sync.groups: {g:?} is not a group object id"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let directory = Directory::new(db, graph, registry, groups);
+        let directory = Directory::new(db, graph, registry, groups, config.provisioning.clone());
         let delta_interval = (config.sync.delta_interval_secs > 0)
             .then(|| Duration::from_secs(config.sync.delta_interval_secs));
         Ok(Self {

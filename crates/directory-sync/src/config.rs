@@ -32,6 +32,34 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: service_runtime::metrics::MetricsConfig,
+    /// What a round's changes do to the registry.
+    #[serde(default)]
+    pub provisioning: ProvisioningConfig,
+}
+
+/// After each sync round, the changes of users the registry holds flow to it: names, aliases
+/// (a UPN rename; the user id stays), and enabled state (disabled or deleted users are
+/// disabled, restored ones enabled). A round that would disable more users than either limit
+/// halts before writing and waits for `ApproveSyncRun` or `RejectSyncRun`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisioningConfig {
+    /// Apply rounds' changes to the registry at all.
+    pub update_registry: bool,
+    /// Most users one round may disable without approval.
+    pub max_disable_count: u64,
+    /// Largest share (0–1) of the registry's users one round may disable without approval.
+    pub max_disable_share: f64,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            update_registry: true,
+            max_disable_count: 50,
+            max_disable_share: 0.1,
+        }
+    }
 }
 
 /// The Entra tenant and the app registration used to read it.
@@ -128,6 +156,7 @@ impl Config {
             tls: service_runtime::tls::ServerTls::default(),
             registry_tls: service_runtime::tls::ClientTls::default(),
             metrics: service_runtime::metrics::MetricsConfig { listen_addr: None },
+            provisioning: ProvisioningConfig::default(),
         }
     }
 }

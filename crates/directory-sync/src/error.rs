@@ -16,6 +16,12 @@ pub enum Error {
     /// runs as a full one instead.
     #[error("delta sync unavailable: {0}")]
     DeltaUnavailable(String),
+    /// No sync run has this id.
+    #[error("sync run {0} not found")]
+    RunNotFound(String),
+    /// Only a run halted by the safety threshold can be approved or rejected.
+    #[error("sync run {0} is {1}, not awaiting approval")]
+    RunNotAwaitingApproval(String, &'static str),
     /// A sync round is already running; the caller may wait and ask again.
     #[error("a sync round is already running")]
     SyncBusy,
@@ -57,6 +63,8 @@ impl From<Error> for Status {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::SyncBusy => Status::aborted(error.to_string()),
+            Error::RunNotFound(_) => Status::not_found(error.to_string()),
+            Error::RunNotAwaitingApproval(..) => Status::failed_precondition(error.to_string()),
             Error::GroupNotSynced(_) | Error::DeltaUnavailable(_) => {
                 Status::failed_precondition(error.to_string())
             }

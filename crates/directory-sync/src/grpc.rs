@@ -135,10 +135,6 @@ pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     })
 }
 
-fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(what).into())
-}
-
 type UserStream = Pin<Box<dyn Stream<Item = Result<pb::StreamUsersResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -364,15 +360,29 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
 
     async fn approve_sync_run(
         &self,
-        _: Request<pb::ApproveSyncRunRequest>,
+        request: Request<pb::ApproveSyncRunRequest>,
     ) -> Result<Response<pb::ApproveSyncRunResponse>, Status> {
-        unimplemented("ApproveSyncRun")
+        let request = request.into_inner();
+        bounded("run_id", &request.run_id, MAX_FILTER_LEN)?;
+        let run = self.directory.approve_run(&request.run_id).await?;
+        Ok(Response::new(pb::ApproveSyncRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
     }
 
     async fn reject_sync_run(
         &self,
-        _: Request<pb::RejectSyncRunRequest>,
+        request: Request<pb::RejectSyncRunRequest>,
     ) -> Result<Response<pb::RejectSyncRunResponse>, Status> {
-        unimplemented("RejectSyncRun")
+        let request = request.into_inner();
+        bounded("run_id", &request.run_id, MAX_FILTER_LEN)?;
+        bounded("reason", &request.reason, MAX_FILTER_LEN)?;
+        let run = self
+            .directory
+            .reject_run(&request.run_id, &request.reason)
+            .await?;
+        Ok(Response::new(pb::RejectSyncRunResponse {
+            run: Some(run_to_pb(run)),
+        }))
     }
 }

@@ -11,7 +11,7 @@ use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun};
+use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
 use crate::store::{self, ListCursor};
 use crate::sync::{self, SyncContext};
@@ -65,6 +65,7 @@ impl Directory {
         graph: GraphClient,
         registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
         groups: Vec<String>,
+        provisioning: crate::config::ProvisioningConfig,
     ) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();
         Self {
@@ -74,6 +75,8 @@ impl Directory {
                     graph,
                     tenant_id,
                     groups,
+                    registry: registry.clone(),
+                    provisioning,
                 },
                 registry,
                 sync_lock: tokio::sync::Mutex::new(()),
@@ -104,6 +107,62 @@ impl Directory {
             service_runtime::now_ms(),
         );
         Ok(sync::run_round(&self.inner.sync, run, service_runtime::now_ms).await)
+    }
+
+    /// Applies the changes of a run the safety threshold halted (the users it changed, as the
+    /// mirror holds them now), and marks it succeeded.
+    pub async fn approve_run(&self, run_id: &str) -> Result<SyncRun, Error> {
+        let _guard = self
+            .inner
+            .sync_lock
+            .try_lock()
+            .map_err(|_| Error::SyncBusy)?;
+        let mut run = self.awaiting_approval(run_id).await?;
+        let ctx = &self.inner.sync;
+        let applied =
+            crate::provision::provision(ctx, &ctx.registry, &ctx.provisioning, run_id, true)
+                .await?;
+        tracing::info!(run_id, ?applied, "halted sync run approved and applied");
+        run.status = SyncRunStatus::Succeeded;
+        run.error = format!("approved after it halted ({})", run.error);
+        sync::record(ctx, &run).await;
+        Ok(run)
+    }
+
+    /// Drops the changes of a halted run: the registry keeps its users as they are.
+    pub async fn reject_run(&self, run_id: &str, reason: &str) -> Result<SyncRun, Error> {
+        let _guard = self
+            .inner
+            .sync_lock
+            .try_lock()
+            .map_err(|_| Error::SyncBusy)?;
+        let mut run = self.awaiting_approval(run_id).await?;
+        run.status = SyncRunStatus::Rejected;
+        run.error = match reason.trim() {
+            "" => "rejected".to_owned(),
+            reason => format!("rejected: {reason}"),
+        };
+        tracing::info!(
+            run_id,
+            reason,
+            "halted sync run rejected; its changes are dropped"
+        );
+        sync::record(&self.inner.sync, &run).await;
+        Ok(run)
+    }
+
+    async fn awaiting_approval(&self, run_id: &str) -> Result<SyncRun, Error> {
+        let mut conn = self.conn().await?;
+        let run = store::run(&mut conn, &self.inner.sync.tenant_id, run_id.trim())
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))?;
+        if run.status != SyncRunStatus::AwaitingApproval {
+            return Err(Error::RunNotAwaitingApproval(
+                run_id.to_owned(),
+                run.status.as_str(),
+            ));
+        }
+        Ok(run)
     }
 
     /// Runs a delta round every `interval` until `shutdown`; a round still running when the

@@ -880,6 +880,51 @@ pub async fn last_run(conn: &mut AnyConnection, tenant_id: &str) -> Result<Optio
         .next())
 }
 
+/// Users changed by `run_id` (content or deletion state), after `after` in object id order.
+pub async fn changed_in_run(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<MirrorUser>, Error> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = $1 AND u.changed_run = $2 \
+         AND u.object_id > $3 ORDER BY u.object_id LIMIT $4"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("read a run's changes"))?;
+    rows.iter()
+        .map(user_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read a run's changes"))
+}
+
+/// One run of this tenant.
+pub async fn run(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+) -> Result<Option<SyncRun>, Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM sync_runs WHERE tenant_id = $1 AND run_id = $2");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(run_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("read a sync run"))?;
+    row.as_ref()
+        .map(run_from_row)
+        .transpose()
+        .map_err(Error::internal("read a sync run"))
+}
+
 /// True when a full sync of this tenant has ever succeeded.
 pub async fn has_completed_full_sync(
     conn: &mut AnyConnection,

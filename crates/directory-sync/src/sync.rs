@@ -6,9 +6,12 @@ use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, Rem
 use service_runtime::storage::Database;
 use tokio::sync::mpsc;
 
+use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
+use crate::provision::{Provisioned, provision};
 use crate::store;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
 /// Pages read ahead of the database writer: Graph latency and writes overlap, and memory stays
 /// bounded by this many pages whatever the tenant size.
@@ -61,6 +64,9 @@ pub struct SyncContext {
     pub tenant_id: String,
     /// Groups whose transitive user members are mirrored.
     pub groups: Vec<String>,
+    /// Where the rounds' changes go, and the limits on them.
+    pub registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+    pub provisioning: ProvisioningConfig,
 }
 
 /// Runs one round and records it. A delta round without a stored deltaLink, or whose link
@@ -83,9 +89,27 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
         Ok(()) => sync_groups(ctx, &mut run, &clock).await,
         Err(error) => Err(error),
     };
+    // Only a round that read the directory completely changes the registry.
+    let result = match result {
+        Ok(()) if ctx.provisioning.update_registry => {
+            provision(ctx, &ctx.registry, &ctx.provisioning, &run.run_id, false).await
+        }
+        Ok(()) => Ok(Provisioned::Applied {
+            updated: 0,
+            disabled: 0,
+        }),
+        Err(error) => Err(error),
+    };
     run.finished_at_ms = clock();
     match result {
-        Ok(()) => run.status = SyncRunStatus::Succeeded,
+        Ok(Provisioned::Halted {
+            would_disable,
+            total_users,
+        }) => {
+            run.status = SyncRunStatus::AwaitingApproval;
+            run.error = halted_reason(would_disable, total_users, &ctx.provisioning);
+        }
+        Ok(Provisioned::Applied { .. }) => run.status = SyncRunStatus::Succeeded,
         Err(error) => {
             run.status = SyncRunStatus::Failed;
             run.error = error.to_string();
@@ -107,7 +131,17 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
     run
 }
 
-async fn record(ctx: &SyncContext, run: &SyncRun) {
+/// Why a run waits for approval, for the run record and the CLI.
+pub fn halted_reason(would_disable: u64, total_users: u64, config: &ProvisioningConfig) -> String {
+    format!(
+        "halted before writing: it would disable {would_disable} of the registry's {total_users} \
+         users (limits: {} users or {:.0}%); approve or reject the run",
+        config.max_disable_count,
+        config.max_disable_share * 100.0
+    )
+}
+
+pub(crate) async fn record(ctx: &SyncContext, run: &SyncRun) {
     let saved = async {
         let mut conn = ctx
             .db

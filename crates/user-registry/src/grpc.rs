@@ -347,13 +347,14 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                 .map_err(|e| (c.object_id.clone(), e))
             })
             .collect();
-        let outcomes = self
+        let (outcomes, total_users) = self
             .registry
             .update_users(
                 &actor,
                 request.change_id.trim(),
                 changes,
                 request.dry_run,
+                request.count_users,
                 service_runtime::now_ms(),
             )
             .await?;
@@ -374,6 +375,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                     reason: o.reason,
                 })
                 .collect(),
+            total_users,
         }))
     }
 

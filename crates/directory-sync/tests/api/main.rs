@@ -6,3 +6,4 @@ mod groups;
 mod helpers;
 mod listing;
 mod lookups;
+mod provisioning;

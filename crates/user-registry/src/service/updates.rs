@@ -21,15 +21,16 @@ pub type ChangeItem = Result<UserChange, (String, Error)>;
 impl Registry {
     /// Applies `changes` as made through `change_id` (a sync run or request) by `actor`; one
     /// outcome per change, in order. With `dry_run`, the outcomes say what would change and
-    /// nothing is written.
+    /// nothing is written. With `count_users`, also answers how many users the registry held.
     pub async fn update_users(
         &self,
         actor: &str,
         change_id: &str,
         changes: Vec<ChangeItem>,
         dry_run: bool,
+        count_users: bool,
         now_ms: i64,
-    ) -> Result<Vec<UpdateOutcome>, Error> {
+    ) -> Result<(Vec<UpdateOutcome>, u64), Error> {
         if change_id.trim().is_empty() {
             return Err(Error::invalid("change_id", "must not be empty"));
         }
@@ -59,6 +60,11 @@ impl Registry {
             .into_iter()
             .collect();
         let mut users = store::users_by_object(&mut tx, backend, &keys).await?;
+        let total_users = if count_users {
+            store::count_users(&mut tx).await?
+        } else {
+            0
+        };
 
         let mut outcomes = Vec::with_capacity(changes.len());
         let mut events = Vec::new();
@@ -151,7 +157,7 @@ impl Registry {
         }
         if dry_run {
             // Nothing is written: the transaction ends without a commit.
-            return Ok(outcomes);
+            return Ok((outcomes, total_users));
         }
         let rows: Vec<UpdateRow<'_>> = touched
             .iter()
@@ -174,6 +180,6 @@ impl Registry {
         tx.commit()
             .await
             .map_err(Error::internal("commit update"))?;
-        Ok(outcomes)
+        Ok((outcomes, total_users))
     }
 }

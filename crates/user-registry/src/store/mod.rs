@@ -503,6 +503,15 @@ static APPLY_UPDATES: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
+/// How many users the registry holds.
+pub async fn count_users(conn: &mut AnyConnection) -> Result<u64, Error> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(conn)
+        .await
+        .map_err(Error::internal("count users"))?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
 /// A user's new directory attributes (all of them, as they are to be).
 #[derive(Debug)]
 pub struct UpdateRow<'a> {

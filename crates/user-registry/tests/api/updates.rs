@@ -22,6 +22,7 @@ fn request(
         change_id: change_id.into(),
         changes,
         dry_run,
+        count_users: true,
     });
     request
         .metadata_mut()
@@ -130,7 +131,9 @@ test_support::on_both_backends! {
     async fn a_dry_run_reports_exactly_what_the_real_run_then_does_and_writes_nothing(db) {
         let app = imported(&db).await;
         let before: Vec<pb::RegistryUser> = vec![user(&app, 1).await, user(&app, 2).await, user(&app, 3).await];
-        let preview = app.client.clone().update_users(request("run-1", changes(), true)).await.unwrap().into_inner().outcomes;
+        let preview = app.client.clone().update_users(request("run-1", changes(), true)).await.unwrap().into_inner();
+        assert_eq!(preview.total_users, 3, "the registry's size, for safety thresholds");
+        let preview = preview.outcomes;
         let after_preview = vec![user(&app, 1).await, user(&app, 2).await, user(&app, 3).await];
         assert_eq!(before, after_preview, "a dry run writes nothing");
         let audit = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: "run-1".into(), ..Default::default() }).await.unwrap().into_inner().events;

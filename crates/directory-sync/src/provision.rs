@@ -1,0 +1,140 @@
+//! After a sync round, the changes of users the registry holds flow to it (issue 8): the
+//! display name, the alias after a UPN rename (members sign in with their UPN, guests with
+//! their mail; the user id never changes), and the enabled state — disabled, soft-deleted and
+//! hard-deleted users are disabled, restored users enabled again.
+//!
+//! Safety rail: the round's changes are first applied as a dry run to count the users they
+//! would disable. More than `max_disable_count`, or more than `max_disable_share` of the
+//! registry's users, and nothing is written: the run waits for approval. A round whose read
+//! of the directory failed never gets here, so an outage disables nobody.
+
+use proto::registry::v1 as registry_pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+
+use crate::config::ProvisioningConfig;
+use crate::domain::{AccountType, DeletionState, MirrorUser};
+use crate::error::Error;
+use crate::store;
+use crate::sync::SyncContext;
+
+/// Changes sent to the registry per call (its limit).
+const PAGE: u32 = 1000;
+
+/// What provisioning a round did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provisioned {
+    /// Written: users updated in the registry, of which disabled.
+    Applied { updated: u64, disabled: u64 },
+    /// Nothing written: the round would disable too many users.
+    Halted {
+        would_disable: u64,
+        total_users: u64,
+    },
+}
+
+/// The registry change a mirror user's current state asks for.
+fn change_of(user: &MirrorUser) -> registry_pb::UserChange {
+    let alias = match user.account_type {
+        AccountType::Member => user.user_principal_name.clone(),
+        AccountType::Guest => user.mail.clone(),
+    };
+    registry_pb::UserChange {
+        tenant_id: user.tenant_id.clone(),
+        object_id: user.object_id.clone(),
+        name: (!user.display_name.is_empty()).then(|| user.display_name.clone()),
+        network_alias: (!alias.is_empty()).then_some(alias),
+        enabled: Some(user.account_enabled && user.deletion_state == DeletionState::Present),
+    }
+}
+
+/// Applies (or, with `dry_run`, only counts) the changes of the users `run_id` changed.
+/// Returns (users updated, users disabled, registry size).
+async fn pass(
+    ctx: &SyncContext,
+    registry: &RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+    run_id: &str,
+    dry_run: bool,
+) -> Result<(u64, u64, u64), Error> {
+    let (mut updated, mut disabled, mut total) = (0, 0, 0);
+    let mut after = String::new();
+    let mut first = true;
+    loop {
+        let users = {
+            let mut conn = ctx
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(Error::internal("acquire"))?;
+            store::changed_in_run(&mut conn, &ctx.tenant_id, run_id, &after, PAGE).await?
+        };
+        let Some(last) = users.last() else {
+            break;
+        };
+        after = last.object_id.clone();
+        let request = registry_pb::UpdateUsersRequest {
+            change_id: run_id.to_owned(),
+            changes: users.iter().map(change_of).collect(),
+            dry_run,
+            count_users: dry_run && first,
+        };
+        first = false;
+        let response = registry
+            .clone()
+            .update_users(request.clone())
+            .await
+            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
+            .into_inner();
+        total = total.max(response.total_users);
+        for (outcome, change) in response.outcomes.iter().zip(&request.changes) {
+            if outcome.kind() != registry_pb::UpdateKind::Updated {
+                continue;
+            }
+            updated += 1;
+            if outcome.changed.iter().any(|c| c == "enabled") && change.enabled == Some(false) {
+                disabled += 1;
+            }
+        }
+        if users.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok((updated, disabled, total))
+}
+
+/// Provisions the changes of `run_id` into the registry, unless they would disable too many
+/// users and the run is not `approved`.
+pub async fn provision(
+    ctx: &SyncContext,
+    registry: &RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+    config: &ProvisioningConfig,
+    run_id: &str,
+    approved: bool,
+) -> Result<Provisioned, Error> {
+    if !approved {
+        let (_, would_disable, total_users) = pass(ctx, registry, run_id, true).await?;
+        let by_share = (total_users as f64 * config.max_disable_share).floor() as u64;
+        if would_disable > config.max_disable_count || would_disable > by_share {
+            tracing::warn!(
+                run_id,
+                would_disable,
+                total_users,
+                max_count = config.max_disable_count,
+                max_share = config.max_disable_share,
+                "sync round halted: it would disable too many users; approve or reject it"
+            );
+            return Ok(Provisioned::Halted {
+                would_disable,
+                total_users,
+            });
+        }
+    }
+    let (updated, disabled, _) = pass(ctx, registry, run_id, false).await?;
+    tracing::info!(
+        run_id,
+        updated,
+        disabled,
+        "round's changes applied to the registry"
+    );
+    Ok(Provisioned::Applied { updated, disabled })
+}
