@@ -392,12 +392,14 @@ impl From<registry_pb::ImportOutcome> for OutcomeRow {
     }
 }
 
-/// Imports users chosen by object id or user principal name into `company`.
+/// Imports users chosen by object id or user principal name into `company` (or, with
+/// `dry_run`, reports what the import would do and writes nothing).
 pub async fn import(
     endpoints: &Endpoints,
     users: &[String],
     company: &str,
     request_id: Option<String>,
+    dry_run: bool,
 ) -> anyhow::Result<importer_pb::ImportSelectedResponse> {
     anyhow::ensure!(
         !users.is_empty(),
@@ -441,7 +443,7 @@ pub async fn import(
     let request = importer_pb::ImportSelectedRequest {
         object_ids,
         company: company.to_owned(),
-        dry_run: false,
+        dry_run,
         request_id: request_id.unwrap_or_default(),
     };
     Ok(importer

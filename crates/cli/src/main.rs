@@ -104,6 +104,9 @@ enum Command {
         /// Makes a retried command report the same outcomes instead of "already present".
         #[arg(long)]
         request_id: Option<String>,
+        /// Show what the import would do (user ids included) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Imports every user in scope as a background job (D365 "Batch import").
     #[command(subcommand)]
@@ -361,8 +364,13 @@ async fn main() -> anyhow::Result<()> {
             users,
             company,
             request_id,
+            dry_run,
         } => {
-            let response = commands::import(&endpoints, &users, &company, request_id).await?;
+            let response =
+                commands::import(&endpoints, &users, &company, request_id, dry_run).await?;
+            if dry_run {
+                note(format, "dry run: nothing was written");
+            }
             commands::print_import(format, response)
         }
         Command::Batch(BatchCommand::Start(args)) => {

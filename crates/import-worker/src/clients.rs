@@ -173,11 +173,13 @@ impl Registry {
         import_id: &str,
         company: &str,
         users: &[RegistryCandidate],
+        dry_run: bool,
     ) -> Result<Vec<Outcome>, Error> {
         let message = registry_pb::ImportUsersRequest {
             import_id: import_id.to_owned(),
             company: company.to_owned(),
             users: users.iter().map(new_user).collect(),
+            dry_run,
         };
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();

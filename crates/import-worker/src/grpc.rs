@@ -195,9 +195,6 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::ImportSelectedResponse>, Status> {
         let created_by = principal(&request);
         let request = request.into_inner();
-        if request.dry_run {
-            return unimplemented("dry-run of a select import");
-        }
         if request.object_ids.is_empty() {
             return Err(Error::invalid("object_ids", "select at least one user").into());
         }
@@ -230,6 +227,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             company,
             request_id: request_id.clone(),
             created_by,
+            dry_run: request.dry_run,
         };
         let (outcomes, counts) = self
             .importer

@@ -31,6 +31,8 @@ pub struct Selection {
     pub request_id: String,
     /// The calling principal.
     pub created_by: String,
+    /// Report what the import would do and write nothing (no users, no job record).
+    pub dry_run: bool,
 }
 
 /// How this replica plans and processes batch jobs.
@@ -127,6 +129,7 @@ impl Importer {
         import_id: &str,
         company: &str,
         users: &[DirectoryUser],
+        dry_run: bool,
     ) -> Result<Vec<Outcome>, Error> {
         let mut by_id: HashMap<String, Outcome> = HashMap::with_capacity(users.len());
         let mut candidates = Vec::with_capacity(users.len());
@@ -145,7 +148,7 @@ impl Importer {
             let outcomes = self
                 .inner
                 .registry
-                .import_users(actor, import_id, company, part)
+                .import_users(actor, import_id, company, part, dry_run)
                 .await?;
             by_id.extend(outcomes.into_iter().map(|o| (o.object_id.clone(), o)));
         }
@@ -199,6 +202,7 @@ impl Importer {
                 &selection.request_id,
                 &selection.company,
                 &users,
+                selection.dry_run,
             )
             .await?
             .into_iter()
@@ -215,7 +219,9 @@ impl Importer {
             })
             .collect();
         let counts = Counts::of(&outcomes);
-        self.record(&selection, &outcomes, counts, now_ms).await?;
+        if !selection.dry_run {
+            self.record(&selection, &outcomes, counts, now_ms).await?;
+        }
         Ok((outcomes, counts))
     }
 

@@ -86,6 +86,7 @@ async fn import_through_grpc(
                     import_id: format!("bench-{i}"),
                     company: "DAT".into(),
                     users: chunk.to_vec(),
+                    dry_run: false,
                 };
                 async move {
                     let outcomes = client.import_users(request).await?.into_inner().outcomes;

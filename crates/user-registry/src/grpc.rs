@@ -232,6 +232,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                 &request.import_id,
                 company,
                 items,
+                request.dry_run,
                 service_runtime::now_ms(),
             )
             .await?;

@@ -12,6 +12,26 @@ fn kinds(response: &importer_pb::ImportSelectedResponse) -> Vec<OutcomeKind> {
 }
 
 test_support::on_both_backends! {
+    async fn a_dry_run_import_reports_what_the_real_import_then_does_and_writes_nothing(db) {
+        // The whole tenant: common names that collide, aliases equal after 20 characters,
+        // guests without mail.
+        let e2e = EndToEnd::start(&db, 120).await;
+        let ids: Vec<String> = e2e.tenant().iter().map(|u| u.id.clone()).collect();
+        let request = |dry_run: bool| importer_pb::ImportSelectedRequest { object_ids: ids.clone(), company: "DAT".into(), dry_run, ..Default::default() };
+        let preview = e2e.importer.clone().import_selected(request(true)).await.unwrap().into_inner();
+        assert!(e2e.registry_users().await.is_empty(), "a dry run writes no user");
+        let jobs = e2e.importer.clone().list_jobs(importer_pb::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+        assert!(jobs.is_empty(), "and records no job");
+        let numbered = preview.outcomes.iter().filter(|o| o.user_id.chars().last().is_some_and(|c| c.is_ascii_digit())).count();
+        assert!(numbered > 0, "the tenant has colliding names, numbered in the preview");
+
+        let real = e2e.importer.clone().import_selected(request(false)).await.unwrap().into_inner();
+        let key = |o: &proto::registry::v1::ImportOutcome| (o.object_id.clone(), o.kind(), o.user_id.clone(), o.reason.clone());
+        assert_eq!(preview.outcomes.iter().map(key).collect::<Vec<_>>(), real.outcomes.iter().map(key).collect::<Vec<_>>());
+        assert_eq!(preview.counts, real.counts);
+        assert_eq!(e2e.registry_users().await.len() as u64, real.counts.unwrap().created);
+    }
+
     async fn five_selected_users_are_imported_with_one_outcome_each_and_then_hidden(db) {
         let e2e = EndToEnd::start(&db, 200).await;
         let tenant = e2e.tenant();

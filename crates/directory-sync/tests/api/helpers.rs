@@ -205,6 +205,7 @@ impl Stack {
             import_id: "test".into(),
             company: "DAT".into(),
             users,
+            dry_run: false,
         };
         self.registry.clone().import_users(request).await.unwrap();
     }

@@ -67,6 +67,7 @@ impl Registry {
         import_id: &str,
         company: CompanyCode,
         items: Vec<ImportItem>,
+        dry_run: bool,
         now_ms: i64,
     ) -> Result<Vec<ImportOutcome>, Error> {
         if import_id.trim().is_empty() {
@@ -113,6 +114,7 @@ impl Registry {
             actor,
             import_id,
             company: &company,
+            dry_run,
         };
         let resolved = self.import_with_retries(&batch, &users, now_ms).await?;
         for (index, outcome) in resolved {
@@ -242,7 +244,8 @@ impl Registry {
             let collided: Vec<Pending<'_>> = collided.into_iter().map(|(p, _)| p).collect();
             if !collided.is_empty() {
                 let (assigned, unassigned) =
-                    assign_suffixes(&self.db, &mut tx, collided, &mut claimed).await?;
+                    assign_suffixes(&self.db, &mut tx, collided, &mut claimed, batch.dry_run)
+                        .await?;
                 for p in unassigned {
                     let reason = format!("no free user id derived from {:?}", p.base);
                     result.push((
@@ -312,6 +315,13 @@ impl Registry {
             at_ms: now_ms,
         };
         store::audit::record(&mut tx, backend, origin, &created).await?;
+        if batch.dry_run {
+            // Everything was worked out as the import would; none of it stays.
+            tx.rollback()
+                .await
+                .map_err(Error::internal("roll back a dry run"))?;
+            return Ok(result);
+        }
         tx.commit()
             .await
             .map_err(Error::internal("commit import"))?;
@@ -396,6 +406,8 @@ struct Batch<'a> {
     actor: &'a str,
     import_id: &'a str,
     company: &'a CompanyCode,
+    /// Roll back instead of committing.
+    dry_run: bool,
 }
 
 /// A user waiting for an id: its base id and the candidate it claims this round.
@@ -467,6 +479,7 @@ async fn assign_suffixes<'a>(
     tx: &mut sqlx::AnyConnection,
     collided: Vec<Pending<'a>>,
     handed_out: &mut HashSet<String>,
+    dry_run: bool,
 ) -> Result<(Vec<Pending<'a>>, Vec<Pending<'a>>), Error> {
     let backend = db.backend();
     // Sorted by base, so reservations touch counter rows in the same order everywhere.
@@ -487,13 +500,17 @@ async fn assign_suffixes<'a>(
             break;
         }
         let starts = match backend {
-            Backend::Postgres => {
+            // A dry run reserves inside its transaction, so its rollback gives the numbers
+            // back and the real import then gets the same ones.
+            Backend::Postgres if !dry_run => {
                 // Not from the main pool: this transaction holds one of its connections, and
                 // a full pool of such transactions would each wait for one more.
                 let mut own = db.autonomous().await.map_err(Error::internal("acquire"))?;
                 store::reserve_suffixes(&mut own, backend, &blocks).await?
             }
-            Backend::Sqlite => store::reserve_suffixes(tx, backend, &blocks).await?,
+            Backend::Postgres | Backend::Sqlite => {
+                store::reserve_suffixes(tx, backend, &blocks).await?
+            }
         };
         let mut window: Vec<(&String, u64, String)> = Vec::new();
         for (base, size) in &blocks {

@@ -49,6 +49,7 @@ impl TestApp {
             import_id: import_id.into(),
             company: company.into(),
             users,
+            dry_run: false,
         };
         Ok(self
             .client

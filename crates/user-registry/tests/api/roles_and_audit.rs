@@ -46,6 +46,7 @@ impl TestApp {
                 member(2, "bob@contoso.com"),
                 member(3, "cy@contoso.com"),
             ],
+            dry_run: false,
         };
         self.client
             .clone()
@@ -213,7 +214,7 @@ test_support::on_both_backends! {
     async fn users_without_roles_are_listed_until_they_are_granted_one(db) {
         let app = TestApp::spawn(&db).await;
         app.import_three().await;
-        let other = pb::ImportUsersRequest { import_id: "imp-2".into(), company: "DAT".into(), users: vec![member(4, "dee@contoso.com")] };
+        let other = pb::ImportUsersRequest { import_id: "imp-2".into(), company: "DAT".into(), users: vec![member(4, "dee@contoso.com")], dry_run: false };
         app.client.clone().import_users(other).await.unwrap();
         let without = |import: &str| pb::ListUsersRequest { without_roles: true, created_by_import: import.into(), ..Default::default() };
 
