@@ -8,6 +8,8 @@
 //! registry's users, and nothing is written: the run waits for approval. A round whose read
 //! of the directory failed never gets here, so an outage disables nobody.
 
+use std::collections::HashSet;
+
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
@@ -47,19 +49,21 @@ fn change_of(user: &MirrorUser) -> registry_pb::UserChange {
     }
 }
 
-/// Applies (or, with `dry_run`, only counts) the changes of the users `run_id` changed.
-/// Returns (users updated, users disabled, registry size).
+/// One pass over the users `run_id` changed. A dry run sends every page and answers the
+/// object ids whose registry user would change, with the users it would disable and the
+/// registry's size; a real pass sends only the users in `only`.
 async fn pass(
     ctx: &SyncContext,
     registry: &RegistryServiceClient<service_runtime::auth::AuthedChannel>,
     run_id: &str,
-    dry_run: bool,
-) -> Result<(u64, u64, u64), Error> {
-    let (mut updated, mut disabled, mut total) = (0, 0, 0);
+    only: Option<&HashSet<String>>,
+) -> Result<(HashSet<String>, u64, u64), Error> {
+    let dry_run = only.is_none();
+    let (mut changing, mut disabled, mut total) = (HashSet::new(), 0, 0);
     let mut after = String::new();
     let mut first = true;
     loop {
-        let users = {
+        let page = {
             let mut conn = ctx
                 .db
                 .pool()
@@ -68,38 +72,46 @@ async fn pass(
                 .map_err(Error::internal("acquire"))?;
             store::changed_in_run(&mut conn, &ctx.tenant_id, run_id, &after, PAGE).await?
         };
-        let Some(last) = users.last() else {
+        let Some(last) = page.last() else {
             break;
         };
         after = last.object_id.clone();
-        let request = registry_pb::UpdateUsersRequest {
-            change_id: run_id.to_owned(),
-            changes: users.iter().map(change_of).collect(),
-            dry_run,
-            count_users: dry_run && first,
-        };
-        first = false;
-        let response = registry
-            .clone()
-            .update_users(request.clone())
-            .await
-            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
-            .into_inner();
-        total = total.max(response.total_users);
-        for (outcome, change) in response.outcomes.iter().zip(&request.changes) {
-            if outcome.kind() != registry_pb::UpdateKind::Updated {
-                continue;
-            }
-            updated += 1;
-            if outcome.changed.iter().any(|c| c == "enabled") && change.enabled == Some(false) {
-                disabled += 1;
+        let full_page = page.len() == PAGE as usize;
+        let changes: Vec<registry_pb::UserChange> = page
+            .iter()
+            .filter(|u| only.is_none_or(|ids| ids.contains(&u.object_id)))
+            .map(change_of)
+            .collect();
+        if !changes.is_empty() {
+            let request = registry_pb::UpdateUsersRequest {
+                change_id: run_id.to_owned(),
+                changes,
+                dry_run,
+                count_users: dry_run && first,
+            };
+            first = false;
+            let response = registry
+                .clone()
+                .update_users(request.clone())
+                .await
+                .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
+                .into_inner();
+            total = total.max(response.total_users);
+            for (outcome, change) in response.outcomes.iter().zip(&request.changes) {
+                if outcome.kind() != registry_pb::UpdateKind::Updated {
+                    continue;
+                }
+                changing.insert(change.object_id.clone());
+                if outcome.changed.iter().any(|c| c == "enabled") && change.enabled == Some(false) {
+                    disabled += 1;
+                }
             }
         }
-        if users.len() < PAGE as usize {
+        if !full_page {
             break;
         }
     }
-    Ok((updated, disabled, total))
+    Ok((changing, disabled, total))
 }
 
 /// Provisions the changes of `run_id` into the registry, unless they would disable too many
@@ -111,8 +123,9 @@ pub async fn provision(
     run_id: &str,
     approved: bool,
 ) -> Result<Provisioned, Error> {
+    // The dry run finds the users whose registry entry changes; only they are sent again.
+    let (changing, would_disable, total_users) = pass(ctx, registry, run_id, None).await?;
     if !approved {
-        let (_, would_disable, total_users) = pass(ctx, registry, run_id, true).await?;
         let by_share = (total_users as f64 * config.max_disable_share).floor() as u64;
         if would_disable > config.max_disable_count || would_disable > by_share {
             tracing::warn!(
@@ -129,7 +142,14 @@ pub async fn provision(
             });
         }
     }
-    let (updated, disabled, _) = pass(ctx, registry, run_id, false).await?;
+    if changing.is_empty() {
+        return Ok(Provisioned::Applied {
+            updated: 0,
+            disabled: 0,
+        });
+    }
+    let (updated, disabled, _) = pass(ctx, registry, run_id, Some(&changing)).await?;
+    let updated = updated.len() as u64;
     tracing::info!(
         run_id,
         updated,
