@@ -66,6 +66,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         companies: Vec::new(),
         chunk_size: 100,
         auth: StackAuth::Local(tokens.clone()),
+        auto_import: false,
     })
     .await?;
     let endpoints = Endpoints {

@@ -575,6 +575,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         companies,
         chunk_size: 500,
         auth: StackAuth::Local(tokens),
+        auto_import: false,
     })
     .await?;
 

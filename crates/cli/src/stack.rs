@@ -69,6 +69,8 @@ pub struct StackOptions {
     pub chunk_size: u32,
     /// How the services authenticate their callers and each other.
     pub auth: StackAuth,
+    /// directory-sync imports users that appear in the directory after each round.
+    pub auto_import: bool,
 }
 
 /// How the services of a stack authenticate.
@@ -306,6 +308,8 @@ impl Stack {
         let mut directory_config =
             directory_sync::Config::for_tests(&directory_db_url, &registry_url, directory_config);
         directory_config.auth = directory_auth;
+        directory_config.importer_url = importer_url.clone();
+        directory_config.provisioning.auto_import = options.auto_import;
         let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
             .context("invalid directory settings")?;
         let directory =

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use graph::GraphClient;
 use proto::directory::v1::directory_service_server::DirectoryServiceServer;
+use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
 use tokio::net::TcpListener;
@@ -57,7 +58,22 @@ impl App {
                     .with_context(|| format!("sync.groups: {g:?} is not a group object id"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let directory = Directory::new(db, graph, registry, groups, config.provisioning.clone());
+        let importer = match config.importer_url.trim() {
+            "" => None,
+            url => Some(ImporterServiceClient::new(service_runtime::grpc::channel(
+                url,
+                &config.registry_tls,
+                service_runtime::auth::Outbound::new(&config.auth.outbound)?,
+            )?)),
+        };
+        let directory = Directory::new(
+            db,
+            graph,
+            registry,
+            groups,
+            config.provisioning.clone(),
+            importer,
+        );
         let delta_interval = (config.sync.delta_interval_secs > 0)
             .then(|| Duration::from_secs(config.sync.delta_interval_secs));
         Ok(Self {

@@ -16,6 +16,10 @@ pub const ENV_PREFIX: &str = "DIRECTORY_SYNC_";
 pub struct Config {
     pub listen_addr: SocketAddr,
     pub registry_url: String,
+    /// import-worker, which imports new users when `provisioning.auto_import` is on; empty
+    /// turns auto-import off. Reached with `registry_tls`.
+    #[serde(default)]
+    pub importer_url: String,
     pub directory: DirectoryConfig,
     pub sync: SyncConfig,
     pub database: DatabaseConfig,
@@ -50,6 +54,11 @@ pub struct ProvisioningConfig {
     pub max_disable_count: u64,
     /// Largest share (0–1) of the registry's users one round may disable without approval.
     pub max_disable_share: f64,
+    /// Import users that appear in the directory (in the synced groups, when any are
+    /// configured), through import-worker, after each round.
+    pub auto_import: bool,
+    /// The company auto-imported users get.
+    pub auto_import_company: String,
 }
 
 impl Default for ProvisioningConfig {
@@ -58,6 +67,8 @@ impl Default for ProvisioningConfig {
             update_registry: true,
             max_disable_count: 50,
             max_disable_share: 0.1,
+            auto_import: false,
+            auto_import_company: "DAT".to_owned(),
         }
     }
 }
@@ -138,6 +149,7 @@ impl Config {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             registry_url: registry_url.to_owned(),
+            importer_url: String::new(),
             directory,
             sync: SyncConfig {
                 full_sync_on_start: false,

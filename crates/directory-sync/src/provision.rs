@@ -10,6 +10,8 @@
 
 use std::collections::HashSet;
 
+use proto::importer::v1 as importer_pb;
+use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
@@ -112,6 +114,66 @@ async fn pass(
         }
     }
     Ok((changing, disabled, total))
+}
+
+/// Imports the users `run_id` saw for the first time (members of the synced groups, when
+/// groups are configured) through import-worker, into `company`. Each page is one select
+/// import whose request id is derived from the run, so a retried round reports, rather than
+/// repeats, what it did. Answers how many users were created.
+pub async fn auto_import(
+    ctx: &SyncContext,
+    importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
+    company: &str,
+    run_id: &str,
+) -> Result<u64, Error> {
+    let mut created = 0;
+    let mut after = String::new();
+    for page_no in 0.. {
+        let ids = {
+            let mut conn = ctx
+                .db
+                .pool()
+                .acquire()
+                .await
+                .map_err(Error::internal("acquire"))?;
+            store::new_in_run(
+                &mut conn,
+                &ctx.tenant_id,
+                run_id,
+                !ctx.groups.is_empty(),
+                &after,
+                PAGE,
+            )
+            .await?
+        };
+        let Some(last) = ids.last() else {
+            break;
+        };
+        after = last.clone();
+        let full_page = ids.len() == PAGE as usize;
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids: ids,
+            company: company.to_owned(),
+            dry_run: false,
+            request_id: format!("sync-{run_id}-{page_no}"),
+        };
+        let response = importer
+            .clone()
+            .import_selected(request)
+            .await
+            .map_err(|status| {
+                Error::RegistryUnavailable(format!("import-worker: {}", status.message()))
+            })?
+            .into_inner();
+        created += response.counts.map_or(0, |c| c.created);
+        if !full_page {
+            break;
+        }
+    }
+    if created > 0 {
+        tracing::info!(run_id, created, company, "new directory users imported");
+    }
+    Ok(created)
 }
 
 /// Provisions the changes of `run_id` into the registry, unless they would disable too many

@@ -66,6 +66,11 @@ impl Directory {
         registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
         groups: Vec<String>,
         provisioning: crate::config::ProvisioningConfig,
+        importer: Option<
+            proto::importer::v1::importer_service_client::ImporterServiceClient<
+                service_runtime::auth::AuthedChannel,
+            >,
+        >,
     ) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();
         Self {
@@ -77,6 +82,7 @@ impl Directory {
                     groups,
                     registry: registry.clone(),
                     provisioning,
+                    importer,
                 },
                 registry,
                 sync_lock: tokio::sync::Mutex::new(()),

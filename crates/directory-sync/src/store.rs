@@ -906,6 +906,37 @@ pub async fn changed_in_run(
         .map_err(Error::internal("read a run's changes"))
 }
 
+/// Object ids of present users `run_id` saw for the first time, after `after`; with
+/// `in_groups`, only members of the synced groups.
+pub async fn new_in_run(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+    in_groups: bool,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<String>, Error> {
+    let rows = sqlx::query(
+        "SELECT u.object_id FROM directory_users u WHERE u.tenant_id = $1 AND u.first_seen_run = $2 \
+         AND u.deletion_state = 'present' AND u.object_id > $3 \
+         AND ($4 = 0 OR EXISTS (SELECT 1 FROM directory_group_members m \
+              WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id)) \
+         ORDER BY u.object_id LIMIT $5",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(after)
+    .bind(i64::from(in_groups))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("read a run's new users"))?;
+    rows.iter()
+        .map(|row| row.try_get("object_id"))
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("read a run's new users"))
+}
+
 /// One run of this tenant.
 pub async fn run(
     conn: &mut AnyConnection,

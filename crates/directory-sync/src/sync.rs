@@ -11,6 +11,7 @@ use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, S
 use crate::error::Error;
 use crate::provision::{Provisioned, provision};
 use crate::store;
+use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
 /// Pages read ahead of the database writer: Graph latency and writes overlap, and memory stays
@@ -67,6 +68,8 @@ pub struct SyncContext {
     /// Where the rounds' changes go, and the limits on them.
     pub registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
     pub provisioning: ProvisioningConfig,
+    /// import-worker, for auto-import; `None` when no importer_url is configured.
+    pub importer: Option<ImporterServiceClient<service_runtime::auth::AuthedChannel>>,
 }
 
 /// Runs one round and records it. A delta round without a stored deltaLink, or whose link
@@ -92,7 +95,39 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
     // Only a round that read the directory completely changes the registry.
     let result = match result {
         Ok(()) if ctx.provisioning.update_registry => {
-            provision(ctx, &ctx.registry, &ctx.provisioning, &run.run_id, false).await
+            match provision(ctx, &ctx.registry, &ctx.provisioning, &run.run_id, false).await {
+                Ok(Provisioned::Applied { .. }) if ctx.provisioning.auto_import => {
+                    match &ctx.importer {
+                        // The tenant's first full read finds everyone "new": that is a batch
+                        // import for an administrator to start, not an automatic one.
+                        Some(_) if first_full_sync(ctx).await => Ok(Provisioned::Applied {
+                            updated: 0,
+                            disabled: 0,
+                        }),
+                        Some(importer) => crate::provision::auto_import(
+                            ctx,
+                            importer,
+                            &ctx.provisioning.auto_import_company,
+                            &run.run_id,
+                        )
+                        .await
+                        .map(|_| Provisioned::Applied {
+                            updated: 0,
+                            disabled: 0,
+                        }),
+                        None => {
+                            tracing::warn!(
+                                "provisioning.auto_import is on but importer_url is empty"
+                            );
+                            Ok(Provisioned::Applied {
+                                updated: 0,
+                                disabled: 0,
+                            })
+                        }
+                    }
+                }
+                other => other,
+            }
         }
         Ok(()) => Ok(Provisioned::Applied {
             updated: 0,
@@ -129,6 +164,16 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
         "sync round finished"
     );
     run
+}
+
+/// True while no full round of the tenant has succeeded yet (this one still runs).
+async fn first_full_sync(ctx: &SyncContext) -> bool {
+    let Ok(mut conn) = ctx.db.pool().acquire().await else {
+        return true;
+    };
+    !store::has_completed_full_sync(&mut conn, &ctx.tenant_id)
+        .await
+        .unwrap_or(false)
 }
 
 /// Why a run waits for approval, for the run record and the CLI.

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as pb;
-use service_runtime::auth::{AccessRules, READ, WRITE};
+use service_runtime::auth::{ADMIN, AccessRules, DIRECTORY_SYNC, READ, WRITE};
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
@@ -16,9 +16,10 @@ use crate::service::{Importer, MAX_SELECTED, Selection};
 
 /// Who may call each RPC. Private jobs are further limited to their creator by the handlers.
 pub const ACCESS: AccessRules = &[
+    // directory-sync imports new users when provisioning.auto_import is on.
     (
         "/userimport.importer.v1.ImporterService/ImportSelected",
-        WRITE,
+        &[ADMIN, DIRECTORY_SYNC],
     ),
     (
         "/userimport.importer.v1.ImporterService/StartBatchImport",

@@ -81,6 +81,7 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
             directory: oidc_config(idp, Some(sync_token)),
             importer: oidc_config(idp, Some(worker_token)),
         })),
+        auto_import: false,
     })
     .await
     .unwrap();
@@ -524,6 +525,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         companies: Vec::new(),
         chunk_size: 25,
         auth: StackAuth::Local(tokens.clone()),
+        auto_import: false,
     })
     .await
     .unwrap();

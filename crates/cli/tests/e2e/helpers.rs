@@ -30,6 +30,11 @@ pub(crate) fn storage_for(db: &TestDatabase) -> Storage {
 impl EndToEnd {
     /// The emulator with `users` synthetic users and the three services, synced once.
     pub(crate) async fn start(db: &TestDatabase, users: usize) -> Self {
+        Self::start_with(db, users, false).await
+    }
+
+    /// With directory-sync importing new directory users after each round.
+    pub(crate) async fn start_with(db: &TestDatabase, users: usize, auto_import: bool) -> Self {
         let stack = Stack::start(StackOptions {
             storage: storage_for(db),
             directory: DirectorySource::Emulator { users },
@@ -37,6 +42,7 @@ impl EndToEnd {
             companies: vec![("USMF".into(), "Contoso USA".into())],
             chunk_size: 50,
             auth: StackAuth::Insecure,
+            auto_import,
         })
         .await
         .unwrap();

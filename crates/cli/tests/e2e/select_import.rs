@@ -12,6 +12,40 @@ fn kinds(response: &importer_pb::ImportSelectedResponse) -> Vec<OutcomeKind> {
 }
 
 test_support::on_both_backends! {
+    async fn with_auto_import_on_users_who_appear_in_the_directory_are_imported_after_the_next_round(db) {
+        let e2e = EndToEnd::start_with(&db, 30, true).await;
+        assert!(e2e.registry_users().await.is_empty(), "the first full read imports nobody");
+        let emulator = e2e.stack.emulator.as_ref().unwrap();
+        let newcomer = graph_emulator::EmulatedUser {
+            id: "0f0f0f0f-0000-4000-8000-00000000abcd".into(),
+            user_principal_name: "new.hire@contoso.com".into(),
+            mail: Some("new.hire@contoso.com".into()),
+            display_name: "New Hire".into(),
+            given_name: None,
+            surname: None,
+            account_enabled: true,
+            user_type: "Member".into(),
+        };
+        emulator.create_user(newcomer.clone()).unwrap();
+        let guest_without_mail = graph_emulator::EmulatedUser {
+            id: "0f0f0f0f-0000-4000-8000-00000000abce".into(),
+            user_principal_name: "visitor_fabrikam.com#EXT#@contoso.com".into(),
+            mail: None,
+            display_name: "Visitor".into(),
+            user_type: "Guest".into(),
+            ..newcomer.clone()
+        };
+        emulator.create_user(guest_without_mail).unwrap();
+
+        let run = e2e.directory.clone().sync_now(proto::directory::v1::SyncNowRequest { mode: proto::directory::v1::SyncMode::Delta.into() }).await.unwrap().into_inner().run.unwrap();
+        assert_eq!(run.status(), proto::directory::v1::SyncRunStatus::Succeeded, "{run:?}");
+        let users = e2e.registry_users().await;
+        assert_eq!(users.len(), 1, "the member is imported; the guest without mail is skipped");
+        assert_eq!(users[0].object_id, newcomer.id);
+        assert_eq!(users[0].user_id, "new.hire");
+        assert!(users[0].created_by_import.starts_with(&format!("sync-{}", run.run_id)), "{}", users[0].created_by_import);
+    }
+
     async fn a_dry_run_import_reports_what_the_real_import_then_does_and_writes_nothing(db) {
         // The whole tenant: common names that collide, aliases equal after 20 characters,
         // guests without mail.

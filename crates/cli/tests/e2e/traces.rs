@@ -55,6 +55,7 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
         companies: Vec::new(),
         chunk_size: 30,
         auth: StackAuth::Insecure,
+        auto_import: false,
     })
     .await
     .unwrap();
