@@ -54,6 +54,9 @@ pub struct ProvisioningConfig {
     pub max_disable_count: u64,
     /// Largest share (0–1) of the registry's users one round may disable without approval.
     pub max_disable_share: f64,
+    /// With `sync.groups` set, a registry user whose directory user is in none of them (left
+    /// its last group) is disabled when the round that saw the change provisions.
+    pub disable_out_of_scope: bool,
     /// Import users that appear in the directory (in the synced groups, when any are
     /// configured), through import-worker, after each round.
     pub auto_import: bool,
@@ -67,6 +70,7 @@ impl Default for ProvisioningConfig {
             update_registry: true,
             max_disable_count: 50,
             max_disable_share: 0.1,
+            disable_out_of_scope: true,
             auto_import: false,
             auto_import_company: "DAT".to_owned(),
         }

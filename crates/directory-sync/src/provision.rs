@@ -36,8 +36,9 @@ pub enum Provisioned {
     },
 }
 
-/// The registry change a mirror user's current state asks for.
-fn change_of(user: &MirrorUser) -> registry_pb::UserChange {
+/// The registry change a mirror user's current state asks for; a user out of scope (in none
+/// of the synced groups, when groups are configured) is disabled.
+fn change_of(user: &MirrorUser, in_scope: bool) -> registry_pb::UserChange {
     let alias = match user.account_type {
         AccountType::Member => user.user_principal_name.clone(),
         AccountType::Guest => user.mail.clone(),
@@ -47,7 +48,9 @@ fn change_of(user: &MirrorUser) -> registry_pb::UserChange {
         object_id: user.object_id.clone(),
         name: (!user.display_name.is_empty()).then(|| user.display_name.clone()),
         network_alias: (!alias.is_empty()).then_some(alias),
-        enabled: Some(user.account_enabled && user.deletion_state == DeletionState::Present),
+        enabled: Some(
+            user.account_enabled && user.deletion_state == DeletionState::Present && in_scope,
+        ),
     }
 }
 
@@ -72,17 +75,25 @@ async fn pass(
                 .acquire()
                 .await
                 .map_err(Error::internal("acquire"))?;
-            store::changed_in_run(&mut conn, &ctx.tenant_id, run_id, &after, PAGE).await?
+            store::changed_in_run(
+                &mut conn,
+                &ctx.tenant_id,
+                run_id,
+                !ctx.groups.is_empty() && ctx.provisioning.disable_out_of_scope,
+                &after,
+                PAGE,
+            )
+            .await?
         };
         let Some(last) = page.last() else {
             break;
         };
-        after = last.object_id.clone();
+        after = last.0.object_id.clone();
         let full_page = page.len() == PAGE as usize;
         let changes: Vec<registry_pb::UserChange> = page
             .iter()
-            .filter(|u| only.is_none_or(|ids| ids.contains(&u.object_id)))
-            .map(change_of)
+            .filter(|(u, _)| only.is_none_or(|ids| ids.contains(&u.object_id)))
+            .map(|(u, in_scope)| change_of(u, *in_scope))
             .collect();
         if !changes.is_empty() {
             let request = registry_pb::UpdateUsersRequest {

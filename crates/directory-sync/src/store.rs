@@ -682,6 +682,18 @@ static ADD_MEMBERS: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
+static MARK_JOINERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("id", "text")]);
+        format!(
+            "UPDATE directory_users SET changed_run = $3 WHERE tenant_id = $2 \
+             AND object_id IN (SELECT r.id FROM {rows}) \
+             AND NOT EXISTS (SELECT 1 FROM directory_group_members m \
+                 WHERE m.tenant_id = $2 AND m.object_id = directory_users.object_id)"
+        )
+    })
+});
+
 /// Records members of a group as seen by `run_id`, in one statement.
 pub async fn add_group_members(
     conn: &mut AnyConnection,
@@ -694,6 +706,15 @@ pub async fn add_group_members(
     if object_ids.is_empty() {
         return Ok(());
     }
+    // Users in no synced group until now come into scope: their registry users are enabled
+    // again by this run's provisioning.
+    sqlx::query(MARK_JOINERS.get(backend))
+        .bind(id_rows(backend, object_ids)?)
+        .bind(tenant_id)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::internal("mark users coming into scope"))?;
     sqlx::query(ADD_MEMBERS.get(backend))
         .bind(id_rows(backend, object_ids)?)
         .bind(tenant_id)
@@ -713,6 +734,19 @@ pub async fn remove_unseen_members(
     group_id: &str,
     run_id: &str,
 ) -> Result<u64, Error> {
+    // The leavers count as changed by this run: if no other synced group holds them, they
+    // are out of scope and this run's provisioning disables their registry users.
+    sqlx::query(
+        "UPDATE directory_users SET changed_run = $3 WHERE tenant_id = $1 AND object_id IN \
+         (SELECT object_id FROM directory_group_members WHERE tenant_id = $1 AND group_id = $2 \
+          AND seen_run <> $3)",
+    )
+    .bind(tenant_id)
+    .bind(group_id)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("mark users leaving a group"))?;
     let result = sqlx::query(
         "DELETE FROM directory_group_members WHERE tenant_id = $1 AND group_id = $2 AND seen_run <> $3",
     )
@@ -880,16 +914,21 @@ pub async fn last_run(conn: &mut AnyConnection, tenant_id: &str) -> Result<Optio
         .next())
 }
 
-/// Users changed by `run_id` (content or deletion state), after `after` in object id order.
+/// Users changed by `run_id` (content, deletion state, or group scope), after `after` in
+/// object id order, each with whether it is in scope: with `in_groups`, a member of a synced
+/// group; otherwise every user is.
 pub async fn changed_in_run(
     conn: &mut AnyConnection,
     tenant_id: &str,
     run_id: &str,
+    in_groups: bool,
     after: &str,
     limit: u32,
-) -> Result<Vec<MirrorUser>, Error> {
+) -> Result<Vec<(MirrorUser, bool)>, Error> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = $1 AND u.changed_run = $2 \
+        "SELECT {USER_COLUMNS}, CASE WHEN $5 = 0 OR EXISTS (SELECT 1 FROM directory_group_members m \
+         WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id) THEN 1 ELSE 0 END AS in_scope \
+         FROM directory_users u WHERE u.tenant_id = $1 AND u.changed_run = $2 \
          AND u.object_id > $3 ORDER BY u.object_id LIMIT $4"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
@@ -897,12 +936,16 @@ pub async fn changed_in_run(
         .bind(run_id)
         .bind(after)
         .bind(i64::from(limit))
+        .bind(i64::from(in_groups))
         .fetch_all(conn)
         .await
         .map_err(Error::internal("read a run's changes"))?;
     rows.iter()
-        .map(user_from_row)
-        .collect::<Result<_, _>>()
+        .map(|row| {
+            let in_scope: i64 = row.try_get("in_scope")?;
+            Ok((user_from_row(row)?, in_scope != 0))
+        })
+        .collect::<Result<_, sqlx::Error>>()
         .map_err(Error::internal("read a run's changes"))
 }
 

@@ -55,6 +55,40 @@ async fn listed_ids(stack: &Stack, group: &str) -> BTreeSet<String> {
 }
 
 test_support::on_both_backends! {
+    async fn a_user_who_leaves_every_synced_group_is_disabled_in_the_registry_and_enabled_when_back(db) {
+        let group = SYNTHETIC_GROUP_IDS[1];
+        let stack = stack_with_group(&db, group).await;
+        stack.full_sync().await;
+        let members = transitive_users(&stack.emulator.groups(), group);
+        let tenant = stack.emulator.users();
+        let imported: Vec<&graph_emulator::EmulatedUser> = tenant.iter().filter(|u| members.contains(&u.id) && u.account_enabled).collect();
+        assert!(imported.len() >= 10, "{} members", imported.len());
+        stack.import_into_registry(&imported).await;
+        let direct_user = stack.emulator.groups().into_iter().find(|g| g.id == group).unwrap().members.into_iter()
+            .find_map(|m| match m { GroupMember::User(id) if imported.iter().any(|u| u.id == id) => Some(id), _ => None })
+            .unwrap();
+        let enabled = |stack: &Stack, id: String| {
+            let mut registry = stack.registry.clone();
+            let tenant_id = stack.emulator.tenant_id().to_owned();
+            async move {
+                let key = proto::registry::v1::ObjectKey { tenant_id, object_id: id };
+                let request = proto::registry::v1::GetUserRequest { key: Some(proto::registry::v1::get_user_request::Key::Object(key)) };
+                registry.get_user(request).await.unwrap().into_inner().user.unwrap().enabled
+            }
+        };
+        assert!(enabled(&stack, direct_user.clone()).await);
+
+        assert!(stack.emulator.remove_group_member(group, &direct_user).unwrap());
+        let run = stack.sync(pb::SyncMode::Delta).await;
+        assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{}", run.error);
+        assert!(!enabled(&stack, direct_user.clone()).await, "out of scope: disabled");
+
+        stack.emulator.add_group_member(group, GroupMember::User(direct_user.clone())).unwrap();
+        let run = stack.sync(pb::SyncMode::Delta).await;
+        assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{}", run.error);
+        assert!(enabled(&stack, direct_user).await, "back in scope: enabled again");
+    }
+
     async fn a_synced_group_lists_and_streams_exactly_its_transitive_user_members(db) {
         let group = SYNTHETIC_GROUP_IDS[1];
         let stack = stack_with_group(&db, group).await;
