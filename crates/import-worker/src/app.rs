@@ -38,6 +38,10 @@ pub async fn connect_queue(settings: &QueueSettings) -> anyhow::Result<Arc<dyn C
     }
 }
 
+/// How long a stopping worker waits for its planner and chunks in hand (Kubernetes gives it
+/// 90 s before SIGKILL).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(75);
+
 /// A built import-worker: bound and wired, serving nothing until [`App::run`].
 pub struct App {
     listener: TcpListener,
@@ -133,8 +137,22 @@ impl App {
         let served =
             service_runtime::grpc::serve(self.listener, serving, Routes::new(service), shutdown)
                 .await;
-        background.wait().await;
-        self.importer.queue().close().await;
+        // Chunks in hand are finished and acknowledged; each is bounded by its calls' timeouts,
+        // and whatever still hangs after the grace is left to redelivery.
+        if tokio::time::timeout(SHUTDOWN_GRACE, background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "background work did not stop in time; unacknowledged chunks will be redelivered"
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.importer.queue().close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the queue did not close in time");
+        }
         served
     }
 }

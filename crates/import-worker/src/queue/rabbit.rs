@@ -245,7 +245,18 @@ impl Slot {
     async fn close(&self) {
         let connection = self.state.lock().await.connection.take();
         if let Some(connection) = connection {
-            let _ = connection.close(200, "shutting down".into()).await;
+            // A connection caught half-closed (a channel closing as we go) may never answer
+            // the close; the process must still stop.
+            let closing = connection.close(200, "shutting down".into());
+            if tokio::time::timeout(std::time::Duration::from_secs(5), closing)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    role = self.role,
+                    "the broker did not confirm the close in time"
+                );
+            }
         }
     }
 }
