@@ -69,12 +69,7 @@ async fn pass(
     let mut first = true;
     loop {
         let page = {
-            let mut conn = ctx
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(Error::internal("acquire"))?;
+            let mut conn = ctx.conn().await?;
             store::changed_in_run(
                 &mut conn,
                 &ctx.tenant_id,
@@ -141,12 +136,7 @@ pub async fn auto_import(
     let mut after = String::new();
     for page_no in 0.. {
         let ids = {
-            let mut conn = ctx
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(Error::internal("acquire"))?;
+            let mut conn = ctx.conn().await?;
             store::new_in_run(
                 &mut conn,
                 &ctx.tenant_id,

@@ -49,13 +49,7 @@ struct Inner {
 impl Directory {
     /// A pooled connection for one read or write outside a transaction.
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
-        self.inner
-            .sync
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))
+        self.inner.sync.conn().await
     }
 
     /// A directory over its mirror, Graph, and the registry; `groups` are the groups whose

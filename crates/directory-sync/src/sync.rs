@@ -72,6 +72,17 @@ pub struct SyncContext {
     pub importer: Option<ImporterServiceClient<service_runtime::auth::AuthedChannel>>,
 }
 
+impl SyncContext {
+    /// A pooled connection for one read or write outside a transaction.
+    pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
+        self.db
+            .pool()
+            .acquire()
+            .await
+            .map_err(Error::internal("acquire"))
+    }
+}
+
 /// Runs one round and records it. A delta round without a stored deltaLink, or whose link
 /// Graph no longer honours (410 Gone, `syncStateNotFound`, `resyncRequired`), runs as a full
 /// round instead, and is recorded as one.
@@ -168,7 +179,7 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
 
 /// True while no full round of the tenant has succeeded yet (this one still runs).
 async fn first_full_sync(ctx: &SyncContext) -> bool {
-    let Ok(mut conn) = ctx.db.pool().acquire().await else {
+    let Ok(mut conn) = ctx.conn().await else {
         return true;
     };
     !store::has_completed_full_sync(&mut conn, &ctx.tenant_id)
@@ -188,12 +199,7 @@ pub fn halted_reason(would_disable: u64, total_users: u64, config: &Provisioning
 
 pub(crate) async fn record(ctx: &SyncContext, run: &SyncRun) {
     let saved = async {
-        let mut conn = ctx
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = ctx.conn().await?;
         store::save_run(&mut conn, &ctx.tenant_id, run).await
     };
     if let Err(error) = saved.await {
@@ -383,12 +389,7 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
         None => store::clear_delta_link(&mut tx, &ctx.tenant_id).await?,
     }
     tx.commit().await.map_err(Error::internal("commit sweep"))?;
-    let mut conn = ctx
-        .db
-        .pool()
-        .acquire()
-        .await
-        .map_err(Error::internal("acquire"))?;
+    let mut conn = ctx.conn().await?;
     store::analyze(&mut conn).await
 }
 
@@ -401,12 +402,7 @@ async fn delta(
     clock: &impl Fn() -> i64,
 ) -> Result<(), Error> {
     let link = {
-        let mut conn = ctx
-            .db
-            .pool()
-            .acquire()
-            .await
-            .map_err(Error::internal("acquire"))?;
+        let mut conn = ctx.conn().await?;
         store::delta_link(&mut conn, &ctx.tenant_id).await?
     };
     let Some(link) = link else {
@@ -420,12 +416,7 @@ async fn delta(
             Ok(Some(page)) => page,
             Ok(None) => return Ok(()),
             Err(graph::Error::SyncReset { status, code, .. }) => {
-                let mut conn = ctx
-                    .db
-                    .pool()
-                    .acquire()
-                    .await
-                    .map_err(Error::internal("acquire"))?;
+                let mut conn = ctx.conn().await?;
                 store::clear_delta_link(&mut conn, &ctx.tenant_id).await?;
                 return Err(Error::DeltaUnavailable(format!(
                     "Graph asked for a resync ({status} {code})"
@@ -483,12 +474,7 @@ async fn sync_groups(
             let applied = apply(ctx, &run.run_id, changes, clock()).await?;
             run.users_created += applied.created;
             run.users_updated += applied.updated;
-            let mut conn = ctx
-                .db
-                .pool()
-                .acquire()
-                .await
-                .map_err(Error::internal("acquire"))?;
+            let mut conn = ctx.conn().await?;
             store::add_group_members(
                 &mut conn,
                 ctx.db.backend(),

@@ -341,16 +341,18 @@ impl Registry {
             })
             .collect();
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
-        let mut result = Vec::with_capacity(users.len());
-        for u in &users {
-            let key = ObjectKey {
+        // The users as they are now, read back in one statement.
+        let keys: Vec<ObjectKey> = users
+            .iter()
+            .map(|u| ObjectKey {
                 tenant_id: u.tenant_id.clone(),
                 object_id: u.object_id.clone(),
-            };
-            if let Some(user) = store::user_by_object(&mut tx, &key).await? {
-                result.push(user);
-            }
-        }
+            })
+            .collect();
+        let mut result: Vec<RegistryUser> = store::users_by_object(&mut tx, backend, &keys)
+            .await?
+            .into_values()
+            .collect();
         tx.commit()
             .await
             .map_err(Error::internal("commit enable"))?;
