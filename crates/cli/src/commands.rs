@@ -54,7 +54,7 @@ impl Endpoints {
         ))
     }
 
-    async fn directory(&self) -> anyhow::Result<DirectoryServiceClient<AuthedChannel>> {
+    pub(crate) async fn directory(&self) -> anyhow::Result<DirectoryServiceClient<AuthedChannel>> {
         Ok(DirectoryServiceClient::new(
             self.channel(&self.directory, "directory-sync").await?,
         ))
@@ -66,7 +66,7 @@ impl Endpoints {
         ))
     }
 
-    async fn importer(&self) -> anyhow::Result<ImporterServiceClient<AuthedChannel>> {
+    pub(crate) async fn importer(&self) -> anyhow::Result<ImporterServiceClient<AuthedChannel>> {
         Ok(ImporterServiceClient::new(
             self.channel(&self.importer, "import-worker").await?,
         ))
@@ -209,7 +209,10 @@ pub async fn directory_sync(
     } else {
         directory_pb::SyncMode::Full
     };
-    let request = directory_pb::SyncNowRequest { mode: mode.into() };
+    let request = directory_pb::SyncNowRequest {
+        mode: mode.into(),
+        dry_run: false,
+    };
     let response = client
         .sync_now(request)
         .await
@@ -695,6 +698,9 @@ pub struct BatchStartArgs {
     /// Follow the job with a progress bar until it ends.
     #[arg(long)]
     pub wait: bool,
+    /// Show what the import would do, user by user, and write nothing (no job either).
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
 }
 
 fn scope(group: Option<&str>) -> Option<directory_pb::Scope> {
@@ -706,13 +712,9 @@ fn scope(group: Option<&str>) -> Option<directory_pb::Scope> {
     })
 }
 
-/// Starts a batch import job.
-pub async fn batch_start(
-    endpoints: &Endpoints,
-    args: &BatchStartArgs,
-) -> anyhow::Result<importer_pb::Job> {
-    let mut importer = endpoints.importer().await?;
-    let request = importer_pb::StartBatchImportRequest {
+/// The request `batch start` sends.
+pub fn batch_request(args: &BatchStartArgs) -> importer_pb::StartBatchImportRequest {
+    importer_pb::StartBatchImportRequest {
         company: args.company.clone(),
         scope: scope(args.group.as_deref()),
         options: Some(importer_pb::BatchOptions {
@@ -721,8 +723,17 @@ pub async fn batch_start(
             critical: args.critical,
             monitoring_category: args.monitoring_category.clone(),
         }),
-        dry_run: false,
-    };
+        dry_run: args.dry_run,
+    }
+}
+
+/// Starts a batch import job.
+pub async fn batch_start(
+    endpoints: &Endpoints,
+    args: &BatchStartArgs,
+) -> anyhow::Result<importer_pb::Job> {
+    let mut importer = endpoints.importer().await?;
+    let request = batch_request(args);
     let response = importer
         .start_batch_import(endpoints.request(request))
         .await

@@ -3,6 +3,7 @@
 //! default: SQLite files and the built-in Graph emulator.
 
 pub mod admin;
+pub mod changes;
 pub mod commands;
 pub mod demo;
 pub mod output;

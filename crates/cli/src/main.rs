@@ -129,6 +129,37 @@ enum Command {
     /// The registry's audit trail: every import, grant, revoke, rename, enable and disable.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Group-to-role rules: members of a directory group get a role.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Lists the rules.
+    List,
+    /// Adds a rule and grants its role to the group's members in the registry.
+    Add {
+        /// The directory group (object id; one of directory-sync's sync.groups).
+        #[arg(long)]
+        group: String,
+        /// The role to grant (see `userimport roles list`).
+        #[arg(long)]
+        role: String,
+        /// Grant it in this company only; every company otherwise.
+        #[arg(long)]
+        company: Option<String>,
+        /// Show the grants it would make and store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Removes a rule and revokes exactly the grants it made.
+    Remove {
+        rule_id: String,
+        /// Show the revokes it would make and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,8 +170,13 @@ enum SyncCommand {
     Now {
         #[arg(long)]
         delta: bool,
+        /// Read the directory, then only show what the round would change in the registry;
+        /// the run waits for `sync approve` (applies exactly that) or `sync reject`.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Applies the changes of a round halted because it would disable too many users.
+    /// Applies the changes of a round halted because it would disable too many users, or of
+    /// a dry run.
     Approve { run_id: String },
     /// Drops the changes of a halted round; the registry stays as it is.
     Reject {
@@ -328,7 +364,18 @@ async fn main() -> anyhow::Result<()> {
             format,
             &commands::directory_groups(&endpoints, search).await?,
         ),
-        Command::Sync(SyncCommand::Now { delta })
+        Command::Sync(SyncCommand::Now {
+            delta,
+            dry_run: true,
+        }) => {
+            let (run, preview) = cli::changes::sync_preview(&endpoints, delta).await?;
+            println!("{}", commands::describe_run(&run));
+            cli::changes::print_sync_preview(format, &run, preview.as_ref())
+        }
+        Command::Sync(SyncCommand::Now {
+            delta,
+            dry_run: false,
+        })
         | Command::Directory(DirectoryCommand::Sync { delta }) => {
             let run = commands::directory_sync(&endpoints, delta).await?;
             println!("{}", commands::describe_run(&run));
@@ -373,6 +420,11 @@ async fn main() -> anyhow::Result<()> {
             }
             commands::print_import(format, response)
         }
+        Command::Batch(BatchCommand::Start(args)) if args.dry_run => {
+            let preview =
+                cli::changes::batch_preview(&endpoints, commands::batch_request(&args)).await?;
+            cli::changes::print_batch_preview(format, preview)
+        }
         Command::Batch(BatchCommand::Start(args)) => {
             let job = commands::batch_start(&endpoints, &args).await?;
             if !args.wait {
@@ -403,6 +455,27 @@ async fn main() -> anyhow::Result<()> {
                 note(format, commands::describe_job(&job));
             }
             Ok(())
+        }
+        Command::Rules(RulesCommand::List) => {
+            print(format, &cli::changes::rules_list(&endpoints).await?)
+        }
+        Command::Rules(RulesCommand::Add {
+            group,
+            role,
+            company,
+            dry_run,
+        }) => {
+            let (rule, changes) =
+                cli::changes::rules_add(&endpoints, &group, &role, company.as_deref(), dry_run)
+                    .await?;
+            if !dry_run {
+                print(format, &[rule])?;
+            }
+            cli::changes::print_rule_changes(format, &changes, dry_run)
+        }
+        Command::Rules(RulesCommand::Remove { rule_id, dry_run }) => {
+            let changes = cli::changes::rules_remove(&endpoints, &rule_id, dry_run).await?;
+            cli::changes::print_rule_changes(format, &changes, dry_run)
         }
         Command::Jobs(JobsCommand::List { limit }) => {
             print(format, &commands::jobs_list(&endpoints, limit).await?)
@@ -600,10 +673,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("\nReading the directory…");
     let run = stack
         .directory
-        .sync_now(directory_sync::domain::SyncMode::Full)
+        .sync_now(directory_sync::domain::SyncMode::Full, false)
         .await;
     match run {
-        Ok(run) => println!(
+        Ok((run, _)) => println!(
             "full sync: {} users read ({} new, {} changed, {} removed)",
             run.users_seen, run.users_created, run.users_updated, run.users_removed
         ),

@@ -153,7 +153,7 @@ async fn run() -> anyhow::Result<()> {
     reset_peak_rss();
     let rss_before = status_kib("VmRSS:");
     let started = Instant::now();
-    let full = directory.sync_now(SyncMode::Full).await?;
+    let full = directory.sync_now(SyncMode::Full, false).await?.0;
     let elapsed = started.elapsed();
     let peak = status_kib("VmHWM:");
     anyhow::ensure!(full.error.is_empty(), "full sync failed: {}", full.error);
@@ -198,7 +198,7 @@ async fn run() -> anyhow::Result<()> {
     }
     emulator.clear_requests();
     let started = Instant::now();
-    let delta = directory.sync_now(SyncMode::Delta).await?;
+    let delta = directory.sync_now(SyncMode::Delta, false).await?.0;
     let elapsed = started.elapsed();
     anyhow::ensure!(
         delta.error.is_empty(),

@@ -62,6 +62,11 @@ pub struct ProvisioningConfig {
     pub auto_import: bool,
     /// The company auto-imported users get.
     pub auto_import_company: String,
+    /// Delete registry users whose directory user was hard-deleted (off: they are disabled
+    /// and marked, and kept).
+    pub delete_hard_deleted: bool,
+    /// Reconcile the group-to-role rules (kept by import-worker) after each round.
+    pub apply_role_rules: bool,
 }
 
 impl Default for ProvisioningConfig {
@@ -73,6 +78,8 @@ impl Default for ProvisioningConfig {
             disable_out_of_scope: true,
             auto_import: false,
             auto_import_company: "DAT".to_owned(),
+            delete_hard_deleted: false,
+            apply_role_rules: true,
         }
     }
 }

@@ -310,13 +310,23 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         &self,
         request: Request<pb::SyncNowRequest>,
     ) -> Result<Response<pb::SyncNowResponse>, Status> {
-        let mode = match request.into_inner().mode() {
+        let request = request.into_inner();
+        let mode = match request.mode() {
             pb::SyncMode::Delta => SyncMode::Delta,
             pb::SyncMode::Full | pb::SyncMode::Unspecified => SyncMode::Full,
         };
-        let run = self.directory.sync_now(mode).await?;
+        let (run, preview) = self.directory.sync_now(mode, request.dry_run).await?;
         Ok(Response::new(pb::SyncNowResponse {
             run: Some(run_to_pb(run)),
+            preview: preview.map(|effects| pb::SyncPreview {
+                updates: effects.updates,
+                would_update: effects.updated,
+                would_disable: effects.disabled,
+                imports: effects.imports,
+                would_import: effects.imported,
+                rules: effects.rules,
+                truncated: effects.truncated,
+            }),
         }))
     }
 

@@ -3,17 +3,23 @@
 //! their mail; the user id never changes), and the enabled state — disabled, soft-deleted and
 //! hard-deleted users are disabled, restored users enabled again.
 //!
+//! Hard-deleted users are also marked in the registry (or, with the opt-in
+//! `provisioning.delete_hard_deleted`, deleted from it).
+//!
 //! Safety rail: the round's changes are first applied as a dry run to count the users they
-//! would disable. More than `max_disable_count`, or more than `max_disable_share` of the
-//! registry's users, and nothing is written: the run waits for approval. A round whose read
-//! of the directory failed never gets here, so an outage disables nobody.
+//! would disable (or delete). More than `max_disable_count`, or more than `max_disable_share`
+//! of the registry's users, and nothing is written: the run waits for approval. A round whose
+//! read of the directory failed never gets here, so an outage disables nobody.
+//!
+//! After the registry updates come auto-import (new users) and the group-to-role rules, both
+//! through import-worker. A dry run ([`Mode::Preview`]) asks every one of these steps for a
+//! dry run and answers what they would do; approving the run then does exactly that.
 
 use std::collections::HashSet;
 
 use proto::importer::v1 as importer_pb;
 use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1 as registry_pb;
-use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser};
@@ -23,26 +29,47 @@ use crate::sync::SyncContext;
 
 /// Changes sent to the registry per call (its limit).
 const PAGE: u32 = 1000;
+/// Most entries a preview lists per kind; its counts are always complete.
+const LISTED: usize = 10_000;
 
-/// What provisioning a round did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Provisioned {
-    /// Written: users updated in the registry, of which disabled.
-    Applied { updated: u64, disabled: u64 },
-    /// Nothing written: the round would disable too many users.
-    Halted {
-        would_disable: u64,
-        total_users: u64,
-    },
+/// How the steps after a round run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write, unless the safety rail halts the run (and it is not `approved`).
+    Apply { approved: bool },
+    /// Write nothing; report what `Apply { approved: true }` would do.
+    Preview,
+}
+
+/// What the steps after a round did, or would do (preview).
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    /// The safety rail stopped the run before it wrote: (would disable, registry size).
+    pub halted: Option<(u64, u64)>,
+    /// Registry users updated (listed up to [`LISTED`]).
+    pub updates: Vec<registry_pb::UserUpdateOutcome>,
+    pub updated: u64,
+    pub disabled: u64,
+    /// Users auto-import created (CREATED outcomes, listed up to [`LISTED`]).
+    pub imports: Vec<registry_pb::ImportOutcome>,
+    pub imported: u64,
+    pub rules: Option<importer_pb::RuleChanges>,
+    pub truncated: bool,
 }
 
 /// The registry change a mirror user's current state asks for; a user out of scope (in none
-/// of the synced groups, when groups are configured) is disabled.
-fn change_of(user: &MirrorUser, in_scope: bool) -> registry_pb::UserChange {
+/// of the synced groups, when groups are configured) is disabled. A hard-deleted user is
+/// marked, or deleted under the opt-in policy.
+fn change_of(
+    user: &MirrorUser,
+    in_scope: bool,
+    config: &ProvisioningConfig,
+) -> registry_pb::UserChange {
     let alias = match user.account_type {
         AccountType::Member => user.user_principal_name.clone(),
         AccountType::Guest => user.mail.clone(),
     };
+    let hard_deleted = user.deletion_state == DeletionState::HardDeleted;
     registry_pb::UserChange {
         tenant_id: user.tenant_id.clone(),
         object_id: user.object_id.clone(),
@@ -51,7 +78,22 @@ fn change_of(user: &MirrorUser, in_scope: bool) -> registry_pb::UserChange {
         enabled: Some(
             user.account_enabled && user.deletion_state == DeletionState::Present && in_scope,
         ),
+        deleted_in_directory: hard_deleted,
+        delete: hard_deleted && config.delete_hard_deleted,
     }
+}
+
+/// What one pass over a run's changes found or did.
+#[derive(Default)]
+struct Pass {
+    /// Object ids whose registry user changes.
+    changing: HashSet<String>,
+    /// Users disabled or deleted.
+    disabled: u64,
+    total_users: u64,
+    /// The outcomes that change something, up to [`LISTED`].
+    listed: Vec<registry_pb::UserUpdateOutcome>,
+    truncated: bool,
 }
 
 /// One pass over the users `run_id` changed. A dry run sends every page and answers the
@@ -59,12 +101,11 @@ fn change_of(user: &MirrorUser, in_scope: bool) -> registry_pb::UserChange {
 /// registry's size; a real pass sends only the users in `only`.
 async fn pass(
     ctx: &SyncContext,
-    registry: &RegistryServiceClient<service_runtime::auth::AuthedChannel>,
     run_id: &str,
     only: Option<&HashSet<String>>,
-) -> Result<(HashSet<String>, u64, u64), Error> {
+) -> Result<Pass, Error> {
     let dry_run = only.is_none();
-    let (mut changing, mut disabled, mut total) = (HashSet::new(), 0, 0);
+    let mut result = Pass::default();
     let mut after = String::new();
     let mut first = true;
     loop {
@@ -88,7 +129,7 @@ async fn pass(
         let changes: Vec<registry_pb::UserChange> = page
             .iter()
             .filter(|(u, _)| only.is_none_or(|ids| ids.contains(&u.object_id)))
-            .map(|(u, in_scope)| change_of(u, *in_scope))
+            .map(|(u, in_scope)| change_of(u, *in_scope, &ctx.provisioning))
             .collect();
         if !changes.is_empty() {
             let request = registry_pb::UpdateUsersRequest {
@@ -98,20 +139,29 @@ async fn pass(
                 count_users: dry_run && first,
             };
             first = false;
-            let response = registry
+            let response = ctx
+                .registry
                 .clone()
                 .update_users(request.clone())
                 .await
                 .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
                 .into_inner();
-            total = total.max(response.total_users);
-            for (outcome, change) in response.outcomes.iter().zip(&request.changes) {
-                if outcome.kind() != registry_pb::UpdateKind::Updated {
-                    continue;
-                }
-                changing.insert(change.object_id.clone());
-                if outcome.changed.iter().any(|c| c == "enabled") && change.enabled == Some(false) {
-                    disabled += 1;
+            result.total_users = result.total_users.max(response.total_users);
+            for (outcome, change) in response.outcomes.into_iter().zip(&request.changes) {
+                let disables = match outcome.kind() {
+                    registry_pb::UpdateKind::Deleted => true,
+                    registry_pb::UpdateKind::Updated => {
+                        outcome.changed.iter().any(|c| c == "enabled")
+                            && change.enabled == Some(false)
+                    }
+                    _ => continue,
+                };
+                result.changing.insert(change.object_id.clone());
+                result.disabled += u64::from(disables);
+                if result.listed.len() < LISTED {
+                    result.listed.push(outcome);
+                } else {
+                    result.truncated = true;
                 }
             }
         }
@@ -119,20 +169,21 @@ async fn pass(
             break;
         }
     }
-    Ok((changing, disabled, total))
+    Ok(result)
 }
 
 /// Imports the users `run_id` saw for the first time (members of the synced groups, when
 /// groups are configured) through import-worker, into `company`. Each page is one select
 /// import whose request id is derived from the run, so a retried round reports, rather than
-/// repeats, what it did. Answers how many users were created.
-pub async fn auto_import(
+/// repeats, what it did. Answers the users created (or, with `dry_run`, that would be).
+async fn auto_import(
     ctx: &SyncContext,
     importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
-    company: &str,
     run_id: &str,
-) -> Result<u64, Error> {
-    let mut created = 0;
+    dry_run: bool,
+    effects: &mut Effects,
+) -> Result<(), Error> {
+    let company = &ctx.provisioning.auto_import_company;
     let mut after = String::new();
     for page_no in 0.. {
         let ids = {
@@ -154,8 +205,8 @@ pub async fn auto_import(
         let full_page = ids.len() == PAGE as usize;
         let request = importer_pb::ImportSelectedRequest {
             object_ids: ids,
-            company: company.to_owned(),
-            dry_run: false,
+            company: company.clone(),
+            dry_run,
             request_id: format!("sync-{run_id}-{page_no}"),
         };
         let response = importer
@@ -166,58 +217,115 @@ pub async fn auto_import(
                 Error::RegistryUnavailable(format!("import-worker: {}", status.message()))
             })?
             .into_inner();
-        created += response.counts.map_or(0, |c| c.created);
+        for outcome in response.outcomes {
+            if outcome.kind() != registry_pb::OutcomeKind::Created {
+                continue;
+            }
+            effects.imported += 1;
+            if effects.imports.len() < LISTED {
+                effects.imports.push(outcome);
+            } else {
+                effects.truncated = true;
+            }
+        }
         if !full_page {
             break;
         }
     }
-    if created > 0 {
-        tracing::info!(run_id, created, company, "new directory users imported");
+    if effects.imported > 0 && !dry_run {
+        tracing::info!(run_id, created = effects.imported, %company, "new directory users imported");
     }
-    Ok(created)
+    Ok(())
 }
 
-/// Provisions the changes of `run_id` into the registry, unless they would disable too many
-/// users and the run is not `approved`.
-pub async fn provision(
-    ctx: &SyncContext,
-    registry: &RegistryServiceClient<service_runtime::auth::AuthedChannel>,
-    config: &ProvisioningConfig,
+/// Has import-worker reconcile the group-to-role rules, as made through `run_id`.
+async fn reconcile_rules(
+    importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
     run_id: &str,
-    approved: bool,
-) -> Result<Provisioned, Error> {
-    // The dry run finds the users whose registry entry changes; only they are sent again.
-    let (changing, would_disable, total_users) = pass(ctx, registry, run_id, None).await?;
-    if !approved {
-        let by_share = (total_users as f64 * config.max_disable_share).floor() as u64;
-        if would_disable > config.max_disable_count || would_disable > by_share {
-            tracing::warn!(
-                run_id,
-                would_disable,
-                total_users,
-                max_count = config.max_disable_count,
-                max_share = config.max_disable_share,
-                "sync round halted: it would disable too many users; approve or reject it"
-            );
-            return Ok(Provisioned::Halted {
-                would_disable,
-                total_users,
-            });
+    dry_run: bool,
+) -> Result<importer_pb::RuleChanges, Error> {
+    let response = importer
+        .clone()
+        .reconcile_role_rules(importer_pb::ReconcileRoleRulesRequest {
+            via: run_id.to_owned(),
+            dry_run,
+        })
+        .await
+        .map_err(|status| {
+            Error::RegistryUnavailable(format!("import-worker (role rules): {}", status.message()))
+        })?
+        .into_inner();
+    Ok(response.changes.unwrap_or_default())
+}
+
+/// True while no full round of the tenant has succeeded yet (this one still runs).
+async fn first_full_sync(ctx: &SyncContext) -> bool {
+    let Ok(mut conn) = ctx.conn().await else {
+        return true;
+    };
+    !store::has_completed_full_sync(&mut conn, &ctx.tenant_id)
+        .await
+        .unwrap_or(false)
+}
+
+/// The steps after a complete round `run_id`: registry updates (unless the safety rail halts
+/// them and the run is not approved), auto-import, then the group-to-role rules.
+pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<Effects, Error> {
+    let config = &ctx.provisioning;
+    let mut effects = Effects::default();
+    if config.update_registry {
+        // The dry run finds the users whose registry entry changes; only they are sent again.
+        let found = pass(ctx, run_id, None).await?;
+        if mode == (Mode::Apply { approved: false }) {
+            let by_share = (found.total_users as f64 * config.max_disable_share).floor() as u64;
+            if found.disabled > config.max_disable_count || found.disabled > by_share {
+                tracing::warn!(
+                    run_id,
+                    would_disable = found.disabled,
+                    total_users = found.total_users,
+                    max_count = config.max_disable_count,
+                    max_share = config.max_disable_share,
+                    "sync round halted: it would disable too many users; approve or reject it"
+                );
+                effects.halted = Some((found.disabled, found.total_users));
+                return Ok(effects);
+            }
         }
+        let done = match mode {
+            Mode::Preview => found,
+            Mode::Apply { .. } if found.changing.is_empty() => found,
+            Mode::Apply { .. } => {
+                let done = pass(ctx, run_id, Some(&found.changing)).await?;
+                tracing::info!(
+                    run_id,
+                    updated = done.changing.len(),
+                    disabled = done.disabled,
+                    "round's changes applied to the registry"
+                );
+                done
+            }
+        };
+        effects.updated = done.changing.len() as u64;
+        effects.disabled = done.disabled;
+        effects.updates = done.listed;
+        effects.truncated |= done.truncated;
     }
-    if changing.is_empty() {
-        return Ok(Provisioned::Applied {
-            updated: 0,
-            disabled: 0,
-        });
+    let dry_run = mode == Mode::Preview;
+    let Some(importer) = &ctx.importer else {
+        if config.auto_import {
+            tracing::warn!("provisioning.auto_import is on but importer_url is empty");
+        }
+        return Ok(effects);
+    };
+    // The tenant's first full read finds everyone "new": that is a batch import for an
+    // administrator to start, not an automatic one.
+    if config.auto_import && !first_full_sync(ctx).await {
+        auto_import(ctx, importer, run_id, dry_run, &mut effects).await?;
     }
-    let (updated, disabled, _) = pass(ctx, registry, run_id, Some(&changing)).await?;
-    let updated = updated.len() as u64;
-    tracing::info!(
-        run_id,
-        updated,
-        disabled,
-        "round's changes applied to the registry"
-    );
-    Ok(Provisioned::Applied { updated, disabled })
+    if config.apply_role_rules {
+        let rules = reconcile_rules(importer, run_id, dry_run).await?;
+        effects.truncated |= rules.truncated;
+        effects.rules = Some(rules);
+    }
+    Ok(effects)
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
+use crate::provision::Effects;
 use crate::store::{self, ListCursor};
 use crate::sync::{self, SyncContext};
 
@@ -94,8 +95,13 @@ impl Directory {
     }
 
     /// Runs a sync round now and returns it once finished (also when it failed: the run says
-    /// why). Only one round runs at a time: a second caller gets `SyncBusy`.
-    pub async fn sync_now(&self, mode: SyncMode) -> Result<SyncRun, Error> {
+    /// why), with what it would change when it is a `dry_run`. Only one round runs at a time:
+    /// a second caller gets `SyncBusy`.
+    pub async fn sync_now(
+        &self,
+        mode: SyncMode,
+        dry_run: bool,
+    ) -> Result<(SyncRun, Option<Effects>), Error> {
         let _guard = self
             .inner
             .sync_lock
@@ -106,11 +112,12 @@ impl Directory {
             mode,
             service_runtime::now_ms(),
         );
-        Ok(sync::run_round(&self.inner.sync, run, service_runtime::now_ms).await)
+        Ok(sync::run_round(&self.inner.sync, run, service_runtime::now_ms, dry_run).await)
     }
 
-    /// Applies the changes of a run the safety threshold halted (the users it changed, as the
-    /// mirror holds them now), and marks it succeeded.
+    /// Applies the changes of a run the safety threshold halted or that was a dry run (the
+    /// users it changed, as the mirror holds them now; its new users; the role rules), and
+    /// marks it succeeded.
     pub async fn approve_run(&self, run_id: &str) -> Result<SyncRun, Error> {
         let _guard = self
             .inner
@@ -119,12 +126,25 @@ impl Directory {
             .map_err(|_| Error::SyncBusy)?;
         let mut run = self.awaiting_approval(run_id).await?;
         let ctx = &self.inner.sync;
-        let applied =
-            crate::provision::provision(ctx, &ctx.registry, &ctx.provisioning, run_id, true)
-                .await?;
-        tracing::info!(run_id, ?applied, "halted sync run approved and applied");
+        let applied = crate::provision::after_round(
+            ctx,
+            run_id,
+            crate::provision::Mode::Apply { approved: true },
+        )
+        .await?;
+        tracing::info!(
+            run_id,
+            updated = applied.updated,
+            disabled = applied.disabled,
+            imported = applied.imported,
+            "sync run approved and applied"
+        );
         run.status = SyncRunStatus::Succeeded;
-        run.error = format!("approved after it halted ({})", run.error);
+        run.error = if run.error == sync::DRY_RUN_REASON {
+            "approved after a dry run".to_owned()
+        } else {
+            format!("approved after it halted ({})", run.error)
+        };
         sync::record(ctx, &run).await;
         Ok(run)
     }
@@ -176,7 +196,7 @@ impl Directory {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(interval) => {}
             }
-            match self.sync_now(SyncMode::Delta).await {
+            match self.sync_now(SyncMode::Delta, false).await {
                 Ok(_) | Err(Error::SyncBusy) => {}
                 Err(error) => tracing::warn!(%error, "scheduled sync round did not run"),
             }
@@ -196,7 +216,9 @@ impl Directory {
             return Ok(None);
         }
         drop(conn);
-        self.sync_now(SyncMode::Full).await.map(Some)
+        self.sync_now(SyncMode::Full, false)
+            .await
+            .map(|(run, _)| Some(run))
     }
 
     /// The last run and the mirror's size.

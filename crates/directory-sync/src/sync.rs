@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
-use crate::provision::{Provisioned, provision};
+use crate::provision::{Effects, Mode, after_round};
 use crate::store;
 use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
@@ -86,7 +86,15 @@ impl SyncContext {
 /// Runs one round and records it. A delta round without a stored deltaLink, or whose link
 /// Graph no longer honours (410 Gone, `syncStateNotFound`, `resyncRequired`), runs as a full
 /// round instead, and is recorded as one.
-pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> i64) -> SyncRun {
+///
+/// A `dry_run` round reads the directory into the mirror like any other, then only works out
+/// what it would change in the registry: it answers that and waits for approval.
+pub async fn run_round(
+    ctx: &SyncContext,
+    mut run: SyncRun,
+    clock: impl Fn() -> i64,
+    dry_run: bool,
+) -> (SyncRun, Option<Effects>) {
     record(ctx, &run).await;
     let result = match run.mode {
         SyncMode::Full => full(ctx, &mut run, &clock).await,
@@ -104,58 +112,31 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
         Err(error) => Err(error),
     };
     // Only a round that read the directory completely changes the registry.
+    let mode = if dry_run {
+        Mode::Preview
+    } else {
+        Mode::Apply { approved: false }
+    };
     let result = match result {
-        Ok(()) if ctx.provisioning.update_registry => {
-            match provision(ctx, &ctx.registry, &ctx.provisioning, &run.run_id, false).await {
-                Ok(Provisioned::Applied { .. }) if ctx.provisioning.auto_import => {
-                    match &ctx.importer {
-                        // The tenant's first full read finds everyone "new": that is a batch
-                        // import for an administrator to start, not an automatic one.
-                        Some(_) if first_full_sync(ctx).await => Ok(Provisioned::Applied {
-                            updated: 0,
-                            disabled: 0,
-                        }),
-                        Some(importer) => crate::provision::auto_import(
-                            ctx,
-                            importer,
-                            &ctx.provisioning.auto_import_company,
-                            &run.run_id,
-                        )
-                        .await
-                        .map(|_| Provisioned::Applied {
-                            updated: 0,
-                            disabled: 0,
-                        }),
-                        None => {
-                            tracing::warn!(
-                                "provisioning.auto_import is on but importer_url is empty"
-                            );
-                            Ok(Provisioned::Applied {
-                                updated: 0,
-                                disabled: 0,
-                            })
-                        }
-                    }
-                }
-                other => other,
-            }
-        }
-        Ok(()) => Ok(Provisioned::Applied {
-            updated: 0,
-            disabled: 0,
-        }),
+        Ok(()) => after_round(ctx, &run.run_id, mode).await,
         Err(error) => Err(error),
     };
     run.finished_at_ms = clock();
+    let mut preview = None;
     match result {
-        Ok(Provisioned::Halted {
-            would_disable,
-            total_users,
+        Ok(Effects {
+            halted: Some((would_disable, total_users)),
+            ..
         }) => {
             run.status = SyncRunStatus::AwaitingApproval;
             run.error = halted_reason(would_disable, total_users, &ctx.provisioning);
         }
-        Ok(Provisioned::Applied { .. }) => run.status = SyncRunStatus::Succeeded,
+        Ok(effects) if dry_run => {
+            run.status = SyncRunStatus::AwaitingApproval;
+            run.error = DRY_RUN_REASON.to_owned();
+            preview = Some(effects);
+        }
+        Ok(_) => run.status = SyncRunStatus::Succeeded,
         Err(error) => {
             run.status = SyncRunStatus::Failed;
             run.error = error.to_string();
@@ -174,18 +155,12 @@ pub async fn run_round(ctx: &SyncContext, mut run: SyncRun, clock: impl Fn() -> 
         rejected = run.users_rejected,
         "sync round finished"
     );
-    run
+    (run, preview)
 }
 
-/// True while no full round of the tenant has succeeded yet (this one still runs).
-async fn first_full_sync(ctx: &SyncContext) -> bool {
-    let Ok(mut conn) = ctx.conn().await else {
-        return true;
-    };
-    !store::has_completed_full_sync(&mut conn, &ctx.tenant_id)
-        .await
-        .unwrap_or(false)
-}
+/// Why a dry-run round waits: its changes are held for approval.
+pub const DRY_RUN_REASON: &str = "dry run: nothing was written to the registry; approve the \
+     run to apply exactly what it reported, or reject it to drop it";
 
 /// Why a run waits for approval, for the run record and the CLI.
 pub fn halted_reason(would_disable: u64, total_users: u64, config: &ProvisioningConfig) -> String {

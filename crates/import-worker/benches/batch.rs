@@ -579,6 +579,7 @@ async fn bench(
         .await?
         .sync_now(directory_pb::SyncNowRequest {
             mode: directory_pb::SyncMode::Full.into(),
+            ..Default::default()
         })
         .await
         .context("full sync")?

@@ -85,6 +85,7 @@ pub(crate) async fn process_chunk(
     }
     if let Some(ended) = ended {
         events::announce(importer, &ended).await;
+        crate::rules::after_job(importer, &ended);
     }
     Ok(())
 }
@@ -297,6 +298,7 @@ async fn record_dead_letter(importer: &Importer, delivery: &Delivery) -> Result<
         .map_err(Error::internal("commit dead letter"))?;
     if let Some(ended) = ended {
         events::announce(importer, &ended).await;
+        crate::rules::after_job(importer, &ended);
     }
     Ok(())
 }

@@ -11,7 +11,9 @@ use service_runtime::auth::{AuthedChannel, Outbound};
 use service_runtime::grpc::{MAX_MESSAGE_BYTES, channel, retry};
 use service_runtime::tls::ClientTls;
 
-use crate::domain::{AccountType, DirectoryUser, Outcome, OutcomeKind, RegistryCandidate};
+use crate::domain::{
+    AccountType, DirectoryUser, Outcome, OutcomeKind, RegistryCandidate, RoleRule, RuleChange,
+};
 use crate::error::Error;
 
 /// Attempts of an idempotent call to another service.
@@ -196,6 +198,95 @@ impl Registry {
         .map_err(Error::upstream("user-registry"))?
         .into_inner();
         Ok(response.outcomes.into_iter().map(outcome).collect())
+    }
+}
+
+/// One call's worth of a rule's grant changes.
+#[derive(Debug, Clone)]
+pub struct RuleGrantCall<'a> {
+    pub rule: &'a RoleRule,
+    pub tenant_id: &'a str,
+    pub grant: Vec<String>,
+    pub revoke: Vec<String>,
+    pub via: &'a str,
+    pub dry_run: bool,
+}
+
+impl Registry {
+    /// Writes and removes grants of one rule (retried: a replay changes nothing more). Answers
+    /// the changes made.
+    pub async fn apply_rule_grants(
+        &self,
+        actor: &str,
+        call: RuleGrantCall<'_>,
+    ) -> Result<Vec<RuleChange>, Error> {
+        let message = registry_pb::ApplyRuleGrantsRequest {
+            rule_id: call.rule.rule_id.clone(),
+            role_id: call.rule.role_id.clone(),
+            company: call.rule.company.clone(),
+            tenant_id: call.tenant_id.to_owned(),
+            grant_object_ids: call.grant,
+            revoke_object_ids: call.revoke,
+            via: call.via.to_owned(),
+            dry_run: call.dry_run,
+        };
+        let response = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            let mut request = request(message);
+            if let Ok(value) = actor.parse() {
+                request
+                    .metadata_mut()
+                    .insert(service_runtime::auth::ON_BEHALF_OF_HEADER, value);
+            }
+            async move { client.apply_rule_grants(request).await }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?
+        .into_inner();
+        Ok(response
+            .changes
+            .into_iter()
+            .map(|c| RuleChange {
+                rule_id: call.rule.rule_id.clone(),
+                role_id: call.rule.role_id.clone(),
+                company: call.rule.company.clone(),
+                object_id: c.object_id,
+                user_id: c.user_id,
+                granted: c.granted,
+            })
+            .collect())
+    }
+
+    /// Every user holding a grant of `rule_id`, as (tenant, object id), in that order.
+    pub async fn rule_grant_holders(&self, rule_id: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut holders = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let message = registry_pb::ListRuleGrantsRequest {
+                rule_id: rule_id.to_owned(),
+                page_size: 1000,
+                page_token: page_token.clone(),
+            };
+            let response = retry(ATTEMPTS, || {
+                let mut client = self.client.clone();
+                let message = message.clone();
+                async move { client.list_rule_grants(request(message)).await }
+            })
+            .await
+            .map_err(Error::upstream("user-registry"))?
+            .into_inner();
+            holders.extend(
+                response
+                    .holders
+                    .into_iter()
+                    .map(|h| (h.tenant_id, h.object_id)),
+            );
+            if response.next_page_token.is_empty() {
+                return Ok(holders);
+            }
+            page_token = response.next_page_token;
+        }
     }
 }
 

@@ -13,8 +13,6 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("{0} is not implemented yet")]
-    Unimplemented(&'static str),
     /// Another service answered with an error worth passing on (its code is kept).
     #[error("{service}: {message}")]
     Upstream {
@@ -82,7 +80,6 @@ impl From<Error> for Status {
         match &error {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::UnknownCompany(_) | Error::NotFound(_) => Status::not_found(error.to_string()),
-            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
             Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
             Error::Upstream { code, .. } => Status::new(*code, error.to_string()),
             Error::Internal(inner) => {

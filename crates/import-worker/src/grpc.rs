@@ -10,7 +10,7 @@ use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
 
 use crate::clients::outcome_to_pb;
-use crate::domain::{BatchOptions, Counts, Job, JobKind, JobStatus};
+use crate::domain::{BatchOptions, Counts, Job, JobKind, JobStatus, RoleRule, RuleChanges};
 use crate::error::Error;
 use crate::service::{Importer, MAX_SELECTED, Selection};
 
@@ -45,6 +45,11 @@ pub const ACCESS: AccessRules = &[
     (
         "/userimport.importer.v1.ImporterService/RemoveRoleRule",
         WRITE,
+    ),
+    // directory-sync reconciles the rules after each sync round.
+    (
+        "/userimport.importer.v1.ImporterService/ReconcileRoleRules",
+        &[ADMIN, DIRECTORY_SYNC],
     ),
 ];
 
@@ -181,10 +186,6 @@ fn batch_options(options: Option<pb::BatchOptions>) -> Result<BatchOptions, Erro
 /// How often WatchJob looks at the job.
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-fn unimplemented<T>(what: &'static str) -> Result<Response<T>, Status> {
-    Err(Error::Unimplemented(what).into())
-}
-
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -255,12 +256,23 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::StartBatchImportResponse>, Status> {
         let created_by = principal(&request);
         let request = request.into_inner();
-        if request.dry_run {
-            return unimplemented("dry-run of a batch import");
-        }
         let company = parse_company(&request.company)?;
         let scope = scope_group(request.scope)?;
         let options = batch_options(request.options)?;
+        if request.dry_run {
+            let preview = self
+                .importer
+                .preview_batch(&created_by, &company, scope.as_deref())
+                .await?;
+            return Ok(Response::new(pb::StartBatchImportResponse {
+                job: None,
+                preview: Some(pb::BatchPreview {
+                    counts: Some(counts_to_pb(preview.counts)),
+                    outcomes: preview.outcomes.into_iter().map(outcome_to_pb).collect(),
+                    truncated: preview.truncated,
+                }),
+            }));
+        }
         let job = self
             .importer
             .start_batch(
@@ -273,6 +285,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .await?;
         Ok(Response::new(pb::StartBatchImportResponse {
             job: Some(job_to_pb(job)),
+            preview: None,
         }))
     }
 
@@ -450,20 +463,136 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         &self,
         _: Request<pb::ListRoleRulesRequest>,
     ) -> Result<Response<pb::ListRoleRulesResponse>, Status> {
-        unimplemented("ListRoleRules")
+        let rules = self.importer.role_rules().await?;
+        Ok(Response::new(pb::ListRoleRulesResponse {
+            rules: rules.into_iter().map(rule_to_pb).collect(),
+        }))
     }
 
     async fn add_role_rule(
         &self,
-        _: Request<pb::AddRoleRuleRequest>,
+        request: Request<pb::AddRoleRuleRequest>,
     ) -> Result<Response<pb::AddRoleRuleResponse>, Status> {
-        unimplemented("AddRoleRule")
+        let actor = principal(&request);
+        let request = request.into_inner();
+        let wanted = request
+            .rule
+            .ok_or_else(|| Error::invalid("rule", "is required"))?;
+        let group_id = service_runtime::normalize_guid(&wanted.group_id).ok_or_else(|| {
+            Error::invalid(
+                "rule.group_id",
+                format!(
+                    "{:?} is not a group object id (a GUID)",
+                    truncate(&wanted.group_id)
+                ),
+            )
+        })?;
+        let role_id = wanted.role_id.trim().to_ascii_uppercase();
+        if role_id.is_empty() || role_id.len() > 64 {
+            return Err(Error::invalid("rule.role_id", "must be 1 to 64 characters").into());
+        }
+        let company = match wanted.company.trim() {
+            "" => String::new(),
+            code => parse_company(code)?,
+        };
+        let rule = RoleRule {
+            rule_id: new_rule_id(),
+            group_id,
+            role_id,
+            company,
+            created_by: actor.clone(),
+            created_at_ms: service_runtime::now_ms(),
+            removing: false,
+        };
+        let (rule, changes) = self
+            .importer
+            .add_role_rule(&actor, rule, request.dry_run)
+            .await?;
+        Ok(Response::new(pb::AddRoleRuleResponse {
+            rule: Some(rule_to_pb(rule)),
+            changes: Some(rule_changes_to_pb(changes)),
+        }))
     }
 
     async fn remove_role_rule(
         &self,
-        _: Request<pb::RemoveRoleRuleRequest>,
+        request: Request<pb::RemoveRoleRuleRequest>,
     ) -> Result<Response<pb::RemoveRoleRuleResponse>, Status> {
-        unimplemented("RemoveRoleRule")
+        let actor = principal(&request);
+        let request = request.into_inner();
+        let rule_id = request.rule_id.trim();
+        if rule_id.is_empty() || rule_id.len() > 64 {
+            return Err(Error::invalid("rule_id", "must be 1 to 64 characters").into());
+        }
+        let changes = self
+            .importer
+            .remove_role_rule(&actor, rule_id, request.dry_run)
+            .await?;
+        Ok(Response::new(pb::RemoveRoleRuleResponse {
+            changes: Some(rule_changes_to_pb(changes)),
+        }))
+    }
+
+    async fn reconcile_role_rules(
+        &self,
+        request: Request<pb::ReconcileRoleRulesRequest>,
+    ) -> Result<Response<pb::ReconcileRoleRulesResponse>, Status> {
+        let actor = principal(&request);
+        let request = request.into_inner();
+        let via = request.via.trim();
+        if via.len() > 128 {
+            return Err(Error::invalid("via", "must be at most 128 characters").into());
+        }
+        let via = if via.is_empty() {
+            format!("request:{}", uuid::Uuid::new_v4())
+        } else {
+            via.to_owned()
+        };
+        let changes = self
+            .importer
+            .reconcile_rules(&actor, &via, request.dry_run)
+            .await?;
+        Ok(Response::new(pb::ReconcileRoleRulesResponse {
+            changes: Some(rule_changes_to_pb(changes)),
+        }))
+    }
+}
+
+/// A new rule id: short enough to read and type, random enough never to repeat.
+fn new_rule_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("r-{}", &id[..12])
+}
+
+fn truncate(raw: &str) -> String {
+    raw.chars().take(64).collect()
+}
+
+fn rule_to_pb(rule: RoleRule) -> pb::RoleRule {
+    pb::RoleRule {
+        rule_id: rule.rule_id,
+        group_id: rule.group_id,
+        role_id: rule.role_id,
+        company: rule.company,
+    }
+}
+
+fn rule_changes_to_pb(changes: RuleChanges) -> pb::RuleChanges {
+    pb::RuleChanges {
+        granted: changes.granted,
+        revoked: changes.revoked,
+        changes: changes
+            .listed
+            .into_iter()
+            .map(|c| pb::RuleChange {
+                rule_id: c.rule_id,
+                role_id: c.role_id,
+                company: c.company,
+                object_id: c.object_id,
+                user_id: c.user_id,
+                granted: c.granted,
+            })
+            .collect(),
+        truncated: changes.truncated,
     }
 }

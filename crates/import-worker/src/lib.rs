@@ -15,6 +15,7 @@ pub mod events;
 pub mod grpc;
 pub mod planner;
 pub mod queue;
+pub mod rules;
 pub mod service;
 pub mod store;
 

@@ -176,7 +176,10 @@ async fn plan_and_settle(
     }
     .await;
     match ended {
-        Ok(Some(ended)) => events::announce(importer, &ended).await,
+        Ok(Some(ended)) => {
+            events::announce(importer, &ended).await;
+            crate::rules::after_job(importer, &ended);
+        }
         Ok(None) => {}
         Err(error) => tracing::warn!(job_id = %job.job_id, %error, "cannot end the job"),
     }

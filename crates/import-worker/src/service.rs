@@ -17,6 +17,18 @@ use crate::error::Error;
 use crate::queue::ChunkQueue;
 use crate::store;
 
+/// Most outcomes a batch preview lists (its counts are always complete).
+pub const LISTED_PREVIEW_OUTCOMES: usize = 10_000;
+
+/// What a batch import would do (a dry run).
+#[derive(Debug, Clone, Default)]
+pub struct BatchPreview {
+    pub counts: Counts,
+    /// In object id order; at most [`LISTED_PREVIEW_OUTCOMES`].
+    pub outcomes: Vec<Outcome>,
+    pub truncated: bool,
+}
+
 /// Most object ids one select import takes (the registry's per-call limit).
 pub const MAX_SELECTED: usize = 1000;
 
@@ -106,6 +118,10 @@ impl Importer {
 
     pub(crate) fn directory(&self) -> &Directory {
         &self.inner.directory
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub(crate) fn queue(&self) -> &dyn ChunkQueue {
@@ -221,6 +237,9 @@ impl Importer {
         let counts = Counts::of(&outcomes);
         if !selection.dry_run {
             self.record(&selection, &outcomes, counts, now_ms).await?;
+            if counts.created > 0 {
+                crate::rules::after_import(self, &selection.created_by, &selection.request_id);
+            }
         }
         Ok((outcomes, counts))
     }
@@ -345,6 +364,54 @@ impl Importer {
             not_created.extend(page.into_iter().filter(|o| o.kind != OutcomeKind::Created));
         }
         Ok((ended, not_created))
+    }
+
+    /// Works out what a batch import of `scope_group` (or every user) into `company` would do,
+    /// in the request, and writes nothing: the registry answers each part as a dry run. The
+    /// outcomes are those the job would record, except that users whose ids collide across
+    /// parts of 1000 may get other collision numbers in the real run (its chunks run in
+    /// parallel, in an order no preview can know).
+    pub async fn preview_batch(
+        &self,
+        created_by: &str,
+        company: &str,
+        scope_group: Option<&str>,
+    ) -> Result<BatchPreview, Error> {
+        self.check_batch(company, scope_group).await?;
+        let preview_id = format!("preview-{}", uuid::Uuid::new_v4());
+        let mut stream = self
+            .inner
+            .directory
+            .stream_users(scope_group, "", MAX_SELECTED as u32)
+            .await?;
+        let mut preview = BatchPreview::default();
+        while let Some(batch) = stream
+            .message()
+            .await
+            .map_err(Error::upstream("directory-sync"))?
+        {
+            let users: Vec<DirectoryUser> = batch
+                .users
+                .into_iter()
+                .map(crate::clients::directory_user)
+                .collect();
+            let outcomes = self
+                .import_users(created_by, &preview_id, company, &users, true)
+                .await?;
+            let counts = Counts::of(&outcomes);
+            preview.counts.created += counts.created;
+            preview.counts.already_present += counts.already_present;
+            preview.counts.skipped += counts.skipped;
+            preview.counts.failed += counts.failed;
+            for outcome in outcomes {
+                if preview.outcomes.len() < LISTED_PREVIEW_OUTCOMES {
+                    preview.outcomes.push(outcome);
+                } else {
+                    preview.truncated = true;
+                }
+            }
+        }
+        Ok(preview)
     }
 
     /// The job, if `principal` may see it. Another principal's private job is reported as

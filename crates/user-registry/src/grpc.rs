@@ -17,7 +17,9 @@ use crate::domain::{
 };
 use crate::domain::{Assignment, Role};
 use crate::error::Error;
-use crate::service::{Caller, ChangeItem, ImportItem, Registry, RoleChange};
+use crate::service::{
+    Caller, ChangeItem, ImportItem, MAX_HOLDERS_PER_PAGE, Registry, RoleChange, RuleGrants,
+};
 use crate::store::{ObjectKey, UserFilter};
 
 /// Who may call each RPC.
@@ -55,6 +57,14 @@ pub const ACCESS: AccessRules = &[
     (
         "/userimport.registry.v1.RegistryService/ListAuditEvents",
         READ,
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/ApplyRuleGrants",
+        &[ADMIN, IMPORT_WORKER],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/ListRuleGrants",
+        &[ADMIN, READER, IMPORT_WORKER],
     ),
 ];
 
@@ -119,6 +129,7 @@ impl From<RegistryUser> for pb::RegistryUser {
             created_at_ms: user.created_at_ms,
             updated_at_ms: user.updated_at_ms,
             created_by_import: user.created_by_import,
+            deleted_in_directory_at_ms: user.deleted_in_directory_at_ms,
         }
     }
 }
@@ -166,6 +177,7 @@ impl From<Assignment> for pb::RoleAssignment {
         Self {
             role_id: assignment.role_id,
             company: assignment.company,
+            sources: assignment.sources,
         }
     }
 }
@@ -345,6 +357,11 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                     c.network_alias.as_deref(),
                     c.enabled,
                 )
+                .map(|change| UserChange {
+                    deleted_in_directory: c.deleted_in_directory,
+                    delete: c.delete,
+                    ..change
+                })
                 .map_err(|e| (c.object_id.clone(), e))
             })
             .collect();
@@ -369,11 +386,13 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                         UpdateKind::Unchanged => pb::UpdateKind::Unchanged,
                         UpdateKind::NotFound => pb::UpdateKind::NotFound,
                         UpdateKind::Failed => pb::UpdateKind::Failed,
+                        UpdateKind::Deleted => pb::UpdateKind::Deleted,
                     }
                     .into(),
                     user_id: o.user_id,
                     changed: o.changed.into_iter().map(str::to_owned).collect(),
                     reason: o.reason,
+                    enabled: o.enabled,
                 })
                 .collect(),
             total_users,
@@ -524,6 +543,74 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         };
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rule_id = %request.get_ref().rule_id, via = %request.get_ref().via))]
+    async fn apply_rule_grants(
+        &self,
+        request: Request<pb::ApplyRuleGrantsRequest>,
+    ) -> Result<Response<pb::ApplyRuleGrantsResponse>, Status> {
+        let mut caller = caller(&request);
+        let request = request.into_inner();
+        bounded("via", &request.via, MAX_FILTER_LEN)?;
+        bounded("tenant_id", &request.tenant_id, MAX_FILTER_LEN)?;
+        if !request.via.trim().is_empty() {
+            caller.request_id = request.via.trim().to_owned();
+        }
+        let rule = RuleGrants {
+            rule_id: request.rule_id,
+            role_id: request.role_id,
+            company: request.company,
+            tenant_id: request.tenant_id,
+            grant: request.grant_object_ids,
+            revoke: request.revoke_object_ids,
+        };
+        let changes = self
+            .registry
+            .apply_rule_grants(&caller, &rule, request.dry_run, service_runtime::now_ms())
+            .await?;
+        Ok(Response::new(pb::ApplyRuleGrantsResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| pb::RuleGrantChange {
+                    object_id: c.object_id,
+                    user_id: c.user_id,
+                    granted: c.granted,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_rule_grants(
+        &self,
+        request: Request<pb::ListRuleGrantsRequest>,
+    ) -> Result<Response<pb::ListRuleGrantsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = page_size(
+            "page_size",
+            request.page_size,
+            MAX_HOLDERS_PER_PAGE,
+            MAX_HOLDERS_PER_PAGE,
+        )?;
+        let after: (String, String) = decode_page_token(&request.page_token)?;
+        let holders = self
+            .registry
+            .rule_grant_holders(&request.rule_id, (&after.0, &after.1), limit)
+            .await?;
+        let next_page_token = match holders.last() {
+            Some(last) if holders.len() == limit as usize => encode_page_token(last),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListRuleGrantsResponse {
+            holders: holders
+                .into_iter()
+                .map(|(tenant_id, object_id)| pb::RuleGrantHolder {
+                    tenant_id,
+                    object_id,
+                })
+                .collect(),
             next_page_token,
         }))
     }

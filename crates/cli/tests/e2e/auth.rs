@@ -254,6 +254,7 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
         .sync_now(with_token(
             directory_pb::SyncNowRequest {
                 mode: directory_pb::SyncMode::Full.into(),
+                ..Default::default()
             },
             Some(&admin),
         ))
@@ -542,6 +543,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         .sync_now(with_token(
             directory_pb::SyncNowRequest {
                 mode: directory_pb::SyncMode::Full.into(),
+                ..Default::default()
             },
             Some(&admin),
         ))

@@ -52,6 +52,7 @@ impl EndToEnd {
         let run = directory
             .sync_now(directory_pb::SyncNowRequest {
                 mode: directory_pb::SyncMode::Full.into(),
+                ..Default::default()
             })
             .await
             .unwrap()

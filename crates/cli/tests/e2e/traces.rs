@@ -61,9 +61,10 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
     .unwrap();
     stack
         .directory
-        .sync_now(directory_sync::domain::SyncMode::Full)
+        .sync_now(directory_sync::domain::SyncMode::Full, false)
         .await
-        .unwrap();
+        .unwrap()
+        .0;
 
     // The caller (as the CLI would) starts the trace and sends its context with the call.
     let mut importer = importer_pb::importer_service_client::ImporterServiceClient::connect(

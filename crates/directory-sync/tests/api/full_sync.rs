@@ -70,7 +70,7 @@ test_support::on_both_backends! {
         let later = start_emulator(users).await;
         let mut directory = stack.directory_reading(directory_config(&later)).await;
         let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into() })
+            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -87,7 +87,7 @@ test_support::on_both_backends! {
         let empty = start_emulator(Vec::new()).await;
         let mut directory = stack.directory_reading(directory_config(&empty)).await;
         let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into() })
+            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -105,7 +105,7 @@ test_support::on_both_backends! {
         wrong_secret.client_secret = "not-the-secret".to_owned().into();
         let mut directory = stack.directory_reading(wrong_secret).await;
         let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into() })
+            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
             .unwrap()
             .into_inner()

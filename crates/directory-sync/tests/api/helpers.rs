@@ -145,7 +145,10 @@ impl Stack {
     }
 
     pub(crate) async fn sync(&self, mode: pb::SyncMode) -> pb::SyncRun {
-        let request = pb::SyncNowRequest { mode: mode.into() };
+        let request = pb::SyncNowRequest {
+            mode: mode.into(),
+            ..Default::default()
+        };
         self.directory
             .clone()
             .sync_now(request)

@@ -169,9 +169,10 @@ impl Cluster {
         let directory_url = format!("http://{}", directory.local_addr());
         let run = directory
             .directory()
-            .sync_now(directory_sync::domain::SyncMode::Full)
+            .sync_now(directory_sync::domain::SyncMode::Full, false)
             .await
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(run.users_seen, users as u64, "{}", run.error);
         let directory_shutdown = CancellationToken::new();
         tokio::spawn(directory.run(directory_shutdown.clone()));

@@ -12,12 +12,14 @@ pub enum Action {
     Rename,
     Enable,
     Disable,
-    /// Directory attributes (name, alias) applied to a user.
+    /// Directory attributes (name, alias) applied to a user, or its hard deletion marked.
     Update,
+    /// The user was deleted (the opt-in policy for users hard-deleted in the directory).
+    Delete,
 }
 
 impl Action {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Import,
         Self::RoleGrant,
         Self::RoleRevoke,
@@ -25,6 +27,7 @@ impl Action {
         Self::Enable,
         Self::Disable,
         Self::Update,
+        Self::Delete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Action {
             Self::Enable => "enable",
             Self::Disable => "disable",
             Self::Update => "update",
+            Self::Delete => "delete",
         }
     }
 

@@ -78,4 +78,6 @@ pub struct Assignment {
     pub role_id: String,
     /// Empty for a grant covering every company.
     pub company: String,
+    /// `manual` and/or `rule:<rule id>`: who holds the grant.
+    pub sources: Vec<String>,
 }

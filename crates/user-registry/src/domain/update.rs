@@ -13,6 +13,10 @@ pub struct UserChange {
     pub name: Option<String>,
     pub network_alias: Option<String>,
     pub enabled: Option<bool>,
+    /// The directory hard-deleted the user: mark it (the first time counts).
+    pub deleted_in_directory: bool,
+    /// Delete the user and its grants (the opt-in policy for hard-deleted users).
+    pub delete: bool,
 }
 
 impl UserChange {
@@ -66,6 +70,8 @@ impl UserChange {
             name,
             network_alias,
             enabled,
+            deleted_in_directory: false,
+            delete: false,
         })
     }
 }
@@ -77,6 +83,7 @@ pub enum UpdateKind {
     Unchanged,
     NotFound,
     Failed,
+    Deleted,
 }
 
 /// The outcome of one change.
@@ -85,7 +92,10 @@ pub struct UpdateOutcome {
     pub object_id: String,
     pub kind: UpdateKind,
     pub user_id: String,
-    /// `name`, `network_alias`, `enabled`: what changed (or would, in a dry run).
+    /// `name`, `network_alias`, `enabled`, `deleted_in_directory`, `deleted`: what changed
+    /// (or would, in a dry run).
     pub changed: Vec<&'static str>,
     pub reason: String,
+    /// The user's enabled state after the change (false when there is no user).
+    pub enabled: bool,
 }

@@ -45,6 +45,8 @@ pub struct RegistryUser {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub created_by_import: String,
+    /// When the directory hard-deleted the user; 0 while it has not.
+    pub deleted_in_directory_at_ms: i64,
 }
 
 /// A user an import asks to create, validated.

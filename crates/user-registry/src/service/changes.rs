@@ -30,7 +30,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn origin(&self, at_ms: i64) -> Origin<'_> {
+    pub(super) fn origin(&self, at_ms: i64) -> Origin<'_> {
         Origin {
             actor: &self.actor,
             via: &self.request_id,
@@ -74,7 +74,7 @@ fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), Erro
     Ok(())
 }
 
-fn grant_detail(grant: &Grant) -> String {
+pub(super) fn grant_detail(grant: &Grant) -> String {
     serde_json::json!({
         "role_id": grant.role_id,
         "company": if grant.company.is_empty() { None } else { Some(&grant.company) },
@@ -140,7 +140,7 @@ impl Registry {
 
     /// Parses the roles and company of a grant or revoke and checks they exist: the roles as
     /// they are in the catalog, and the scope.
-    async fn resolve_roles(
+    pub(super) async fn resolve_roles(
         &self,
         conn: &mut sqlx::AnyConnection,
         change: &RoleChange,
@@ -209,7 +209,15 @@ impl Registry {
         }
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
         let grants = every_grant(&users, &roles, &scope);
-        let granted = store::roles::grant(&mut tx, backend, &grants, now_ms, &caller.actor).await?;
+        let granted = store::roles::grant(
+            &mut tx,
+            backend,
+            &grants,
+            now_ms,
+            &caller.actor,
+            store::roles::MANUAL,
+        )
+        .await?;
         let events = grant_events(Action::RoleGrant, &granted, &users);
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
         tx.commit().await.map_err(Error::internal("commit grant"))?;
@@ -233,7 +241,7 @@ impl Registry {
         let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
         let wanted = every_grant(&users, &roles, &scope);
-        let revoked = store::roles::revoke(&mut tx, backend, &wanted).await?;
+        let revoked = store::roles::revoke(&mut tx, backend, &wanted, store::roles::MANUAL).await?;
         let events = grant_events(Action::RoleRevoke, &revoked, &users);
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
         tx.commit()

@@ -14,9 +14,11 @@ use crate::store::audit::{NewEvent, Origin};
 use crate::store::{self, InsertRow, ObjectKey, UserFilter};
 
 mod changes;
+mod rules;
 mod updates;
 
 pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange};
+pub use rules::{MAX_HOLDERS_PER_PAGE, RuleGrantChange, RuleGrants};
 pub use updates::{ChangeItem, MAX_CHANGES_PER_CALL};
 
 /// Most users accepted by one `ImportUsers` call.

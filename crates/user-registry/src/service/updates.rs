@@ -70,6 +70,7 @@ impl Registry {
         let mut events = Vec::new();
         // Later changes of the same user build on earlier ones; each user is written once.
         let mut touched: Vec<ObjectKey> = Vec::new();
+        let mut deleted: Vec<ObjectKey> = Vec::new();
         for change in changes {
             let change = match change {
                 Ok(change) => change,
@@ -80,6 +81,7 @@ impl Registry {
                         user_id: String::new(),
                         changed: Vec::new(),
                         reason: error.to_string(),
+                        enabled: false,
                     });
                     continue;
                 }
@@ -95,10 +97,36 @@ impl Registry {
                     user_id: String::new(),
                     changed: Vec::new(),
                     reason: String::new(),
+                    enabled: false,
                 });
                 continue;
             };
             let mut changed = Vec::new();
+            if change.delete {
+                if !deleted.contains(&key) {
+                    events.push(NewEvent {
+                        action: Action::Delete,
+                        tenant_id: user.tenant_id.clone(),
+                        object_id: user.object_id.clone(),
+                        user_id: user.user_id.clone(),
+                        detail: serde_json::json!({
+                            "reason": "deleted in the directory",
+                            "network_alias": user.network_alias,
+                        })
+                        .to_string(),
+                    });
+                    deleted.push(key);
+                }
+                outcomes.push(UpdateOutcome {
+                    object_id: user.object_id.clone(),
+                    kind: UpdateKind::Deleted,
+                    user_id: user.user_id.clone(),
+                    changed: vec!["deleted"],
+                    reason: String::new(),
+                    enabled: false,
+                });
+                continue;
+            }
             let mut detail = serde_json::Map::new();
             if let Some(name) = change.name.filter(|n| *n != user.name) {
                 detail.insert(
@@ -115,6 +143,14 @@ impl Registry {
                 );
                 user.network_alias = alias;
                 changed.push("network_alias");
+            }
+            if change.deleted_in_directory && user.deleted_in_directory_at_ms == 0 {
+                detail.insert(
+                    "deleted_in_directory".into(),
+                    serde_json::json!({ "from": false, "to": true }),
+                );
+                user.deleted_in_directory_at_ms = now_ms;
+                changed.push("deleted_in_directory");
             }
             if !detail.is_empty() {
                 events.push(NewEvent {
@@ -153,6 +189,7 @@ impl Registry {
                 user_id: user.user_id.clone(),
                 changed,
                 reason: String::new(),
+                enabled: user.enabled,
             });
         }
         if dry_run {
@@ -161,6 +198,7 @@ impl Registry {
         }
         let rows: Vec<UpdateRow<'_>> = touched
             .iter()
+            .filter(|key| !deleted.contains(key))
             .filter_map(|key| users.get(key))
             .map(|u| UpdateRow {
                 tenant_id: &u.tenant_id,
@@ -168,9 +206,11 @@ impl Registry {
                 name: &u.name,
                 network_alias: &u.network_alias,
                 enabled: u.enabled,
+                deleted_at_ms: u.deleted_in_directory_at_ms,
             })
             .collect();
         store::apply_updates(&mut tx, backend, &rows, now_ms).await?;
+        store::delete_users(&mut tx, backend, &deleted).await?;
         let origin = Origin {
             actor,
             via: change_id,

@@ -31,7 +31,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 
 const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_id, u.network_alias, u.network_domain, \
      u.email, u.name, u.enabled, u.company, u.account_type, u.created_at_ms, u.updated_at_ms, \
-     u.created_by_import";
+     u.created_by_import, u.deleted_in_directory_at_ms";
 
 fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
     let account_type: String = row.try_get("account_type")?;
@@ -53,6 +53,9 @@ fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
         created_by_import: row.try_get("created_by_import")?,
+        deleted_in_directory_at_ms: row
+            .try_get::<Option<i64>, _>("deleted_in_directory_at_ms")?
+            .unwrap_or(0),
     })
 }
 
@@ -491,17 +494,49 @@ static APPLY_UPDATES: LazyLock<Dialects> = LazyLock::new(|| {
                 ("name", "text"),
                 ("network_alias", "text"),
                 ("enabled", "boolean"),
+                ("deleted_at_ms", "bigint"),
             ],
         );
         // The mail address follows the alias only where it was the alias (members' UPN).
         format!(
             "UPDATE users SET name = r.name, \
              email = CASE WHEN users.email = users.network_alias THEN r.network_alias ELSE users.email END, \
-             network_alias = r.network_alias, enabled = r.enabled, updated_at_ms = $2 \
+             network_alias = r.network_alias, enabled = r.enabled, updated_at_ms = $2, \
+             deleted_in_directory_at_ms = NULLIF(r.deleted_at_ms, 0) \
              FROM {rows} WHERE users.tenant_id = r.tenant_id AND users.object_id = r.object_id"
         )
     })
 });
+
+/// Deletes users (and their grants, whatever their source) in two statements.
+pub async fn delete_users(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    keys: &[ObjectKey],
+) -> Result<(), Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+    let param = rows_text(
+        backend,
+        keys.iter()
+            .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
+    )
+    .context("encode deletions")?;
+    for table in ["role_assignments", "users"] {
+        let statement = format!(
+            "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {rows} \
+             WHERE r.tenant_id = {table}.tenant_id AND r.object_id = {table}.object_id)"
+        );
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(&param)
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::internal("delete users"))?;
+    }
+    Ok(())
+}
 
 /// How many users the registry holds.
 pub async fn count_users(conn: &mut AnyConnection) -> Result<u64, Error> {
@@ -520,6 +555,8 @@ pub struct UpdateRow<'a> {
     pub name: &'a str,
     pub network_alias: &'a str,
     pub enabled: bool,
+    /// 0: not deleted in the directory.
+    pub deleted_at_ms: i64,
 }
 
 /// Writes the new attributes of users in one statement.
@@ -532,15 +569,17 @@ pub async fn apply_updates(
     if rows.is_empty() {
         return Ok(());
     }
+    let deleted: Vec<String> = rows.iter().map(|r| r.deleted_at_ms.to_string()).collect();
     let param = rows_text(
         backend,
-        rows.iter().map(|r| {
+        rows.iter().zip(&deleted).map(|(r, deleted)| {
             [
                 r.tenant_id,
                 r.object_id,
                 r.name,
                 r.network_alias,
                 flag_text(r.enabled),
+                deleted.as_str(),
             ]
         }),
     )

@@ -74,20 +74,30 @@ static INSERT_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
         let rows = rows_from(backend, GRANT_COLUMNS);
         // `WHERE true` resolves SQLite's upsert parsing ambiguity.
         format!(
-            "INSERT INTO role_assignments (tenant_id, object_id, role_id, company, granted_at_ms, granted_by) \
-             SELECT r.tenant_id, r.object_id, r.role_id, r.company, $2, $3 FROM {rows} WHERE true \
+            "INSERT INTO role_assignments (tenant_id, object_id, role_id, company, granted_at_ms, granted_by, source) \
+             SELECT r.tenant_id, r.object_id, r.role_id, r.company, $2, $3, $4 FROM {rows} WHERE true \
              ON CONFLICT DO NOTHING RETURNING tenant_id, object_id, role_id, company"
         )
     })
 });
 
-/// Writes the grants that do not exist yet, in one statement; returns those it wrote.
+/// The source of an administrator's grants.
+pub const MANUAL: &str = "";
+
+/// The source of the grants a group-to-role rule makes.
+pub fn rule_source(rule_id: &str) -> String {
+    format!("rule:{rule_id}")
+}
+
+/// Writes the grants that `source` does not hold yet, in one statement; returns those it
+/// wrote.
 pub async fn grant(
     conn: &mut AnyConnection,
     backend: Backend,
     grants: &[Grant],
     at_ms: i64,
     by: &str,
+    source: &str,
 ) -> Result<Vec<Grant>, Error> {
     if grants.is_empty() {
         return Ok(Vec::new());
@@ -96,6 +106,7 @@ pub async fn grant(
         .bind(grants_param(backend, grants)?)
         .bind(at_ms)
         .bind(by)
+        .bind(source)
         .fetch_all(conn)
         .await
         .map_err(Error::internal("grant roles"))?;
@@ -107,7 +118,7 @@ static DELETE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
         // A wanted company of '' matches the role's grants in every company.
         let rows = rows_from(backend, GRANT_COLUMNS);
         format!(
-            "DELETE FROM role_assignments WHERE EXISTS (SELECT 1 FROM {rows} \
+            "DELETE FROM role_assignments WHERE source = $2 AND EXISTS (SELECT 1 FROM {rows} \
              WHERE r.tenant_id = role_assignments.tenant_id AND r.object_id = role_assignments.object_id \
              AND r.role_id = role_assignments.role_id \
              AND (r.company = '' OR r.company = role_assignments.company)) \
@@ -116,48 +127,144 @@ static DELETE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
-/// Removes grants in one statement; a grant given with company `''` removes the role in
-/// every company. Returns the grants removed.
+/// Removes the grants `source` holds, in one statement; a grant given with company `''`
+/// removes the role in every company. Returns the grants removed.
 pub async fn revoke(
     conn: &mut AnyConnection,
     backend: Backend,
     grants: &[Grant],
+    source: &str,
 ) -> Result<Vec<Grant>, Error> {
     if grants.is_empty() {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(DELETE_GRANTS.get(backend))
         .bind(grants_param(backend, grants)?)
+        .bind(source)
         .fetch_all(conn)
         .await
         .map_err(Error::internal("revoke roles"))?;
     grants_from(&rows)
 }
 
-/// The roles a user holds, by role and company.
+/// The roles a user holds, by role and company, each with the sources that grant it.
 pub async fn of_user(
     conn: &mut AnyConnection,
     tenant_id: &str,
     object_id: &str,
 ) -> Result<Vec<Assignment>, Error> {
     let rows = sqlx::query(
-        "SELECT role_id, company FROM role_assignments WHERE tenant_id = $1 AND object_id = $2 \
-         ORDER BY role_id, company",
+        "SELECT role_id, company, source FROM role_assignments \
+         WHERE tenant_id = $1 AND object_id = $2 ORDER BY role_id, company, source",
     )
     .bind(tenant_id)
     .bind(object_id)
     .fetch_all(conn)
     .await
     .map_err(Error::internal("read a user's roles"))?;
+    let mut assignments: Vec<Assignment> = Vec::new();
+    for row in &rows {
+        let (role_id, company, source): (String, String, String) = (|| {
+            Ok::<_, sqlx::Error>((
+                row.try_get("role_id")?,
+                row.try_get("company")?,
+                row.try_get("source")?,
+            ))
+        })()
+        .map_err(Error::internal("read a user's roles"))?;
+        let source = if source == MANUAL {
+            "manual".to_owned()
+        } else {
+            source
+        };
+        match assignments.last_mut() {
+            Some(last) if last.role_id == role_id && last.company == company => {
+                last.sources.push(source);
+            }
+            _ => assignments.push(Assignment {
+                role_id,
+                company,
+                sources: vec![source],
+            }),
+        }
+    }
+    Ok(assignments)
+}
+
+static DELETE_SOURCE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        format!(
+            "DELETE FROM role_assignments WHERE source = $2 AND EXISTS (SELECT 1 FROM {rows} \
+             WHERE r.tenant_id = role_assignments.tenant_id AND r.object_id = role_assignments.object_id) \
+             RETURNING tenant_id, object_id, role_id, company"
+        )
+    })
+});
+
+/// Removes every grant `source` holds for these users, in one statement; returns them.
+pub async fn revoke_source(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    users: &[(String, String)],
+    source: &str,
+) -> Result<Vec<Grant>, Error> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut param = RowsParam::new(backend);
+    for (tenant_id, object_id) in users {
+        param
+            .push(&[tenant_id, object_id])
+            .context("encode users")?;
+    }
+    let rows = sqlx::query(DELETE_SOURCE_GRANTS.get(backend))
+        .bind(param.into_text())
+        .bind(source)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("revoke a rule's grants"))?;
+    grants_from(&rows)
+}
+
+/// Removes every grant of these users, whatever their source (the user is being deleted).
+pub async fn revoke_all_of(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    object_id: &str,
+) -> Result<(), Error> {
+    sqlx::query("DELETE FROM role_assignments WHERE tenant_id = $1 AND object_id = $2")
+        .bind(tenant_id)
+        .bind(object_id)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("remove a deleted user's grants"))?;
+    Ok(())
+}
+
+/// The users holding a grant from `source`, after (tenant, object id) `after`, in that order.
+pub async fn holders(
+    conn: &mut AnyConnection,
+    source: &str,
+    after: (&str, &str),
+    limit: u32,
+) -> Result<Vec<(String, String)>, Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT tenant_id, object_id FROM role_assignments WHERE source = $1 \
+         AND (tenant_id > $2 OR (tenant_id = $2 AND object_id > $3)) \
+         ORDER BY tenant_id, object_id LIMIT $4",
+    )
+    .bind(source)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("list a rule's grants"))?;
     rows.iter()
-        .map(|row| {
-            Ok(Assignment {
-                role_id: row.try_get("role_id")?,
-                company: row.try_get("company")?,
-            })
-        })
+        .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("object_id")?)))
         .collect::<Result<_, sqlx::Error>>()
-        .map_err(Error::internal("read a user's roles"))
+        .map_err(Error::internal("list a rule's grants"))
 }
 
 static USERS_BY_KEY: LazyLock<Dialects> = LazyLock::new(|| {

@@ -1,0 +1,219 @@
+//! Grants made by group-to-role rules (issue 8). import-worker owns the rules and works out
+//! who is in each rule's group; the registry keeps each rule's grants apart from everyone
+//! else's (the `source` of a grant is `rule:<rule id>`), so a rule grants and revokes exactly
+//! what it made and never an administrator's grant of the same role.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::domain::audit::Action;
+use crate::domain::{RoleId, Scope};
+use crate::error::Error;
+use crate::store::audit::NewEvent;
+use crate::store::roles::{Grant, rule_source};
+use crate::store::{self, ObjectKey};
+
+use super::changes::grant_detail;
+use super::{Caller, MAX_USERS_PER_CHANGE, RoleChange};
+
+/// Most users in one page of a rule's grants.
+pub const MAX_HOLDERS_PER_PAGE: u32 = 1000;
+/// Longest rule id.
+const MAX_RULE_ID_LEN: usize = 64;
+
+/// One call's grants and revokes for one rule.
+#[derive(Debug, Clone)]
+pub struct RuleGrants {
+    pub rule_id: String,
+    pub role_id: String,
+    /// Empty: every company.
+    pub company: String,
+    pub tenant_id: String,
+    pub grant: Vec<String>,
+    pub revoke: Vec<String>,
+}
+
+/// A grant written or removed by a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleGrantChange {
+    pub object_id: String,
+    pub user_id: String,
+    pub granted: bool,
+}
+
+fn check_rule_id(rule_id: &str) -> Result<(), Error> {
+    let valid = !rule_id.is_empty()
+        && rule_id.len() <= MAX_RULE_ID_LEN
+        && rule_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "rule_id",
+            format!("1 to {MAX_RULE_ID_LEN} letters, digits, '-' or '_'"),
+        ))
+    }
+}
+
+impl super::Registry {
+    /// Writes and removes one rule's grants as made through `caller.request_id` (a sync run,
+    /// job or request); only object ids the registry holds a user for are granted. With
+    /// `dry_run`, answers what would change and writes nothing.
+    pub async fn apply_rule_grants(
+        &self,
+        caller: &Caller,
+        rule: &RuleGrants,
+        dry_run: bool,
+        now_ms: i64,
+    ) -> Result<Vec<RuleGrantChange>, Error> {
+        check_rule_id(&rule.rule_id)?;
+        if rule.grant.len() + rule.revoke.len() > MAX_USERS_PER_CHANGE {
+            return Err(Error::invalid(
+                "grant_object_ids",
+                format!(
+                    "{} object ids in one call; the limit is {MAX_USERS_PER_CHANGE}",
+                    rule.grant.len() + rule.revoke.len()
+                ),
+            ));
+        }
+        if rule.tenant_id.trim().is_empty() && !(rule.grant.is_empty() && rule.revoke.is_empty()) {
+            return Err(Error::invalid("tenant_id", "must not be empty"));
+        }
+        let backend = self.db.backend();
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin rule grants"))?;
+        // The role and company are validated even when there is nothing to write, so a rule can
+        // be checked before it is stored.
+        let change = RoleChange {
+            user_ids: Vec::new(),
+            role_ids: vec![rule.role_id.clone()],
+            company: rule.company.clone(),
+        };
+        let (roles, scope) = self.resolve_roles(&mut tx, &change).await?;
+        let role = roles
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::UnknownRole(rule.role_id.clone()))?;
+        if let Scope::Company(code) = &scope
+            && role.all_companies
+        {
+            return Err(Error::invalid(
+                "company",
+                format!(
+                    "role {} covers every company; a rule grants it without a company (not {code})",
+                    role.role_id
+                ),
+            ));
+        }
+        let _ = RoleId::parse(&role.role_id)?;
+        let source = rule_source(&rule.rule_id);
+        let tenant = rule.tenant_id.trim();
+        let normalize = |ids: &[String]| -> BTreeSet<String> {
+            ids.iter()
+                .map(|id| id.trim().to_ascii_lowercase())
+                .collect()
+        };
+        let (grant_ids, revoke_ids) = (normalize(&rule.grant), normalize(&rule.revoke));
+        let keys: Vec<ObjectKey> = grant_ids
+            .iter()
+            .chain(&revoke_ids)
+            .map(|object_id| ObjectKey {
+                tenant_id: tenant.to_owned(),
+                object_id: object_id.clone(),
+            })
+            .collect();
+        let users = store::users_by_object(&mut tx, backend, &keys).await?;
+        let user_id = |object_id: &str| -> String {
+            users
+                .get(&ObjectKey {
+                    tenant_id: tenant.to_owned(),
+                    object_id: object_id.to_owned(),
+                })
+                .map_or_else(String::new, |u| u.user_id.clone())
+        };
+
+        let grants: Vec<Grant> = grant_ids
+            .iter()
+            .filter(|id| !revoke_ids.contains(*id))
+            .filter(|id| !user_id(id).is_empty())
+            .map(|object_id| Grant {
+                tenant_id: tenant.to_owned(),
+                object_id: object_id.clone(),
+                role_id: role.role_id.clone(),
+                company: scope.as_str().to_owned(),
+            })
+            .collect();
+        let granted =
+            store::roles::grant(&mut tx, backend, &grants, now_ms, &caller.actor, &source).await?;
+        let revoke: Vec<(String, String)> = revoke_ids
+            .iter()
+            .map(|id| (tenant.to_owned(), id.clone()))
+            .collect();
+        let revoked = store::roles::revoke_source(&mut tx, backend, &revoke, &source).await?;
+
+        let detail = |g: &Grant| -> String {
+            let mut value: serde_json::Value =
+                serde_json::from_str(&grant_detail(g)).unwrap_or_default();
+            value["rule_id"] = serde_json::Value::String(rule.rule_id.clone());
+            value.to_string()
+        };
+        let mut changes = Vec::with_capacity(granted.len() + revoked.len());
+        let mut events = Vec::with_capacity(granted.len() + revoked.len());
+        let ids: HashMap<&str, String> = granted
+            .iter()
+            .chain(&revoked)
+            .map(|g| (g.object_id.as_str(), user_id(&g.object_id)))
+            .collect();
+        for (grants, granted, action) in [
+            (&granted, true, Action::RoleGrant),
+            (&revoked, false, Action::RoleRevoke),
+        ] {
+            for g in grants {
+                let user_id = ids.get(g.object_id.as_str()).cloned().unwrap_or_default();
+                changes.push(RuleGrantChange {
+                    object_id: g.object_id.clone(),
+                    user_id: user_id.clone(),
+                    granted,
+                });
+                events.push(NewEvent {
+                    action,
+                    tenant_id: g.tenant_id.clone(),
+                    object_id: g.object_id.clone(),
+                    user_id,
+                    detail: detail(g),
+                });
+            }
+        }
+        if dry_run {
+            // Nothing is written: the transaction ends without a commit.
+            return Ok(changes);
+        }
+        store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit rule grants"))?;
+        Ok(changes)
+    }
+
+    /// One page of the users holding a grant from `rule_id`, after `after` (tenant, object id).
+    pub async fn rule_grant_holders(
+        &self,
+        rule_id: &str,
+        after: (&str, &str),
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, Error> {
+        check_rule_id(rule_id)?;
+        let mut conn = self.conn().await?;
+        store::roles::holders(
+            &mut conn,
+            &rule_source(rule_id),
+            after,
+            limit.clamp(1, MAX_HOLDERS_PER_PAGE),
+        )
+        .await
+    }
+}
