@@ -67,6 +67,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         chunk_size: 100,
         auth: StackAuth::Local(tokens.clone()),
         auto_import: false,
+        sync_groups: Vec::new(),
     })
     .await?;
     let endpoints = Endpoints {

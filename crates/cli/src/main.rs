@@ -649,6 +649,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         chunk_size: 500,
         auth: StackAuth::Local(tokens),
         auto_import: false,
+        sync_groups: Vec::new(),
     })
     .await?;
 

@@ -71,6 +71,9 @@ pub struct StackOptions {
     pub auth: StackAuth,
     /// directory-sync imports users that appear in the directory after each round.
     pub auto_import: bool,
+    /// Groups whose members directory-sync mirrors (`sync.groups`); they scope listings and
+    /// imports and are the groups group-to-role rules can name.
+    pub sync_groups: Vec<String>,
 }
 
 /// How the services of a stack authenticate.
@@ -310,6 +313,7 @@ impl Stack {
         directory_config.auth = directory_auth;
         directory_config.importer_url = importer_url.clone();
         directory_config.provisioning.auto_import = options.auto_import;
+        directory_config.sync.groups = options.sync_groups.clone();
         let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
             .context("invalid directory settings")?;
         let directory =

@@ -82,6 +82,7 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
             importer: oidc_config(idp, Some(worker_token)),
         })),
         auto_import: false,
+        sync_groups: Vec::new(),
     })
     .await
     .unwrap();
@@ -527,6 +528,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         chunk_size: 25,
         auth: StackAuth::Local(tokens.clone()),
         auto_import: false,
+        sync_groups: Vec::new(),
     })
     .await
     .unwrap();

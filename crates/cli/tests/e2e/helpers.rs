@@ -9,6 +9,15 @@ use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use test_support::TestDatabase;
 use tonic::transport::Channel;
 
+/// How an end-to-end stack is set up beyond the defaults.
+#[derive(Default)]
+pub(crate) struct Setup {
+    pub(crate) auto_import: bool,
+    /// Synced groups: (object id, members as indexes into the tenant's users).
+    pub(crate) groups: Vec<(String, Vec<usize>)>,
+    pub(crate) chunk_size: Option<u32>,
+}
+
 pub(crate) struct EndToEnd {
     pub(crate) stack: Stack,
     pub(crate) directory: DirectoryServiceClient<Channel>,
@@ -35,17 +44,46 @@ impl EndToEnd {
 
     /// With directory-sync importing new directory users after each round.
     pub(crate) async fn start_with(db: &TestDatabase, users: usize, auto_import: bool) -> Self {
+        Self::start_configured(
+            db,
+            users,
+            Setup {
+                auto_import,
+                ..Setup::default()
+            },
+        )
+        .await
+    }
+
+    /// With these settings; `setup.groups` are created in the emulator (members by index
+    /// into the tenant) and synced by directory-sync before the first round.
+    pub(crate) async fn start_configured(db: &TestDatabase, users: usize, setup: Setup) -> Self {
         let stack = Stack::start(StackOptions {
             storage: storage_for(db),
             directory: DirectorySource::Emulator { users },
             ports: Ports::ANY,
             companies: vec![("USMF".into(), "Contoso USA".into())],
-            chunk_size: 50,
+            chunk_size: setup.chunk_size.unwrap_or(50),
             auth: StackAuth::Insecure,
-            auto_import,
+            auto_import: setup.auto_import,
+            sync_groups: setup.groups.iter().map(|(id, _)| id.clone()).collect(),
         })
         .await
         .unwrap();
+        let emulator = stack.emulator.as_ref().unwrap();
+        let tenant = emulator.users();
+        for (id, members) in &setup.groups {
+            emulator
+                .add_group(graph_emulator::EmulatedGroup {
+                    id: id.clone(),
+                    display_name: format!("Group {id}"),
+                    members: members
+                        .iter()
+                        .map(|&i| graph_emulator::GroupMember::User(tenant[i].id.clone()))
+                        .collect(),
+                })
+                .unwrap();
+        }
         let mut directory = DirectoryServiceClient::connect(stack.directory_url.clone())
             .await
             .unwrap();

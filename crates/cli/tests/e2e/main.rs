@@ -8,5 +8,6 @@ mod cli_binary;
 mod health_and_reflection;
 mod helpers;
 mod metrics;
+mod rules;
 mod select_import;
 mod traces;

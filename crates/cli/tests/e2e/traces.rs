@@ -56,6 +56,7 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
         chunk_size: 30,
         auth: StackAuth::Insecure,
         auto_import: false,
+        sync_groups: Vec::new(),
     })
     .await
     .unwrap();

@@ -1,4 +1,4 @@
-use directory_sync::config::{DirectoryConfig, SyncConfig};
+use directory_sync::config::{DirectoryConfig, ProvisioningConfig, SyncConfig};
 use directory_sync::{App, Config, store};
 use futures::StreamExt as _;
 use graph_emulator::{EmulatedUser, Emulator, EmulatorConfig};
@@ -59,9 +59,11 @@ async fn spawn_directory(
     registry_url: &str,
     directory: DirectoryConfig,
     sync: SyncConfig,
+    provisioning: ProvisioningConfig,
 ) -> (DirectoryServiceClient<Channel>, DropGuard) {
     let mut config = Config::for_tests("unused", registry_url, directory);
     config.sync = sync;
+    config.provisioning = provisioning;
     let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = App::build(&config, db.clone(), listener, graph)
@@ -93,6 +95,16 @@ impl Stack {
         emulator: Emulator,
         sync: SyncConfig,
     ) -> Self {
+        Self::spawn_provisioned(db, emulator, sync, ProvisioningConfig::default()).await
+    }
+
+    /// With these sync and provisioning settings.
+    pub(crate) async fn spawn_provisioned(
+        db: &TestDatabase,
+        emulator: Emulator,
+        sync: SyncConfig,
+        provisioning: ProvisioningConfig,
+    ) -> Self {
         let registry_db = TestDatabase::sqlite().await;
         let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
         registry_database
@@ -113,8 +125,14 @@ impl Stack {
 
         let database = Database::connect(&db.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();
-        let (directory, directory_guard) =
-            spawn_directory(&database, &registry_url, directory_config(&emulator), sync).await;
+        let (directory, directory_guard) = spawn_directory(
+            &database,
+            &registry_url,
+            directory_config(&emulator),
+            sync,
+            provisioning,
+        )
+        .await;
         let registry = RegistryServiceClient::connect(registry_url.clone())
             .await
             .unwrap();
@@ -134,8 +152,14 @@ impl Stack {
         &mut self,
         directory: DirectoryConfig,
     ) -> DirectoryServiceClient<Channel> {
-        let (client, guard) =
-            spawn_directory(&self.db, &self.registry_url, directory, no_schedule()).await;
+        let (client, guard) = spawn_directory(
+            &self.db,
+            &self.registry_url,
+            directory,
+            no_schedule(),
+            ProvisioningConfig::default(),
+        )
+        .await;
         self._guards.push(guard);
         client
     }

@@ -95,18 +95,44 @@ test_support::on_both_backends! {
             assert!(!registry_user(&stack, &user.id).await.enabled, "{} is disabled", user.display_name);
         }
         assert!(registry_user(&stack, &users[5].id).await.enabled, "untouched users stay enabled");
+        // The hard-deleted user is marked and kept (deleting is a separate, opt-in policy); a
+        // soft-deleted one is not marked (it can come back).
+        let marked: Vec<bool> = futures::future::join_all(users[2..6].iter().map(|u| registry_user(&stack, &u.id))).await.iter().map(|u| u.deleted_in_directory_at_ms > 0).collect();
+        assert_eq!(marked, [false, false, true, false]);
 
         // The run's changes are audited as made through it.
         let events = stack.registry.clone().list_audit_events(registry_pb::ListAuditEventsRequest { via: run.run_id.clone(), page_size: 100, ..Default::default() }).await.unwrap().into_inner().events;
         let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
         actions.sort_unstable();
-        assert_eq!(actions, ["disable", "disable", "disable", "update", "update"]);
+        assert_eq!(actions, ["disable", "disable", "disable", "update", "update", "update"], "two renames and the deletion mark");
 
         // A soft-deleted user restored in the directory is enabled again.
         e.restore_user(&users[3].id).unwrap();
         let run = stack.sync(pb::SyncMode::Delta).await;
         assert_eq!(run.status(), pb::SyncRunStatus::Succeeded);
         assert!(registry_user(&stack, &users[3].id).await.enabled);
+    }
+
+    async fn with_the_delete_policy_a_user_hard_deleted_in_the_directory_is_deleted_from_the_registry(db) {
+        let emulator = crate::helpers::start_emulator(graph_emulator::synthetic_users(30, "contoso.com")).await;
+        let provisioning = directory_sync::config::ProvisioningConfig { delete_hard_deleted: true, ..Default::default() };
+        let stack = Stack::spawn_provisioned(&db, emulator, crate::helpers::no_schedule(), provisioning).await;
+        let members: Vec<EmulatedUser> = stack.emulator.users().into_iter().filter(|u| u.user_type == "Member" && u.account_enabled).take(20).collect();
+        stack.import_into_registry(&members.iter().collect::<Vec<_>>()).await;
+        assert_eq!(stack.full_sync().await.status(), pb::SyncRunStatus::Succeeded);
+        let gone_id = registry_user(&stack, &members[0].id).await.user_id;
+        stack.emulator.hard_delete_user(&members[0].id).unwrap();
+        stack.emulator.soft_delete_user(&members[1].id).unwrap();
+
+        let run = stack.sync(pb::SyncMode::Delta).await;
+        assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{run:?}");
+        let lookup = registry_pb::GetUserRequest { key: Some(registry_pb::get_user_request::Key::UserId(gone_id.clone())) };
+        let status = stack.registry.clone().get_user(lookup).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "the hard-deleted user is gone");
+        assert!(!registry_user(&stack, &members[1].id).await.enabled, "a soft-deleted user is only disabled");
+        let events = stack.registry.clone().list_audit_events(registry_pb::ListAuditEventsRequest { via: run.run_id.clone(), action: "delete".into(), page_size: 10, ..Default::default() }).await.unwrap().into_inner().events;
+        assert_eq!(events.iter().map(|e| e.user_id.as_str()).collect::<Vec<_>>(), [gone_id.as_str()], "the deletion is audited with its run");
+        assert_eq!(stack.sync(pb::SyncMode::Delta).await.status(), pb::SyncRunStatus::Succeeded, "the next round finds nothing left to delete");
     }
 
     async fn a_round_that_would_disable_too_many_users_halts_and_writes_nothing_until_approved(db) {

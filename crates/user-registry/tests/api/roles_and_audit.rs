@@ -312,9 +312,9 @@ test_support::on_both_backends! {
         assert_eq!(paged, all);
         assert_eq!(all.len(), 3 + 5);
 
-        let err = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { action: "delete".into(), ..Default::default() }).await.unwrap_err();
+        let err = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { action: "purge".into(), ..Default::default() }).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("delete"), "{}", err.message());
+        assert!(err.message().contains("purge"), "{}", err.message());
     }
 
     async fn a_change_whose_audit_row_cannot_be_written_is_not_made(db) {
