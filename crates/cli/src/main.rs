@@ -369,7 +369,7 @@ async fn main() -> anyhow::Result<()> {
             dry_run: true,
         }) => {
             let (run, preview) = cli::changes::sync_preview(&endpoints, delta).await?;
-            println!("{}", commands::describe_run(&run));
+            note(format, commands::describe_run(&run));
             cli::changes::print_sync_preview(format, &run, preview.as_ref())
         }
         Command::Sync(SyncCommand::Now {
@@ -469,7 +469,20 @@ async fn main() -> anyhow::Result<()> {
                 cli::changes::rules_add(&endpoints, &group, &role, company.as_deref(), dry_run)
                     .await?;
             if !dry_run {
-                print(format, &[rule])?;
+                note(
+                    format,
+                    format!(
+                        "rule {}: members of group {} get {} in {}",
+                        rule.rule_id,
+                        rule.group_id,
+                        rule.role_id,
+                        if rule.company.is_empty() {
+                            "every company"
+                        } else {
+                            &rule.company
+                        }
+                    ),
+                );
             }
             cli::changes::print_rule_changes(format, &changes, dry_run)
         }

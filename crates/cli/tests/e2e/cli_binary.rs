@@ -21,7 +21,74 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+fn json(output: &Output) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&stdout(output))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn actions(rows: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut actions: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["user_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    actions.sort();
+    actions
+}
+
 test_support::on_both_backends! {
+    async fn the_cli_previews_then_applies_rules_sync_rounds_and_batch_imports(db) {
+        const GROUP: &str = "6a1e0000-0000-4000-8000-0000000000b2";
+        let tenant = graph_emulator::EmulatorConfig::synthetic(30).users;
+        let members: Vec<usize> = (0..tenant.len()).filter(|&i| tenant[i].user_type == "Member" && tenant[i].account_enabled).take(4).collect();
+        let setup = crate::helpers::Setup { groups: vec![(GROUP.to_owned(), members.clone())], ..Default::default() };
+        let e2e = EndToEnd::start_configured(&db, 30, setup).await;
+        let mut args = vec!["import", "-o", "json"];
+        args.extend(members.iter().map(|&i| tenant[i].id.as_str()));
+        let ids: Vec<String> = json(&userimport(&e2e, &args)).iter().map(|o| o["user_id"].as_str().unwrap().to_owned()).collect();
+        let granted_to_all: Vec<(String, String)> = ids.iter().map(|id| ("grant".to_owned(), id.clone())).collect();
+
+        let add = ["rules", "add", "--group", GROUP, "--role", "ACCOUNTANT", "--company", "USMF", "-o", "json"];
+        let preview = json(&userimport(&e2e, &[&add[..], &["--dry-run"]].concat()));
+        assert_eq!(actions(&preview), granted_to_all, "the dry run lists the grants");
+        assert!(json(&userimport(&e2e, &["rules", "list", "-o", "json"])).is_empty(), "and stores no rule");
+        assert_eq!(actions(&json(&userimport(&e2e, &add))), granted_to_all, "the rule then makes exactly those");
+        let rules = json(&userimport(&e2e, &["rules", "list", "-o", "json"]));
+        let rule_id = rules[0]["rule_id"].as_str().unwrap().to_owned();
+
+        // A directory change previewed by a dry-run round, then approved.
+        e2e.stack.emulator.as_ref().unwrap().update_user(&tenant[members[1]].id, graph_emulator::UserUpdate { account_enabled: Some(false), ..Default::default() }).unwrap();
+        let dry = userimport(&e2e, &["sync", "now", "--delta", "--dry-run", "-o", "json"]);
+        assert_eq!(actions(&json(&dry)), [("disable".to_owned(), ids[1].clone())]);
+        assert!(json(&userimport(&e2e, &["users", "list", "--disabled", "-o", "json"])).is_empty(), "nothing written");
+        let hint = String::from_utf8_lossy(&dry.stderr).to_string();
+        let run_id = hint.split("userimport sync approve ").nth(1).and_then(|rest| rest.split('`').next()).unwrap_or_else(|| panic!("{hint}")).to_owned();
+        stdout(&userimport(&e2e, &["sync", "approve", &run_id]));
+        let disabled = json(&userimport(&e2e, &["users", "list", "--disabled", "-o", "json"]));
+        assert_eq!(disabled.iter().map(|u| u["user_id"].as_str().unwrap()).collect::<Vec<_>>(), [ids[1].as_str()]);
+
+        // Removing the rule: previewed, then done.
+        let revoked_from_all: Vec<(String, String)> = ids.iter().map(|id| ("revoke".to_owned(), id.clone())).collect();
+        assert_eq!(actions(&json(&userimport(&e2e, &["rules", "remove", &rule_id, "--dry-run", "-o", "json"]))), revoked_from_all);
+        assert_eq!(json(&userimport(&e2e, &["rules", "list", "-o", "json"])).len(), 1);
+        assert_eq!(actions(&json(&userimport(&e2e, &["rules", "remove", &rule_id, "-o", "json"]))), revoked_from_all);
+        assert!(json(&userimport(&e2e, &["rules", "list", "-o", "json"])).is_empty());
+
+        // A batch import previewed: every other user of the tenant, and no job.
+        let batch = json(&userimport(&e2e, &["batch", "start", "--dry-run", "-o", "json"]));
+        assert_eq!(batch.len(), 30);
+        assert_eq!(batch.iter().filter(|o| o["outcome"] == "already present").count(), 4);
+        assert!(json(&userimport(&e2e, &["jobs", "list", "-o", "json"])).iter().all(|j| j["kind"] != "batch"), "no batch job");
+        assert_eq!(json(&userimport(&e2e, &["users", "list", "-o", "json"])).len(), 4);
+    }
+
     async fn after_an_import_the_cli_grants_roles_renames_disables_and_shows_the_audit_trail(db) {
         let e2e = EndToEnd::start(&db, 20).await;
         let tenant = e2e.tenant();
