@@ -72,6 +72,12 @@ impl Importer {
             )
             .await?;
         if dry_run {
+            // The same rule again changes what the stored one has not done yet.
+            let existing = self.role_rules().await?.into_iter().find(|r| {
+                (&r.group_id, &r.role_id, &r.company)
+                    == (&rule.group_id, &rule.role_id, &rule.company)
+            });
+            let rule = existing.unwrap_or(rule);
             let via = format!("rule:{}", rule.rule_id);
             let changes = self.reconcile_rule(actor, &rule, &via, true).await?;
             return Ok((rule, changes));

@@ -64,8 +64,7 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
         .directory
         .sync_now(directory_sync::domain::SyncMode::Full, false)
         .await
-        .unwrap()
-        .0;
+        .unwrap();
 
     // The caller (as the CLI would) starts the trace and sends its context with the call.
     let mut importer = importer_pb::importer_service_client::ImporterServiceClient::connect(
