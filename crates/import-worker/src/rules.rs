@@ -22,9 +22,6 @@ use crate::error::Error;
 use crate::service::{Importer, MAX_SELECTED};
 use crate::store;
 
-/// One reconcile at a time in this replica: two would compute the same differences.
-static RECONCILING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A user, as the registry keys it.
 type Holder = (String, String);
 
@@ -93,7 +90,7 @@ impl Importer {
                 stored.rule_id
             )));
         }
-        let _guard = RECONCILING.lock().await;
+        let _guard = self.reconciling().lock().await;
         let via = format!("rule:{}", stored.rule_id);
         let changes = self.reconcile_rule(actor, &stored, &via, false).await?;
         tracing::info!(
@@ -133,7 +130,7 @@ impl Importer {
             let mut conn = self.conn().await?;
             store::mark_rule_removing(&mut conn, rule_id).await?;
         }
-        let _guard = RECONCILING.lock().await;
+        let _guard = self.reconciling().lock().await;
         let changes = self.reconcile_rule(actor, &removing, &via, false).await?;
         let mut conn = self.conn().await?;
         store::delete_rule(&mut conn, rule_id).await?;
@@ -150,7 +147,7 @@ impl Importer {
         via: &str,
         dry_run: bool,
     ) -> Result<RuleChanges, Error> {
-        let _guard = RECONCILING.lock().await;
+        let _guard = self.reconciling().lock().await;
         let rules = self.role_rules().await?;
         let mut all = RuleChanges::default();
         let mut first_error = None;

@@ -77,6 +77,8 @@ struct Inner {
     settings: WorkerSettings,
     /// Wakes the planner when a job is started here.
     wakeup: tokio::sync::Notify,
+    /// One rule reconcile at a time in this replica: two would compute the same differences.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Importer {
@@ -96,6 +98,7 @@ impl Importer {
             queue,
             settings,
             wakeup: tokio::sync::Notify::new(),
+            reconciling: tokio::sync::Mutex::new(()),
         };
         Self {
             inner: Arc::new(inner),
@@ -130,6 +133,10 @@ impl Importer {
 
     pub(crate) fn settings(&self) -> &WorkerSettings {
         &self.inner.settings
+    }
+
+    pub(crate) fn reconciling(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.reconciling
     }
 
     pub(crate) fn wakeup(&self) -> &tokio::sync::Notify {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::audit::Action;
-use crate::domain::{RoleId, Scope};
+use crate::domain::Scope;
 use crate::error::Error;
 use crate::store::audit::NewEvent;
 use crate::store::roles::{Grant, rule_source};
@@ -109,7 +109,6 @@ impl super::Registry {
                 ),
             ));
         }
-        let _ = RoleId::parse(&role.role_id)?;
         let source = rule_source(&rule.rule_id);
         let tenant = rule.tenant_id.trim();
         let normalize = |ids: &[String]| -> BTreeSet<String> {
