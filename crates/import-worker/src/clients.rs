@@ -27,6 +27,17 @@ fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// Names the person a registry write is made for, whom the registry records in its audit
+/// trail (honoured only from service identities).
+fn on_behalf_of<T>(actor: &str, mut request: tonic::Request<T>) -> tonic::Request<T> {
+    if let Ok(value) = actor.parse() {
+        request
+            .metadata_mut()
+            .insert(service_runtime::auth::ON_BEHALF_OF_HEADER, value);
+    }
+    request
+}
+
 /// directory-sync, as import-worker uses it.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -186,12 +197,7 @@ impl Registry {
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
             let message = message.clone();
-            let mut request = request(message);
-            if let Ok(value) = actor.parse() {
-                request
-                    .metadata_mut()
-                    .insert(service_runtime::auth::ON_BEHALF_OF_HEADER, value);
-            }
+            let request = on_behalf_of(actor, request(message));
             async move { client.import_users(request).await }
         })
         .await
@@ -233,12 +239,7 @@ impl Registry {
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
             let message = message.clone();
-            let mut request = request(message);
-            if let Ok(value) = actor.parse() {
-                request
-                    .metadata_mut()
-                    .insert(service_runtime::auth::ON_BEHALF_OF_HEADER, value);
-            }
+            let request = on_behalf_of(actor, request(message));
             async move { client.apply_rule_grants(request).await }
         })
         .await

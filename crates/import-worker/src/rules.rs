@@ -200,48 +200,34 @@ impl Importer {
             .await?
             .into_iter()
             .collect();
-        // Per tenant: (grant, revoke).
-        let mut work: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
-        for (tenant, object) in wanted.difference(&held) {
-            work.entry(tenant).or_default().0.push(object.clone());
-        }
-        for (tenant, object) in held.difference(&wanted) {
-            work.entry(tenant).or_default().1.push(object.clone());
+        // Calls of at most MAX_SELECTED users, per tenant: grants first, then revokes.
+        let granting = wanted.difference(&held).map(|holder| (holder, true));
+        let revoking = held.difference(&wanted).map(|holder| (holder, false));
+        let mut calls: BTreeMap<(&str, bool), Vec<Vec<String>>> = BTreeMap::new();
+        for ((tenant, object), grant) in granting.chain(revoking) {
+            let parts = calls.entry((tenant.as_str(), grant)).or_default();
+            match parts.last_mut() {
+                Some(part) if part.len() < MAX_SELECTED => part.push(object.clone()),
+                _ => parts.push(vec![object.clone()]),
+            }
         }
         let mut changes = RuleChanges::default();
-        for (tenant, (grant, revoke)) in work {
-            for part in grant.chunks(MAX_SELECTED) {
-                let made = self
-                    .registry()
-                    .apply_rule_grants(
-                        actor,
-                        RuleGrantCall {
-                            rule,
-                            tenant_id: tenant,
-                            grant: part.to_vec(),
-                            revoke: Vec::new(),
-                            via,
-                            dry_run,
-                        },
-                    )
-                    .await?;
-                made.into_iter().for_each(|c| changes.push(c));
-            }
-            for part in revoke.chunks(MAX_SELECTED) {
-                let made = self
-                    .registry()
-                    .apply_rule_grants(
-                        actor,
-                        RuleGrantCall {
-                            rule,
-                            tenant_id: tenant,
-                            grant: Vec::new(),
-                            revoke: part.to_vec(),
-                            via,
-                            dry_run,
-                        },
-                    )
-                    .await?;
+        for ((tenant_id, grant), parts) in calls {
+            for part in parts {
+                let (grant, revoke) = if grant {
+                    (part, Vec::new())
+                } else {
+                    (Vec::new(), part)
+                };
+                let call = RuleGrantCall {
+                    rule,
+                    tenant_id,
+                    grant,
+                    revoke,
+                    via,
+                    dry_run,
+                };
+                let made = self.registry().apply_rule_grants(actor, call).await?;
                 made.into_iter().for_each(|c| changes.push(c));
             }
         }

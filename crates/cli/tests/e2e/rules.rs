@@ -34,8 +34,7 @@ async fn with_group(db: &TestDatabase, size: usize, members: Vec<usize>) -> EndT
     EndToEnd::start_configured(db, size, setup).await
 }
 
-/// The user's roles as (role, company, sources).
-async fn roles(e2e: &EndToEnd, object_id: &str) -> Vec<(String, String, Vec<String>)> {
+async fn get_user(e2e: &EndToEnd, object_id: &str) -> registry_pb::GetUserResponse {
     let request = registry_pb::GetUserRequest {
         key: Some(registry_pb::get_user_request::Key::Object(
             registry_pb::ObjectKey {
@@ -44,13 +43,17 @@ async fn roles(e2e: &EndToEnd, object_id: &str) -> Vec<(String, String, Vec<Stri
             },
         )),
     };
-    let response = e2e
-        .registry
+    e2e.registry
         .clone()
         .get_user(request)
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+}
+
+/// The user's roles as (role, company, sources).
+async fn roles(e2e: &EndToEnd, object_id: &str) -> Vec<(String, String, Vec<String>)> {
+    let response = get_user(e2e, object_id).await;
     response
         .roles
         .into_iter()
@@ -59,22 +62,7 @@ async fn roles(e2e: &EndToEnd, object_id: &str) -> Vec<(String, String, Vec<Stri
 }
 
 async fn user_id(e2e: &EndToEnd, object_id: &str) -> String {
-    let request = registry_pb::GetUserRequest {
-        key: Some(registry_pb::get_user_request::Key::Object(
-            registry_pb::ObjectKey {
-                tenant_id: graph_emulator::SYNTHETIC_TENANT_ID.into(),
-                object_id: object_id.into(),
-            },
-        )),
-    };
-    let response = e2e
-        .registry
-        .clone()
-        .get_user(request)
-        .await
-        .unwrap()
-        .into_inner();
-    response.user.unwrap().user_id
+    get_user(e2e, object_id).await.user.unwrap().user_id
 }
 
 async fn sync(e2e: &EndToEnd, dry_run: bool) -> directory_pb::SyncNowResponse {

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::domain::audit::Action;
 use crate::domain::Scope;
+use crate::domain::audit::Action;
 use crate::error::Error;
 use crate::store::audit::NewEvent;
 use crate::store::roles::{Grant, rule_source};
