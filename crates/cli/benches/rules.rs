@@ -8,6 +8,8 @@
 //!
 //!   USERIMPORT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!   BENCH_USERS=100000 cargo bench -p cli --bench rules
+//!
+//! `BENCH_LOG_FILTER=import_worker::rules=debug` prints each reconcile's phases.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,13 @@ fn main() -> anyhow::Result<()> {
         url: server,
         schema_prefix: format!("bench_rules_{}", uuid::Uuid::new_v4().simple()),
     };
+    // BENCH_LOG_FILTER=import_worker::rules=debug shows where a reconcile spends its time.
+    if let Ok(filter) = std::env::var("BENCH_LOG_FILTER") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(bench(storage.clone(), users));
     runtime.block_on(storage.discard())?;

@@ -267,6 +267,16 @@ pub async fn analyze(conn: &mut AnyConnection) -> Result<(), Error> {
     Ok(())
 }
 
+/// The same for group memberships, after a round changed many of them: streaming a big
+/// group's members (a rule's reconcile) otherwise sorts every remaining member for each page.
+pub async fn analyze_groups(conn: &mut AnyConnection) -> Result<(), Error> {
+    sqlx::query("ANALYZE directory_group_members")
+        .execute(conn)
+        .await
+        .map_err(Error::internal("analyze group members"))?;
+    Ok(())
+}
+
 /// How many users of the tenant the directory lists (not deleted).
 pub async fn present_count(conn: &mut AnyConnection, tenant_id: &str) -> Result<u64, Error> {
     let count: i64 = sqlx::query_scalar(
@@ -724,6 +734,23 @@ pub async fn add_group_members(
         .await
         .map_err(Error::internal("add group members"))?;
     Ok(())
+}
+
+/// How many members the mirror holds for a group.
+pub async fn group_member_count(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    group_id: &str,
+) -> Result<u64, Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM directory_group_members WHERE tenant_id = $1 AND group_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(group_id)
+    .fetch_one(conn)
+    .await
+    .map_err(Error::internal("count group members"))?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 /// Removes the members of a group that `run_id` (a complete read of it) did not see; returns

@@ -423,6 +423,7 @@ async fn sync_groups(
     run: &mut SyncRun,
     clock: &impl Fn() -> i64,
 ) -> Result<(), Error> {
+    let mut changed_members = 0;
     for group_id in &ctx.groups {
         let Some(group) = ctx.graph.get_group(group_id).await? else {
             return Err(Error::Directory {
@@ -431,6 +432,10 @@ async fn sync_groups(
             });
         };
         let group_id = group.id.to_ascii_lowercase();
+        let before = {
+            let mut conn = ctx.conn().await?;
+            store::group_member_count(&mut conn, &ctx.tenant_id, &group_id).await?
+        };
         let mut pages = ctx.graph.group_users(&group_id);
         let mut members: u64 = 0;
         while let Some(page) = pages.next_page().await? {
@@ -476,6 +481,16 @@ async fn sync_groups(
         store::upsert_group(&mut tx, &ctx.tenant_id, &row, clock()).await?;
         tx.commit().await.map_err(Error::internal("commit group"))?;
         tracing::info!(run_id = %run.run_id, group_id = %group_id, members, left, "group members refreshed");
+        // Everyone seen is a member now: members = before + joined - left.
+        let joined = (members + left).saturating_sub(before);
+        changed_members += left + joined;
+    }
+    if changed_members >= ANALYZE_AFTER_MEMBER_CHANGES {
+        let mut conn = ctx.conn().await?;
+        store::analyze_groups(&mut conn).await?;
     }
     Ok(())
 }
+
+/// Membership changes in one round after which the planner's statistics are refreshed.
+const ANALYZE_AFTER_MEMBER_CHANGES: u64 = 1000;

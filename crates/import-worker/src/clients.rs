@@ -259,35 +259,39 @@ impl Registry {
             .collect())
     }
 
-    /// Every user holding a grant of `rule_id`, as (tenant, object id), in that order.
+    /// Every user holding a grant of `rule_id`, as (tenant, object id), read to the end (a
+    /// failure part-way fails the whole).
     pub async fn rule_grant_holders(&self, rule_id: &str) -> Result<Vec<(String, String)>, Error> {
+        let message = registry_pb::StreamRuleGrantsRequest {
+            rule_id: rule_id.to_owned(),
+        };
+        let mut stream = retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            // No overall timeout: the stream runs as long as its reader keeps up.
+            async move {
+                client
+                    .stream_rule_grants(tonic::Request::new(message))
+                    .await
+            }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?
+        .into_inner();
         let mut holders = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let message = registry_pb::ListRuleGrantsRequest {
-                rule_id: rule_id.to_owned(),
-                page_size: 1000,
-                page_token: page_token.clone(),
-            };
-            let response = retry(ATTEMPTS, || {
-                let mut client = self.client.clone();
-                let message = message.clone();
-                async move { client.list_rule_grants(request(message)).await }
-            })
+        while let Some(batch) = stream
+            .message()
             .await
             .map_err(Error::upstream("user-registry"))?
-            .into_inner();
+        {
             holders.extend(
-                response
+                batch
                     .holders
                     .into_iter()
                     .map(|h| (h.tenant_id, h.object_id)),
             );
-            if response.next_page_token.is_empty() {
-                return Ok(holders);
-            }
-            page_token = response.next_page_token;
         }
+        Ok(holders)
     }
 }
 

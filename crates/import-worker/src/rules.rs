@@ -189,17 +189,20 @@ impl Importer {
         via: &str,
         dry_run: bool,
     ) -> Result<RuleChanges, Error> {
+        let started = std::time::Instant::now();
         let wanted = if rule.removing {
             BTreeSet::new()
         } else {
             self.group_members(&rule.group_id).await?
         };
+        let members_read = started.elapsed();
         let held: BTreeSet<Holder> = self
             .registry()
             .rule_grant_holders(&rule.rule_id)
             .await?
             .into_iter()
             .collect();
+        let holders_read = started.elapsed() - members_read;
         // Calls of at most MAX_SELECTED users, per tenant: grants first, then revokes.
         let granting = wanted.difference(&held).map(|holder| (holder, true));
         let revoking = held.difference(&wanted).map(|holder| (holder, false));
@@ -231,6 +234,18 @@ impl Importer {
                 made.into_iter().for_each(|c| changes.push(c));
             }
         }
+        tracing::debug!(
+            rule_id = %rule.rule_id,
+            members = wanted.len(),
+            holders = held.len(),
+            granted = changes.granted,
+            revoked = changes.revoked,
+            members_ms = members_read.as_millis() as u64,
+            holders_ms = holders_read.as_millis() as u64,
+            apply_ms = (started.elapsed() - members_read - holders_read).as_millis() as u64,
+            dry_run,
+            "role rule reconciled"
+        );
         Ok(changes)
     }
 

@@ -17,9 +17,7 @@ use crate::domain::{
 };
 use crate::domain::{Assignment, Role};
 use crate::error::Error;
-use crate::service::{
-    Caller, ChangeItem, ImportItem, MAX_HOLDERS_PER_PAGE, Registry, RoleChange, RuleGrants,
-};
+use crate::service::{Caller, ChangeItem, ImportItem, Registry, RoleChange, RuleGrants};
 use crate::store::{ObjectKey, UserFilter};
 
 /// Who may call each RPC.
@@ -63,10 +61,15 @@ pub const ACCESS: AccessRules = &[
         &[ADMIN, IMPORT_WORKER],
     ),
     (
-        "/userimport.registry.v1.RegistryService/ListRuleGrants",
+        "/userimport.registry.v1.RegistryService/StreamRuleGrants",
         &[ADMIN, READER, IMPORT_WORKER],
     ),
 ];
+
+/// A rule's grant holders, streamed.
+pub type HolderStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::StreamRuleGrantsResponse, Status>> + Send>,
+>;
 
 /// Largest page of a listing.
 pub const MAX_PAGE_SIZE: u32 = 1000;
@@ -583,35 +586,31 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         }))
     }
 
-    async fn list_rule_grants(
+    type StreamRuleGrantsStream = HolderStream;
+
+    async fn stream_rule_grants(
         &self,
-        request: Request<pb::ListRuleGrantsRequest>,
-    ) -> Result<Response<pb::ListRuleGrantsResponse>, Status> {
-        let request = request.into_inner();
-        let limit = page_size(
-            "page_size",
-            request.page_size,
-            MAX_HOLDERS_PER_PAGE,
-            MAX_HOLDERS_PER_PAGE,
-        )?;
-        let after: (String, String) = decode_page_token(&request.page_token)?;
-        let holders = self
-            .registry
-            .rule_grant_holders(&request.rule_id, (&after.0, &after.1), limit)
-            .await?;
-        let next_page_token = match holders.last() {
-            Some(last) if holders.len() == limit as usize => encode_page_token(last),
-            _ => String::new(),
-        };
-        Ok(Response::new(pb::ListRuleGrantsResponse {
-            holders: holders
-                .into_iter()
-                .map(|(tenant_id, object_id)| pb::RuleGrantHolder {
-                    tenant_id,
-                    object_id,
-                })
-                .collect(),
-            next_page_token,
-        }))
+        request: Request<pb::StreamRuleGrantsRequest>,
+    ) -> Result<Response<Self::StreamRuleGrantsStream>, Status> {
+        let rule_id = request.into_inner().rule_id;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let registry = self.registry.clone();
+        tokio::spawn(async move { registry.stream_rule_grant_holders(&rule_id, sender).await });
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            let batch = receiver.recv().await?;
+            let message = batch
+                .map_err(Status::from)
+                .map(|holders| pb::StreamRuleGrantsResponse {
+                    holders: holders
+                        .into_iter()
+                        .map(|(tenant_id, object_id)| pb::RuleGrantHolder {
+                            tenant_id,
+                            object_id,
+                        })
+                        .collect(),
+                });
+            Some((message, receiver))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 }

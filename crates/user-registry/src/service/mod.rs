@@ -18,7 +18,7 @@ mod rules;
 mod updates;
 
 pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange};
-pub use rules::{MAX_HOLDERS_PER_PAGE, RuleGrantChange, RuleGrants};
+pub use rules::{HOLDERS_PER_BATCH, RuleGrantChange, RuleGrants};
 pub use updates::{ChangeItem, MAX_CHANGES_PER_CALL};
 
 /// Most users accepted by one `ImportUsers` call.

@@ -15,8 +15,8 @@ use crate::store::{self, ObjectKey};
 use super::changes::grant_detail;
 use super::{Caller, MAX_USERS_PER_CHANGE, RoleChange};
 
-/// Most users in one page of a rule's grants.
-pub const MAX_HOLDERS_PER_PAGE: u32 = 1000;
+/// Users per streamed batch of a rule's grants.
+pub const HOLDERS_PER_BATCH: usize = 1000;
 /// Longest rule id.
 const MAX_RULE_ID_LEN: usize = 64;
 
@@ -198,21 +198,44 @@ impl super::Registry {
         Ok(changes)
     }
 
-    /// One page of the users holding a grant from `rule_id`, after `after` (tenant, object id).
-    pub async fn rule_grant_holders(
+    /// Sends the users holding a grant from `rule_id` to `batches`, [`HOLDERS_PER_BATCH`] at a
+    /// time, until all are sent, the receiver is gone, or reading fails (sent last).
+    pub async fn stream_rule_grant_holders(
         &self,
         rule_id: &str,
-        after: (&str, &str),
-        limit: u32,
-    ) -> Result<Vec<(String, String)>, Error> {
-        check_rule_id(rule_id)?;
-        let mut conn = self.conn().await?;
-        store::roles::holders(
-            &mut conn,
-            &rule_source(rule_id),
-            after,
-            limit.clamp(1, MAX_HOLDERS_PER_PAGE),
-        )
-        .await
+        batches: tokio::sync::mpsc::Sender<Result<Vec<(String, String)>, Error>>,
+    ) {
+        use futures::StreamExt as _;
+        if let Err(error) = check_rule_id(rule_id) {
+            let _ = batches.send(Err(error)).await;
+            return;
+        }
+        let mut conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                let _ = batches.send(Err(error)).await;
+                return;
+            }
+        };
+        let source = rule_source(rule_id);
+        let mut rows = std::pin::pin!(store::roles::holders(&mut conn, &source));
+        let mut batch = Vec::with_capacity(HOLDERS_PER_BATCH);
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok(holder) => batch.push(holder),
+                Err(error) => {
+                    let _ = batches.send(Err(error)).await;
+                    return;
+                }
+            }
+            if batch.len() == HOLDERS_PER_BATCH
+                && batches.send(Ok(std::mem::take(&mut batch))).await.is_err()
+            {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = batches.send(Ok(batch)).await;
+        }
     }
 }

@@ -242,29 +242,25 @@ pub async fn revoke_all_of(
     Ok(())
 }
 
-/// The users holding a grant from `source`, after (tenant, object id) `after`, in that order.
-pub async fn holders(
-    conn: &mut AnyConnection,
-    source: &str,
-    after: (&str, &str),
-    limit: u32,
-) -> Result<Vec<(String, String)>, Error> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT tenant_id, object_id FROM role_assignments WHERE source = $1 \
-         AND (tenant_id > $2 OR (tenant_id = $2 AND object_id > $3)) \
-         ORDER BY tenant_id, object_id LIMIT $4",
-    )
-    .bind(source)
-    .bind(after.0)
-    .bind(after.1)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await
-    .map_err(Error::internal("list a rule's grants"))?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("object_id")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Error::internal("list a rule's grants"))
+/// The users holding a grant from `source`, as one scan in no particular order: (tenant,
+/// object id) is unique within a rule's source, as a rule grants one role in one scope.
+pub fn holders<'c>(
+    conn: &'c mut AnyConnection,
+    source: &'c str,
+) -> impl futures::Stream<Item = Result<(String, String), Error>> + Send + 'c {
+    use futures::StreamExt as _;
+    sqlx::query("SELECT tenant_id, object_id FROM role_assignments WHERE source = $1")
+        .bind(source)
+        .fetch(conn)
+        .map(|row| {
+            let row = row.map_err(Error::internal("list a rule's grants"))?;
+            Ok((
+                row.try_get("tenant_id")
+                    .map_err(Error::internal("read a rule's grants"))?,
+                row.try_get("object_id")
+                    .map_err(Error::internal("read a rule's grants"))?,
+            ))
+        })
 }
 
 static USERS_BY_KEY: LazyLock<Dialects> = LazyLock::new(|| {
