@@ -216,6 +216,11 @@ struct DevArgs {
     /// Extra companies, as CODE or CODE=Name (DAT always exists).
     #[arg(long = "company")]
     companies: Vec<String>,
+    /// Mirror this group's members (`sync.groups`; repeat for more): it scopes listings and
+    /// imports and can be named by group-to-role rules. The emulated tenant has All Staff
+    /// (every other user), Engineering, Platform and Empty, listed at start.
+    #[arg(long = "sync-group")]
+    sync_groups: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -662,7 +667,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         chunk_size: 500,
         auth: StackAuth::Local(tokens),
         auto_import: false,
-        sync_groups: Vec::new(),
+        sync_groups: args.sync_groups.clone(),
     })
     .await?;
 
@@ -671,11 +676,24 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  user-registry    {}", stack.registry_url);
     println!("  import-worker    {}", stack.importer_url);
     match (&stack.emulator, emulated) {
-        (Some(emulator), true) => println!(
-            "  Graph emulator   {} ({} users)",
-            emulator.base_url(),
-            args.users
-        ),
+        (Some(emulator), true) => {
+            println!(
+                "  Graph emulator   {} ({} users)",
+                emulator.base_url(),
+                args.users
+            );
+            for group in emulator.groups() {
+                let synced = if args.sync_groups.contains(&group.id) {
+                    " (synced)"
+                } else {
+                    ""
+                };
+                println!(
+                    "    group          {} {}{synced}",
+                    group.id, group.display_name
+                );
+            }
+        }
         _ => println!("  directory        Microsoft Graph (configured tenant)"),
     }
     match &storage {

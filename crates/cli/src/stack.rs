@@ -28,7 +28,9 @@ pub enum Storage {
 /// Which directory the stack reads.
 #[derive(Debug, Clone)]
 pub enum DirectorySource {
-    /// The built-in Graph emulator with a synthetic tenant of this many users.
+    /// The built-in Graph emulator with a synthetic tenant of this many users, and its
+    /// synthetic groups (`graph_emulator::SYNTHETIC_GROUP_IDS`: All Staff, Engineering,
+    /// Platform, Empty).
     Emulator { users: usize },
     /// A real tenant (or any Graph endpoint).
     Graph(Box<DirectoryConfig>),
@@ -260,8 +262,11 @@ impl Stack {
 
         let (emulator, directory_config) = match &options.directory {
             DirectorySource::Emulator { users } => {
-                let emulator =
-                    Emulator::start(EmulatorConfig::synthetic(*users), bind(0).await?).await?;
+                let emulator = Emulator::start(
+                    EmulatorConfig::synthetic_with_groups(*users),
+                    bind(0).await?,
+                )
+                .await?;
                 let base = emulator
                     .base_url()
                     .as_str()

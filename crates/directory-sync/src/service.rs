@@ -448,6 +448,7 @@ impl Directory {
         let mut conn = self.conn().await?;
         store::users_after(
             &mut conn,
+            self.inner.sync.db.backend(),
             &self.inner.sync.tenant_id,
             group_id,
             after_object_id,

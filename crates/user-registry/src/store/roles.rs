@@ -227,21 +227,6 @@ pub async fn revoke_source(
     grants_from(&rows)
 }
 
-/// Removes every grant of these users, whatever their source (the user is being deleted).
-pub async fn revoke_all_of(
-    conn: &mut AnyConnection,
-    tenant_id: &str,
-    object_id: &str,
-) -> Result<(), Error> {
-    sqlx::query("DELETE FROM role_assignments WHERE tenant_id = $1 AND object_id = $2")
-        .bind(tenant_id)
-        .bind(object_id)
-        .execute(conn)
-        .await
-        .map_err(Error::internal("remove a deleted user's grants"))?;
-    Ok(())
-}
-
 /// The users holding a grant from `source`, as one scan in no particular order: (tenant,
 /// object id) is unique within a rule's source, as a rule grants one role in one scope.
 pub fn holders<'c>(
