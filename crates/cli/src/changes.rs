@@ -151,14 +151,16 @@ pub fn print_sync_preview(
             },
         ),
     );
-    note(
-        format,
-        format!(
-            "apply exactly this with `userimport sync approve {id}`, drop it with \
-             `userimport sync reject {id}`",
-            id = run.run_id
-        ),
-    );
+    if run.status() == directory_pb::SyncRunStatus::AwaitingApproval {
+        note(
+            format,
+            format!(
+                "apply exactly this with `userimport sync approve {id}`, drop it with \
+                 `userimport sync reject {id}`",
+                id = run.run_id
+            ),
+        );
+    }
     Ok(())
 }
 

@@ -20,7 +20,12 @@ use crate::store::ListCursor;
 
 /// Who may call each RPC.
 pub const ACCESS: AccessRules = &[
-    ("/userimport.directory.v1.DirectoryService/ListUsers", READ),
+    // import-worker checks that a batch job's or a rule's group is synced (it may stream the
+    // same users anyway).
+    (
+        "/userimport.directory.v1.DirectoryService/ListUsers",
+        &[ADMIN, READER, IMPORT_WORKER],
+    ),
     (
         "/userimport.directory.v1.DirectoryService/GetUsers",
         &[ADMIN, READER, IMPORT_WORKER],

@@ -57,6 +57,17 @@ pub struct Effects {
     pub truncated: bool,
 }
 
+impl Effects {
+    /// Nothing written, or nothing that would be.
+    pub fn is_empty(&self) -> bool {
+        let rules = self
+            .rules
+            .as_ref()
+            .is_none_or(|r| r.granted == 0 && r.revoked == 0);
+        self.halted.is_none() && self.updated == 0 && self.imported == 0 && rules
+    }
+}
+
 /// The registry change a mirror user's current state asks for; a user out of scope (in none
 /// of the synced groups, when groups are configured) is disabled. A hard-deleted user is
 /// marked, or deleted under the opt-in policy.

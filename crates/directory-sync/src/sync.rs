@@ -131,6 +131,12 @@ pub async fn run_round(
             run.status = SyncRunStatus::AwaitingApproval;
             run.error = halted_reason(would_disable, total_users, &ctx.provisioning);
         }
+        // A dry run with nothing to write holds nothing to approve.
+        Ok(effects) if dry_run && effects.is_empty() => {
+            run.status = SyncRunStatus::Succeeded;
+            run.error = "dry run: the registry is in step; nothing would change".to_owned();
+            preview = Some(effects);
+        }
         Ok(effects) if dry_run => {
             run.status = SyncRunStatus::AwaitingApproval;
             run.error = DRY_RUN_REASON.to_owned();

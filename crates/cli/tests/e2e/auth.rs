@@ -82,7 +82,8 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
             importer: oidc_config(idp, Some(worker_token)),
         })),
         auto_import: false,
-        sync_groups: Vec::new(),
+        // Engineering: every user of a tenant this small, through a nested group.
+        sync_groups: vec![graph_emulator::SYNTHETIC_GROUP_IDS[1].to_owned()],
     })
     .await
     .unwrap();
@@ -320,6 +321,55 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
     assert!(
         trail.iter().all(|e| e.actor == "alice@contoso.com"),
         "the registry records whom import-worker acted for: {trail:?}"
+    );
+
+    // A group-to-role rule crosses the same hops: import-worker reads the group from
+    // directory-sync and writes the grants; a sync round has directory-sync ask import-worker
+    // to reconcile.
+    let rule = importer_pb::AddRoleRuleRequest {
+        rule: Some(importer_pb::RoleRule {
+            group_id: graph_emulator::SYNTHETIC_GROUP_IDS[1].into(),
+            role_id: "ACCOUNTANT".into(),
+            company: "DAT".into(),
+            ..Default::default()
+        }),
+        dry_run: false,
+    };
+    importer_client
+        .add_role_rule(with_token(rule, Some(&admin)))
+        .await
+        .unwrap();
+    for outcome in &imported.outcomes {
+        let lookup = registry_pb::GetUserRequest {
+            key: Some(registry_pb::get_user_request::Key::UserId(
+                outcome.user_id.clone(),
+            )),
+        };
+        let roles = registry_client
+            .get_user(with_token(lookup, Some(&reader)))
+            .await
+            .unwrap()
+            .into_inner()
+            .roles;
+        assert_eq!(roles.len(), 1, "{roles:?}");
+    }
+    let round = directory_client
+        .sync_now(with_token(
+            directory_pb::SyncNowRequest {
+                mode: directory_pb::SyncMode::Delta.into(),
+                ..Default::default()
+            },
+            Some(&admin),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(
+        round.status(),
+        directory_pb::SyncRunStatus::Succeeded,
+        "{round:?}"
     );
 
     // Service identities: each may call what its service needs, nothing else.
