@@ -74,7 +74,7 @@ fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), Erro
     Ok(())
 }
 
-pub(super) fn grant_detail(grant: &Grant) -> String {
+fn grant_detail(grant: &Grant) -> String {
     serde_json::json!({
         "role_id": grant.role_id,
         "company": if grant.company.is_empty() { None } else { Some(&grant.company) },

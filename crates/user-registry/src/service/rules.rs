@@ -3,7 +3,7 @@
 //! else's (the `source` of a grant is `rule:<rule id>`), so a rule grants and revokes exactly
 //! what it made and never an administrator's grant of the same role.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use crate::domain::Scope;
 use crate::domain::audit::Action;
@@ -12,7 +12,6 @@ use crate::store::audit::NewEvent;
 use crate::store::roles::{Grant, rule_source};
 use crate::store::{self, ObjectKey};
 
-use super::changes::grant_detail;
 use super::{Caller, MAX_USERS_PER_CHANGE, RoleChange};
 
 /// Users per streamed batch of a rule's grants.
@@ -154,36 +153,30 @@ impl super::Registry {
             .collect();
         let revoked = store::roles::revoke_source(&mut tx, backend, &revoke, &source).await?;
 
-        let detail = |g: &Grant| -> String {
-            let mut value: serde_json::Value =
-                serde_json::from_str(&grant_detail(g)).unwrap_or_default();
-            value["rule_id"] = serde_json::Value::String(rule.rule_id.clone());
-            value.to_string()
-        };
         let mut changes = Vec::with_capacity(granted.len() + revoked.len());
         let mut events = Vec::with_capacity(granted.len() + revoked.len());
-        let ids: HashMap<&str, String> = granted
-            .iter()
-            .chain(&revoked)
-            .map(|g| (g.object_id.as_str(), user_id(&g.object_id)))
-            .collect();
         for (grants, granted, action) in [
             (&granted, true, Action::RoleGrant),
             (&revoked, false, Action::RoleRevoke),
         ] {
             for g in grants {
-                let user_id = ids.get(g.object_id.as_str()).cloned().unwrap_or_default();
+                let user_id = user_id(&g.object_id);
                 changes.push(RuleGrantChange {
                     object_id: g.object_id.clone(),
                     user_id: user_id.clone(),
                     granted,
+                });
+                let detail = serde_json::json!({
+                    "role_id": g.role_id,
+                    "company": (!g.company.is_empty()).then_some(&g.company),
+                    "rule_id": rule.rule_id,
                 });
                 events.push(NewEvent {
                     action,
                     tenant_id: g.tenant_id.clone(),
                     object_id: g.object_id.clone(),
                     user_id,
-                    detail: detail(g),
+                    detail: detail.to_string(),
                 });
             }
         }
