@@ -137,7 +137,12 @@ impl super::Registry {
         let grants: Vec<Grant> = grant_ids
             .iter()
             .filter(|id| !revoke_ids.contains(*id))
-            .filter(|id| !user_id(id).is_empty())
+            .filter(|id| {
+                users.contains_key(&ObjectKey {
+                    tenant_id: tenant.to_owned(),
+                    object_id: (*id).clone(),
+                })
+            })
             .map(|object_id| Grant {
                 tenant_id: tenant.to_owned(),
                 object_id: object_id.clone(),

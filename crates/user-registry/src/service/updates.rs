@@ -70,7 +70,7 @@ impl Registry {
         let mut events = Vec::new();
         // Later changes of the same user build on earlier ones; each user is written once.
         let mut touched: Vec<ObjectKey> = Vec::new();
-        let mut deleted: Vec<ObjectKey> = Vec::new();
+        let mut deleted: HashSet<ObjectKey> = HashSet::new();
         for change in changes {
             let change = match change {
                 Ok(change) => change,
@@ -103,7 +103,7 @@ impl Registry {
             };
             let mut changed = Vec::new();
             if change.delete {
-                if !deleted.contains(&key) {
+                if deleted.insert(key) {
                     events.push(NewEvent {
                         action: Action::Delete,
                         tenant_id: user.tenant_id.clone(),
@@ -115,7 +115,6 @@ impl Registry {
                         })
                         .to_string(),
                     });
-                    deleted.push(key);
                 }
                 outcomes.push(UpdateOutcome {
                     object_id: user.object_id.clone(),
@@ -210,6 +209,7 @@ impl Registry {
             })
             .collect();
         store::apply_updates(&mut tx, backend, &rows, now_ms).await?;
+        let deleted: Vec<ObjectKey> = deleted.into_iter().collect();
         store::delete_users(&mut tx, backend, &deleted).await?;
         let origin = Origin {
             actor,

@@ -517,19 +517,15 @@ pub async fn delete_users(
     if keys.is_empty() {
         return Ok(());
     }
-    let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
     let param = rows_text(
         backend,
         keys.iter()
             .map(|k| [k.tenant_id.as_str(), k.object_id.as_str()]),
     )
     .context("encode deletions")?;
-    for table in ["role_assignments", "users"] {
-        let statement = format!(
-            "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {rows} \
-             WHERE r.tenant_id = {table}.tenant_id AND r.object_id = {table}.object_id)"
-        );
-        sqlx::query(AssertSqlSafe(statement))
+    // Grants first: they refer to the users.
+    for statement in [&DELETE_USERS_GRANTS, &DELETE_USERS] {
+        sqlx::query(statement.get(backend))
             .bind(&param)
             .execute(&mut *conn)
             .await
@@ -537,6 +533,20 @@ pub async fn delete_users(
     }
     Ok(())
 }
+
+/// `DELETE FROM table` for the rows of the (tenant, object id) batch parameter.
+fn delete_by_identity(backend: Backend, table: &str) -> String {
+    let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+    format!(
+        "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {rows} \
+         WHERE r.tenant_id = {table}.tenant_id AND r.object_id = {table}.object_id)"
+    )
+}
+
+static DELETE_USERS_GRANTS: LazyLock<Dialects> =
+    LazyLock::new(|| Dialects::new(|backend| delete_by_identity(backend, "role_assignments")));
+static DELETE_USERS: LazyLock<Dialects> =
+    LazyLock::new(|| Dialects::new(|backend| delete_by_identity(backend, "users")));
 
 /// How many users the registry holds.
 pub async fn count_users(conn: &mut AnyConnection) -> Result<u64, Error> {
