@@ -930,6 +930,26 @@ pub async fn job_cancel(endpoints: &Endpoints, job_id: &str) -> anyhow::Result<i
         .context("the import-worker answered without a job")
 }
 
+/// Resumes a failed batch job; returns it with the chunks and users that run again.
+pub async fn job_retry(
+    endpoints: &Endpoints,
+    job_id: &str,
+) -> anyhow::Result<(importer_pb::Job, u64, u64)> {
+    let mut importer = endpoints.importer().await?;
+    let request = importer_pb::RetryJobRequest {
+        job_id: job_id.to_owned(),
+    };
+    let response = importer
+        .retry_job(endpoints.request(request))
+        .await
+        .map_err(failed("retrying the job"))?
+        .into_inner();
+    let job = response
+        .job
+        .context("the import-worker answered without a job")?;
+    Ok((job, response.chunks, response.users))
+}
+
 /// Every user of a job that was not created, with the reason.
 pub async fn job_outcomes(endpoints: &Endpoints, job_id: &str) -> anyhow::Result<Vec<OutcomeRow>> {
     let mut importer = endpoints.importer().await?;

@@ -270,6 +270,14 @@ enum JobsCommand {
     Watch { job_id: String },
     /// Cancels a job: planning stops and chunks not processed yet are discarded.
     Cancel { job_id: String },
+    /// Resumes a failed batch job: exactly its failed users run again, in the same job
+    /// (users it created are not created twice). Add --wait to follow it to its end.
+    Retry {
+        job_id: String,
+        /// Follow the job with a progress bar until it ends; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Lists every user of a job that was not created, with the reason.
     Outcomes { job_id: String },
 }
@@ -511,6 +519,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Jobs(JobsCommand::Cancel { job_id }) => {
             let job = commands::job_cancel(&endpoints, &job_id).await?;
             note(format, commands::describe_job(&job));
+            Ok(())
+        }
+        Command::Jobs(JobsCommand::Retry { job_id, wait }) => {
+            let (job, chunks, users) = commands::job_retry(&endpoints, &job_id).await?;
+            eprintln!("{users} failed users in {chunks} chunks run again in job {job_id}");
+            let job = if wait {
+                commands::job_watch(&endpoints, &job_id, format == Format::Table).await?
+            } else {
+                job
+            };
+            note(format, commands::describe_job(&job));
+            if wait && job.status() != proto::importer::v1::JobStatus::Completed {
+                anyhow::bail!("job {job_id} ended {}", commands::status_name(job.status()));
+            }
             Ok(())
         }
         Command::Jobs(JobsCommand::Outcomes { job_id }) => {

@@ -25,6 +25,7 @@ pub async fn connect_queue(settings: &QueueSettings) -> anyhow::Result<Arc<dyn C
         prefix: settings.prefix.clone(),
         delivery_limit: settings.delivery_limit,
         prefetch: settings.prefetch,
+        heartbeat_secs: settings.heartbeat_secs,
         ..QueueConfig::default()
     };
     match settings.kind.as_str() {
@@ -78,6 +79,7 @@ impl App {
             concurrent_plans: config.worker.concurrent_plans.max(1),
             batch_groups: config.worker.batch_groups.clone(),
             instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+            chunk_retry_hold: Duration::from_secs(config.worker.chunk_retry_hold_secs.max(1)),
         };
         let importer = Importer::new(
             db,

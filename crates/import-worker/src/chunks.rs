@@ -16,14 +16,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clients::directory_user;
-use crate::error::Error;
+use crate::error::{Error, Retry};
 use crate::events;
-use crate::queue::{Consumer, Delivery};
+use crate::queue::{Consumer, Delivery, Message};
 use crate::service::Importer;
 use crate::store;
+use service_runtime::retry::RetryPolicy;
 
-/// Attempts of a chunk within one delivery before it goes back to the queue.
-const ATTEMPTS_PER_DELIVERY: u32 = 3;
+/// Attempts of a chunk that fails for a defect (`INTERNAL` here or in the registry) before
+/// it is dead-lettered. Passing faults are waited out instead (see `handle`).
+const DEFECT_ATTEMPTS: u32 = 3;
+
+/// Header counting a chunk's deliveries before it was published again at its queue's tail.
+pub(crate) const DELIVERIES_HEADER: &str = "deliveries";
 
 /// Imports one chunk and records its result, once: the users' outcomes join the job's counts
 /// and report, and the job ends when it was the last chunk. Chunks of a cancelled job are
@@ -106,12 +111,12 @@ pub async fn run_consumer(importer: Importer, shutdown: CancellationToken) {
         };
         match next {
             Some(Ok(delivery)) => {
-                let importer = importer.clone();
+                let (importer, shutdown) = (importer.clone(), shutdown.clone());
                 // Each chunk continues the trace its message carries.
                 let span = tracing::info_span!("import.chunk", otel.kind = "consumer");
                 service_runtime::trace::continue_from(&span, &delivery.headers);
                 tracker.spawn(tracing::Instrument::instrument(
-                    async move { handle(&importer, delivery).await },
+                    async move { handle(&importer, delivery, &shutdown).await },
                     span,
                 ));
             }
@@ -151,7 +156,7 @@ where
     }
 }
 
-async fn handle(importer: &Importer, delivery: Delivery) {
+async fn handle(importer: &Importer, delivery: Delivery, shutdown: &CancellationToken) {
     // Queue lag: from the planner's publish to this delivery (redeliveries included).
     if let Some(published) = delivery
         .headers
@@ -172,9 +177,17 @@ async fn handle(importer: &Importer, delivery: Delivery) {
         }
     };
     let (job_id, seq) = (chunk.job_id.clone(), chunk.seq);
-    let mut attempt = 1;
+    // Deliveries of this chunk before it was handed back to the queue's tail.
+    let earlier: u32 = delivery
+        .headers
+        .get(DELIVERIES_HEADER)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let deliveries = earlier.saturating_add(delivery.delivery_count);
+    let mut transient = RetryPolicy::patient(importer.settings().chunk_retry_hold).start();
+    let mut defects = 0;
     loop {
-        match process_chunk(importer, chunk.clone(), service_runtime::now_ms()).await {
+        let error = match process_chunk(importer, chunk.clone(), service_runtime::now_ms()).await {
             Ok(()) => {
                 // If the channel died meanwhile the broker delivers the chunk again, and its
                 // replay changes nothing.
@@ -183,20 +196,83 @@ async fn handle(importer: &Importer, delivery: Delivery) {
                 }
                 return;
             }
-            Err(error) if error.is_transient() && attempt < ATTEMPTS_PER_DELIVERY => {
-                tracing::warn!(%error, %job_id, seq, attempt, "chunk failed, retrying");
-                tokio::time::sleep(Duration::from_millis(500) * 2_u32.pow(attempt)).await;
-                attempt += 1;
+            Err(error) => error,
+        };
+        let delay = match error.retry() {
+            // A dependency is down or busy: wait it out, holding the delivery (so the broker
+            // neither redelivers it at once nor counts it toward the delivery limit).
+            Retry::Transient => transient.next_delay(error.retry_delay()),
+            Retry::Defect if defects + 1 < DEFECT_ATTEMPTS => {
+                defects += 1;
+                Some(Duration::from_millis(500) * 2_u32.pow(defects))
             }
-            Err(error) => {
-                tracing::warn!(%error, %job_id, seq, delivery = delivery.delivery_count, "chunk failed; back to the queue");
-                // Back to the queue: the broker dead-letters it once its delivery limit is
-                // reached.
-                if let Err(error) = delivery.retry().await {
-                    tracing::warn!(%error, %job_id, seq, "requeue failed; the broker redelivers the chunk");
+            _ => None,
+        };
+        match (delay, error.retry()) {
+            (Some(delay), _) => {
+                tracing::warn!(%error, %job_id, seq, delay_ms = delay.as_millis() as u64, "chunk failed; retrying");
+                metrics::counter!("import_chunk_retries_total", "class" => if error.is_transient() { "transient" } else { "defect" }).increment(1);
+                tokio::select! {
+                    // Unsettled, the delivery goes back to the queue for another replica.
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            (None, Retry::Transient) => {
+                // Held long enough: to the tail of its queue, with its deliveries counted,
+                // so this worker's other chunks and other replicas get their turn.
+                requeue_later(importer, delivery, deliveries, &job_id, seq).await;
+                return;
+            }
+            (None, _) => {
+                let reason = format!("{error} (dead-lettered after {deliveries} deliveries)");
+                tracing::warn!(%error, %job_id, seq, deliveries, "chunk failed for good; to the dead-letter queue");
+                let noted = async {
+                    let mut conn = importer.conn().await?;
+                    store::note_chunk_failure(&mut conn, &job_id, seq, &reason).await
+                }
+                .await;
+                if let Err(error) = noted {
+                    tracing::warn!(%error, %job_id, seq, "cannot note the chunk's failure; it goes back to the queue");
+                    return;
+                }
+                if let Err(error) = delivery.reject().await {
+                    tracing::warn!(%error, %job_id, seq, "dead-lettering failed; the broker redelivers the chunk");
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Publishes the chunk again at its queue's tail, counting its deliveries so far, then
+/// acknowledges this delivery. A crash in between leaves two copies, and the second one's
+/// replay changes nothing; a failed publish leaves the delivery unsettled, so it returns.
+async fn requeue_later(
+    importer: &Importer,
+    delivery: Delivery,
+    deliveries: u32,
+    job_id: &str,
+    seq: u64,
+) {
+    let Some(lane) = delivery.lane.clone() else {
+        return;
+    };
+    let mut headers = delivery.headers.clone();
+    headers.insert(DELIVERIES_HEADER.to_owned(), deliveries.to_string());
+    let message = Message {
+        payload: delivery.payload.clone(),
+        headers,
+    };
+    match importer.queue().publish(&lane, message).await {
+        Ok(()) => {
+            tracing::info!(%job_id, seq, deliveries, "chunk still failing for a passing cause; back to the tail of its queue");
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(%error, %job_id, seq, "ack after requeue failed; the chunk comes twice, which changes nothing");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, %job_id, seq, "cannot requeue the chunk; the broker redelivers it");
         }
     }
 }
@@ -238,10 +314,6 @@ pub async fn run_dead_letters(importer: Importer, shutdown: CancellationToken) {
 
 async fn record_dead_letter(importer: &Importer, delivery: &Delivery) -> Result<(), Error> {
     let now = service_runtime::now_ms();
-    let reason = format!(
-        "dead-lettered after {} deliveries",
-        delivery.delivery_count.max(1)
-    );
     let db = importer.db();
     let mut tx = db
         .begin_write()
@@ -249,6 +321,15 @@ async fn record_dead_letter(importer: &Importer, delivery: &Delivery) -> Result<
         .map_err(Error::internal("begin dead letter"))?;
     let job_id = match pb::ImportChunk::decode(delivery.payload.as_slice()) {
         Ok(chunk) => {
+            // The handler notes the failure and the true delivery count before rejecting;
+            // a chunk the broker dead-lettered by its delivery limit has only the count.
+            let reason = match store::chunk_failure(&mut tx, &chunk.job_id, chunk.seq).await? {
+                Some(noted) => noted,
+                None => format!(
+                    "dead-lettered after {} deliveries",
+                    delivery.delivery_count.max(1)
+                ),
+            };
             let ids: Vec<String> = chunk.users.iter().map(|u| u.object_id.clone()).collect();
             let settled = store::record_chunk_dead(
                 &mut tx,

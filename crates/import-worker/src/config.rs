@@ -44,6 +44,18 @@ pub struct QueueSettings {
     pub prefix: String,
     pub delivery_limit: u32,
     pub prefetch: u16,
+    /// AMQP heartbeat: a worker that stops answering (hung, SIGSTOPped, cut off) loses its
+    /// connection after about two of these, and the broker gives its chunks to others.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u16,
+}
+
+fn default_heartbeat_secs() -> u16 {
+    crate::queue::QueueConfig::default().heartbeat_secs
+}
+
+fn default_chunk_retry_hold_secs() -> u64 {
+    120
 }
 
 /// What this worker does.
@@ -53,6 +65,10 @@ pub struct WorkerConfig {
     pub chunk_size: u32,
     pub planning_lease_secs: u64,
     pub concurrent_plans: usize,
+    /// How long a chunk failing for a passing cause is retried in hand before it goes back
+    /// to its queue's tail (it is never dead-lettered for such a cause).
+    #[serde(default = "default_chunk_retry_hold_secs")]
+    pub chunk_retry_hold_secs: u64,
 }
 
 impl Config {
@@ -74,12 +90,14 @@ impl Config {
                 prefix: "userimport".to_owned(),
                 delivery_limit: 5,
                 prefetch: 4,
+                heartbeat_secs: default_heartbeat_secs(),
             },
             worker: WorkerConfig {
                 batch_groups: vec![crate::domain::DEFAULT_BATCH_GROUP.to_owned()],
                 chunk_size: 500,
                 planning_lease_secs: 30,
                 concurrent_plans: 4,
+                chunk_retry_hold_secs: default_chunk_retry_hold_secs(),
             },
             database: DatabaseConfig {
                 url: database_url.to_owned(),

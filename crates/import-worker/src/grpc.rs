@@ -33,6 +33,7 @@ pub const ACCESS: AccessRules = &[
     ("/userimport.importer.v1.ImporterService/ListJobs", READ),
     ("/userimport.importer.v1.ImporterService/WatchJob", READ),
     ("/userimport.importer.v1.ImporterService/CancelJob", WRITE),
+    ("/userimport.importer.v1.ImporterService/RetryJob", WRITE),
     (
         "/userimport.importer.v1.ImporterService/ListJobOutcomes",
         READ,
@@ -429,6 +430,22 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .await?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(job_to_pb(job)),
+        }))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
+        let principal = principal(&request);
+        let (job, reopened) = self
+            .importer
+            .retry(&principal, request.get_ref().job_id.trim())
+            .await?;
+        Ok(Response::new(pb::RetryJobResponse {
+            job: Some(job_to_pb(job)),
+            chunks: reopened.chunks,
+            users: reopened.users,
         }))
     }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunks;
 use crate::domain::Job;
-use crate::error::Error;
+use crate::error::{Error, Retry};
 use crate::events;
 use crate::queue::{Lane, Message};
 use crate::service::Importer;
@@ -160,17 +160,33 @@ async fn plan_and_settle(
 ) {
     let outcome = plan(importer, job, owner, dispatch, clock).await;
     let ended = async {
-        let mut conn = importer.conn().await?;
         match outcome {
-            Ok(Planned::Finished) => store::end_if_settled(&mut conn, &job.job_id, clock()).await,
+            Ok(Planned::Finished) => {
+                let mut conn = importer.conn().await?;
+                store::end_if_settled(&mut conn, &job.job_id, clock()).await
+            }
             Ok(Planned::Stopped) => Ok(None),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(job_id = %job.job_id, %error, "planning interrupted; the job is taken up again");
+            // Only a cause that can never pass ends planning; anything else (a dependency
+            // down, a stream cut by a process that died, a defect that may be fixed) leaves
+            // the lease to expire, and a replica resumes from the stored cursor.
+            Err(error) if error.retry() != Retry::Permanent => {
+                tracing::warn!(job_id = %job.job_id, %error, "planning interrupted; the job is taken up again from its cursor");
                 Ok(None)
             }
             Err(error) => {
                 tracing::warn!(job_id = %job.job_id, %error, "planning failed");
-                store::fail_job(&mut conn, &job.job_id, &error.to_string(), clock()).await
+                let db = importer.db();
+                let mut tx = db
+                    .begin_write()
+                    .await
+                    .map_err(Error::internal("begin fail planning"))?;
+                store::fail_planning(&mut tx, &job.job_id, &error.to_string(), clock())
+                    .await?;
+                let ended = store::end_if_settled(&mut tx, &job.job_id, clock()).await?;
+                tx.commit()
+                    .await
+                    .map_err(Error::internal("commit fail planning"))?;
+                Ok(ended)
             }
         }
     }
@@ -396,11 +412,7 @@ async fn publish(
             },
         )
         .await
-        .map_err(|e| Error::Upstream {
-            service: "queue",
-            code: tonic::Code::Unavailable,
-            message: e.to_string(),
-        })?;
+        .map_err(|e| Error::queue(&e))?;
     let mut conn = importer.conn().await?;
     store::mark_published(&mut conn, &job.job_id, chunk.seq).await
 }

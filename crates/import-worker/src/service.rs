@@ -60,6 +60,9 @@ pub struct WorkerSettings {
     pub batch_groups: Vec<String>,
     /// This replica, as it appears as a planning lease owner.
     pub instance_id: String,
+    /// How long a chunk failing for a passing cause (a dependency down) is held and retried
+    /// before it goes back to its queue's tail; kept well under the broker's consumer timeout.
+    pub chunk_retry_hold: Duration,
 }
 
 /// import-worker over its job store, the queue and the other two services. Cheap to clone.
@@ -454,6 +457,39 @@ impl Importer {
         self.job_for(principal, job_id).await?;
         let mut conn = self.conn().await?;
         store::list_outcomes(&mut conn, job_id, after, limit).await
+    }
+
+    /// Resumes a failed batch job `principal` may see: its failed chunks run again in the
+    /// same job (see `store::reopen_failed`), and a planner takes it up at once.
+    pub async fn retry(
+        &self,
+        principal: &str,
+        job_id: &str,
+    ) -> Result<(Job, store::Reopened), Error> {
+        let job = self.job_for(principal, job_id).await?;
+        let not_failed = || {
+            Error::FailedPrecondition(format!(
+                "job {job_id} is {} ({}); only a failed batch job can be retried",
+                job.status.as_str(),
+                job.kind.as_str()
+            ))
+        };
+        if job.status != JobStatus::Failed || job.kind != JobKind::Batch {
+            return Err(not_failed());
+        }
+        let db = self.db();
+        let mut tx = db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin retry"))?;
+        let Some(reopened) = store::reopen_failed(&mut tx, job_id).await? else {
+            return Err(not_failed());
+        };
+        tx.commit().await.map_err(Error::internal("commit retry"))?;
+        tracing::info!(%job_id, chunks = reopened.chunks, users = reopened.users, "failed job resumed");
+        self.wakeup().notify_one();
+        let job = self.job_for(principal, job_id).await?;
+        Ok((job, reopened))
     }
 
     /// Cancels a job `principal` may see: planning stops, chunks not processed yet are

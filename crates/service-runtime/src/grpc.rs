@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::retry::RetryPolicy;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 use tonic::service::Routes;
 use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
@@ -118,7 +118,7 @@ pub struct InvalidField {
 
 impl From<InvalidField> for tonic::Status {
     fn from(invalid: InvalidField) -> Self {
-        tonic::Status::invalid_argument(format!("invalid {}: {}", invalid.field, invalid.reason))
+        crate::error::invalid_field(invalid.field, invalid.reason)
     }
 }
 
@@ -218,35 +218,28 @@ pub fn channel(
     ))
 }
 
-/// True for statuses worth retrying: the callee was unavailable, slow or overloaded.
+/// True for statuses worth retrying: the callee was unavailable, slow, overloaded or lost a
+/// conflict (see [`crate::error::retryable_code`]).
 pub fn is_retryable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-    )
+    crate::error::is_retryable(status)
 }
 
 /// Calls `call` until it succeeds, fails with a status that is not [`is_retryable`], or has
-/// been tried `attempts` times, waiting 100 ms, 200 ms, 400 ms… (capped at 5 s) in between.
+/// been tried `attempts` times (within [`RetryPolicy::CALL`]'s time), with exponential
+/// backoff and full jitter, waiting at least the delay a status's `RetryInfo` asks for.
 /// Only for idempotent calls.
-pub async fn retry<T, F, Fut>(attempts: u32, mut call: F) -> Result<T, tonic::Status>
+pub async fn retry<T, F, Fut>(attempts: u32, call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
-    let mut delay = Duration::from_millis(100);
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Err(status) if attempt < attempts && is_retryable(&status) => {
-                tracing::warn!(attempt, max_attempts = attempts, code = ?status.code(), message = status.message(), "call failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    let policy = RetryPolicy {
+        max_attempts: attempts,
+        ..RetryPolicy::CALL
+    };
+    policy
+        .run(call, is_retryable, crate::error::retry_delay)
+        .await
 }
 
 /// Asks a gRPC server on `addr` whether it is serving; used by the `healthcheck` subcommand.

@@ -6,8 +6,10 @@
 
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod retry;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

@@ -125,9 +125,19 @@ fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
                     // cached while a table was small (a hash join over a sequential scan) then
                     // stays 5-10x slower than the index lookups a custom plan picks, so every
                     // execution is planned for its table.
+                    //
+                    // A process that hangs inside a transaction (SIGSTOPped, stuck, cut off
+                    // with its TCP connection alive) would hold its row locks for ever, and
+                    // every replica writing the same job or user would wait behind it; none
+                    // of our transactions waits between its statements for anything but the
+                    // database, so the server ends such a session after 15 s, releasing its
+                    // locks, and the hung process finds its work rolled back.
                     Backend::Postgres => {
-                        conn.execute("SET plan_cache_mode = force_custom_plan")
-                            .await?;
+                        conn.execute(
+                            "SET plan_cache_mode = force_custom_plan; \
+                             SET idle_in_transaction_session_timeout = '15s'",
+                        )
+                        .await?;
                     }
                 }
                 Ok(())

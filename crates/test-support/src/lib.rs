@@ -48,6 +48,63 @@ pub fn amqp_url_or_skip() -> Option<String> {
     required_env("USERIMPORT_TEST_AMQP_URL")
 }
 
+/// The shared Postgres and RabbitMQ servers, as the tests of one binary (which run at once)
+/// use them: every test holds a [`ServersGuard`] while it uses them, and a test that takes a
+/// server down (a Postgres restart, a RabbitMQ `stop_app`) holds an [`ExclusiveServers`]
+/// instead, so no other test of its binary sees the fault it injects. (Test binaries run one
+/// after another.)
+static SERVERS: std::sync::LazyLock<std::sync::Arc<tokio::sync::RwLock<()>>> =
+    std::sync::LazyLock::new(Default::default);
+
+thread_local! {
+    /// Set on the thread of a test holding [`ExclusiveServers`]: the databases and brokers
+    /// it creates itself do not wait for the lock it holds.
+    static EXCLUSIVE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The share this thread's test holds, so that a test taking several (its databases,
+    /// its virtual host) takes the lock once: a second read queued behind a waiting
+    /// exclusive test would deadlock.
+    static SHARED_HERE: std::cell::RefCell<std::sync::Weak<tokio::sync::OwnedRwLockReadGuard<()>>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+/// A test's share of the servers (nothing in a test that holds them exclusively).
+pub struct ServersGuard(
+    #[allow(dead_code)] Option<std::sync::Arc<tokio::sync::OwnedRwLockReadGuard<()>>>,
+);
+
+/// Shares the servers with the other tests of this binary until dropped; waits while a test
+/// holds them exclusively. Call it from the test's own thread (the test body).
+pub async fn shared_servers() -> ServersGuard {
+    if EXCLUSIVE_HERE.with(std::cell::Cell::get) {
+        return ServersGuard(None);
+    }
+    if let Some(held) = SHARED_HERE.with(|here| here.borrow().upgrade()) {
+        return ServersGuard(Some(held));
+    }
+    let held = std::sync::Arc::new(SERVERS.clone().read_owned().await);
+    SHARED_HERE.with(|here| *here.borrow_mut() = std::sync::Arc::downgrade(&held));
+    ServersGuard(Some(held))
+}
+
+/// The servers for this test alone, until dropped: for tests that stop or restart them.
+/// Take it first, before creating databases or virtual hosts, and hold it on the test's own
+/// thread (the test body, not a spawned task).
+pub struct ExclusiveServers(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>);
+
+impl ExclusiveServers {
+    pub async fn take() -> Self {
+        let guard = SERVERS.clone().write_owned().await;
+        EXCLUSIVE_HERE.with(|here| here.set(true));
+        Self(guard)
+    }
+}
+
+impl Drop for ExclusiveServers {
+    fn drop(&mut self) {
+        EXCLUSIVE_HERE.with(|here| here.set(false));
+    }
+}
+
 /// A database of its own for one test: a SQLite file in a temporary folder, or a fresh
 /// schema on the Postgres test server (dropped when the value is dropped).
 pub struct TestDatabase {
@@ -57,6 +114,7 @@ pub struct TestDatabase {
     pub backend: &'static str,
     _dir: Option<tempfile::TempDir>,
     postgres_schema: Option<(String, String)>,
+    _servers: Option<ServersGuard>,
 }
 
 impl TestDatabase {
@@ -83,6 +141,7 @@ impl TestDatabase {
             backend: "sqlite",
             _dir: Some(dir),
             postgres_schema: None,
+            _servers: None,
         }
     }
 
@@ -90,6 +149,7 @@ impl TestDatabase {
     pub async fn postgres() -> Option<Self> {
         init();
         let server = postgres_url_or_skip()?;
+        let servers = shared_servers().await;
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&server)
             .await
@@ -104,6 +164,7 @@ impl TestDatabase {
             backend: "postgres",
             _dir: None,
             postgres_schema: Some((server, schema)),
+            _servers: Some(servers),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The registry's error type and its one mapping to gRPC statuses.
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 /// What a caller of the registry must decide on.
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +36,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The stable `ErrorInfo` reason of this error (listed in registry_service.proto).
+    pub fn reason(&self) -> &'static str {
+        use service_runtime::error::reason;
+        match self {
+            Error::Invalid { .. } => reason::INVALID_FIELD,
+            Error::UnknownCompany(_) => "COMPANY_NOT_FOUND",
+            Error::CompanyExists(_) => "COMPANY_EXISTS",
+            Error::UserNotFound(_) => "USER_NOT_FOUND",
+            Error::UnknownRole(_) => "ROLE_NOT_FOUND",
+            Error::UserIdTaken(_) => "USER_ID_TAKEN",
+            Error::Unimplemented(_) => reason::UNIMPLEMENTED,
+            Error::Internal(_) => reason::INTERNAL,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match &error {
-            Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        use service_runtime::error::{internal_status, invalid_field, status};
+        let code = match &error {
+            Error::Invalid { field, reason } => return invalid_field(field, reason.clone()),
+            // Database faults keep their class (UNAVAILABLE, ABORTED…); defects are logged
+            // once and the caller gets an opaque message.
+            Error::Internal(inner) => return internal_status(inner),
             Error::UnknownCompany(_) | Error::UserNotFound(_) | Error::UnknownRole(_) => {
-                Status::not_found(error.to_string())
+                Code::NotFound
             }
-            Error::CompanyExists(_) | Error::UserIdTaken(_) => {
-                Status::already_exists(error.to_string())
-            }
-            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
-            Error::Internal(inner) => {
-                // The chain goes to the log once; the caller gets an opaque message.
-                tracing::error!(error = ?inner, "request failed");
-                Status::internal("internal error")
-            }
-        }
+            Error::CompanyExists(_) | Error::UserIdTaken(_) => Code::AlreadyExists,
+            Error::Unimplemented(_) => Code::Unimplemented,
+        };
+        status(code, error.reason(), error.to_string())
     }
 }

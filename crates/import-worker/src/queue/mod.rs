@@ -139,6 +139,10 @@ pub struct QueueConfig {
     /// How long a publish keeps retrying through lost connections before it returns
     /// [`QueueError::Unavailable`].
     pub publish_timeout_ms: u64,
+    /// AMQP heartbeat asked of the broker (0: the broker's). A consumer that stops answering
+    /// loses its connection after about two intervals, and its unacknowledged deliveries go
+    /// back to their queues for other consumers; a URL's own `heartbeat` wins.
+    pub heartbeat_secs: u16,
 }
 
 impl Default for QueueConfig {
@@ -150,6 +154,7 @@ impl Default for QueueConfig {
             reconnect_initial_delay_ms: 100,
             reconnect_max_delay_ms: 5_000,
             publish_timeout_ms: 30_000,
+            heartbeat_secs: 10,
         }
     }
 }

@@ -72,9 +72,10 @@ impl RabbitQueue {
     /// reached; retrying is up to the caller.
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
         config.validate()?;
+        let url = with_heartbeat(url, config.heartbeat_secs);
         let slot = |role: &'static str| Slot {
             role,
-            url: url.to_owned(),
+            url: url.clone(),
             name: format!("{} import-worker {role}", config.prefix),
             state: tokio::sync::Mutex::new(SlotState::default()),
         };
@@ -986,6 +987,15 @@ impl Session {
             }))),
         })
     }
+}
+
+/// `url` with `heartbeat=<secs>` in its query, unless it names one (or `secs` is 0).
+fn with_heartbeat(url: &str, secs: u16) -> String {
+    if secs == 0 || url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={secs}")
 }
 
 /// What a delivery's headers say.

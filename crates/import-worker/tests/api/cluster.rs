@@ -35,6 +35,15 @@ impl Worker {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     /// SIGTERM, as a rolling deploy sends it; waits until the process exited, successfully.
     pub(crate) fn terminate(&mut self) {
         let sent = Command::new("kill")
@@ -64,6 +73,12 @@ pub(crate) struct WorkerSettings {
     pub(crate) lease_secs: u64,
     pub(crate) delivery_limit: u32,
     pub(crate) batch_groups: Vec<String>,
+    /// AMQP heartbeat of the worker processes.
+    pub(crate) heartbeat_secs: u16,
+    /// How long a worker retries a chunk failing for a passing cause before requeueing it.
+    pub(crate) chunk_retry_hold_secs: u64,
+    /// directory-sync as a process of its own (so it can be killed) instead of in this one.
+    pub(crate) directory_process: bool,
 }
 
 impl Default for WorkerSettings {
@@ -73,7 +88,72 @@ impl Default for WorkerSettings {
             lease_secs: 2,
             delivery_limit: 3,
             batch_groups: vec!["default".to_owned()],
+            heartbeat_secs: 10,
+            chunk_retry_hold_secs: 120,
+            directory_process: false,
         }
+    }
+}
+
+/// directory-sync run as a process: this test binary running `child_directory_sync`, which
+/// serves the real service from `DIRECTORY_SYNC_*` variables as its binary does.
+pub(crate) struct DirectoryProcess {
+    port: u16,
+    env: Vec<(String, String)>,
+    log: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl DirectoryProcess {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_directory_sync",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("USERIMPORT_TEST_CHILD", "directory-sync")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Waits until the process serves gRPC.
+    async fn wait_serving(&self) {
+        let started = Instant::now();
+        while service_runtime::grpc::probe(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "directory-sync did not start; its log: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DirectoryProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -86,6 +166,8 @@ pub(crate) struct Cluster {
     pub(crate) prefix: String,
     pub(crate) settings: WorkerSettings,
     pub(crate) workers: Vec<Worker>,
+    /// directory-sync, when it runs as a process of its own.
+    directory_process: Option<DirectoryProcess>,
     _databases: Vec<TestDatabase>,
     _guards: Vec<DropGuard>,
     /// The cluster's own virtual host (closing its connections leaves other tests alone);
@@ -134,48 +216,138 @@ impl Cluster {
         let registry_shutdown = CancellationToken::new();
         tokio::spawn(registry.run(registry_shutdown.clone()));
 
-        let directory_database = Database::connect(&directory_db.url, 8).await.unwrap();
-        directory_database
-            .migrate(&directory_sync::store::MIGRATIONS)
-            .await
-            .unwrap();
         let base = emulator
             .base_url()
             .as_str()
             .trim_end_matches('/')
             .to_owned();
-        let directory_config = directory_sync::Config::for_tests(
-            &directory_db.url,
-            &registry_url,
-            directory_sync::config::DirectoryConfig::single_host(
-                &base,
-                emulator.tenant_id(),
-                emulator.client_id(),
-                emulator.client_secret(),
-            ),
-        );
-        let mut directory_config = directory_config;
-        directory_config.sync.groups = vec![ENGINEERING.to_owned()];
-        let graph =
-            graph::GraphClient::new(directory_config.directory.graph_config().unwrap()).unwrap();
-        let directory = directory_sync::App::build(
-            &directory_config,
-            directory_database,
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            graph,
-        )
-        .await
-        .unwrap();
-        let directory_url = format!("http://{}", directory.local_addr());
-        let run = directory
-            .directory()
-            .sync_now(directory_sync::domain::SyncMode::Full, false)
+        let mut guards = vec![registry_shutdown.drop_guard()];
+        let mut directory_process = None;
+        let directory_url = if settings.directory_process {
+            let port = free_port();
+            let env = [
+                ("DIRECTORY_SYNC_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+                ("DIRECTORY_SYNC_REGISTRY_URL", registry_url.clone()),
+                // No import-worker is asked: no auto-import, no rules.
+                (
+                    "DIRECTORY_SYNC_IMPORTER_URL",
+                    format!("http://127.0.0.1:{}", free_port()),
+                ),
+                (
+                    "DIRECTORY_SYNC_PROVISIONING__APPLY_ROLE_RULES",
+                    "false".to_owned(),
+                ),
+                (
+                    "DIRECTORY_SYNC_PROVISIONING__AUTO_IMPORT",
+                    "false".to_owned(),
+                ),
+                ("DIRECTORY_SYNC_DATABASE__URL", directory_db.url.clone()),
+                (
+                    "DIRECTORY_SYNC_AUTH__INSECURE_DEVELOPMENT",
+                    "true".to_owned(),
+                ),
+                ("DIRECTORY_SYNC_DIRECTORY__CLOUD", "global".to_owned()),
+                ("DIRECTORY_SYNC_DIRECTORY__AUTHORITY_HOST", base.clone()),
+                ("DIRECTORY_SYNC_DIRECTORY__GRAPH_HOST", base.clone()),
+                (
+                    "DIRECTORY_SYNC_DIRECTORY__TENANT_ID",
+                    emulator.tenant_id().to_owned(),
+                ),
+                (
+                    "DIRECTORY_SYNC_DIRECTORY__CLIENT_ID",
+                    emulator.client_id().to_owned(),
+                ),
+                (
+                    "DIRECTORY_SYNC_DIRECTORY__CLIENT_SECRET",
+                    emulator.client_secret().to_owned(),
+                ),
+                (
+                    "DIRECTORY_SYNC_DIRECTORY__RESOURCE_UNITS_PER_10S",
+                    "0".to_owned(),
+                ),
+                ("DIRECTORY_SYNC_SYNC__GROUPS", format!("[{ENGINEERING:?}]")),
+                ("DIRECTORY_SYNC_SYNC__DELTA_INTERVAL_SECS", "0".to_owned()),
+                ("DIRECTORY_SYNC_LOG__FORMAT", "json".to_owned()),
+                ("RUST_LOG", "info,sqlx=warn".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let mut process = DirectoryProcess {
+                port,
+                env,
+                log: std::env::temp_dir().join(format!(
+                    "{}-directory-sync.log",
+                    uuid::Uuid::new_v4().simple()
+                )),
+                child: None,
+            };
+            process.spawn();
+            process.wait_serving().await;
+            // The tenant's first full round runs at start-up.
+            let database = Database::connect(&directory_db.url, 1).await.unwrap();
+            let started = Instant::now();
+            loop {
+                let seen: Option<i64> = sqlx::query_scalar(
+                    "SELECT users_seen FROM sync_runs WHERE mode = 'full' AND status = 'succeeded'",
+                )
+                .fetch_optional(database.pool())
+                .await
+                .unwrap();
+                if let Some(seen) = seen {
+                    assert_eq!(seen, users as i64);
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "directory-sync's first round did not succeed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            database.close().await;
+            directory_process = Some(process);
+            format!("http://127.0.0.1:{port}")
+        } else {
+            let directory_database = Database::connect(&directory_db.url, 8).await.unwrap();
+            directory_database
+                .migrate(&directory_sync::store::MIGRATIONS)
+                .await
+                .unwrap();
+            let directory_config = directory_sync::Config::for_tests(
+                &directory_db.url,
+                &registry_url,
+                directory_sync::config::DirectoryConfig::single_host(
+                    &base,
+                    emulator.tenant_id(),
+                    emulator.client_id(),
+                    emulator.client_secret(),
+                ),
+            );
+            let mut directory_config = directory_config;
+            directory_config.sync.groups = vec![ENGINEERING.to_owned()];
+            let graph = graph::GraphClient::new(directory_config.directory.graph_config().unwrap())
+                .unwrap();
+            let directory = directory_sync::App::build(
+                &directory_config,
+                directory_database,
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                graph,
+            )
             .await
-            .unwrap()
-            .0;
-        assert_eq!(run.users_seen, users as u64, "{}", run.error);
-        let directory_shutdown = CancellationToken::new();
-        tokio::spawn(directory.run(directory_shutdown.clone()));
+            .unwrap();
+            let directory_url = format!("http://{}", directory.local_addr());
+            let run = directory
+                .directory()
+                .sync_now(directory_sync::domain::SyncMode::Full, false)
+                .await
+                .unwrap()
+                .0;
+            assert_eq!(run.users_seen, users as u64, "{}", run.error);
+            let directory_shutdown = CancellationToken::new();
+            tokio::spawn(directory.run(directory_shutdown.clone()));
+            guards.push(directory_shutdown.drop_guard());
+            directory_url
+        };
 
         // The job database is created and migrated once, before the replicas share it.
         let importer_database = Database::connect(&importer_db.url, 2).await.unwrap();
@@ -195,11 +367,9 @@ impl Cluster {
             prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
             settings,
             workers: Vec::new(),
+            directory_process,
             _databases: vec![registry_db, directory_db, importer_db],
-            _guards: vec![
-                registry_shutdown.drop_guard(),
-                directory_shutdown.drop_guard(),
-            ],
+            _guards: guards,
         })
     }
 
@@ -244,6 +414,14 @@ impl Cluster {
                         .join(",")
                 ),
             )
+            .env(
+                "IMPORT_WORKER_QUEUE__HEARTBEAT_SECS",
+                self.settings.heartbeat_secs.to_string(),
+            )
+            .env(
+                "IMPORT_WORKER_WORKER__CHUNK_RETRY_HOLD_SECS",
+                self.settings.chunk_retry_hold_secs.to_string(),
+            )
             .env("IMPORT_WORKER_LOG__FORMAT", "json")
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
@@ -267,6 +445,24 @@ impl Cluster {
             child,
         });
         self.workers.len() - 1
+    }
+
+    /// SIGKILLs the directory-sync process.
+    pub(crate) fn kill_directory(&mut self) {
+        self.directory_process
+            .as_mut()
+            .expect("directory-sync runs as a process")
+            .kill();
+    }
+
+    /// Starts the directory-sync process again, on the same port and database.
+    pub(crate) async fn restart_directory(&mut self) {
+        let process = self
+            .directory_process
+            .as_mut()
+            .expect("directory-sync runs as a process");
+        process.spawn();
+        process.wait_serving().await;
     }
 
     /// A client of the worker at `index`, acting as `principal`.

@@ -608,9 +608,11 @@ impl Setup {
                     queue: Arc::new(memory.clone()),
                     events: Events::Memory(memory),
                     _cleanup: None,
+                    _servers: None,
                 }
             }
             Setup::RabbitMq { url } => {
+                let servers = test_support::shared_servers().await;
                 let cleanup = DeleteTopologyOnDrop {
                     url: url.clone(),
                     config: config.clone(),
@@ -653,6 +655,7 @@ impl Setup {
                         queue: name,
                     })),
                     _cleanup: Some(cleanup),
+                    _servers: Some(servers),
                 }
             }
         }
@@ -663,6 +666,8 @@ struct TestQueue {
     queue: Arc<dyn ChunkQueue>,
     events: Events,
     _cleanup: Option<DeleteTopologyOnDrop>,
+    /// Last, so the broker is shared until the topology is gone.
+    _servers: Option<test_support::ServersGuard>,
 }
 
 enum Events {

@@ -6,16 +6,19 @@ pub(crate) struct Vhost {
     pub(crate) name: String,
     /// The broker URL pointing at this virtual host.
     pub(crate) url: String,
+    _servers: test_support::ServersGuard,
 }
 
 impl Vhost {
     /// Creates a fresh virtual host on the broker of `url`, open to `url`'s user.
     pub(crate) async fn create(url: &str) -> Self {
+        let servers = test_support::shared_servers().await;
         let name = format!("userimport-test-{}", uuid::Uuid::new_v4().simple());
         rabbitmqctl(&["add_vhost", &name]).await;
         let vhost = Self {
             url: with_vhost(url, &name),
             name,
+            _servers: servers,
         };
         let user = user_of(url);
         rabbitmqctl(&[
