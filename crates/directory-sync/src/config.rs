@@ -92,6 +92,10 @@ pub struct DirectoryConfig {
     pub authority_host: String,
     #[serde(default)]
     pub graph_host: String,
+    /// Token scope; empty: the cloud's Graph resource (`https://graph.microsoft.com/.default`
+    /// for the global cloud), whatever `graph_host` is.
+    #[serde(default)]
+    pub scope: String,
     pub tenant_id: String,
     pub client_id: String,
     #[serde(default = "empty_secret")]
@@ -196,6 +200,7 @@ impl DirectoryConfig {
             cloud: "global".to_owned(),
             authority_host: base_url.to_owned(),
             graph_host: base_url.to_owned(),
+            scope: String::new(),
             tenant_id: tenant_id.to_owned(),
             client_id: client_id.to_owned(),
             client_secret: SecretString::from(client_secret.to_owned()),
@@ -282,6 +287,9 @@ impl DirectoryConfig {
         if !self.graph_host.is_empty() {
             config.graph_host = self.graph_host.parse().context("directory.graph_host")?;
         }
+        if !self.scope.trim().is_empty() {
+            config.scope = self.scope.trim().to_owned();
+        }
         config.page_size = self.page_size;
         config.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         config.max_concurrency = self.max_concurrency.max(1);
@@ -291,5 +299,41 @@ impl DirectoryConfig {
         };
         config.retry.max_attempts = self.max_attempts.max(1);
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn directory(cloud: &str, scope: &str) -> DirectoryConfig {
+        DirectoryConfig {
+            cloud: cloud.to_owned(),
+            scope: scope.to_owned(),
+            ..DirectoryConfig::single_host("http://127.0.0.1:9", "tenant", "client", "secret")
+        }
+    }
+
+    #[test]
+    fn the_token_scope_is_the_clouds_graph_resource_unless_directory_scope_is_set() {
+        let global = directory("global", "").graph_config().unwrap();
+        assert_eq!(global.scope, "https://graph.microsoft.com/.default");
+        let china = directory("china", " ").graph_config().unwrap();
+        assert_eq!(
+            china.scope,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        let set = directory("global", "api://graph-gateway/.default")
+            .graph_config()
+            .unwrap();
+        assert_eq!(set.scope, "api://graph-gateway/.default");
+    }
+
+    #[test]
+    fn the_default_config_file_leaves_directory_scope_empty() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.directory.scope, "");
     }
 }

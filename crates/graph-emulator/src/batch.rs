@@ -68,6 +68,7 @@ pub(crate) async fn batch(
             &ids,
         ));
     }
+    state.record_batch(request.requests.iter().map(|r| r.url.clone()).collect());
     let router = crate::inner_router(state.clone());
     let mut responses = Vec::with_capacity(request.requests.len());
     for inner in request.requests {

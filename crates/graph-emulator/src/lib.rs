@@ -5,7 +5,9 @@
 //!
 //! - `POST /{tenant}/oauth2/v2.0/token` issues opaque bearer tokens for the client-credentials
 //!   grant, with a client secret or a client assertion signed by a registered certificate
-//!   (PS256 + `x5t#S256` or RS256 + `x5t`), answering AADSTS errors otherwise;
+//!   (PS256 + `x5t#S256` or RS256 + `x5t`), for a Microsoft Graph resource of any cloud
+//!   (whatever host the emulator is reached at, as Entra does), answering AADSTS errors
+//!   otherwise;
 //! - `GET /v1.0/users[/{id | userPrincipalName}]` with `$select`, `$top`, `$search` and
 //!   `$count` (both need `ConsistencyLevel: eventual`) and `@odata.nextLink` paging;
 //! - `GET /v1.0/users/delta` rounds (nextLinks, a final deltaLink, `@removed` entries,
@@ -241,6 +243,18 @@ impl Emulator {
     /// Returns every request answered so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.requests()
+    }
+
+    /// Returns the `scope` of every token request that carried one, oldest first (the
+    /// request log has no bodies).
+    pub fn token_scopes(&self) -> Vec<String> {
+        self.state.token_scopes()
+    }
+
+    /// Returns the inner request URLs of every accepted `$batch`, oldest batch first, each in
+    /// the order the batch listed them (the request log has the outer request only).
+    pub fn batches(&self) -> Vec<Vec<String>> {
+        self.state.batches()
     }
 
     /// Forgets the request log.

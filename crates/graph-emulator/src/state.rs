@@ -62,6 +62,10 @@ pub(crate) struct Shared {
     pub(crate) idp: crate::idp::Published,
     tokens: Mutex<HashMap<String, Instant>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// The `scope` of every token request, in arrival order.
+    token_scopes: Mutex<Vec<String>>,
+    /// The inner request URLs of every `$batch`, in request order.
+    batches_log: Mutex<Vec<Vec<String>>>,
     faults: Mutex<Vec<Fault>>,
     latency_micros: AtomicU64,
     clock_ahead_secs: AtomicU64,
@@ -109,6 +113,8 @@ impl Shared {
             idp: crate::idp::Published::default(),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
+            token_scopes: Mutex::new(Vec::new()),
+            batches_log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             latency_micros: AtomicU64::new(0),
             clock_ahead_secs: AtomicU64::new(0),
@@ -153,6 +159,22 @@ impl Shared {
 
     pub(crate) fn record(&self, request: RecordedRequest) {
         lock(&self.requests).push(request);
+    }
+
+    pub(crate) fn record_token_scope(&self, scope: &str) {
+        lock(&self.token_scopes).push(scope.to_owned());
+    }
+
+    pub(crate) fn token_scopes(&self) -> Vec<String> {
+        lock(&self.token_scopes).clone()
+    }
+
+    pub(crate) fn record_batch(&self, urls: Vec<String>) {
+        lock(&self.batches_log).push(urls);
+    }
+
+    pub(crate) fn batches(&self) -> Vec<Vec<String>> {
+        lock(&self.batches_log).clone()
     }
 
     pub(crate) fn requests(&self) -> Vec<RecordedRequest> {

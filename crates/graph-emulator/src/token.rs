@@ -134,12 +134,11 @@ pub(crate) async fn issue_token(
         "{}/{tenant}/oauth2/v2.0/token",
         crate::users::origin(&state, &headers)
     );
-    match check(
-        &state,
-        &tenant,
-        &audience,
-        &TokenRequest::parse(&headers, &body),
-    ) {
+    let request = TokenRequest::parse(&headers, &body);
+    if let Some(scope) = &request.scope {
+        state.record_token_scope(scope);
+    }
+    match check(&state, &tenant, &audience, &request) {
         Ok(()) => {
             let token = format!("emu.{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
             state.remember_token(token.clone(), Instant::now());
@@ -228,7 +227,7 @@ fn check(
                 refusal.description,
             )
         })?;
-        return check_scope(scope);
+        return check_scope(scope, tenant);
     }
     let Some(secret) = request.client_secret.as_deref() else {
         return Err(TokenError::new(
@@ -249,17 +248,47 @@ fn check(
             ),
         ));
     }
-    check_scope(scope)
+    check_scope(scope, tenant)
 }
 
-fn check_scope(scope: &str) -> Result<(), TokenError> {
-    if !scope.ends_with("/.default") || scope.split_whitespace().count() != 1 {
+/// Resources the emulated tenant issues tokens for: Microsoft Graph, by its app id or by the
+/// resource URI of any national cloud (the emulator stands in for each of them). Entra names
+/// the resource, never the host the caller then sends requests to, so the emulator's own
+/// origin is not one of them.
+const GRAPH_RESOURCES: [&str; 5] = [
+    "00000003-0000-0000-c000-000000000000",
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+];
+
+fn check_scope(scope: &str, tenant: &str) -> Result<(), TokenError> {
+    let Some(resource) = scope
+        .strip_suffix("/.default")
+        .filter(|_| scope.split_whitespace().count() == 1)
+    else {
         return Err(TokenError::new(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             1_002_012,
             format!(
                 "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
+        ));
+    };
+    // Entra matches resource URIs without a trailing slash and case-insensitively.
+    let known = resource.trim_end_matches('/');
+    if !GRAPH_RESOURCES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(known))
+    {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            500_011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
             ),
         ));
     }

@@ -51,10 +51,11 @@ impl GraphClient {
     /// (larger inputs are split), and answers `(key, user)` for every key in input order;
     /// `None` where Graph answers 404 (and for empty keys, `.` and `..`, without a request).
     ///
-    /// Inner answers are matched by their id, in whatever order they come. Inner 429/503
-    /// answers are sent again after the longest inner `Retry-After` (which also holds the
-    /// client's other requests), within the retry policy's attempts; any other inner error
-    /// fails the call with that error.
+    /// Inner answers are matched by their id, in whatever order they come. The answers that
+    /// came are kept; only the inner requests that failed with a retryable status (429, 5xx
+    /// except 501) are sent again, in a smaller batch, after the longest `Retry-After` among
+    /// them (which also holds the client's other requests) or a backoff, within the retry
+    /// policy's attempts. Any other inner error fails the call with that error.
     pub async fn get_users_batch(
         &self,
         ids_or_upns: &[String],
@@ -110,9 +111,10 @@ impl GraphClient {
                 .into_iter()
                 .map(|inner| (inner.id.clone(), inner))
                 .collect();
-            let mut throttled = Vec::new();
+            let mut failed = Vec::new();
             let mut longest: Option<Duration> = None;
-            let mut last_throttle = None;
+            let mut last_failure = None;
+            let mut permanent = None;
             for (position, key) in pending {
                 let inner = answers.remove(&position.to_string()).ok_or_else(|| {
                     Error::Decode(format!(
@@ -130,40 +132,60 @@ impl GraphClient {
                         })?;
                         done.push((position, Some(user)));
                     }
+                    // Not found is an answer, not a failure.
                     404 => done.push((position, None)),
-                    status @ (429 | 503) => {
-                        metrics::counter!(names::THROTTLED, "status" => status.to_string())
-                            .increment(1);
+                    status => {
+                        if matches!(status, 429 | 503) {
+                            metrics::counter!(names::THROTTLED, "status" => status.to_string())
+                                .increment(1);
+                        }
+                        // Each inner answer carries its own headers; the longest pause
+                        // asked for by any of them is the one to keep.
                         if let Some(wait) = inner.retry_after() {
                             longest = Some(longest.map_or(wait, |l: Duration| l.max(wait)));
                         }
-                        last_throttle = Some(graph_error(status, None, inner.body_bytes()));
-                        throttled.push((position, key));
+                        let error = graph_error(status, None, inner.body_bytes());
+                        if error.is_retryable() {
+                            last_failure = Some(error);
+                            failed.push((position, key));
+                        } else if permanent.is_none() {
+                            permanent = Some(error);
+                        }
                     }
-                    status => return Err(graph_error(status, None, inner.body_bytes())),
                 }
             }
-            if throttled.is_empty() {
+            if let Some(wait) = longest {
+                // The next call waits for the hold, like every other request of the client.
+                self.hold_for(wait);
+            }
+            if let Some(error) = permanent {
+                return Err(error);
+            }
+            let Some(error) = last_failure else {
                 break;
-            }
+            };
             if round >= policy.max_attempts {
-                return Err(
-                    last_throttle.unwrap_or_else(|| Error::Decode("$batch: throttled".to_owned()))
+                tracing::warn!(
+                    failed = failed.len(),
+                    rounds = round,
+                    error = %error,
+                    "requests inside a $batch kept failing, giving up"
                 );
+                return Err(error);
             }
-            metrics::counter!(names::RETRIES, "reason" => "batch_throttled").increment(1);
+            metrics::counter!(names::RETRIES, "reason" => "batch_inner").increment(1);
             tracing::warn!(
-                throttled = throttled.len(),
+                failed = failed.len(),
+                answered = done.len(),
                 round,
                 retry_after_ms = longest.map(|d| d.as_millis() as u64),
-                "graph throttled requests inside a $batch, retrying them"
+                error = %error,
+                "requests inside a $batch failed, retrying only them"
             );
-            match longest {
-                // The next call waits for the hold, like every other request of the client.
-                Some(wait) => self.hold_for(wait),
-                None => tokio::time::sleep(backoff(&policy, round)).await,
+            if longest.is_none() {
+                tokio::time::sleep(backoff(&policy, round)).await;
             }
-            pending = throttled;
+            pending = failed;
         }
         Ok(done)
     }

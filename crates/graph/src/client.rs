@@ -25,7 +25,8 @@ use crate::{Error, GraphConfig};
 ///
 /// Every request goes through one path that waits for a `Retry-After` hold, the concurrency
 /// limit and the resource budget, retries as [`RetryPolicy`](crate::RetryPolicy) says, and
-/// refreshes the token once when Graph answers 401.
+/// refreshes the token when Graph answers 401 (and waits a little for a fresh token Graph
+/// refuses too).
 ///
 /// `Debug` never shows the client secret, the private key or tokens.
 #[derive(Clone)]
@@ -129,8 +130,11 @@ enum Step<T> {
         reason: &'static str,
         delay: Option<Duration>,
     },
-    /// Graph refused the token: refresh it and send again.
-    Unauthorized(SecretString),
+    /// Graph refused the token (`error`): refresh it and send again.
+    Unauthorized {
+        token: SecretString,
+        error: Error,
+    },
 }
 
 impl GraphClient {
@@ -162,7 +166,7 @@ impl GraphClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 list_users_url,
-                scope: format!("{graph_root}/.default"),
+                scope: config.scope.trim().to_owned(),
                 graph_root,
                 token_url,
                 http,
@@ -265,11 +269,14 @@ impl GraphClient {
     /// The one request path to Graph: hold, concurrency limit, budget, token, send, status
     /// check, decoding with `parse`, retries.
     ///
-    /// Retried: 429 and 503 (after `Retry-After`, which holds every request of this client,
-    /// or a backoff), other 5xx except 501, timeouts and connection errors, a token endpoint
-    /// that is throttled or down, and bodies `parse` rejects with [`Error::Decode`] (a
-    /// corrupt page), up to `retry.max_attempts` attempts. A 401 refreshes the token and
-    /// sends once more, outside that count. Other 4xx are returned at once.
+    /// Retried: 429 and 5xx except 501, timeouts and connection errors, a token endpoint that
+    /// is throttled or down, and bodies `parse` rejects with [`Error::Decode`] (a corrupt
+    /// page), up to `retry.max_attempts` attempts, each after a backoff. A `Retry-After` on
+    /// any error answer, whatever its status, replaces the backoff and holds every request of
+    /// this client until it has passed. A 401 refreshes the token and sends once more; a
+    /// fresh token refused again is sent again after [`REFUSED_TOKEN_WAITS`], as Entra's
+    /// tokens can be refused for a moment after issue; all of that outside the attempt count.
+    /// Other 4xx are returned at once.
     pub(crate) async fn call<T>(
         &self,
         call: Call<'_>,
@@ -277,30 +284,48 @@ impl GraphClient {
     ) -> Result<T, Error> {
         let policy = self.inner.config.retry;
         let mut attempt: u32 = 0;
-        let mut refreshed = false;
+        // 401 answers to this call, and when the first one came.
+        let mut refusals: u32 = 0;
+        let mut first_refusal = None;
         loop {
             attempt += 1;
             let (error, reason, delay) = match self.attempt(&call, &parse, attempt).await {
                 Step::Done(value) => return Ok(value),
                 Step::Fail(error) => return Err(error),
-                Step::Unauthorized(token) if !refreshed => {
-                    refreshed = true;
+                Step::Unauthorized { token, error } => {
                     attempt -= 1;
-                    metrics::counter!(names::RETRIES, "reason" => "unauthorized").increment(1);
+                    refusals += 1;
+                    let first_refusal = *first_refusal.get_or_insert_with(Instant::now);
+                    if refusals == 1 {
+                        // Most likely expired or revoked: a new token fixes it at once.
+                        metrics::counter!(names::RETRIES, "reason" => "unauthorized").increment(1);
+                        tracing::warn!(
+                            path = call.url.path(),
+                            error = %error,
+                            "graph refused the access token, refreshing it and retrying"
+                        );
+                        self.inner.tokens.invalidate(&token).await;
+                        continue;
+                    }
+                    let Some(wait) = refused_token_wait(&policy, refusals - 1) else {
+                        tracing::warn!(
+                            path = call.url.path(),
+                            refusals,
+                            error = %error,
+                            "graph keeps refusing freshly issued access tokens, giving up"
+                        );
+                        return Err(token_refused(error, refusals, first_refusal.elapsed()));
+                    };
+                    metrics::counter!(names::RETRIES, "reason" => "token_refused").increment(1);
                     tracing::warn!(
                         path = call.url.path(),
-                        "graph refused the access token, refreshing it and retrying once"
+                        refusals,
+                        delay_ms = wait.as_millis() as u64,
+                        error = %error,
+                        "graph refused a freshly issued access token, retrying it after a wait"
                     );
-                    self.inner.tokens.invalidate(&token).await;
+                    tokio::time::sleep(wait).await;
                     continue;
-                }
-                Step::Unauthorized(_) => {
-                    return Err(Error::Graph {
-                        status: 401,
-                        code: "InvalidAuthenticationToken".to_owned(),
-                        message: "graph refused a freshly issued access token".to_owned(),
-                        request_id: None,
-                    });
                 }
                 Step::Retry {
                     error,
@@ -388,29 +413,27 @@ impl GraphClient {
                 Err(error) => Step::Fail(error),
             };
         }
-        if status == 401 {
-            return Step::Unauthorized(token);
-        }
-        let error = graph_error(status, answer.request_id, &answer.body);
-        if !error.is_retryable() {
-            return Step::Fail(error);
+        // Graph (or a gateway in front of it) may ask for a pause with any error status, 504
+        // included; the pause is for the service, so it holds every caller of the client. On
+        // a success it would be an async operation's polling hint, which this client has none of.
+        if let Some(retry_after) = answer.retry_after {
+            self.inner.hold.extend(Instant::now() + retry_after);
+            tracing::warn!(
+                status,
+                retry_after_ms = retry_after.as_millis() as u64,
+                path = call.url.path(),
+                "graph asked to retry later, holding all requests"
+            );
         }
         if matches!(status, 429 | 503) {
             metrics::counter!(names::THROTTLED, "status" => status.to_string()).increment(1);
-            if let Some(retry_after) = answer.retry_after {
-                self.inner.hold.extend(Instant::now() + retry_after);
-                tracing::warn!(
-                    status,
-                    retry_after_ms = retry_after.as_millis() as u64,
-                    path = call.url.path(),
-                    "graph throttled the client, holding all requests"
-                );
-                return Step::Retry {
-                    error,
-                    reason: "throttled",
-                    delay: None,
-                };
-            }
+        }
+        let error = graph_error(status, answer.request_id, &answer.body);
+        if status == 401 {
+            return Step::Unauthorized { token, error };
+        }
+        if !error.is_retryable() {
+            return Step::Fail(error);
         }
         Step::Retry {
             error,
@@ -419,7 +442,11 @@ impl GraphClient {
             } else {
                 "server_error"
             },
-            delay: Some(backoff(policy, attempt)),
+            // The hold set above is the wait.
+            delay: match answer.retry_after {
+                Some(_) => None,
+                None => Some(backoff(policy, attempt)),
+            },
         }
     }
 
@@ -592,6 +619,53 @@ impl GraphClient {
             lifetime: Duration::from_secs(seconds),
             requested_at,
         })
+    }
+}
+
+/// Waits before sending again with a freshly issued token that Graph refused, as multiples
+/// of the retry policy's base delay: 1 s, 3 s and 6 s with the default 500 ms, about 10 s in
+/// all, which covers the moment Entra may take before every Graph front end accepts a new
+/// token. No jitter: these retries follow one token, not a crowd of callers.
+pub(crate) const REFUSED_TOKEN_WAITS: [u32; 3] = [2, 6, 12];
+
+/// The wait before retry `retry` (1 for the first) of a refused fresh token, capped at the
+/// policy's largest delay; `None` once [`REFUSED_TOKEN_WAITS`] are spent.
+fn refused_token_wait(policy: &crate::RetryPolicy, retry: u32) -> Option<Duration> {
+    let index = usize::try_from(retry).ok()?.checked_sub(1)?;
+    let factor = REFUSED_TOKEN_WAITS.get(index)?;
+    Some(
+        policy
+            .base_delay
+            .saturating_mul(*factor)
+            .min(policy.max_delay),
+    )
+}
+
+/// The error for a call whose fresh tokens Graph kept refusing: still a 401 (not retryable:
+/// waiting did not help, so the tenant, the app or the token's audience is wrong).
+fn token_refused(error: Error, refusals: u32, over: Duration) -> Error {
+    let (code, detail, request_id) = match error {
+        Error::Graph {
+            code,
+            message,
+            request_id,
+            ..
+        } => (code, message, request_id),
+        other => (
+            "InvalidAuthenticationToken".to_owned(),
+            other.to_string(),
+            None,
+        ),
+    };
+    Error::Graph {
+        status: 401,
+        code,
+        message: format!(
+            "graph refused the access token {refusals} times, fresh tokens included, over {:.1} s \
+             (check the tenant, the app's permissions and the token scope): {detail}",
+            over.as_secs_f64()
+        ),
+        request_id,
     }
 }
 

@@ -47,6 +47,20 @@ impl Cloud {
         })
     }
 
+    /// Returns the token scope of this cloud's Microsoft Graph resource (`{resource}/.default`).
+    ///
+    /// The resource names the token's audience and belongs to the cloud, not to the host a
+    /// request goes to: a proxy or gateway configured as the Graph host still needs a token
+    /// for the cloud's Graph (Entra answers AADSTS500011 for a resource it does not know).
+    pub fn graph_scope(self) -> &'static str {
+        match self {
+            Self::Global => "https://graph.microsoft.com/.default",
+            Self::UsGov => "https://graph.microsoft.us/.default",
+            Self::UsGovDod => "https://dod-graph.microsoft.us/.default",
+            Self::China => "https://microsoftgraph.chinacloudapi.cn/.default",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Global => "global",
@@ -117,6 +131,11 @@ mod tests {
             Cloud::UsGovDod.authority_host()
         );
         for cloud in Cloud::ALL {
+            // The Graph resource of each cloud is its default Graph host.
+            assert_eq!(
+                cloud.graph_scope(),
+                format!("{}.default", cloud.graph_host())
+            );
             assert_eq!(cloud.graph_host().scheme(), "https");
             assert_eq!(cloud.authority_host().scheme(), "https");
         }

@@ -27,8 +27,14 @@ pub struct GraphConfig {
     pub credential: Credential,
     /// Entra authority host, e.g. `https://login.microsoftonline.com`.
     pub authority_host: Url,
-    /// Graph host, e.g. `https://graph.microsoft.com`; the token scope is `{graph_host}/.default`.
+    /// Graph host, e.g. `https://graph.microsoft.com`, or a proxy in front of it; requests go
+    /// here, but the token's audience does not follow it (see `scope`).
     pub graph_host: Url,
+    /// Scope of the token request: the cloud's Graph resource
+    /// ([`Cloud::graph_scope`], e.g. `https://graph.microsoft.com/.default`), whatever
+    /// `graph_host` is. Set it only when the tenant must ask for another resource (Graph's
+    /// app id form `00000003-0000-0000-c000-000000000000/.default`, a gateway's own API).
+    pub scope: String,
     /// Users per page (`$top`), 1..=999.
     pub page_size: u16,
     /// Timeout of one HTTP request, body included.
@@ -53,9 +59,11 @@ pub enum Credential {
 
 /// Bounded retries with exponential backoff and full jitter.
 ///
-/// A `Retry-After` header (429, 503) is honoured instead of the backoff, for every request of
-/// the client. 429, 5xx except 501, timeouts, connection errors and corrupt pages are retried;
-/// other 4xx never are.
+/// A `Retry-After` header on any error answer (429, 503, 504, others) is honoured instead of
+/// the backoff, for every request of the client. 429, 5xx except 501, timeouts, connection
+/// errors and corrupt pages are retried; other 4xx never are. A freshly issued token that Graph
+/// refuses is sent again after 2, 6 and 12 times `base_delay` (1, 3 and 6 s by default),
+/// outside `max_attempts`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per request, the first included; 1 disables retrying.
@@ -124,7 +132,8 @@ impl Default for ResourceBudget {
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
 
 impl GraphConfig {
-    /// Returns a config for `cloud` with a client secret, page size 999, a 60 s request
+    /// Returns a config for `cloud` (its hosts and its Graph resource as the token scope) with
+    /// a client secret, page size 999, a 60 s request
     /// timeout, the default retry policy, 8 requests in flight and the small-tenant budget.
     pub fn for_cloud(
         cloud: Cloud,
@@ -139,6 +148,7 @@ impl GraphConfig {
             credential: Credential::ClientSecret,
             authority_host: cloud.authority_host(),
             graph_host: cloud.graph_host(),
+            scope: cloud.graph_scope().to_owned(),
             page_size: MAX_PAGE_SIZE,
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
@@ -183,6 +193,17 @@ impl GraphConfig {
             && self.client_secret.expose_secret().is_empty()
         {
             return invalid("client_secret is empty".to_owned());
+        }
+        // Client credentials ask for one resource's application permissions: `{resource}/.default`.
+        let scope = self.scope.trim();
+        if !scope.ends_with("/.default")
+            || scope.len() == "/.default".len()
+            || scope.contains(char::is_whitespace)
+        {
+            return invalid(format!(
+                "scope must be one resource followed by /.default, got {:?}",
+                self.scope
+            ));
         }
         if self.request_timeout.is_zero() {
             return invalid("request_timeout is zero".to_owned());

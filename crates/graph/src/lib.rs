@@ -2,8 +2,10 @@
 //!
 //! It gets app-only tokens with the client-credentials grant, with a client secret or a
 //! certificate ([`ClientCertificate`]: a PS256 or RS256 client assertion), caches them,
-//! refreshes them ahead of expiry with one shared request and once more when Graph answers
-//! 401. It lists users page by page following `@odata.nextLink` verbatim (with
+//! refreshes them ahead of expiry with one shared request, again when Graph answers 401, and
+//! waits briefly for a fresh token Graph refuses too. The token scope is the cloud's Graph
+//! resource ([`Cloud::graph_scope`]) whatever host requests go to, unless
+//! [`GraphConfig::scope`] says otherwise. It lists users page by page following `@odata.nextLink` verbatim (with
 //! `ConsistencyLevel: eventual` re-sent on every page when asked), reads single users by id
 //! or userPrincipalName, many at once with `$batch`, runs delta rounds
 //! ([`GraphClient::users_delta`]) and reads the users of a group through its transitive

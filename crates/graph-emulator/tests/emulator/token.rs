@@ -119,3 +119,47 @@ async fn client_credentials_in_http_basic_are_accepted() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_scope_for_a_resource_other_than_graph_is_refused_with_aadsts500011() {
+    let app = TestEmulator::spawn(1).await;
+    // The emulator's own origin is where requests go, not a resource tokens are issued for.
+    let own_origin = format!("{}.default", app.emulator.base_url());
+    for scope in [own_origin.as_str(), "api://someone-else/.default"] {
+        let (status, body) = app
+            .request_token(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app.emulator.client_id()),
+                ("client_secret", app.emulator.client_secret()),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(status, 400, "{scope}: {body}");
+        assert_eq!(body["error"], "invalid_resource");
+        assert_eq!(body["error_codes"], serde_json::json!([500_011]));
+    }
+}
+
+#[tokio::test]
+async fn every_clouds_graph_resource_is_accepted_and_recorded() {
+    let app = TestEmulator::spawn(1).await;
+    let scopes = [
+        "https://graph.microsoft.com/.default",
+        "https://graph.microsoft.us/.default",
+        "https://dod-graph.microsoft.us/.default",
+        "https://microsoftgraph.chinacloudapi.cn/.default",
+        "00000003-0000-0000-c000-000000000000/.default",
+    ];
+    for scope in scopes {
+        let (status, body) = app
+            .request_token(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", app.emulator.client_id()),
+                ("client_secret", app.emulator.client_secret()),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(status, 200, "{scope}: {body}");
+    }
+    assert_eq!(app.emulator.token_scopes(), scopes);
+}

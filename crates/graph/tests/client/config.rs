@@ -41,7 +41,27 @@ fn a_config_for_a_cloud_uses_its_hosts_and_the_largest_page_size() {
         "https://login.microsoftonline.us/"
     );
     assert_eq!(config.graph_host.as_str(), "https://graph.microsoft.us/");
+    assert_eq!(config.scope, "https://graph.microsoft.us/.default");
     assert_eq!(config.page_size, 999);
+}
+
+#[test]
+fn a_scope_that_is_not_one_resource_with_default_is_invalid_config() {
+    for scope in [
+        "",
+        "https://graph.microsoft.com",
+        "/.default",
+        "a/.default b/.default",
+    ] {
+        let result = GraphClient::new(GraphConfig {
+            scope: scope.to_owned(),
+            ..config()
+        });
+        assert!(
+            matches!(result, Err(Error::InvalidConfig(_))),
+            "scope {scope:?}"
+        );
+    }
 }
 
 #[test]

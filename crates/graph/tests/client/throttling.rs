@@ -209,3 +209,78 @@ async fn the_resource_budget_keeps_spend_within_every_window() {
     let last = log.iter().map(|r| r.at).max().unwrap();
     assert!(last - first >= 2 * window - slack, "{:?}", last - first);
 }
+
+#[tokio::test]
+async fn a_504_with_retry_after_is_retried_only_after_the_wait_by_every_caller() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(10)).await;
+    let client = client_for(&emulator);
+    let ids: Vec<String> = emulator.users().into_iter().map(|u| u.id).take(3).collect();
+    // Take the token first, so only Graph requests follow.
+    client.get_user(&ids[0]).await.unwrap().unwrap();
+    emulator.clear_requests();
+    // A gateway timeout that asks for a pause; the backoff alone would be 10 ms at most.
+    emulator.inject(Fault {
+        path_prefix: "/v1.0/users".to_owned(),
+        status: 504,
+        retry_after: Some(1.5),
+        times: 1,
+    });
+
+    let listing = tokio::spawn({
+        let client = client.clone();
+        async move { list_count(&client).await }
+    });
+    wait_until("the client to take the Retry-After of the 504", || {
+        client.throttled_until().is_some()
+    })
+    .await;
+    let others = join_all(ids.iter().cloned().map(|id| {
+        let client = client.clone();
+        tokio::spawn(async move { client.get_user(&id).await })
+    }))
+    .await;
+
+    assert_eq!(listing.await.unwrap(), 10);
+    for other in others {
+        assert!(other.unwrap().unwrap().is_some());
+    }
+    // The 504, the listing again, and the three lookups that came during the wait.
+    let log = graph_requests(&emulator);
+    assert_eq!(log.len(), 5, "{log:#?}");
+    assert_eq!(log[0].status, 504);
+    let window_end = log[0].answered_at + Duration::from_secs_f64(1.5);
+    for request in &log[1..] {
+        assert_eq!(request.status, 200);
+        assert!(
+            request.at >= window_end,
+            "{} arrived {:?} before the 504's Retry-After ended",
+            request.path_and_query,
+            window_end - request.at
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_error_with_retry_after_is_not_retried_but_holds_the_next_request() {
+    let emulator = start_emulator(EmulatorConfig::synthetic(3)).await;
+    let client = client_for(&emulator);
+    let id = emulator.users()[0].id.clone();
+    emulator.inject(Fault {
+        path_prefix: "/v1.0/users".to_owned(),
+        status: 400,
+        retry_after: Some(0.6),
+        times: 1,
+    });
+
+    let error = client.get_user(&id).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Graph { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert!(client.get_user(&id).await.unwrap().is_some());
+
+    let log = graph_requests(&emulator);
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert!(log[1].at >= log[0].answered_at + Duration::from_millis(600));
+}
