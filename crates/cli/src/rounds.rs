@@ -115,6 +115,14 @@ pub async fn follow(
     let mut attempt = 0;
     let result = loop {
         match watch_once(endpoints, run_id, |update| {
+            let ended = update
+                .run
+                .as_ref()
+                .is_some_and(|run| run.status() != directory_pb::SyncRunStatus::Running);
+            if ended {
+                // The caller prints how it ended.
+                return;
+            }
             let line = progress_line(run_id, update);
             if let Some(spinner) = &spinner {
                 spinner.set_message(line);
