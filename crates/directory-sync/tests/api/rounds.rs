@@ -7,7 +7,9 @@ use directory_sync::App;
 use directory_sync::config::DirectoryConfig;
 use directory_sync::domain::{SyncMode, SyncRun, SyncRunStatus};
 use proto::directory::v1 as pb;
+use proto::directory::v1::directory_service_client::DirectoryServiceClient;
 use service_runtime::storage::Database;
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Stack, directory_config, follow, run_to_end};
 
@@ -26,9 +28,7 @@ fn full() -> pb::SyncNowRequest {
 }
 
 async fn recorded(
-    directory: &mut proto::directory::v1::directory_service_client::DirectoryServiceClient<
-        tonic::transport::Channel,
-    >,
+    directory: &mut DirectoryServiceClient<tonic::transport::Channel>,
     run_id: &str,
 ) -> pb::SyncRun {
     let runs = directory
@@ -202,5 +202,40 @@ test_support::on_both_backends! {
         // A delta round that used its link is a delta round, and says nothing of falling back.
         let next = stack.sync(pb::SyncMode::Delta).await;
         assert_eq!((next.mode(), next.fell_back_from_delta, next.fallback_reason.as_str()), (pb::SyncMode::Delta, false, ""));
+    }
+
+    async fn a_round_in_progress_at_shutdown_is_recorded_as_stopped_and_its_follower_hears_it(db) {
+        let stack = Stack::spawn(&db, 200).await;
+        stack.emulator.set_latency(Duration::from_millis(200));
+        let config = stack.config_reading(&db.url, paged(&stack, 20));
+        let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = App::build(&config, stack.db.clone(), listener, graph).await.unwrap();
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(app.run(shutdown.clone()));
+        let mut directory = DirectoryServiceClient::connect(format!("http://{addr}")).await.unwrap();
+        let run = directory.sync_now(full()).await.unwrap().into_inner().run.unwrap();
+        let watch = pb::WatchSyncRunRequest { run_id: run.run_id.clone() };
+        let mut stream = directory.watch_sync_run(watch).await.unwrap().into_inner();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        shutdown.cancel();
+        let mut last = None;
+        while let Ok(Some(update)) = stream.message().await {
+            last = update.run;
+        }
+        serving.await.unwrap().unwrap();
+        let last = last.unwrap();
+        assert_eq!(last.status(), pb::SyncRunStatus::Failed, "the follower hears how it ended");
+        assert!(last.error.starts_with("stopped"), "{}", last.error);
+        let stopped = recorded(&mut stack.directory.clone(), &run.run_id).await;
+        assert_eq!((stopped.status(), stopped.error.as_str()), (pb::SyncRunStatus::Failed, last.error.as_str()));
+        assert!(stopped.finished_at_ms >= stopped.started_at_ms);
+
+        // A run nobody knows is named as such.
+        let unknown = stack.directory.clone().watch_sync_run(pb::WatchSyncRunRequest { run_id: "no-such-run".into() }).await.unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+        assert!(unknown.message().contains("no-such-run"), "{}", unknown.message());
     }
 }
