@@ -26,8 +26,9 @@ pub const MAX_LOOKUP_IDS: usize = 1000;
 const MAX_SCANNED_PER_PAGE: usize = 20_000;
 /// Timeout of one call to the registry.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ended rounds kept in memory for their followers (a dry run's preview lives only there).
-const ENDED_ROUNDS_KEPT: usize = 16;
+/// Ended rounds kept in memory for their followers (a dry run's preview lives only there, and
+/// holds up to 10,000 entries per kind: a few rounds, not a history).
+const ENDED_ROUNDS_KEPT: usize = 8;
 /// The note on a run that was running when its process stopped without ending it.
 pub const ABANDONED_REASON: &str = "abandoned: the directory-sync process running this round \
      stopped before it ended; closed at the next start (pages read before were kept, and the \
