@@ -232,7 +232,7 @@ async fn sync(
     directory: &mut DirectoryServiceClient<tonic::transport::Channel>,
     mode: directory_pb::SyncMode,
 ) -> anyhow::Result<directory_pb::SyncRun> {
-    directory
+    let started = directory
         .sync_now(directory_pb::SyncNowRequest {
             mode: mode.into(),
             dry_run: false,
@@ -240,5 +240,15 @@ async fn sync(
         .await?
         .into_inner()
         .run
-        .context("no run")
+        .context("no run")?;
+    // SyncNow answers at once; the round's end comes with the watch.
+    let watch = directory_pb::WatchSyncRunRequest {
+        run_id: started.run_id,
+    };
+    let mut stream = directory.watch_sync_run(watch).await?.into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await? {
+        last = update.run;
+    }
+    last.context("the watch ended without the run")
 }

@@ -82,31 +82,6 @@ pub fn rule_row(change: &importer_pb::RuleChange) -> ChangeRow {
 // ---------------------------------------------------------------------------------------------
 // Sync dry run
 
-/// Runs a sync round as a dry run: the mirror is read, the registry is not written, and the
-/// run waits for approval. Answers the run and its preview.
-pub async fn sync_preview(
-    endpoints: &Endpoints,
-    delta: bool,
-) -> anyhow::Result<(directory_pb::SyncRun, Option<directory_pb::SyncPreview>)> {
-    let mut client = endpoints.directory().await?;
-    let mode = if delta {
-        directory_pb::SyncMode::Delta
-    } else {
-        directory_pb::SyncMode::Full
-    };
-    let request = directory_pb::SyncNowRequest {
-        mode: mode.into(),
-        dry_run: true,
-    };
-    let response = client
-        .sync_now(endpoints.request(request))
-        .await
-        .map_err(failed("the sync"))?
-        .into_inner();
-    let run = response.run.context("the sync answered without a run")?;
-    Ok((run, response.preview))
-}
-
 /// The rows of a sync preview.
 pub fn sync_preview_rows(preview: &directory_pb::SyncPreview) -> Vec<ChangeRow> {
     let mut rows: Vec<ChangeRow> = preview.updates.iter().flat_map(update_rows).collect();

@@ -74,7 +74,7 @@ impl Endpoints {
 }
 
 /// Turns a failed call into an error that says what failed, with the service's message.
-pub(crate) fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
+pub fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
     move |status| anyhow::anyhow!("{what} failed ({:?}): {}", status.code(), status.message())
 }
 
@@ -198,27 +198,17 @@ pub async fn directory_list(
     Ok(rows)
 }
 
-/// Shows a sync round's counts.
+/// Runs a sync round on directory-sync and follows it quietly to its end; answers the ended
+/// run (which may have failed: the run says why).
 pub async fn directory_sync(
     endpoints: &Endpoints,
     delta: bool,
 ) -> anyhow::Result<directory_pb::SyncRun> {
-    let mut client = endpoints.directory().await?;
-    let mode = if delta {
-        directory_pb::SyncMode::Delta
-    } else {
-        directory_pb::SyncMode::Full
-    };
-    let request = directory_pb::SyncNowRequest {
-        mode: mode.into(),
-        dry_run: false,
-    };
-    let response = client
-        .sync_now(request)
-        .await
-        .map_err(failed("the sync"))?
-        .into_inner();
-    response.run.context("the sync answered without a run")
+    let started = crate::rounds::start(endpoints, delta, false).await?;
+    crate::rounds::follow(endpoints, &started.run_id, crate::rounds::Display::Quiet)
+        .await?
+        .run
+        .context("the round ended without its run")
 }
 
 /// Approves a sync run halted by the safety threshold: its changes are applied.
@@ -259,29 +249,48 @@ pub async fn sync_reject(
         .context("the answer has no run")
 }
 
+/// How long a run took, in seconds: the server's `duration_ms` (never negative), or for a
+/// server without it, the time between start and end, or so far while it runs.
+fn run_seconds(run: &directory_pb::SyncRun) -> f64 {
+    let ms = if run.duration_ms > 0 {
+        run.duration_ms
+    } else if run.status() == directory_pb::SyncRunStatus::Running {
+        service_runtime::now_ms() - run.started_at_ms
+    } else if run.finished_at_ms > 0 {
+        run.finished_at_ms - run.started_at_ms
+    } else {
+        0
+    };
+    ms.max(0) as f64 / 1000.0
+}
+
 pub fn describe_run(run: &directory_pb::SyncRun) -> String {
-    let seconds = (run.finished_at_ms - run.started_at_ms) as f64 / 1000.0;
+    let seconds = run_seconds(run);
+    let mode = match (run.mode(), run.fell_back_from_delta) {
+        (directory_pb::SyncMode::Delta, _) => "delta",
+        (_, true) => "full (fell back from delta)",
+        _ => "full",
+    };
+    let status = match run.status() {
+        directory_pb::SyncRunStatus::Succeeded => "succeeded",
+        directory_pb::SyncRunStatus::Failed => "FAILED",
+        directory_pb::SyncRunStatus::Running => "running",
+        directory_pb::SyncRunStatus::AwaitingApproval => "HALTED, awaiting approval",
+        directory_pb::SyncRunStatus::Rejected => "rejected",
+        directory_pb::SyncRunStatus::Unspecified => "ended",
+    };
+    let time = if run.status() == directory_pb::SyncRunStatus::Running {
+        format!("for {seconds:.1} s so far")
+    } else {
+        format!("in {seconds:.1} s")
+    };
     let mut line = format!(
-        "{} sync {}: {} users read ({} new, {} changed, {} removed, {} unreadable) in {seconds:.1} s",
-        if run.mode() == directory_pb::SyncMode::Delta {
-            "delta"
-        } else {
-            "full"
-        },
-        match run.status() {
-            directory_pb::SyncRunStatus::Succeeded => "succeeded",
-            directory_pb::SyncRunStatus::Failed => "FAILED",
-            directory_pb::SyncRunStatus::Running => "running",
-            directory_pb::SyncRunStatus::AwaitingApproval => "HALTED, awaiting approval",
-            directory_pb::SyncRunStatus::Rejected => "rejected",
-            directory_pb::SyncRunStatus::Unspecified => "ended",
-        },
-        run.users_seen,
-        run.users_created,
-        run.users_updated,
-        run.users_removed,
-        run.users_rejected,
+        "{mode} sync {status}: {} users read ({} new, {} changed, {} removed, {} unreadable) {time}",
+        run.users_seen, run.users_created, run.users_updated, run.users_removed, run.users_rejected,
     );
+    if !run.fallback_reason.is_empty() {
+        line.push_str(&format!(" [fell back: {}]", run.fallback_reason));
+    }
     if !run.error.is_empty() {
         line.push_str(&format!(": {}", run.error));
     }

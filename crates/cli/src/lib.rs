@@ -7,4 +7,5 @@ pub mod changes;
 pub mod commands;
 pub mod demo;
 pub mod output;
+pub mod rounds;
 pub mod stack;

@@ -166,7 +166,9 @@ enum RulesCommand {
 enum SyncCommand {
     /// Shows the last round and the mirror's size.
     Status,
-    /// Runs a round now: full by default, or the changes since the last round.
+    /// Runs a round now (full by default, or the changes since the last round) and follows it
+    /// to its end. The round runs on directory-sync whatever happens to this command; the exit
+    /// code is non-zero when it fails (not when it halts for approval).
     Now {
         #[arg(long)]
         delta: bool,
@@ -175,6 +177,9 @@ enum SyncCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Follows a round (started by `sync now`, the schedule or another administrator) to its
+    /// end; the exit code is as for `sync now`.
+    Watch { run_id: String },
     /// Applies the changes of a round halted because it would disable too many users, or of
     /// a dry run.
     Approve { run_id: String },
@@ -227,7 +232,8 @@ struct DevArgs {
 enum DirectoryCommand {
     /// Lists directory users, by default those not imported yet.
     List(DirectoryListArgs),
-    /// Runs a sync round now: full by default, or the changes since the last round.
+    /// Runs a sync round now (full by default, or the changes since the last round) and
+    /// follows it to its end; exits non-zero when it fails.
     Sync {
         /// Read only the changes since the last round (a full round when there is no cursor).
         #[arg(long)]
@@ -377,22 +383,20 @@ async fn main() -> anyhow::Result<()> {
             format,
             &commands::directory_groups(&endpoints, search).await?,
         ),
-        Command::Sync(SyncCommand::Now {
-            delta,
-            dry_run: true,
-        }) => {
-            let (run, preview) = cli::changes::sync_preview(&endpoints, delta).await?;
-            note(format, commands::describe_run(&run));
-            cli::changes::print_sync_preview(format, &run, preview.as_ref())
+        Command::Sync(SyncCommand::Now { delta, dry_run }) => {
+            let started = cli::rounds::start(&endpoints, delta, dry_run).await?;
+            cli::rounds::follow_and_report(&endpoints, format, &started, dry_run).await
         }
-        Command::Sync(SyncCommand::Now {
-            delta,
-            dry_run: false,
-        })
-        | Command::Directory(DirectoryCommand::Sync { delta }) => {
-            let run = commands::directory_sync(&endpoints, delta).await?;
-            println!("{}", commands::describe_run(&run));
-            Ok(())
+        Command::Directory(DirectoryCommand::Sync { delta }) => {
+            let started = cli::rounds::start(&endpoints, delta, false).await?;
+            cli::rounds::follow_and_report(&endpoints, format, &started, false).await
+        }
+        Command::Sync(SyncCommand::Watch { run_id }) => {
+            let started = cli::rounds::Started {
+                run_id,
+                already_running: false,
+            };
+            cli::rounds::follow_and_report(&endpoints, format, &started, false).await
         }
         Command::Sync(SyncCommand::Approve { run_id }) => {
             let run = commands::sync_approve(&endpoints, &run_id).await?;
@@ -411,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
                 status.tenant_id, status.mirrored_users
             );
             match status.last_run {
-                Some(run) => println!("last {}", commands::describe_run(&run)),
+                Some(run) => println!("last run {}: {}", run.run_id, commands::describe_run(&run)),
                 None => println!("no sync has run yet"),
             }
             if status.next_run_at_ms > 0 {

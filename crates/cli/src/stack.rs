@@ -221,8 +221,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Connects to (and migrates) the database of one service.
-    async fn database(
+    /// Connects to (and migrates) the database of one service; answers it and its URL.
+    pub async fn database(
         &self,
         service: &str,
         migrations: &Migrations,

@@ -74,6 +74,9 @@ impl App {
             config.provisioning.clone(),
             importer,
         );
+        // One process runs the tenant's rounds (one replica): a run still recorded as running
+        // was left by a process that died, and is closed before this one starts any.
+        directory.close_abandoned_runs().await?;
         let delta_interval = (config.sync.delta_interval_secs > 0)
             .then(|| Duration::from_secs(config.sync.delta_interval_secs));
         Ok(Self {
@@ -122,6 +125,14 @@ impl App {
                 directory.run_schedule(interval, schedule_shutdown).await;
             }
         });
+        // Rounds stop as soon as shutdown begins, not after serving ends: the streams that
+        // follow a round end with it, and the server waits for them.
+        let rounds = self.directory.clone();
+        let stopper = (rounds.clone(), shutdown.clone());
+        let rounds_stopper = tokio::spawn(async move {
+            stopper.1.cancelled().await;
+            stopper.0.shutdown().await;
+        });
         let service = DirectoryServiceServer::new(GrpcApi::new(self.directory))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <DirectoryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
@@ -133,9 +144,13 @@ impl App {
         let served =
             service_runtime::grpc::serve(self.listener, serving, Routes::new(service), shutdown)
                 .await;
-        // A round in progress is dropped with the task; its pages are committed one by one and
-        // the next round starts from the last stored link.
+        // The start-up round and the schedule only wait for rounds; the round in progress
+        // belongs to the directory, which records it as stopped (its pages are committed one by
+        // one, and the next round starts from the last stored link).
         background.abort();
+        rounds_stopper.abort();
+        // Also when serving failed before any shutdown: no round outlives the service.
+        rounds.shutdown().await;
         served
     }
 }

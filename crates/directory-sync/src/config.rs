@@ -67,6 +67,9 @@ pub struct ProvisioningConfig {
     pub delete_hard_deleted: bool,
     /// Reconcile the group-to-role rules (kept by import-worker) after each round.
     pub apply_role_rules: bool,
+    /// How long a round retries user-registry and import-worker while they are unavailable
+    /// (services start in any order), before it fails naming the one that did not answer.
+    pub peer_retry_secs: u64,
 }
 
 impl Default for ProvisioningConfig {
@@ -80,6 +83,7 @@ impl Default for ProvisioningConfig {
             auto_import_company: "DAT".to_owned(),
             delete_hard_deleted: false,
             apply_role_rules: true,
+            peer_retry_secs: 120,
         }
     }
 }

@@ -22,15 +22,23 @@ pub enum Error {
     /// Only a run halted by the safety threshold can be approved or rejected.
     #[error("sync run {0} is {1}, not awaiting approval")]
     RunNotAwaitingApproval(String, &'static str),
-    /// A sync round is already running; the caller may wait and ask again.
-    #[error("a sync round is already running")]
-    SyncBusy,
+    /// A sync round is already running (its run id, when a round rather than an approval holds
+    /// the lock); the caller may follow it, or wait and ask again.
+    #[error("a sync round is already running{}", match .0 {
+        Some(run_id) => format!(": run {run_id}"),
+        None => String::new(),
+    })]
+    SyncBusy(Option<String>),
     /// Microsoft Graph refused or failed; `retryable` says whether asking again may help.
     #[error("directory error: {message}")]
     Directory { message: String, retryable: bool },
-    /// The registry could not be asked (listing needs it to hide imported users).
+    /// The registry could not be asked (listing needs it to hide imported users; a round's
+    /// changes go to it).
     #[error("user-registry unavailable: {0}")]
     RegistryUnavailable(String),
+    /// import-worker could not be asked (a round's auto-import and role rules go through it).
+    #[error("import-worker unavailable: {0}")]
+    ImporterUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -62,7 +70,7 @@ impl From<Error> for Status {
         match &error {
             Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
             Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
-            Error::SyncBusy => Status::aborted(error.to_string()),
+            Error::SyncBusy(_) => Status::aborted(error.to_string()),
             Error::RunNotFound(_) => Status::not_found(error.to_string()),
             Error::RunNotAwaitingApproval(..) => Status::failed_precondition(error.to_string()),
             Error::GroupNotSynced(_) | Error::DeltaUnavailable(_) => {
@@ -71,7 +79,8 @@ impl From<Error> for Status {
             Error::Directory {
                 retryable: true, ..
             }
-            | Error::RegistryUnavailable(_) => Status::unavailable(error.to_string()),
+            | Error::RegistryUnavailable(_)
+            | Error::ImporterUnavailable(_) => Status::unavailable(error.to_string()),
             Error::Directory {
                 retryable: false, ..
             } => Status::failed_precondition(error.to_string()),

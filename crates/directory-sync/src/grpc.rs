@@ -15,8 +15,10 @@ use crate::domain::{
     AccountType, DeletionState, ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus,
 };
 use crate::error::Error;
+use crate::provision::Effects;
 use crate::service::{Directory, ListedUser};
 use crate::store::ListCursor;
+use crate::sync::{Phase, RoundView};
 
 /// Who may call each RPC.
 pub const ACCESS: AccessRules = &[
@@ -36,6 +38,11 @@ pub const ACCESS: AccessRules = &[
     ),
     ("/userimport.directory.v1.DirectoryService/ListGroups", READ),
     ("/userimport.directory.v1.DirectoryService/SyncNow", WRITE),
+    // Readers may follow a round; only administrators start one.
+    (
+        "/userimport.directory.v1.DirectoryService/WatchSyncRun",
+        READ,
+    ),
     (
         "/userimport.directory.v1.DirectoryService/GetSyncStatus",
         READ,
@@ -60,6 +67,10 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest batch of a user stream.
 pub const MAX_STREAM_BATCH: u32 = 1000;
 const DEFAULT_STREAM_BATCH: u32 = 500;
+/// A watched round's changes are sent at most this often (pages can come faster).
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the record of a run this process does not hold is read again while it runs.
+const WATCH_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Implements `userimport.directory.v1.DirectoryService`.
 pub struct GrpcApi {
@@ -97,7 +108,40 @@ fn to_pb(user: MirrorUser, imported: bool) -> pb::DirectoryUser {
     }
 }
 
+fn preview_to_pb(effects: Effects) -> pb::SyncPreview {
+    pb::SyncPreview {
+        updates: effects.updates,
+        would_update: effects.updated,
+        would_disable: effects.disabled,
+        imports: effects.imports,
+        would_import: effects.imported,
+        rules: effects.rules,
+        truncated: effects.truncated,
+    }
+}
+
+/// A watched run: its state, what it is doing, its rate, and at the end a dry run's preview.
+fn watched_to_pb(run: SyncRun, phase: &str, preview: Option<Effects>) -> pb::WatchSyncRunResponse {
+    let seconds = run.duration_ms(service_runtime::now_ms()) as f64 / 1000.0;
+    let users_per_second = if seconds > 0.0 {
+        run.users_seen as f64 / seconds
+    } else {
+        0.0
+    };
+    pb::WatchSyncRunResponse {
+        run: Some(run_to_pb(run)),
+        phase: phase.to_owned(),
+        users_per_second,
+        preview: preview.map(preview_to_pb),
+    }
+}
+
+fn view_to_pb(view: RoundView) -> pb::WatchSyncRunResponse {
+    watched_to_pb(view.run, view.phase.as_str(), view.preview)
+}
+
 fn run_to_pb(run: SyncRun) -> pb::SyncRun {
+    let duration_ms = run.duration_ms(service_runtime::now_ms());
     let mode = match run.mode {
         SyncMode::Full => pb::SyncMode::Full,
         SyncMode::Delta => pb::SyncMode::Delta,
@@ -121,6 +165,10 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
         users_removed: run.users_removed,
         users_rejected: run.users_rejected,
         error: run.error,
+        pages_read: run.pages_read,
+        fell_back_from_delta: run.fell_back_from_delta.is_some(),
+        fallback_reason: run.fell_back_from_delta.unwrap_or_default(),
+        duration_ms,
     }
 }
 
@@ -141,6 +189,7 @@ pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
 }
 
 type UserStream = Pin<Box<dyn Stream<Item = Result<pb::StreamUsersResponse, Status>> + Send>>;
+type RunStream = Pin<Box<dyn Stream<Item = Result<pb::WatchSyncRunResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::directory_service_server::DirectoryService for GrpcApi {
@@ -320,19 +369,80 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             pb::SyncMode::Delta => SyncMode::Delta,
             pb::SyncMode::Full | pb::SyncMode::Unspecified => SyncMode::Full,
         };
-        let (run, preview) = self.directory.sync_now(mode, request.dry_run).await?;
+        // The round is the service's: this call only starts it, and its deadline or
+        // cancellation no longer reaches it.
+        let (run, _) = self.directory.start_round(mode, request.dry_run).await?;
         Ok(Response::new(pb::SyncNowResponse {
             run: Some(run_to_pb(run)),
-            preview: preview.map(|effects| pb::SyncPreview {
-                updates: effects.updates,
-                would_update: effects.updated,
-                would_disable: effects.disabled,
-                imports: effects.imports,
-                would_import: effects.imported,
-                rules: effects.rules,
-                truncated: effects.truncated,
-            }),
+            preview: None,
         }))
+    }
+
+    type WatchSyncRunStream = RunStream;
+
+    async fn watch_sync_run(
+        &self,
+        request: Request<pb::WatchSyncRunRequest>,
+    ) -> Result<Response<RunStream>, Status> {
+        let request = request.into_inner();
+        bounded("run_id", &request.run_id, MAX_FILTER_LEN)?;
+        let run_id = request.run_id.trim().to_owned();
+        if run_id.is_empty() {
+            return Err(Error::invalid("run_id", "is empty").into());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        match self.directory.follow(&run_id) {
+            Some(mut views) => {
+                tokio::spawn(async move {
+                    loop {
+                        let view = views.borrow_and_update().clone();
+                        let ended = view.phase == Phase::Ended;
+                        if tx.send(Ok(view_to_pb(view))).await.is_err() || ended {
+                            return;
+                        }
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+                        }
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            changed = views.changed() => if changed.is_err() {
+                                // The round is no longer held; its last view is its end.
+                                let view = views.borrow().clone();
+                                let _ = tx.send(Ok(view_to_pb(view))).await;
+                                return;
+                            },
+                        }
+                    }
+                });
+            }
+            None => {
+                // A run this process did not start (or no longer holds): its record.
+                let mut run = self.directory.run(&run_id).await?;
+                let directory = self.directory.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let ended = run.has_ended();
+                        // No phase: only the process running a round knows it.
+                        if tx.send(Ok(watched_to_pb(run, "", None))).await.is_err() || ended {
+                            return;
+                        }
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = tokio::time::sleep(WATCH_RECORD_INTERVAL) => {}
+                        }
+                        run = match directory.run(&run_id).await {
+                            Ok(run) => run,
+                            Err(error) => {
+                                let _ = tx.send(Err(Status::from(error))).await;
+                                return;
+                            }
+                        };
+                    }
+                });
+            }
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_sync_status(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+mod peers;
 pub mod provision;
 pub mod service;
 pub mod store;

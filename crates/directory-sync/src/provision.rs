@@ -24,6 +24,7 @@ use proto::registry::v1 as registry_pb;
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser};
 use crate::error::Error;
+use crate::peers::retrying;
 use crate::store;
 use crate::sync::SyncContext;
 
@@ -150,13 +151,14 @@ async fn pass(
                 count_users: dry_run && first,
             };
             first = false;
-            let response = ctx
-                .registry
-                .clone()
-                .update_users(request.clone())
-                .await
-                .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
-                .into_inner();
+            let response = retrying("user-registry", ctx.peer_retry(), || {
+                let mut registry = ctx.registry.clone();
+                let request = request.clone();
+                async move { registry.update_users(request).await }
+            })
+            .await
+            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
+            .into_inner();
             result.total_users = result.total_users.max(response.total_users);
             for (outcome, change) in response.outcomes.into_iter().zip(&request.changes) {
                 let disables = match outcome.kind() {
@@ -220,14 +222,14 @@ async fn auto_import(
             dry_run,
             request_id: format!("sync-{run_id}-{page_no}"),
         };
-        let response = importer
-            .clone()
-            .import_selected(request)
-            .await
-            .map_err(|status| {
-                Error::RegistryUnavailable(format!("import-worker: {}", status.message()))
-            })?
-            .into_inner();
+        let response = retrying("import-worker", ctx.peer_retry(), || {
+            let mut importer = importer.clone();
+            let request = request.clone();
+            async move { importer.import_selected(request).await }
+        })
+        .await
+        .map_err(|status| Error::ImporterUnavailable(format!("auto-import: {}", status.message())))?
+        .into_inner();
         for outcome in response.outcomes {
             if outcome.kind() != registry_pb::OutcomeKind::Created {
                 continue;
@@ -251,21 +253,23 @@ async fn auto_import(
 
 /// Has import-worker reconcile the group-to-role rules, as made through `run_id`.
 async fn reconcile_rules(
+    ctx: &SyncContext,
     importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
     run_id: &str,
     dry_run: bool,
 ) -> Result<importer_pb::RuleChanges, Error> {
-    let response = importer
-        .clone()
-        .reconcile_role_rules(importer_pb::ReconcileRoleRulesRequest {
-            via: run_id.to_owned(),
-            dry_run,
-        })
-        .await
-        .map_err(|status| {
-            Error::RegistryUnavailable(format!("import-worker (role rules): {}", status.message()))
-        })?
-        .into_inner();
+    let request = importer_pb::ReconcileRoleRulesRequest {
+        via: run_id.to_owned(),
+        dry_run,
+    };
+    let response = retrying("import-worker", ctx.peer_retry(), || {
+        let mut importer = importer.clone();
+        let request = request.clone();
+        async move { importer.reconcile_role_rules(request).await }
+    })
+    .await
+    .map_err(|status| Error::ImporterUnavailable(format!("role rules: {}", status.message())))?
+    .into_inner();
     Ok(response.changes.unwrap_or_default())
 }
 
@@ -334,7 +338,7 @@ pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<
         auto_import(ctx, importer, run_id, dry_run, &mut effects).await?;
     }
     if config.apply_role_rules {
-        let rules = reconcile_rules(importer, run_id, dry_run).await?;
+        let rules = reconcile_rules(ctx, importer, run_id, dry_run).await?;
         effects.truncated |= rules.truncated;
         effects.rules = Some(rules);
     }

@@ -1,6 +1,6 @@
 //! directory-sync's use cases: sync, listing for the select-import dialog, lookups, status.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -9,13 +9,15 @@ use graph::GraphClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::{ListFilter, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
 use crate::provision::Effects;
 use crate::store::{self, ListCursor};
-use crate::sync::{self, SyncContext};
+use crate::sync::{self, Phase, Progress, RoundView, SyncContext};
 
 /// Most ids accepted by one lookup.
 pub const MAX_LOOKUP_IDS: usize = 1000;
@@ -24,6 +26,16 @@ pub const MAX_LOOKUP_IDS: usize = 1000;
 const MAX_SCANNED_PER_PAGE: usize = 20_000;
 /// Timeout of one call to the registry.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ended rounds kept in memory for their followers (a dry run's preview lives only there, and
+/// holds up to 10,000 entries per kind: a few rounds, not a history).
+const ENDED_ROUNDS_KEPT: usize = 8;
+/// The note on a run that was running when its process stopped without ending it.
+pub const ABANDONED_REASON: &str = "abandoned: the directory-sync process running this round \
+     stopped before it ended; closed at the next start (pages read before were kept, and the \
+     next round continues from the last stored delta link)";
+/// The note on a run stopped by the service's shutdown.
+pub const SHUTDOWN_REASON: &str = "stopped: directory-sync shut down while the round ran \
+     (pages read before were kept, and the next round continues from the last stored delta link)";
 
 /// A listed user and whether the registry holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +53,24 @@ pub struct Directory {
 struct Inner {
     sync: SyncContext,
     registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
-    // One sync round at a time per directory.
-    sync_lock: tokio::sync::Mutex<()>,
+    // One sync round (or approval) at a time per directory; a round's task holds it to its end.
+    sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The rounds this process started: the running one and the last ended ones.
+    rounds: std::sync::Mutex<Rounds>,
+    /// Rounds run here, owned by the service rather than by the call that started them.
+    tasks: TaskTracker,
+    /// Stops the rounds: only the service's shutdown does.
+    shutdown: CancellationToken,
     /// When the scheduled delta round runs next (Unix ms); 0 when none is scheduled.
     next_run_at_ms: AtomicI64,
+}
+
+/// Rounds by run id, for their followers.
+#[derive(Default)]
+struct Rounds {
+    running: Option<String>,
+    by_id: HashMap<String, Arc<Progress>>,
+    ended: VecDeque<String>,
 }
 
 impl Directory {
@@ -80,7 +106,10 @@ impl Directory {
                     importer,
                 },
                 registry,
-                sync_lock: tokio::sync::Mutex::new(()),
+                sync_lock: Arc::new(tokio::sync::Mutex::new(())),
+                rounds: std::sync::Mutex::new(Rounds::default()),
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
                 next_run_at_ms: AtomicI64::new(0),
             }),
         }
@@ -94,25 +123,151 @@ impl Directory {
         &self.inner.sync.db
     }
 
-    /// Runs a sync round now and returns it once finished (also when it failed: the run says
-    /// why), with what it would change when it is a `dry_run`. Only one round runs at a time:
-    /// a second caller gets `SyncBusy`.
-    pub async fn sync_now(
+    /// Starts a sync round owned by the service and answers its run as recorded at the start,
+    /// with a follower of its progress. The round runs to its end whatever happens to the
+    /// caller; only [`Directory::shutdown`] stops it. One round runs at a time: a second
+    /// caller gets `SyncBusy` naming the running run.
+    pub async fn start_round(
         &self,
         mode: SyncMode,
         dry_run: bool,
-    ) -> Result<(SyncRun, Option<Effects>), Error> {
-        let _guard = self
+    ) -> Result<(SyncRun, watch::Receiver<RoundView>), Error> {
+        let guard = self
             .inner
             .sync_lock
-            .try_lock()
-            .map_err(|_| Error::SyncBusy)?;
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| Error::SyncBusy(self.running_run_id()))?;
         let run = SyncRun::start(
             uuid::Uuid::new_v4().to_string(),
             mode,
             service_runtime::now_ms(),
         );
-        Ok(sync::run_round(&self.inner.sync, run, service_runtime::now_ms, dry_run).await)
+        // Recorded before the answer, so the run is listed as soon as its id is known.
+        sync::record(&self.inner.sync, &run).await;
+        let progress = Arc::new(Progress::new(&run));
+        let follower = progress.subscribe();
+        if let Ok(mut rounds) = self.inner.rounds.lock() {
+            rounds.running = Some(run.run_id.clone());
+            rounds.by_id.insert(run.run_id.clone(), progress.clone());
+        }
+        let this = self.clone();
+        let started = run.clone();
+        // A child of the call that started it, so the round stays in the caller's trace.
+        let span = tracing::info_span!("sync_round", run_id = %run.run_id, mode = run.mode.as_str(), dry_run);
+        let round = async move {
+            let ctx = &this.inner.sync;
+            let shutdown = this.inner.shutdown.clone();
+            let (run, preview) = tokio::select! {
+                ended = sync::run_round(ctx, started, service_runtime::now_ms, dry_run, &progress) => ended,
+                () = shutdown.cancelled() => {
+                    // Pages are committed one by one: what was read stays, and the stored
+                    // delta link still marks where the next round starts.
+                    let mut run = progress.view().run;
+                    run.status = SyncRunStatus::Failed;
+                    run.finished_at_ms = service_runtime::now_ms();
+                    run.error = SHUTDOWN_REASON.to_owned();
+                    sync::record(ctx, &run).await;
+                    tracing::warn!(run_id = %run.run_id, "sync round stopped by shutdown");
+                    (run, None)
+                }
+            };
+            // The lock goes before followers hear of the end, so one that starts the next
+            // round as soon as this one ended is not told a round is running.
+            drop(guard);
+            this.round_ended(&run.run_id);
+            progress.end(&run, preview);
+        };
+        self.inner
+            .tasks
+            .spawn(tracing::Instrument::instrument(round, span));
+        Ok((run, follower))
+    }
+
+    /// Runs a sync round now and returns it once ended (also when it failed: the run says
+    /// why), with what it would change when it is a `dry_run`. For in-process callers (the
+    /// schedule, the start-up round, `userimport dev`); the round is the service's all the same.
+    pub async fn sync_now(
+        &self,
+        mode: SyncMode,
+        dry_run: bool,
+    ) -> Result<(SyncRun, Option<Effects>), Error> {
+        let (_, mut follower) = self.start_round(mode, dry_run).await?;
+        loop {
+            {
+                let view = follower.borrow_and_update();
+                if view.phase == Phase::Ended {
+                    return Ok((view.run.clone(), view.preview.clone()));
+                }
+            }
+            if follower.changed().await.is_err() {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "the sync round's task ended without an outcome"
+                )));
+            }
+        }
+    }
+
+    /// The id of the round running now, if any.
+    fn running_run_id(&self) -> Option<String> {
+        self.inner
+            .rounds
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.running.clone())
+    }
+
+    fn round_ended(&self, run_id: &str) {
+        let Ok(mut rounds) = self.inner.rounds.lock() else {
+            return;
+        };
+        if rounds.running.as_deref() == Some(run_id) {
+            rounds.running = None;
+        }
+        rounds.ended.push_back(run_id.to_owned());
+        while rounds.ended.len() > ENDED_ROUNDS_KEPT {
+            if let Some(old) = rounds.ended.pop_front() {
+                rounds.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// A follower of a round this process started and still holds, if any.
+    pub fn follow(&self, run_id: &str) -> Option<watch::Receiver<RoundView>> {
+        self.inner
+            .rounds
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.by_id.get(run_id).map(|p| p.subscribe()))
+    }
+
+    /// One run as recorded.
+    pub async fn run(&self, run_id: &str) -> Result<SyncRun, Error> {
+        let mut conn = self.conn().await?;
+        store::run(&mut conn, &self.inner.sync.tenant_id, run_id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run_id.to_owned()))
+    }
+
+    /// Closes the runs a previous process left running (it died mid-round) as failed
+    /// ("abandoned"); called once at start-up, before any round of this process. Answers their
+    /// ids.
+    pub async fn close_abandoned_runs(&self) -> Result<Vec<String>, Error> {
+        let mut conn = self.conn().await?;
+        let closed =
+            store::close_abandoned_runs(&mut conn, &self.inner.sync.tenant_id, ABANDONED_REASON)
+                .await?;
+        for run_id in &closed {
+            tracing::warn!(%run_id, "sync run left running by a stopped process closed as abandoned");
+        }
+        Ok(closed)
+    }
+
+    /// Stops the round in progress (it is recorded as stopped) and waits for it.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     /// Applies the changes of a run the safety threshold halted or that was a dry run (the
@@ -123,7 +278,7 @@ impl Directory {
             .inner
             .sync_lock
             .try_lock()
-            .map_err(|_| Error::SyncBusy)?;
+            .map_err(|_| Error::SyncBusy(self.running_run_id()))?;
         let mut run = self.awaiting_approval(run_id).await?;
         let ctx = &self.inner.sync;
         let applied = crate::provision::after_round(
@@ -155,7 +310,7 @@ impl Directory {
             .inner
             .sync_lock
             .try_lock()
-            .map_err(|_| Error::SyncBusy)?;
+            .map_err(|_| Error::SyncBusy(self.running_run_id()))?;
         let mut run = self.awaiting_approval(run_id).await?;
         run.status = SyncRunStatus::Rejected;
         run.error = match reason.trim() {
@@ -197,7 +352,7 @@ impl Directory {
                 () = tokio::time::sleep(interval) => {}
             }
             match self.sync_now(SyncMode::Delta, false).await {
-                Ok(_) | Err(Error::SyncBusy) => {}
+                Ok(_) | Err(Error::SyncBusy(_)) => {}
                 Err(error) => tracing::warn!(%error, "scheduled sync round did not run"),
             }
         }
@@ -221,10 +376,15 @@ impl Directory {
             .map(|(run, _)| Some(run))
     }
 
-    /// The last run and the mirror's size.
+    /// The last run (a running one with its counts so far) and the mirror's size.
     pub async fn status(&self) -> Result<(Option<SyncRun>, u64), Error> {
         let mut conn = self.conn().await?;
-        let last = store::last_run(&mut conn, &self.inner.sync.tenant_id).await?;
+        let last = store::last_run(&mut conn, &self.inner.sync.tenant_id)
+            .await?
+            .map(|run| match self.follow(&run.run_id) {
+                Some(follower) if !run.has_ended() => follower.borrow().run.clone(),
+                _ => run,
+            });
         let count = store::present_count(&mut conn, &self.inner.sync.tenant_id).await?;
         Ok((last, count))
     }

@@ -857,7 +857,7 @@ pub async fn group_exists(
 // Sync runs
 
 const RUN_COLUMNS: &str = "run_id, mode, status, started_at_ms, finished_at_ms, users_seen, \
-     users_created, users_updated, users_removed, users_rejected, error";
+     users_created, users_updated, users_removed, users_rejected, error, pages_read, delta_fallback";
 
 fn run_from_row(row: &AnyRow) -> Result<SyncRun, sqlx::Error> {
     let count = |column: &str| -> Result<u64, sqlx::Error> {
@@ -877,6 +877,9 @@ fn run_from_row(row: &AnyRow) -> Result<SyncRun, sqlx::Error> {
         users_removed: count("users_removed")?,
         users_rejected: count("users_rejected")?,
         error: row.try_get("error")?,
+        pages_read: count("pages_read")?,
+        fell_back_from_delta: Some(row.try_get::<String, _>("delta_fallback")?)
+            .filter(|reason| !reason.is_empty()),
     })
 }
 
@@ -884,21 +887,25 @@ fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Records a run as it stands (insert or replace by run id).
+/// Records a run as it stands at `now_ms` (insert or replace by run id). The mode is rewritten
+/// too: a delta round that fell back is recorded as the full round it became.
 pub async fn save_run(
     conn: &mut AnyConnection,
     tenant_id: &str,
     run: &SyncRun,
+    now_ms: i64,
 ) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO sync_runs (run_id, tenant_id, mode, status, started_at_ms, finished_at_ms, \
-         users_seen, users_created, users_updated, users_removed, users_rejected, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, \
+         users_seen, users_created, users_updated, users_removed, users_rejected, error, \
+         pages_read, delta_fallback, recorded_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (run_id) DO UPDATE SET mode = excluded.mode, status = excluded.status, \
          finished_at_ms = excluded.finished_at_ms, users_seen = excluded.users_seen, \
          users_created = excluded.users_created, users_updated = excluded.users_updated, \
          users_removed = excluded.users_removed, users_rejected = excluded.users_rejected, \
-         error = excluded.error",
+         error = excluded.error, pages_read = excluded.pages_read, \
+         delta_fallback = excluded.delta_fallback, recorded_at_ms = excluded.recorded_at_ms",
     )
     .bind(&run.run_id)
     .bind(tenant_id)
@@ -912,10 +919,38 @@ pub async fn save_run(
     .bind(as_i64(run.users_removed))
     .bind(as_i64(run.users_rejected))
     .bind(&run.error)
+    .bind(as_i64(run.pages_read))
+    .bind(run.fell_back_from_delta.as_deref().unwrap_or_default())
+    .bind(now_ms)
     .execute(conn)
     .await
     .map_err(Error::internal("save sync run"))?;
     Ok(())
+}
+
+/// Closes as failed every run of the tenant still recorded as running: at start-up, those were
+/// left by a process that died (one process runs the tenant's rounds). Each ends when its
+/// record was last written, its last sign of life. Answers their ids.
+pub async fn close_abandoned_runs(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    reason: &str,
+) -> Result<Vec<String>, Error> {
+    let rows = sqlx::query(
+        "UPDATE sync_runs SET status = 'failed', error = $2, \
+         finished_at_ms = CASE WHEN recorded_at_ms > started_at_ms THEN recorded_at_ms \
+         ELSE started_at_ms END \
+         WHERE tenant_id = $1 AND status = 'running' RETURNING run_id",
+    )
+    .bind(tenant_id)
+    .bind(reason)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("close abandoned sync runs"))?;
+    rows.iter()
+        .map(|row| row.try_get("run_id"))
+        .collect::<Result<_, _>>()
+        .map_err(Error::internal("close abandoned sync runs"))
 }
 
 /// The most recent runs first, after the `(started_at_ms, run_id)` cursor when given.

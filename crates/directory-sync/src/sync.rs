@@ -2,9 +2,11 @@
 //! directory no longer lists as deleted; a delta round applies only the changes since the
 //! stored deltaLink. Both then refresh the members of the configured groups.
 
+use std::time::{Duration, Instant};
+
 use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
 use service_runtime::storage::Database;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
@@ -73,6 +75,11 @@ pub struct SyncContext {
 }
 
 impl SyncContext {
+    /// How long a round retries user-registry and import-worker while they are unavailable.
+    pub(crate) fn peer_retry(&self) -> Duration {
+        Duration::from_secs(self.provisioning.peer_retry_secs)
+    }
+
     /// A pooled connection for one read or write outside a transaction.
     pub(crate) async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, Error> {
         self.db
@@ -80,6 +87,113 @@ impl SyncContext {
             .acquire()
             .await
             .map_err(Error::internal("acquire"))
+    }
+}
+
+/// What a round is doing, for those who follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    ReadingUsers,
+    ReadingChanges,
+    ReadingGroups,
+    /// Writing the round's changes to user-registry and import-worker.
+    Provisioning,
+    Ended,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadingUsers => "reading users",
+            Self::ReadingChanges => "reading changes",
+            Self::ReadingGroups => "reading groups",
+            Self::Provisioning => "provisioning",
+            Self::Ended => "",
+        }
+    }
+}
+
+/// A round as its followers see it: the run with its counts so far, what it is doing, and at
+/// its end a dry run's preview.
+#[derive(Debug, Clone)]
+pub struct RoundView {
+    pub run: SyncRun,
+    pub phase: Phase,
+    pub preview: Option<Effects>,
+}
+
+/// How often a running round rewrites its record, so `status` (and the next start, should
+/// the process die) sees how far it got.
+const RECORD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a running round publishes its progress: followers see every page; its record is
+/// rewritten at most every [`RECORD_PROGRESS_EVERY`].
+pub struct Progress {
+    view: watch::Sender<RoundView>,
+    recorded: std::sync::Mutex<Instant>,
+}
+
+impl Progress {
+    /// Progress of `run`, which starts reading the directory.
+    pub fn new(run: &SyncRun) -> Self {
+        let phase = match run.mode {
+            SyncMode::Full => Phase::ReadingUsers,
+            SyncMode::Delta => Phase::ReadingChanges,
+        };
+        let (view, _) = watch::channel(RoundView {
+            run: run.clone(),
+            phase,
+            preview: None,
+        });
+        Self {
+            view,
+            recorded: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// A follower of the round.
+    pub fn subscribe(&self) -> watch::Receiver<RoundView> {
+        self.view.subscribe()
+    }
+
+    /// The round as it stands.
+    pub fn view(&self) -> RoundView {
+        self.view.borrow().clone()
+    }
+
+    fn phase(&self, run: &SyncRun, phase: Phase) {
+        self.view.send_modify(|view| {
+            view.run = run.clone();
+            view.phase = phase;
+        });
+    }
+
+    /// A page was read and applied.
+    async fn page(&self, ctx: &SyncContext, run: &mut SyncRun) {
+        run.pages_read += 1;
+        self.view.send_modify(|view| view.run = run.clone());
+        let due = {
+            let Ok(mut recorded) = self.recorded.lock() else {
+                return;
+            };
+            let due = recorded.elapsed() >= RECORD_PROGRESS_EVERY;
+            if due {
+                *recorded = Instant::now();
+            }
+            due
+        };
+        if due {
+            record(ctx, run).await;
+        }
+    }
+
+    /// The round ended (the run holds its outcome).
+    pub fn end(&self, run: &SyncRun, preview: Option<Effects>) {
+        self.view.send_replace(RoundView {
+            run: run.clone(),
+            phase: Phase::Ended,
+            preview,
+        });
     }
 }
 
@@ -94,23 +208,34 @@ pub async fn run_round(
     mut run: SyncRun,
     clock: impl Fn() -> i64,
     dry_run: bool,
+    progress: &Progress,
 ) -> (SyncRun, Option<Effects>) {
     record(ctx, &run).await;
     let result = match run.mode {
-        SyncMode::Full => full(ctx, &mut run, &clock).await,
-        SyncMode::Delta => match delta(ctx, &mut run, &clock).await {
+        SyncMode::Full => full(ctx, &mut run, &clock, progress).await,
+        SyncMode::Delta => match delta(ctx, &mut run, &clock, progress).await {
             Err(Error::DeltaUnavailable(reason)) => {
                 tracing::info!(run_id = %run.run_id, %reason, "no usable delta link; running a full sync");
+                // Recorded as what it is from here on: a full round, that fell back.
                 run.mode = SyncMode::Full;
-                full(ctx, &mut run, &clock).await
+                run.fell_back_from_delta = Some(reason);
+                record(ctx, &run).await;
+                progress.phase(&run, Phase::ReadingUsers);
+                full(ctx, &mut run, &clock, progress).await
             }
             other => other,
         },
     };
     let result = match result {
-        Ok(()) => sync_groups(ctx, &mut run, &clock).await,
+        Ok(()) => {
+            progress.phase(&run, Phase::ReadingGroups);
+            sync_groups(ctx, &mut run, &clock).await
+        }
         Err(error) => Err(error),
     };
+    if result.is_ok() {
+        progress.phase(&run, Phase::Provisioning);
+    }
     // Only a round that read the directory completely changes the registry.
     let mode = if dry_run {
         Mode::Preview
@@ -181,7 +306,7 @@ pub fn halted_reason(would_disable: u64, total_users: u64, config: &Provisioning
 pub(crate) async fn record(ctx: &SyncContext, run: &SyncRun) {
     let saved = async {
         let mut conn = ctx.conn().await?;
-        store::save_run(&mut conn, &ctx.tenant_id, run).await
+        store::save_run(&mut conn, &ctx.tenant_id, run, service_runtime::now_ms()).await
     };
     if let Err(error) = saved.await {
         tracing::error!(%error, run_id = %run.run_id, "cannot record the sync run");
@@ -290,7 +415,12 @@ async fn apply(
 /// unseen users runs only after every page was read: a round that fails part-way deletes
 /// nothing, and a round that reads no users at all while the mirror holds some is refused
 /// rather than read as "everyone left".
-async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) -> Result<(), Error> {
+async fn full(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    clock: &impl Fn() -> i64,
+    progress: &Progress,
+) -> Result<(), Error> {
     let start_link = match ctx.graph.users_delta(DeltaStart::Latest).next_page().await {
         Ok(page) => page.and_then(|p| p.delta_link),
         // The cloud may not offer delta queries; the next delta round then reads everything.
@@ -322,7 +452,10 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
                     ..Changes::default()
                 };
                 match apply(ctx, &run.run_id, changes, clock()).await {
-                    Ok(applied) => applied.count_into(run),
+                    Ok(applied) => {
+                        applied.count_into(run);
+                        progress.page(ctx, run).await;
+                    }
                     Err(error) => {
                         outcome = Err(error);
                         break;
@@ -381,6 +514,7 @@ async fn delta(
     ctx: &SyncContext,
     run: &mut SyncRun,
     clock: &impl Fn() -> i64,
+    progress: &Progress,
 ) -> Result<(), Error> {
     let link = {
         let mut conn = ctx.conn().await?;
@@ -415,6 +549,7 @@ async fn delta(
         apply(ctx, &run.run_id, changes, clock())
             .await?
             .count_into(run);
+        progress.page(ctx, run).await;
         if last {
             return Ok(());
         }

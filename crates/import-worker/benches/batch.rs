@@ -575,8 +575,8 @@ async fn bench(
     wait_serving(&mut directory, directory_port, Duration::from_secs(60)).await?;
     let directory_url = format!("http://127.0.0.1:{directory_port}");
     let started = Instant::now();
-    let run = DirectoryServiceClient::connect(directory_url.clone())
-        .await?
+    let mut directory_client = DirectoryServiceClient::connect(directory_url.clone()).await?;
+    let run_id = directory_client
         .sync_now(directory_pb::SyncNowRequest {
             mode: directory_pb::SyncMode::Full.into(),
             ..Default::default()
@@ -585,7 +585,19 @@ async fn bench(
         .context("full sync")?
         .into_inner()
         .run
-        .context("no sync run")?;
+        .context("no sync run")?
+        .run_id;
+    // SyncNow answers at once; the round's end comes with the watch.
+    let mut watch = directory_client
+        .watch_sync_run(directory_pb::WatchSyncRunRequest { run_id })
+        .await
+        .context("watching the full sync")?
+        .into_inner();
+    let mut run = None;
+    while let Some(update) = watch.message().await? {
+        run = update.run;
+    }
+    let run = run.context("no sync run")?;
     ensure!(
         run.status() == directory_pb::SyncRunStatus::Succeeded && run.users_seen == n as u64,
         "full sync: {run:?}"

@@ -109,6 +109,37 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     request
 }
 
+/// Starts a round with `token` and follows it to its end with `watcher`'s token: the ended run.
+async fn round_to_end(
+    client: &mut directory_pb::directory_service_client::DirectoryServiceClient<Channel>,
+    mode: directory_pb::SyncMode,
+    token: &str,
+    watcher: &str,
+) -> directory_pb::SyncRun {
+    let request = directory_pb::SyncNowRequest {
+        mode: mode.into(),
+        ..Default::default()
+    };
+    let run = client
+        .sync_now(with_token(request, Some(token)))
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let watch = directory_pb::WatchSyncRunRequest { run_id: run.run_id };
+    let mut stream = client
+        .watch_sync_run(with_token(watch, Some(watcher)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await.unwrap() {
+        last = update.run;
+    }
+    last.unwrap()
+}
+
 /// Calls any RPC by path with an empty message; the answer's status.
 async fn call_any(channel: Channel, path: &str, token: Option<&str>) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -252,16 +283,27 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
     let mut importer_client =
         importer_pb::importer_service_client::ImporterServiceClient::new(importer);
 
-    directory_client
+    // A reader may follow a round, not start one.
+    let refused = directory_client
         .sync_now(with_token(
-            directory_pb::SyncNowRequest {
-                mode: directory_pb::SyncMode::Full.into(),
-                ..Default::default()
-            },
-            Some(&admin),
+            directory_pb::SyncNowRequest::default(),
+            Some(&reader),
         ))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let first = round_to_end(
+        &mut directory_client,
+        directory_pb::SyncMode::Full,
+        &admin,
+        &reader,
+    )
+    .await;
+    assert_eq!(
+        first.status(),
+        directory_pb::SyncRunStatus::Succeeded,
+        "{first:?}"
+    );
     let listed = directory_client
         .list_users(with_token(
             directory_pb::ListUsersRequest {
@@ -353,19 +395,13 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
             .roles;
         assert_eq!(roles.len(), 1, "{roles:?}");
     }
-    let round = directory_client
-        .sync_now(with_token(
-            directory_pb::SyncNowRequest {
-                mode: directory_pb::SyncMode::Delta.into(),
-                ..Default::default()
-            },
-            Some(&admin),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .run
-        .unwrap();
+    let round = round_to_end(
+        &mut directory_client,
+        directory_pb::SyncMode::Delta,
+        &admin,
+        &admin,
+    )
+    .await;
     assert_eq!(
         round.status(),
         directory_pb::SyncRunStatus::Succeeded,
@@ -591,16 +627,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         channel(&stack.importer_url).await,
     );
 
-    directory
-        .sync_now(with_token(
-            directory_pb::SyncNowRequest {
-                mode: directory_pb::SyncMode::Full.into(),
-                ..Default::default()
-            },
-            Some(&admin),
-        ))
-        .await
-        .unwrap();
+    round_to_end(&mut directory, directory_pb::SyncMode::Full, &admin, &admin).await;
     // A wrong token too: refusals must not echo it.
     let _ = importer
         .list_jobs(with_token(

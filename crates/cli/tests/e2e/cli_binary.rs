@@ -210,4 +210,35 @@ test_support::on_both_backends! {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("nobody@contoso.com"), "{stderr}");
     }
+
+    async fn the_cli_exits_non_zero_when_the_round_fails(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let emulator = e2e.stack.emulator.as_ref().unwrap();
+        // Graph refuses to list users: the round fails (a refusal is not retried).
+        emulator.inject(graph_emulator::Fault::status("/v1.0/users", 403, 1000));
+        let output = userimport(&e2e, &["sync", "now"]);
+        assert!(!output.status.success(), "a failed round fails the command");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(printed.contains("full sync FAILED"), "{printed}");
+        assert!(stderr.contains("failed"), "{stderr}");
+        let run_id = printed.split("sync run ").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_else(|| panic!("{printed}")).to_owned();
+        assert!(stderr.contains(&run_id), "the error names the run: {stderr}");
+        let status = stdout(&userimport(&e2e, &["sync", "status"]));
+        assert!(status.contains(&format!("last run {run_id}: full sync FAILED")), "{status}");
+
+        // A round that succeeds exits 0; the status names it, with a duration that is not negative.
+        emulator.clear_faults();
+        let done = stdout(&userimport(&e2e, &["directory", "sync", "--delta"]));
+        assert!(done.contains("delta sync succeeded"), "{done}");
+        let status = stdout(&userimport(&e2e, &["directory", "status"]));
+        assert!(status.contains("last run ") && status.contains("delta sync succeeded"), "{status}");
+        assert!(!status.contains(" -"), "no negative duration: {status}");
+
+        // A dry run waits for approval: not a failure; the command says how to approve it.
+        let dry = userimport(&e2e, &["sync", "now", "--delta", "--dry-run"]);
+        assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+        let printed = String::from_utf8_lossy(&dry.stdout);
+        assert!(printed.contains("nothing would change") || printed.contains("userimport sync approve"), "{printed}");
+    }
 }

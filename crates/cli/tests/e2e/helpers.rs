@@ -87,16 +87,16 @@ impl EndToEnd {
         let mut directory = DirectoryServiceClient::connect(stack.directory_url.clone())
             .await
             .unwrap();
-        let run = directory
-            .sync_now(directory_pb::SyncNowRequest {
+        let run = round_to_end(
+            &mut directory,
+            directory_pb::SyncNowRequest {
                 mode: directory_pb::SyncMode::Full.into(),
                 ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .run
-            .unwrap();
+            },
+        )
+        .await
+        .run
+        .unwrap();
         assert_eq!(run.users_seen, users as u64);
         Self {
             registry: RegistryServiceClient::connect(stack.registry_url.clone())
@@ -170,4 +170,26 @@ impl EndToEnd {
             .into_inner()
             .users
     }
+}
+
+/// Starts a round and follows it to its end (WatchSyncRun): its last message, with the ended
+/// run and a dry run's preview.
+pub(crate) async fn round_to_end(
+    directory: &mut DirectoryServiceClient<Channel>,
+    request: directory_pb::SyncNowRequest,
+) -> directory_pb::WatchSyncRunResponse {
+    let run = directory
+        .sync_now(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    let watch = directory_pb::WatchSyncRunRequest { run_id: run.run_id };
+    let mut stream = directory.watch_sync_run(watch).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(update) = stream.message().await.unwrap() {
+        last = Some(update);
+    }
+    last.unwrap()
 }

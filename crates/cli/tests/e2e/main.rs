@@ -8,6 +8,7 @@ mod cli_binary;
 mod health_and_reflection;
 mod helpers;
 mod metrics;
+mod rounds;
 mod rules;
 mod select_import;
 mod traces;

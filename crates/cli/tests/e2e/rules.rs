@@ -65,17 +65,12 @@ async fn user_id(e2e: &EndToEnd, object_id: &str) -> String {
     get_user(e2e, object_id).await.user.unwrap().user_id
 }
 
-async fn sync(e2e: &EndToEnd, dry_run: bool) -> directory_pb::SyncNowResponse {
+async fn sync(e2e: &EndToEnd, dry_run: bool) -> directory_pb::WatchSyncRunResponse {
     let request = directory_pb::SyncNowRequest {
         mode: directory_pb::SyncMode::Delta.into(),
         dry_run,
     };
-    e2e.directory
-        .clone()
-        .sync_now(request)
-        .await
-        .unwrap()
-        .into_inner()
+    crate::helpers::round_to_end(&mut e2e.directory.clone(), request).await
 }
 
 /// The audit trail of one run, job or request, as (action, user id).

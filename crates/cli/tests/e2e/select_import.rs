@@ -37,7 +37,7 @@ test_support::on_both_backends! {
         };
         emulator.create_user(guest_without_mail).unwrap();
 
-        let run = e2e.directory.clone().sync_now(proto::directory::v1::SyncNowRequest { mode: proto::directory::v1::SyncMode::Delta.into(), ..Default::default() }).await.unwrap().into_inner().run.unwrap();
+        let run = crate::helpers::round_to_end(&mut e2e.directory.clone(), proto::directory::v1::SyncNowRequest { mode: proto::directory::v1::SyncMode::Delta.into(), ..Default::default() }).await.run.unwrap();
         assert_eq!(run.status(), proto::directory::v1::SyncRunStatus::Succeeded, "{run:?}");
         let users = e2e.registry_users().await;
         assert_eq!(users.len(), 1, "the member is imported; the guest without mail is skipped");

@@ -41,6 +41,10 @@ pub struct SyncRun {
     pub users_removed: u64,
     pub users_rejected: u64,
     pub error: String,
+    /// Pages of users or changes read from Graph (group member pages are not counted).
+    pub pages_read: u64,
+    /// Why a delta round read the whole tenant instead (its mode is then `Full`).
+    pub fell_back_from_delta: Option<String>,
 }
 
 impl SyncRun {
@@ -57,6 +61,58 @@ impl SyncRun {
             users_removed: 0,
             users_rejected: 0,
             error: String::new(),
+            pages_read: 0,
+            fell_back_from_delta: None,
         }
+    }
+
+    /// True once the run has an outcome (it may still wait for approval).
+    pub fn has_ended(&self) -> bool {
+        self.status != SyncRunStatus::Running
+    }
+
+    /// How long the run took, or has been running at `now_ms`; never negative, whatever the
+    /// record holds (an ended run without an end time counts 0, clocks may move back).
+    pub fn duration_ms(&self, now_ms: i64) -> i64 {
+        let end = match (self.has_ended(), self.finished_at_ms) {
+            (false, _) => now_ms,
+            (true, 0) => return 0,
+            (true, finished) => finished,
+        };
+        end.saturating_sub(self.started_at_ms).max(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_never_negative() {
+        let mut run = SyncRun::start("r".into(), SyncMode::Full, 1_800_000_000_000);
+        assert_eq!(
+            run.duration_ms(1_800_000_004_000),
+            4_000,
+            "a running round: so far"
+        );
+        assert_eq!(
+            run.duration_ms(1_799_999_999_000),
+            0,
+            "a clock behind the start"
+        );
+        run.status = SyncRunStatus::Failed;
+        assert_eq!(
+            run.duration_ms(1_800_000_009_000),
+            0,
+            "ended without an end time"
+        );
+        run.finished_at_ms = 1_800_000_002_500;
+        assert_eq!(run.duration_ms(1_900_000_000_000), 2_500);
+        run.finished_at_ms = 1_700_000_000_000;
+        assert_eq!(
+            run.duration_ms(1_900_000_000_000),
+            0,
+            "an end before the start"
+        );
     }
 }

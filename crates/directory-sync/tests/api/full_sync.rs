@@ -69,11 +69,8 @@ test_support::on_both_backends! {
         users[1].account_enabled = !users[1].account_enabled;
         let later = start_emulator(users).await;
         let mut directory = stack.directory_reading(directory_config(&later)).await;
-        let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
+        let run = crate::helpers::run_to_end(&mut directory, pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
-            .unwrap()
-            .into_inner()
             .run
             .unwrap();
         assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{}", run.error);
@@ -86,11 +83,8 @@ test_support::on_both_backends! {
         stack.full_sync().await;
         let empty = start_emulator(Vec::new()).await;
         let mut directory = stack.directory_reading(directory_config(&empty)).await;
-        let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
+        let run = crate::helpers::run_to_end(&mut directory, pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
-            .unwrap()
-            .into_inner()
             .run
             .unwrap();
         assert_eq!(run.status(), pb::SyncRunStatus::Failed);
@@ -104,11 +98,8 @@ test_support::on_both_backends! {
         let mut wrong_secret = directory_config(&stack.emulator);
         wrong_secret.client_secret = "not-the-secret".to_owned().into();
         let mut directory = stack.directory_reading(wrong_secret).await;
-        let run = directory
-            .sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
+        let run = crate::helpers::run_to_end(&mut directory, pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() })
             .await
-            .unwrap()
-            .into_inner()
             .run
             .unwrap();
         assert_eq!(run.status(), pb::SyncRunStatus::Failed);

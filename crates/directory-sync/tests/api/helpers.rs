@@ -164,6 +164,14 @@ impl Stack {
         client
     }
 
+    /// The configuration of another directory-sync over this stack's mirror and registry,
+    /// reading `directory`.
+    pub(crate) fn config_reading(&self, database_url: &str, directory: DirectoryConfig) -> Config {
+        let mut config = Config::for_tests(database_url, &self.registry_url, directory);
+        config.sync = no_schedule();
+        config
+    }
+
     pub(crate) async fn full_sync(&self) -> pb::SyncRun {
         self.sync(pb::SyncMode::Full).await
     }
@@ -173,12 +181,8 @@ impl Stack {
             mode: mode.into(),
             ..Default::default()
         };
-        self.directory
-            .clone()
-            .sync_now(request)
+        run_to_end(&mut self.directory.clone(), request)
             .await
-            .unwrap()
-            .into_inner()
             .run
             .unwrap()
     }
@@ -245,6 +249,53 @@ impl Stack {
             .unwrap()
             .into_inner()
     }
+}
+
+/// Starts a round and follows it to its end; answers the last message (the ended run, and a
+/// dry run's preview).
+pub(crate) async fn run_to_end(
+    directory: &mut DirectoryServiceClient<Channel>,
+    request: pb::SyncNowRequest,
+) -> pb::WatchSyncRunResponse {
+    let run = directory
+        .sync_now(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(
+        run.status(),
+        pb::SyncRunStatus::Running,
+        "SyncNow answers at once"
+    );
+    follow(directory, &run.run_id).await.pop().unwrap()
+}
+
+/// Every message of a watch of `run_id`, until the stream ends; the last holds the ended run.
+pub(crate) async fn follow(
+    directory: &mut DirectoryServiceClient<Channel>,
+    run_id: &str,
+) -> Vec<pb::WatchSyncRunResponse> {
+    let request = pb::WatchSyncRunRequest {
+        run_id: run_id.to_owned(),
+    };
+    let mut stream = directory
+        .watch_sync_run(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut updates = Vec::new();
+    while let Some(update) = stream.message().await.unwrap() {
+        updates.push(update);
+    }
+    let last = updates.last().expect("a watch sends the run at least once");
+    assert_ne!(
+        last.run.as_ref().unwrap().status(),
+        pb::SyncRunStatus::Running,
+        "the watch ends when the round has"
+    );
+    updates
 }
 
 /// The mirror equals the directory: the same present users with the same fields.

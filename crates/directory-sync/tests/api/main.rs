@@ -7,3 +7,4 @@ mod helpers;
 mod listing;
 mod lookups;
 mod provisioning;
+mod rounds;

@@ -189,10 +189,10 @@ test_support::on_both_backends! {
         let (mut stack, _) = synced_with_imported(&db, 30, 20).await;
         let empty = crate::helpers::start_emulator(Vec::new()).await;
         let mut directory = stack.directory_reading(crate::helpers::directory_config(&empty)).await;
-        let run = directory.sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() }).await.unwrap().into_inner().run.unwrap();
+        let run = crate::helpers::run_to_end(&mut directory, pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), ..Default::default() }).await.run.unwrap();
         assert_eq!(run.status(), pb::SyncRunStatus::Failed, "{run:?}");
         assert_eq!(enabled_count(&stack).await, 20, "nobody is read as having left");
-        let dry = directory.sync_now(pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), dry_run: true }).await.unwrap().into_inner();
+        let dry = crate::helpers::run_to_end(&mut directory, pb::SyncNowRequest { mode: pb::SyncMode::Full.into(), dry_run: true }).await;
         assert_eq!(dry.run.unwrap().status(), pb::SyncRunStatus::Failed, "a dry run of it fails the same way");
         assert!(dry.preview.is_none());
     }
