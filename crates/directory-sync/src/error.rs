@@ -1,6 +1,6 @@
 //! directory-sync's error type and its one mapping to gRPC statuses.
 
-use tonic::Status;
+use tonic::{Code, Status};
 
 /// What a caller of directory-sync must decide on.
 #[derive(Debug, thiserror::Error)]
@@ -65,29 +65,71 @@ impl From<graph::Error> for Error {
     }
 }
 
+impl Error {
+    /// The stable `ErrorInfo` reason of this error (listed in directory_service.proto).
+    pub fn reason(&self) -> &'static str {
+        use service_runtime::error::reason;
+        match self {
+            Error::Invalid { .. } => reason::INVALID_FIELD,
+            Error::Unimplemented(_) => reason::UNIMPLEMENTED,
+            Error::GroupNotSynced(_) => "GROUP_NOT_SYNCED",
+            Error::DeltaUnavailable(_) => "DELTA_UNAVAILABLE",
+            Error::RunNotFound(_) => "SYNC_RUN_NOT_FOUND",
+            Error::RunNotAwaitingApproval(..) => "SYNC_RUN_NOT_AWAITING_APPROVAL",
+            Error::SyncBusy(_) => "SYNC_BUSY",
+            Error::Directory {
+                retryable: true, ..
+            } => "DIRECTORY_UNAVAILABLE",
+            Error::Directory {
+                retryable: false, ..
+            } => "DIRECTORY_REFUSED",
+            Error::RegistryUnavailable(_) | Error::ImporterUnavailable(_) => {
+                reason::UPSTREAM_UNAVAILABLE
+            }
+            Error::Internal(_) => reason::INTERNAL,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match &error {
-            Error::Invalid { .. } => Status::invalid_argument(error.to_string()),
-            Error::Unimplemented(_) => Status::unimplemented(error.to_string()),
-            Error::SyncBusy(_) => Status::aborted(error.to_string()),
-            Error::RunNotFound(_) => Status::not_found(error.to_string()),
-            Error::RunNotAwaitingApproval(..) => Status::failed_precondition(error.to_string()),
-            Error::GroupNotSynced(_) | Error::DeltaUnavailable(_) => {
-                Status::failed_precondition(error.to_string())
-            }
+        use service_runtime::error::{internal_status, invalid_field, with_info};
+        let code = match &error {
+            Error::Invalid { field, reason } => return invalid_field(field, reason.clone()),
+            // Database faults keep their class (UNAVAILABLE, ABORTED…); defects are logged
+            // once and the caller gets an opaque message.
+            Error::Internal(inner) => return internal_status(inner),
+            Error::Unimplemented(_) => Code::Unimplemented,
+            Error::SyncBusy(_) => Code::Aborted,
+            Error::RunNotFound(_) => Code::NotFound,
+            Error::RunNotAwaitingApproval(..)
+            | Error::GroupNotSynced(_)
+            | Error::DeltaUnavailable(_)
+            | Error::Directory {
+                retryable: false, ..
+            } => Code::FailedPrecondition,
             Error::Directory {
                 retryable: true, ..
             }
             | Error::RegistryUnavailable(_)
-            | Error::ImporterUnavailable(_) => Status::unavailable(error.to_string()),
-            Error::Directory {
-                retryable: false, ..
-            } => Status::failed_precondition(error.to_string()),
-            Error::Internal(inner) => {
-                tracing::error!(error = ?inner, "request failed");
-                Status::internal("internal error")
+            | Error::ImporterUnavailable(_) => Code::Unavailable,
+        };
+        let mut metadata = std::collections::HashMap::new();
+        match &error {
+            Error::RegistryUnavailable(_) => {
+                metadata.insert("service".to_owned(), "user-registry".to_owned());
             }
+            Error::ImporterUnavailable(_) => {
+                metadata.insert("service".to_owned(), "import-worker".to_owned());
+            }
+            Error::Directory { .. } => {
+                metadata.insert("service".to_owned(), "microsoft-graph".to_owned());
+            }
+            Error::SyncBusy(Some(run_id)) => {
+                metadata.insert("run_id".to_owned(), run_id.clone());
+            }
+            _ => {}
         }
+        with_info(code, error.reason(), error.to_string(), metadata)
     }
 }
