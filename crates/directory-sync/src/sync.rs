@@ -1,6 +1,8 @@
 //! Sync rounds. A full round reads every user into the mirror and marks the users the
-//! directory no longer lists as deleted; a delta round applies only the changes since the
-//! stored deltaLink. Both then refresh the members of the configured groups.
+//! directory no longer lists as deleted (soft-deleted while the deleted items hold them,
+//! hard-deleted only when those were read and miss them too); a delta round applies only the
+//! changes since the stored deltaLink (`@removed` reason `changed` is a soft deletion,
+//! `deleted` a hard one). Both then refresh the members of the configured groups.
 
 use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
 use service_runtime::storage::Database;
@@ -289,7 +291,8 @@ async fn apply(
 /// changes made while the tenant is being read come with the next delta round. The sweep of
 /// unseen users runs only after every page was read: a round that fails part-way deletes
 /// nothing, and a round that reads no users at all while the mirror holds some is refused
-/// rather than read as "everyone left".
+/// rather than read as "everyone left". Users missing from `/users` are soft-deleted
+/// (restorable) unless the deleted items, read completely after `/users`, miss them too.
 async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) -> Result<(), Error> {
     let start_link = match ctx.graph.users_delta(DeltaStart::Latest).next_page().await {
         Ok(page) => page.and_then(|p| p.delta_link),
@@ -342,27 +345,41 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
         .map_err(|e| anyhow::anyhow!("directory reader task failed: {e}"))?;
     outcome?;
 
+    {
+        let mut conn = ctx.conn().await?;
+        let present = store::present_count(&mut conn, &ctx.tenant_id).await?;
+        if run.users_seen == 0 && run.users_rejected == 0 && present > 0 {
+            return Err(Error::Directory {
+                message: format!(
+                    "the directory listed no users while the mirror holds {present}; \
+                     refusing to mark them all deleted"
+                ),
+                retryable: true,
+            });
+        }
+    }
+    // Absence from /users is not deletion: a soft-deleted user is missing there too. Only a
+    // user missing from the deleted items as well is gone for good, and only when those were
+    // read completely; otherwise every missing user is taken as soft-deleted (restorable).
+    let concluded =
+        if read_deleted_items(ctx, run, clock).await? && recheck_unseen(ctx, run, clock).await? {
+            DeletionState::HardDeleted
+        } else {
+            DeletionState::SoftDeleted
+        };
+
     let mut tx = ctx
         .db
         .begin_write()
         .await
         .map_err(Error::internal("begin sweep"))?;
-    let present = store::present_count(&mut tx, &ctx.tenant_id).await?;
-    if run.users_seen == 0 && run.users_rejected == 0 && present > 0 {
-        return Err(Error::Directory {
-            message: format!(
-                "the directory listed no users while the mirror holds {present}; \
-                 refusing to mark them all deleted"
-            ),
-            retryable: true,
-        });
-    }
     run.users_removed += store::sweep_unseen(
         &mut tx,
         &ctx.tenant_id,
         &run.run_id,
         run.started_at_ms,
         clock(),
+        concluded,
     )
     .await?;
     match &start_link {
@@ -372,6 +389,102 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
     tx.commit().await.map_err(Error::internal("commit sweep"))?;
     let mut conn = ctx.conn().await?;
     store::analyze(&mut conn).await
+}
+
+/// Reads the directory's deleted items (soft-deleted users, restorable for 30 days) during a
+/// full round: the mirror's users listed there, and not in `/users`, become soft-deleted and
+/// count as seen, so the sweep does not take them for gone. True when every page was read and
+/// every entry had an id; a failed read (an outage, a missing permission) or an unreadable
+/// entry answers false, and the round then concludes nobody is hard-deleted.
+async fn read_deleted_items(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    clock: &impl Fn() -> i64,
+) -> Result<bool, Error> {
+    let mut pages = ctx.graph.deleted_users();
+    let mut complete = true;
+    loop {
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return Ok(complete),
+            Err(error) => {
+                tracing::warn!(
+                    run_id = %run.run_id,
+                    %error,
+                    "cannot read the directory's deleted items; users missing from this round \
+                     are taken as soft-deleted, none as hard-deleted"
+                );
+                return Ok(false);
+            }
+        };
+        if !page.rejected.is_empty() {
+            tracing::warn!(
+                run_id = %run.run_id,
+                rejected = page.rejected.len(),
+                "deleted items without an id; users missing from this round are taken as \
+                 soft-deleted, none as hard-deleted"
+            );
+            complete = false;
+        }
+        // An id that is not a GUID names no mirror user (the mirror holds normalized ones).
+        let ids: Vec<String> = page
+            .ids
+            .iter()
+            .filter_map(|id| service_runtime::normalize_guid(id))
+            .collect();
+        let mut conn = ctx.conn().await?;
+        run.users_removed += store::mark_restorable(
+            &mut conn,
+            ctx.db.backend(),
+            &ctx.tenant_id,
+            &ids,
+            &run.run_id,
+            clock(),
+        )
+        .await?;
+    }
+}
+
+/// Looks the users about to be concluded hard-deleted up once more (`$batch`, 20 a request):
+/// one restored after `/users` was read but before the deleted items were is listed in
+/// neither, and is found here and kept as seen. Hard deletions are few, so this costs a few
+/// requests a round. False when the lookup failed: nobody is then concluded hard-deleted.
+async fn recheck_unseen(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    clock: &impl Fn() -> i64,
+) -> Result<bool, Error> {
+    let unseen = {
+        let mut conn = ctx.conn().await?;
+        store::unseen_users(&mut conn, &ctx.tenant_id, &run.run_id, run.started_at_ms).await?
+    };
+    if unseen.is_empty() {
+        return Ok(true);
+    }
+    let found = match ctx.graph.get_users_batch(&unseen).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(
+                run_id = %run.run_id,
+                %error,
+                "cannot look up the users missing from this round; they are taken as \
+                 soft-deleted, none as hard-deleted"
+            );
+            return Ok(false);
+        }
+    };
+    let users: Vec<GraphUser> = found.into_iter().filter_map(|(_, user)| user).collect();
+    if !users.is_empty() {
+        tracing::info!(run_id = %run.run_id, back = users.len(), "users missing from the listing are in the directory after all");
+        let changes = Changes {
+            users,
+            ..Changes::default()
+        };
+        apply(ctx, &run.run_id, changes, clock())
+            .await?
+            .count_into(run);
+    }
+    Ok(true)
 }
 
 /// A delta round from the stored deltaLink, page by page, each in its own transaction; the

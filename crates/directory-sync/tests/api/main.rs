@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod delta;
+mod deletions;
 mod full_sync;
 mod groups;
 mod helpers;
