@@ -4,6 +4,8 @@
 //! changes since the stored deltaLink (`@removed` reason `changed` is a soft deletion,
 //! `deleted` a hard one). Both then refresh the members of the configured groups.
 
+use std::collections::HashSet;
+
 use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
 use service_runtime::storage::Database;
 use tokio::sync::mpsc;
@@ -361,18 +363,32 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
     // Absence from /users is not deletion: a soft-deleted user is missing there too. Only a
     // user missing from the deleted items as well is gone for good, and only when those were
     // read completely; otherwise every missing user is taken as soft-deleted (restorable).
+    let deleted_items = read_deleted_items(ctx, run).await;
     let concluded =
-        if read_deleted_items(ctx, run, clock).await? && recheck_unseen(ctx, run, clock).await? {
+        if deleted_items.complete && recheck_unseen(ctx, run, &deleted_items.pages, clock).await? {
             DeletionState::HardDeleted
         } else {
             DeletionState::SoftDeleted
         };
 
+    // The deleted items' users and the sweep are written with the new deltaLink in one
+    // transaction: a round that fails here leaves the mirror's deletion states as they were.
     let mut tx = ctx
         .db
         .begin_write()
         .await
         .map_err(Error::internal("begin sweep"))?;
+    for ids in &deleted_items.pages {
+        run.users_removed += store::mark_restorable(
+            &mut tx,
+            ctx.db.backend(),
+            &ctx.tenant_id,
+            ids,
+            &run.run_id,
+            clock(),
+        )
+        .await?;
+    }
     run.users_removed += store::sweep_unseen(
         &mut tx,
         &ctx.tenant_id,
@@ -391,22 +407,28 @@ async fn full(ctx: &SyncContext, run: &mut SyncRun, clock: &impl Fn() -> i64) ->
     store::analyze(&mut conn).await
 }
 
+/// The soft-deleted users a full round read from the directory's deleted items.
+struct DeletedItems {
+    /// Object ids (normalized), a page each.
+    pages: Vec<Vec<String>>,
+    /// Every page was read and every entry had an id.
+    complete: bool,
+}
+
 /// Reads the directory's deleted items (soft-deleted users, restorable for 30 days) during a
-/// full round: the mirror's users listed there, and not in `/users`, become soft-deleted and
-/// count as seen, so the sweep does not take them for gone. True when every page was read and
-/// every entry had an id; a failed read (an outage, a missing permission) or an unreadable
-/// entry answers false, and the round then concludes nobody is hard-deleted.
-async fn read_deleted_items(
-    ctx: &SyncContext,
-    run: &mut SyncRun,
-    clock: &impl Fn() -> i64,
-) -> Result<bool, Error> {
+/// full round, after `/users`. A failed read (an outage, a missing permission) or an entry
+/// without an id leaves the listing incomplete, and the round then concludes nobody is
+/// hard-deleted; the pages read before the failure still count (those users are restorable).
+async fn read_deleted_items(ctx: &SyncContext, run: &SyncRun) -> DeletedItems {
+    let mut items = DeletedItems {
+        pages: Vec::new(),
+        complete: true,
+    };
     let mut pages = ctx.graph.deleted_users();
-    let mut complete = true;
     loop {
         let page = match pages.next_page().await {
             Ok(Some(page)) => page,
-            Ok(None) => return Ok(complete),
+            Ok(None) => return items,
             Err(error) => {
                 tracing::warn!(
                     run_id = %run.run_id,
@@ -414,7 +436,8 @@ async fn read_deleted_items(
                     "cannot read the directory's deleted items; users missing from this round \
                      are taken as soft-deleted, none as hard-deleted"
                 );
-                return Ok(false);
+                items.complete = false;
+                return items;
             }
         };
         if !page.rejected.is_empty() {
@@ -424,7 +447,7 @@ async fn read_deleted_items(
                 "deleted items without an id; users missing from this round are taken as \
                  soft-deleted, none as hard-deleted"
             );
-            complete = false;
+            items.complete = false;
         }
         // An id that is not a GUID names no mirror user (the mirror holds normalized ones).
         let ids: Vec<String> = page
@@ -432,32 +455,31 @@ async fn read_deleted_items(
             .iter()
             .filter_map(|id| service_runtime::normalize_guid(id))
             .collect();
-        let mut conn = ctx.conn().await?;
-        run.users_removed += store::mark_restorable(
-            &mut conn,
-            ctx.db.backend(),
-            &ctx.tenant_id,
-            &ids,
-            &run.run_id,
-            clock(),
-        )
-        .await?;
+        if !ids.is_empty() {
+            items.pages.push(ids);
+        }
     }
 }
 
-/// Looks the users about to be concluded hard-deleted up once more (`$batch`, 20 a request):
-/// one restored after `/users` was read but before the deleted items were is listed in
-/// neither, and is found here and kept as seen. Hard deletions are few, so this costs a few
-/// requests a round. False when the lookup failed: nobody is then concluded hard-deleted.
+/// Looks the users about to be concluded hard-deleted (unseen, and not in the deleted items)
+/// up once more (`$batch`, 20 a request): one restored after `/users` was read but before the
+/// deleted items were is listed in neither, and is found here and kept as seen. Hard
+/// deletions are few, so this costs a few requests a round. False when the lookup failed:
+/// nobody is then concluded hard-deleted.
 async fn recheck_unseen(
     ctx: &SyncContext,
     run: &mut SyncRun,
+    deleted_items: &[Vec<String>],
     clock: &impl Fn() -> i64,
 ) -> Result<bool, Error> {
-    let unseen = {
+    let restorable: HashSet<&str> = deleted_items.iter().flatten().map(String::as_str).collect();
+    let unseen: Vec<String> = {
         let mut conn = ctx.conn().await?;
         store::unseen_users(&mut conn, &ctx.tenant_id, &run.run_id, run.started_at_ms).await?
-    };
+    }
+    .into_iter()
+    .filter(|id| !restorable.contains(id.as_str()))
+    .collect();
     if unseen.is_empty() {
         return Ok(true);
     }
@@ -475,7 +497,11 @@ async fn recheck_unseen(
     };
     let users: Vec<GraphUser> = found.into_iter().filter_map(|(_, user)| user).collect();
     if !users.is_empty() {
-        tracing::info!(run_id = %run.run_id, back = users.len(), "users missing from the listing are in the directory after all");
+        tracing::info!(
+            run_id = %run.run_id,
+            back = users.len(),
+            "users missing from the listing are in the directory after all"
+        );
         let changes = Changes {
             users,
             ..Changes::default()

@@ -103,12 +103,12 @@ mod tests {
     #[test]
     fn an_entry_without_an_id_is_rejected_and_the_others_kept() {
         let parsed = parse_page(
-            br#"{"value":[
+            br##"{"value":[
                 {"@odata.type":"#microsoft.graph.user","id":"a","deletedDateTime":"2024-05-01T10:00:00Z"},
                 {"id":""},
                 {"displayName":"no id"},
                 {"id":"b"}
-            ]}"#,
+            ]}"##,
             "deletedItems",
             deleted_entry,
         )

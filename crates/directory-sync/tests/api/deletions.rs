@@ -59,15 +59,26 @@ async fn deletions_via(stack: &Stack, run_id: &str) -> usize {
         page_size: 100,
         ..Default::default()
     };
-    let events = stack.registry.clone().list_audit_events(request).await.unwrap();
+    let events = stack
+        .registry
+        .clone()
+        .list_audit_events(request)
+        .await
+        .unwrap();
     events.into_inner().events.len()
 }
 
 /// A stack with this delete policy whose first 40 enabled members are in the registry, after
 /// a full round.
-async fn synced(db: &test_support::TestDatabase, delete_hard_deleted: bool) -> (Stack, Vec<EmulatedUser>) {
+async fn synced(
+    db: &test_support::TestDatabase,
+    delete_hard_deleted: bool,
+) -> (Stack, Vec<EmulatedUser>) {
     let emulator = start_emulator(graph_emulator::synthetic_users(60, "contoso.com")).await;
-    let provisioning = ProvisioningConfig { delete_hard_deleted, ..Default::default() };
+    let provisioning = ProvisioningConfig {
+        delete_hard_deleted,
+        ..Default::default()
+    };
     let stack = Stack::spawn_provisioned(db, emulator, no_schedule(), provisioning).await;
     let members: Vec<EmulatedUser> = stack
         .emulator
@@ -77,7 +88,9 @@ async fn synced(db: &test_support::TestDatabase, delete_hard_deleted: bool) -> (
         .take(40)
         .collect();
     assert_eq!(members.len(), 40);
-    stack.import_into_registry(&members.iter().collect::<Vec<_>>()).await;
+    stack
+        .import_into_registry(&members.iter().collect::<Vec<_>>())
+        .await;
     let run = stack.full_sync().await;
     assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{run:?}");
     (stack, members)

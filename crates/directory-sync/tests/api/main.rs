@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod delta;
 mod deletions;
+mod delta;
 mod full_sync;
 mod groups;
 mod helpers;

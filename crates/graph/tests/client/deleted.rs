@@ -50,7 +50,13 @@ async fn soft_deleted_users_are_listed_across_pages_until_restored_or_purged() {
     emulator.restore_user(&users[0].id).unwrap();
     emulator.hard_delete_user(&users[3].id).unwrap();
     let (listed, _) = deleted_ids(&client).await;
-    assert!(!listed.contains(&users[0].id), "a restored user leaves the deleted items");
-    assert!(!listed.contains(&users[3].id), "a purged user leaves the deleted items");
+    assert!(
+        !listed.contains(&users[0].id),
+        "a restored user leaves the deleted items"
+    );
+    assert!(
+        !listed.contains(&users[3].id),
+        "a purged user leaves the deleted items"
+    );
     assert_eq!(listed.len(), expected.len() - 2);
 }
