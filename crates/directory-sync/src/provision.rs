@@ -71,7 +71,9 @@ impl Effects {
 
 /// The registry change a mirror user's current state asks for; a user out of scope (in none
 /// of the synced groups, when groups are configured) is disabled. A hard-deleted user is
-/// marked, or deleted under the opt-in policy.
+/// marked, or deleted under the opt-in policy; only Graph's own word makes a user
+/// hard-deleted in the mirror (see `sync.rs`), so the policy never deletes a user the
+/// directory can restore. A user present again loses its mark.
 fn change_of(
     user: &MirrorUser,
     in_scope: bool,
@@ -90,7 +92,9 @@ fn change_of(
         enabled: Some(
             user.account_enabled && user.deletion_state == DeletionState::Present && in_scope,
         ),
-        deleted_in_directory: hard_deleted,
+        // The registry's mark follows the directory both ways: set for a hard-deleted user,
+        // cleared for one the directory holds again (restored, or only soft-deleted).
+        deleted_in_directory: Some(hard_deleted),
         delete: hard_deleted && config.delete_hard_deleted,
     }
 }

@@ -231,25 +231,98 @@ pub async fn touch_seen(
     Ok(())
 }
 
+static MARK_RESTORABLE: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("id", "text")]);
+        // last_seen_run moves too: the directory still holds the user (restorable), so the
+        // sweep after this read does not conclude it is gone.
+        format!(
+            "UPDATE directory_users SET last_seen_run = $3, deletion_state = 'soft_deleted', \
+             changed_run = CASE WHEN deletion_state <> 'soft_deleted' THEN $3 ELSE changed_run END, \
+             updated_at_ms = CASE WHEN deletion_state <> 'soft_deleted' THEN $4 ELSE updated_at_ms END \
+             WHERE tenant_id = $2 AND last_seen_run <> $3 AND object_id IN (SELECT r.id FROM {rows}) \
+             RETURNING changed_run"
+        )
+    })
+});
+
+/// Records users a full round `run_id` found in the directory's deleted items (and not in
+/// `/users`) as soft-deleted and seen: restorable, so not swept as gone. Also corrects users
+/// an earlier round concluded were hard-deleted. Returns how many changed state.
+pub async fn mark_restorable(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    object_ids: &[String],
+    run_id: &str,
+    now_ms: i64,
+) -> Result<u64, Error> {
+    if object_ids.is_empty() {
+        return Ok(0);
+    }
+    let rows = sqlx::query(MARK_RESTORABLE.get(backend))
+        .bind(id_rows(backend, object_ids)?)
+        .bind(tenant_id)
+        .bind(run_id)
+        .bind(now_ms)
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("mark restorable users"))?;
+    // Every listed user is touched; only those whose state this run changed count.
+    let mut changed = 0;
+    for row in &rows {
+        let changed_run: String = row
+            .try_get("changed_run")
+            .map_err(Error::internal("read restorable users"))?;
+        changed += u64::from(changed_run == run_id);
+    }
+    Ok(changed)
+}
+
+/// Object ids of the users a full sync `run_id` (started at `started_at_ms`) has not seen and
+/// that its sweep would mark: the candidates for a hard deletion.
+pub async fn unseen_users(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+    started_at_ms: i64,
+) -> Result<Vec<String>, Error> {
+    sqlx::query_scalar(
+        "SELECT object_id FROM directory_users WHERE tenant_id = $1 AND last_seen_run <> $2 \
+         AND deletion_state <> 'hard_deleted' AND updated_at_ms < $3 ORDER BY object_id",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .bind(started_at_ms)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("read unseen users"))
+}
+
 /// Marks every user that `run_id` (a completed full sync that started at `started_at_ms`) did
-/// not see as hard-deleted, and returns how many. Users written after the run started (a
-/// lookup of a brand-new user) are kept: the listing may simply have passed them already.
+/// not see — neither in `/users` nor in the deleted items — as `concluded`, and returns how
+/// many. `concluded` is [`DeletionState::HardDeleted`] only when the deleted items were read
+/// completely; otherwise [`DeletionState::SoftDeleted`], which never overrides an earlier
+/// hard deletion. Users written after the run started (a lookup of a brand-new user) are
+/// kept: the listing may simply have passed them already.
 pub async fn sweep_unseen(
     conn: &mut AnyConnection,
     tenant_id: &str,
     run_id: &str,
     started_at_ms: i64,
     now_ms: i64,
+    concluded: DeletionState,
 ) -> Result<u64, Error> {
     let result = sqlx::query(
-        "UPDATE directory_users SET deletion_state = 'hard_deleted', changed_run = $2, updated_at_ms = $4 \
+        "UPDATE directory_users SET deletion_state = $5, changed_run = $2, updated_at_ms = $4 \
          WHERE tenant_id = $1 AND last_seen_run <> $2 AND deletion_state <> 'hard_deleted' \
-         AND updated_at_ms < $3",
+         AND deletion_state <> $5 AND updated_at_ms < $3",
     )
     .bind(tenant_id)
     .bind(run_id)
     .bind(started_at_ms)
     .bind(now_ms)
+    .bind(concluded.as_str())
     .execute(conn)
     .await
     .map_err(Error::internal("sweep unseen users"))?;

@@ -1,6 +1,10 @@
 //! Sync rounds. A full round reads every user into the mirror and marks the users the
-//! directory no longer lists as deleted; a delta round applies only the changes since the
-//! stored deltaLink. Both then refresh the members of the configured groups.
+//! directory no longer lists as deleted (soft-deleted while the deleted items hold them,
+//! hard-deleted only when those were read and miss them too); a delta round applies only the
+//! changes since the stored deltaLink (`@removed` reason `changed` is a soft deletion,
+//! `deleted` a hard one). Both then refresh the members of the configured groups.
+
+use std::collections::HashSet;
 
 use std::time::{Duration, Instant};
 
@@ -414,7 +418,8 @@ async fn apply(
 /// changes made while the tenant is being read come with the next delta round. The sweep of
 /// unseen users runs only after every page was read: a round that fails part-way deletes
 /// nothing, and a round that reads no users at all while the mirror holds some is refused
-/// rather than read as "everyone left".
+/// rather than read as "everyone left". Users missing from `/users` are soft-deleted
+/// (restorable) unless the deleted items, read completely after `/users`, miss them too.
 async fn full(
     ctx: &SyncContext,
     run: &mut SyncRun,
@@ -475,20 +480,47 @@ async fn full(
         .map_err(|e| anyhow::anyhow!("directory reader task failed: {e}"))?;
     outcome?;
 
+    {
+        let mut conn = ctx.conn().await?;
+        let present = store::present_count(&mut conn, &ctx.tenant_id).await?;
+        if run.users_seen == 0 && run.users_rejected == 0 && present > 0 {
+            return Err(Error::Directory {
+                message: format!(
+                    "the directory listed no users while the mirror holds {present}; \
+                     refusing to mark them all deleted"
+                ),
+                retryable: true,
+            });
+        }
+    }
+    // Absence from /users is not deletion: a soft-deleted user is missing there too. Only a
+    // user missing from the deleted items as well is gone for good, and only when those were
+    // read completely; otherwise every missing user is taken as soft-deleted (restorable).
+    let deleted_items = read_deleted_items(ctx, run).await;
+    let concluded =
+        if deleted_items.complete && recheck_unseen(ctx, run, &deleted_items.pages, clock).await? {
+            DeletionState::HardDeleted
+        } else {
+            DeletionState::SoftDeleted
+        };
+
+    // The deleted items' users and the sweep are written with the new deltaLink in one
+    // transaction: a round that fails here leaves the mirror's deletion states as they were.
     let mut tx = ctx
         .db
         .begin_write()
         .await
         .map_err(Error::internal("begin sweep"))?;
-    let present = store::present_count(&mut tx, &ctx.tenant_id).await?;
-    if run.users_seen == 0 && run.users_rejected == 0 && present > 0 {
-        return Err(Error::Directory {
-            message: format!(
-                "the directory listed no users while the mirror holds {present}; \
-                 refusing to mark them all deleted"
-            ),
-            retryable: true,
-        });
+    for ids in &deleted_items.pages {
+        run.users_removed += store::mark_restorable(
+            &mut tx,
+            ctx.db.backend(),
+            &ctx.tenant_id,
+            ids,
+            &run.run_id,
+            clock(),
+        )
+        .await?;
     }
     run.users_removed += store::sweep_unseen(
         &mut tx,
@@ -496,6 +528,7 @@ async fn full(
         &run.run_id,
         run.started_at_ms,
         clock(),
+        concluded,
     )
     .await?;
     match &start_link {
@@ -505,6 +538,112 @@ async fn full(
     tx.commit().await.map_err(Error::internal("commit sweep"))?;
     let mut conn = ctx.conn().await?;
     store::analyze(&mut conn).await
+}
+
+/// The soft-deleted users a full round read from the directory's deleted items.
+struct DeletedItems {
+    /// Object ids (normalized), a page each.
+    pages: Vec<Vec<String>>,
+    /// Every page was read and every entry had an id.
+    complete: bool,
+}
+
+/// Reads the directory's deleted items (soft-deleted users, restorable for 30 days) during a
+/// full round, after `/users`. A failed read (an outage, a missing permission) or an entry
+/// without an id leaves the listing incomplete, and the round then concludes nobody is
+/// hard-deleted; the pages read before the failure still count (those users are restorable).
+async fn read_deleted_items(ctx: &SyncContext, run: &SyncRun) -> DeletedItems {
+    let mut items = DeletedItems {
+        pages: Vec::new(),
+        complete: true,
+    };
+    let mut pages = ctx.graph.deleted_users();
+    loop {
+        let page = match pages.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => return items,
+            Err(error) => {
+                tracing::warn!(
+                    run_id = %run.run_id,
+                    %error,
+                    "cannot read the directory's deleted items; users missing from this round \
+                     are taken as soft-deleted, none as hard-deleted"
+                );
+                items.complete = false;
+                return items;
+            }
+        };
+        if !page.rejected.is_empty() {
+            tracing::warn!(
+                run_id = %run.run_id,
+                rejected = page.rejected.len(),
+                "deleted items without an id; users missing from this round are taken as \
+                 soft-deleted, none as hard-deleted"
+            );
+            items.complete = false;
+        }
+        // An id that is not a GUID names no mirror user (the mirror holds normalized ones).
+        let ids: Vec<String> = page
+            .ids
+            .iter()
+            .filter_map(|id| service_runtime::normalize_guid(id))
+            .collect();
+        if !ids.is_empty() {
+            items.pages.push(ids);
+        }
+    }
+}
+
+/// Looks the users about to be concluded hard-deleted (unseen, and not in the deleted items)
+/// up once more (`$batch`, 20 a request): one restored after `/users` was read but before the
+/// deleted items were is listed in neither, and is found here and kept as seen. Hard
+/// deletions are few, so this costs a few requests a round. False when the lookup failed:
+/// nobody is then concluded hard-deleted.
+async fn recheck_unseen(
+    ctx: &SyncContext,
+    run: &mut SyncRun,
+    deleted_items: &[Vec<String>],
+    clock: &impl Fn() -> i64,
+) -> Result<bool, Error> {
+    let restorable: HashSet<&str> = deleted_items.iter().flatten().map(String::as_str).collect();
+    let unseen: Vec<String> = {
+        let mut conn = ctx.conn().await?;
+        store::unseen_users(&mut conn, &ctx.tenant_id, &run.run_id, run.started_at_ms).await?
+    }
+    .into_iter()
+    .filter(|id| !restorable.contains(id.as_str()))
+    .collect();
+    if unseen.is_empty() {
+        return Ok(true);
+    }
+    let found = match ctx.graph.get_users_batch(&unseen).await {
+        Ok(found) => found,
+        Err(error) => {
+            tracing::warn!(
+                run_id = %run.run_id,
+                %error,
+                "cannot look up the users missing from this round; they are taken as \
+                 soft-deleted, none as hard-deleted"
+            );
+            return Ok(false);
+        }
+    };
+    let users: Vec<GraphUser> = found.into_iter().filter_map(|(_, user)| user).collect();
+    if !users.is_empty() {
+        tracing::info!(
+            run_id = %run.run_id,
+            back = users.len(),
+            "users missing from the listing are in the directory after all"
+        );
+        let changes = Changes {
+            users,
+            ..Changes::default()
+        };
+        apply(ctx, &run.run_id, changes, clock())
+            .await?
+            .count_into(run);
+    }
+    Ok(true)
 }
 
 /// A delta round from the stored deltaLink, page by page, each in its own transaction; the

@@ -15,6 +15,8 @@
 //!   mutation API ([`Emulator::create_user`], [`Emulator::update_user`]...) appends to;
 //! - `GET /v1.0/groups/{id}` and `/v1.0/groups/{id}/transitiveMembers` (users, nested groups,
 //!   devices, contacts, service principals, each with `@odata.type`);
+//! - `GET /v1.0/directory/deletedItems/microsoft.graph.user`: soft-deleted users (restorable;
+//!   [`Emulator::restore_user`] brings one back, [`Emulator::hard_delete_user`] purges it);
 //! - `POST /v1.0/$batch` (up to 20 GETs, answered in shuffled order).
 //!
 //! Everything is served at one origin ([`Emulator::base_url`]). Every request is recorded
@@ -26,6 +28,7 @@
 
 mod batch;
 mod certificates;
+mod deleted;
 mod delta;
 mod directory;
 mod faults;
@@ -416,6 +419,15 @@ fn graph_routes() -> Router<AppState> {
         .route(
             "/groups/{id}/transitiveMembers",
             get(groups::transitive_members),
+        )
+        // Graph's paths are case-insensitive; both spellings appear in its documentation.
+        .route(
+            "/directory/deletedItems/microsoft.graph.user",
+            get(deleted::list_deleted_users),
+        )
+        .route(
+            "/directory/deleteditems/microsoft.graph.user",
+            get(deleted::list_deleted_users),
         )
         .route("/$batch", post(batch::batch))
         .fallback(unknown_segment)

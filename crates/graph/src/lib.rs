@@ -8,7 +8,8 @@
 //! [`GraphConfig::scope`] says otherwise. It lists users page by page following `@odata.nextLink` verbatim (with
 //! `ConsistencyLevel: eventual` re-sent on every page when asked), reads single users by id
 //! or userPrincipalName, many at once with `$batch`, runs delta rounds
-//! ([`GraphClient::users_delta`]) and reads the users of a group through its transitive
+//! ([`GraphClient::users_delta`]), lists the soft-deleted users still restorable
+//! ([`GraphClient::deleted_users`]) and reads the users of a group through its transitive
 //! members. A malformed entry (wrong types, no id, a lone UTF-16 surrogate) is rejected alone
 //! ([`RejectedUser`]) instead of failing its page.
 //!
@@ -30,6 +31,7 @@ mod certificate;
 mod client;
 mod cloud;
 mod config;
+mod deleted;
 mod delta;
 mod error;
 mod groups;
@@ -45,6 +47,7 @@ pub use crate::cloud::Cloud;
 pub use crate::config::{
     Credential, DEFAULT_MAX_CONCURRENCY, GraphConfig, MAX_PAGE_SIZE, ResourceBudget, RetryPolicy,
 };
+pub use crate::deleted::{DeletedUserPages, DeletedUsersPage};
 pub use crate::delta::{DeltaPage, DeltaPages, DeltaStart, RemovedReason, RemovedUser};
 pub use crate::error::Error;
 pub use crate::groups::{GraphGroup, GroupUserPages, GroupUsersPage};

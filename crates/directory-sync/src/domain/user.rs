@@ -28,7 +28,8 @@ pub enum DeletionState {
     Present,
     /// Deleted but restorable (Graph's `@removed` reason `changed`).
     SoftDeleted,
-    /// Gone for good (`@removed` reason `deleted`, or missing from a full sync).
+    /// Gone for good: `@removed` reason `deleted`, or missing from a full sync's `/users` and
+    /// from the deleted items it read completely. Never concluded from `/users` alone.
     HardDeleted,
 }
 

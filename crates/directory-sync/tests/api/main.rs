@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deletions;
 mod delta;
 mod full_sync;
 mod groups;

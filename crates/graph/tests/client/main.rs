@@ -4,6 +4,7 @@
 mod batch;
 mod certificates;
 mod config;
+mod deleted;
 mod delta;
 mod get_user;
 mod groups;

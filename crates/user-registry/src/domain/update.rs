@@ -13,8 +13,9 @@ pub struct UserChange {
     pub name: Option<String>,
     pub network_alias: Option<String>,
     pub enabled: Option<bool>,
-    /// The directory hard-deleted the user: mark it (the first time counts).
-    pub deleted_in_directory: bool,
+    /// `Some(true)`: the directory hard-deleted the user; mark it (the first time counts).
+    /// `Some(false)`: the directory holds it again; clear a mark. `None`: leave the mark.
+    pub deleted_in_directory: Option<bool>,
     /// Delete the user and its grants (the opt-in policy for hard-deleted users).
     pub delete: bool,
 }
@@ -70,7 +71,7 @@ impl UserChange {
             name,
             network_alias,
             enabled,
-            deleted_in_directory: false,
+            deleted_in_directory: None,
             delete: false,
         })
     }

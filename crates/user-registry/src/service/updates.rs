@@ -1,5 +1,5 @@
 //! Directory changes applied to existing users (issue 8's delta sync): names, aliases after a
-//! UPN rename, enabled state. A user's id never changes. Invalid changes fail alone; the rest
+//! UPN rename, enabled state, the "deleted in directory" mark (set and cleared). A user's id never changes. Invalid changes fail alone; the rest
 //! are written with their audit events in one transaction, or only reported (dry run).
 
 use std::collections::HashSet;
@@ -143,13 +143,30 @@ impl Registry {
                 user.network_alias = alias;
                 changed.push("network_alias");
             }
-            if change.deleted_in_directory && user.deleted_in_directory_at_ms == 0 {
-                detail.insert(
-                    "deleted_in_directory".into(),
-                    serde_json::json!({ "from": false, "to": true }),
-                );
-                user.deleted_in_directory_at_ms = now_ms;
-                changed.push("deleted_in_directory");
+            match change.deleted_in_directory {
+                Some(true) if user.deleted_in_directory_at_ms == 0 => {
+                    detail.insert(
+                        "deleted_in_directory".into(),
+                        serde_json::json!({ "from": false, "to": true }),
+                    );
+                    user.deleted_in_directory_at_ms = now_ms;
+                    changed.push("deleted_in_directory");
+                }
+                // Restored in the directory: the mark goes, and the audit trail says when it
+                // was set.
+                Some(false) if user.deleted_in_directory_at_ms != 0 => {
+                    detail.insert(
+                        "deleted_in_directory".into(),
+                        serde_json::json!({
+                            "from": true,
+                            "to": false,
+                            "marked_at_ms": user.deleted_in_directory_at_ms,
+                        }),
+                    );
+                    user.deleted_in_directory_at_ms = 0;
+                    changed.push("deleted_in_directory");
+                }
+                _ => {}
             }
             if !detail.is_empty() {
                 events.push(NewEvent {

@@ -165,4 +165,31 @@ test_support::on_both_backends! {
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("1000"), "{}", err.message());
     }
+    async fn a_user_restored_in_the_directory_loses_its_deleted_mark_audited_as_an_update(db) {
+        let app = imported(&db).await;
+        let mark = |n, marked| pb::UserChange { deleted_in_directory: Some(marked), enabled: Some(!marked), ..change(n) };
+        app.client.clone().update_users(request("run-a", vec![mark(1, true)], false)).await.unwrap();
+        let marked_at = user(&app, 1).await.deleted_in_directory_at_ms;
+        assert!(marked_at > 0);
+        // A change that says nothing about the mark leaves it.
+        app.client.clone().update_users(request("run-b", vec![pb::UserChange { name: Some("Ann Smith".into()), ..change(1) }], false)).await.unwrap();
+        assert_eq!(user(&app, 1).await.deleted_in_directory_at_ms, marked_at);
+
+        let preview = app.client.clone().update_users(request("run-c", vec![mark(1, false), mark(2, false)], true)).await.unwrap().into_inner().outcomes;
+        let real = app.client.clone().update_users(request("run-c", vec![mark(1, false), mark(2, false)], false)).await.unwrap().into_inner().outcomes;
+        assert_eq!(preview, real, "the dry run says what clearing does");
+        assert_eq!(summary(&real), [
+            (pb::UpdateKind::Updated, "ann".into(), vec!["deleted_in_directory".into(), "enabled".into()]),
+            (pb::UpdateKind::Unchanged, "bob".into(), vec![]),
+        ], "clearing a mark that is not there changes nothing");
+        let ann = user(&app, 1).await;
+        assert_eq!((ann.deleted_in_directory_at_ms, ann.enabled), (0, true));
+        let events = app.client.clone().list_audit_events(pb::ListAuditEventsRequest { via: "run-c".into(), ..Default::default() }).await.unwrap().into_inner().events;
+        let mut actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        actions.sort_unstable();
+        assert_eq!(actions, ["enable", "update"]);
+        let update = events.iter().find(|e| e.action == "update").unwrap();
+        let detail: serde_json::Value = serde_json::from_str(&update.detail).unwrap();
+        assert_eq!(detail, serde_json::json!({"deleted_in_directory": {"from": true, "to": false, "marked_at_ms": marked_at}}));
+    }
 }
