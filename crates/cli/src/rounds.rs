@@ -45,7 +45,7 @@ pub async fn start(endpoints: &Endpoints, delta: bool, dry_run: bool) -> anyhow:
             })
         }
         Err(status) if status.code() == tonic::Code::Aborted => {
-            match (running_run_id(status.message()), dry_run) {
+            match (running_run_id(&status), dry_run) {
                 (Some(run_id), false) => Ok(Started {
                     run_id,
                     already_running: true,
@@ -61,12 +61,12 @@ pub async fn start(endpoints: &Endpoints, delta: bool, dry_run: bool) -> anyhow:
     }
 }
 
-/// The run id in directory-sync's "a round is already running: run <id>" message.
-pub fn running_run_id(message: &str) -> Option<String> {
-    message
-        .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
-        .find(|word| uuid::Uuid::parse_str(word).is_ok() && word.len() == 36)
-        .map(str::to_owned)
+/// The round running, from directory-sync's `SYNC_BUSY` answer (its `ErrorInfo` names it in
+/// `metadata.run_id`; the message is for people).
+pub fn running_run_id(status: &tonic::Status) -> Option<String> {
+    (service_runtime::error::reason(status).as_deref() == Some("SYNC_BUSY"))
+        .then(|| service_runtime::error::metadata(status, "run_id"))
+        .flatten()
 }
 
 /// How a followed round shows its progress.
@@ -269,12 +269,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_running_run_id_is_read_from_the_busy_message() {
+    fn the_running_run_id_is_read_from_the_busy_answers_error_info() {
         let id = "0b5f3c9e-1d2a-4c3b-9e8f-7a6b5c4d3e2f";
-        assert_eq!(
-            running_run_id(&format!("a sync round is already running: run {id}")),
-            Some(id.to_owned())
+        let busy = service_runtime::error::with_info(
+            tonic::Code::Aborted,
+            "SYNC_BUSY",
+            "a sync round is already running",
+            std::collections::HashMap::from([("run_id".to_owned(), id.to_owned())]),
         );
-        assert_eq!(running_run_id("a sync round is already running"), None);
+        assert_eq!(running_run_id(&busy), Some(id.to_owned()));
+        let other = tonic::Status::aborted(format!("a sync round is already running: run {id}"));
+        assert_eq!(running_run_id(&other), None);
     }
 }

@@ -27,6 +27,7 @@ use crate::events;
 use crate::queue::{Lane, Message};
 use crate::service::Importer;
 use crate::store::{self, ChunkPlan};
+use service_runtime::retry::RetryPolicy;
 
 /// How often an idle planner looks for jobs (a job started on this replica wakes it at once).
 const POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -169,7 +170,8 @@ async fn plan_and_settle(
             // Only a cause that can never pass ends planning; anything else (a dependency
             // down, a stream cut by a process that died, a defect that may be fixed) leaves
             // the lease to expire, and a replica resumes from the stored cursor.
-            Err(error) if error.retry() != Retry::Permanent => {
+            // Nobody resumes a run-now job but its request: it fails with the cause.
+            Err(error) if error.retry() != Retry::Permanent && matches!(dispatch, Dispatch::Queue) => {
                 tracing::warn!(job_id = %job.job_id, %error, "planning interrupted; the job is taken up again from its cursor");
                 Ok(None)
             }
@@ -357,8 +359,17 @@ async fn send(
     clock: &impl Fn() -> i64,
 ) -> Result<(), Error> {
     match dispatch {
+        // No queue to hand a chunk back to: a passing fault is waited out here, for as long
+        // as a chunk in a worker's hand would be, before the run fails.
         Dispatch::InRequest => {
-            chunks::process_chunk(importer, chunk_message(job, chunk, users), clock()).await
+            let message = chunk_message(job, chunk, users);
+            RetryPolicy::patient(importer.settings().chunk_retry_hold)
+                .run(
+                    || chunks::process_chunk(importer, message.clone(), clock()),
+                    Error::is_transient,
+                    Error::retry_delay,
+                )
+                .await
         }
         Dispatch::Queue => publish(importer, job, chunk, users).await,
     }

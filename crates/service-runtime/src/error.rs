@@ -242,6 +242,14 @@ pub fn reason(status: &Status) -> Option<String> {
         .map(|info| info.reason.clone())
 }
 
+/// The value of `key` in the `ErrorInfo.metadata` of `status`, if any.
+pub fn metadata(status: &Status, key: &str) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
+}
+
 /// The delay the callee asked for in `RetryInfo`, if any.
 pub fn retry_delay(status: &Status) -> Option<Duration> {
     status
