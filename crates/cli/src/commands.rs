@@ -1019,7 +1019,11 @@ pub async fn job_watch(
             bar.set_position(
                 counts.created + counts.already_present + counts.skipped + counts.failed,
             );
-            bar.set_message(status_name(job.status()));
+            if job.notice.is_empty() {
+                bar.set_message(status_name(job.status()));
+            } else {
+                bar.set_message(format!("{}: {}", status_name(job.status()), job.notice));
+            }
         }
         last = Some(job);
     }
@@ -1046,6 +1050,9 @@ pub fn describe_job(job: &importer_pb::Job) -> String {
     }
     if !job.error.is_empty() {
         line.push_str(&format!("; {}", job.error));
+    }
+    if !job.notice.is_empty() {
+        line.push_str(&format!("; {}", job.notice));
     }
     line
 }

@@ -444,6 +444,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Batch(BatchCommand::Start(args)) => {
             let job = commands::batch_start(&endpoints, &args).await?;
+            if !job.notice.is_empty() {
+                eprintln!("warning: {}", job.notice);
+            }
             if !args.wait {
                 print(format, &[commands::JobRow::from(job.clone())])?;
                 note(

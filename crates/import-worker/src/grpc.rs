@@ -59,6 +59,7 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// Implements `userimport.importer.v1.ImporterService`.
+#[derive(Clone)]
 pub struct GrpcApi {
     importer: Importer,
 }
@@ -148,6 +149,7 @@ fn job_to_pb(job: Job) -> pb::Job {
         started_at_ms: job.started_at_ms,
         finished_at_ms: job.finished_at_ms,
         error: job.error,
+        notice: String::new(),
     }
 }
 
@@ -176,8 +178,17 @@ fn batch_options(options: Option<pb::BatchOptions>) -> Result<BatchOptions, Erro
         }
         Ok(value)
     };
+    let batch_group = label("options.batch_group", options.batch_group)?;
+    if !batch_group.is_empty() {
+        crate::queue::validate_batch_group(&batch_group).map_err(|_| {
+            Error::invalid(
+                "options.batch_group",
+                "1 to 64 of the letters A-Z and a-z, digits, '.', '_' and '-'",
+            )
+        })?;
+    }
     Ok(BatchOptions {
-        batch_group: label("options.batch_group", options.batch_group)?,
+        batch_group,
         private: options.private,
         critical: options.critical,
         monitoring_category: label("options.monitoring_category", options.monitoring_category)?,
@@ -188,6 +199,17 @@ fn batch_options(options: Option<pb::BatchOptions>) -> Result<BatchOptions, Erro
 const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 type JobStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
+
+impl GrpcApi {
+    /// The job as the API shows it, with why it waits when it does.
+    async fn with_notice(&self, job: Job) -> pb::Job {
+        let notice = self.importer.notice(&job).await;
+        pb::Job {
+            notice,
+            ..job_to_pb(job)
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl pb::importer_service_server::ImporterService for GrpcApi {
@@ -284,8 +306,13 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
                 service_runtime::now_ms(),
             )
             .await?;
+        let job = self.with_notice(job).await;
+        if !job.notice.is_empty() {
+            tracing::warn!(job_id = %job.job_id, notice = %job.notice, "batch job started for a batch group no worker serves");
+            metrics::counter!("import_jobs_started_without_worker_total").increment(1);
+        }
         Ok(Response::new(pb::StartBatchImportResponse {
-            job: Some(job_to_pb(job)),
+            job: Some(job),
             preview: None,
         }))
     }
@@ -318,7 +345,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .job_for(&principal, request.get_ref().job_id.trim())
             .await?;
         Ok(Response::new(pb::GetJobResponse {
-            job: Some(job_to_pb(job)),
+            job: Some(self.with_notice(job).await),
         }))
     }
 
@@ -354,8 +381,12 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             }
             _ => String::new(),
         };
+        let mut listed = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            listed.push(self.with_notice(job).await);
+        }
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.into_iter().map(job_to_pb).collect(),
+            jobs: listed,
             next_page_token,
         }))
     }
@@ -372,8 +403,9 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
         let first = self.importer.job_for(&principal, &job_id).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let importer = self.importer.clone();
+        let api = self.clone();
         tokio::spawn(async move {
-            let mut last = job_to_pb(first);
+            let mut last = api.with_notice(first).await;
             loop {
                 let ended = matches!(
                     last.status(),
@@ -393,7 +425,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
                     tokio::time::sleep(WATCH_INTERVAL).await;
                     match importer.job_for(&principal, &job_id).await {
                         Ok(job) => {
-                            let job = job_to_pb(job);
+                            let job = api.with_notice(job).await;
                             if job != last {
                                 last = job;
                                 break;

@@ -76,7 +76,9 @@ impl Importer {
             });
             let rule = existing.unwrap_or(rule);
             let via = format!("rule:{}", rule.rule_id);
-            let changes = self.reconcile_rule(actor, &rule, &via, true).await?;
+            let changes = self
+                .reconcile_rule(actor, &rule, &via, true, Reconcile::Both)
+                .await?;
             return Ok((rule, changes));
         }
         let stored = {
@@ -92,7 +94,9 @@ impl Importer {
         }
         let _guard = self.reconciling().lock().await;
         let via = format!("rule:{}", stored.rule_id);
-        let changes = self.reconcile_rule(actor, &stored, &via, false).await?;
+        let changes = self
+            .reconcile_rule(actor, &stored, &via, false, Reconcile::Both)
+            .await?;
         tracing::info!(
             rule_id = %stored.rule_id,
             group_id = %stored.group_id,
@@ -124,14 +128,18 @@ impl Importer {
         };
         let via = format!("rule:{rule_id}");
         if dry_run {
-            return self.reconcile_rule(actor, &removing, &via, true).await;
+            return self
+                .reconcile_rule(actor, &removing, &via, true, Reconcile::Both)
+                .await;
         }
         {
             let mut conn = self.conn().await?;
             store::mark_rule_removing(&mut conn, rule_id).await?;
         }
         let _guard = self.reconciling().lock().await;
-        let changes = self.reconcile_rule(actor, &removing, &via, false).await?;
+        let changes = self
+            .reconcile_rule(actor, &removing, &via, false, Reconcile::Both)
+            .await?;
         let mut conn = self.conn().await?;
         store::delete_rule(&mut conn, rule_id).await?;
         tracing::info!(rule_id, revoked = changes.revoked, "role rule removed");
@@ -147,12 +155,26 @@ impl Importer {
         via: &str,
         dry_run: bool,
     ) -> Result<RuleChanges, Error> {
+        self.reconcile_rules_as(actor, via, dry_run, Reconcile::Both)
+            .await
+    }
+
+    async fn reconcile_rules_as(
+        &self,
+        actor: &str,
+        via: &str,
+        dry_run: bool,
+        mode: Reconcile,
+    ) -> Result<RuleChanges, Error> {
         let _guard = self.reconciling().lock().await;
         let rules = self.role_rules().await?;
         let mut all = RuleChanges::default();
         let mut first_error = None;
         for rule in &rules {
-            match self.reconcile_rule(actor, rule, via, dry_run).await {
+            if rule.removing && mode == Reconcile::GrantsOnly {
+                continue;
+            }
+            match self.reconcile_rule(actor, rule, via, dry_run, mode).await {
                 Ok(changes) => {
                     if rule.removing && !dry_run {
                         let mut conn = self.conn().await?;
@@ -188,6 +210,7 @@ impl Importer {
         rule: &RoleRule,
         via: &str,
         dry_run: bool,
+        mode: Reconcile,
     ) -> Result<RuleChanges, Error> {
         let started = std::time::Instant::now();
         let wanted = if rule.removing {
@@ -205,7 +228,10 @@ impl Importer {
         let holders_read = started.elapsed() - members_read;
         // Calls of at most MAX_SELECTED users, per tenant: grants first, then revokes.
         let granting = wanted.difference(&held).map(|holder| (holder, true));
-        let revoking = held.difference(&wanted).map(|holder| (holder, false));
+        let revoking = held
+            .difference(&wanted)
+            .filter(|_| mode == Reconcile::Both)
+            .map(|holder| (holder, false));
         let mut calls: BTreeMap<(&str, bool), Vec<Vec<String>>> = BTreeMap::new();
         for ((tenant, object), grant) in granting.chain(revoking) {
             let parts = calls.entry((tenant.as_str(), grant)).or_default();
@@ -279,16 +305,31 @@ impl Importer {
     }
 }
 
-/// After an import that created users: reconciles the rules in the background (the new users
-/// may be in a rule's group), as made through the import. A failure is logged; the next sync
-/// round's reconcile makes up for it.
+/// What a reconcile may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconcile {
+    /// Grants to members lacking the rule's grant and revokes from holders who left.
+    Both,
+    /// Grants only (after an import).
+    GrantsOnly,
+}
+
+/// After an import that created users: grants the rules' roles in the background (the new
+/// users may be in a rule's group), as made through the import; it never revokes, so a
+/// reconcile delayed past a sync round held for approval cannot apply that round's leavers.
+/// A failure is logged; the next sync round's reconcile makes up for it.
 pub fn after_import(importer: &Importer, actor: &str, via: &str) {
     let (importer, actor, via) = (importer.clone(), actor.to_owned(), via.to_owned());
     tokio::spawn(async move {
         match importer.has_rules().await {
             Ok(false) => {}
             Ok(true) => {
-                if let Err(error) = importer.reconcile_rules(&actor, &via, false).await {
+                // Grants only: the new users may be in a rule's group, and an import has no
+                // word on who left one (a round does, and may be waiting for approval).
+                let reconciled = importer
+                    .reconcile_rules_as(&actor, &via, false, Reconcile::GrantsOnly)
+                    .await;
+                if let Err(error) = reconciled {
                     tracing::warn!(%via, %error, "role rules not reconciled after an import; the next sync round will");
                 }
             }

@@ -459,6 +459,28 @@ impl Importer {
         store::list_outcomes(&mut conn, job_id, after, limit).await
     }
 
+    /// Why an unfinished batch job is not moving, as far as this replica can tell: no
+    /// worker consumes its lane, so it waits until one serving its batch group starts.
+    /// Empty otherwise (and when the queue cannot be asked).
+    pub async fn notice(&self, job: &Job) -> String {
+        if job.kind != JobKind::Batch || job.status.is_terminal() {
+            return String::new();
+        }
+        let lane = crate::queue::Lane::new(job.batch_group(), job.options.critical);
+        match self.queue().consumers(&lane).await {
+            Ok(0) => format!(
+                "no worker serves batch group {:?}; the job waits until one does \
+                 (workers take the groups in their worker.batch_groups)",
+                job.batch_group()
+            ),
+            Ok(_) => String::new(),
+            Err(error) => {
+                tracing::debug!(%error, "cannot ask the queue for the lane's consumers");
+                String::new()
+            }
+        }
+    }
+
     /// Resumes a failed batch job `principal` may see: its failed chunks run again in the
     /// same job (see `store::reopen_failed`), and a planner takes it up at once.
     pub async fn retry(

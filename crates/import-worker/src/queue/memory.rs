@@ -34,6 +34,8 @@ struct State {
     dead: VecDeque<Stored>,
     events: Vec<(String, Message)>,
     consumers: HashMap<u64, Unsettled>,
+    /// What each consumer takes.
+    subscriptions: HashMap<u64, Vec<Source>>,
     next_id: u64,
     closed: bool,
 }
@@ -207,6 +209,17 @@ impl ChunkQueue for MemoryQueue {
         Ok(Box::new(self.consumer(vec![Source::Dead], 1)))
     }
 
+    async fn consumers(&self, lane: &Lane) -> Result<u32, QueueError> {
+        let wanted = Source::Lane(lane.clone());
+        let state = self.shared.lock();
+        let count = state
+            .subscriptions
+            .values()
+            .filter(|sources| sources.contains(&wanted))
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     async fn publish_event(&self, routing_key: &str, message: Message) -> Result<(), QueueError> {
         validate_routing_key(routing_key)?;
         validate_headers(&message)?;
@@ -232,6 +245,7 @@ impl MemoryQueue {
         let id = state.next_id;
         state.next_id += 1;
         state.consumers.insert(id, Unsettled::default());
+        state.subscriptions.insert(id, sources.clone());
         MemoryConsumer {
             shared: self.shared.clone(),
             id,
@@ -330,6 +344,7 @@ impl Drop for MemoryConsumer {
     /// A consumer that goes away (a crashed worker) puts its unsettled deliveries back.
     fn drop(&mut self) {
         let mut state = self.shared.lock();
+        state.subscriptions.remove(&self.id);
         if let Some(unsettled) = state.consumers.remove(&self.id) {
             // Latest first, as each goes to the front: the oldest ends up first again.
             for (source, stored) in unsettled.0.into_values().rev() {

@@ -277,6 +277,10 @@ pub trait ChunkQueue: Send + Sync {
     /// first; at most `prefetch` unacknowledged deliveries per lane.
     async fn consume(&self, batch_groups: &[String]) -> Result<Box<dyn Consumer>, QueueError>;
 
+    /// How many consumers (workers) take `lane`'s messages now; 0 when nobody does (or its
+    /// queue was never declared), so a job for a batch group no worker serves can say so.
+    async fn consumers(&self, lane: &Lane) -> Result<u32, QueueError>;
+
     /// Consumes the dead-letter queue (messages over the delivery limit, or rejected).
     async fn consume_dead_letters(&self) -> Result<Box<dyn Consumer>, QueueError>;
 
@@ -396,7 +400,7 @@ impl fmt::Debug for Settler {
     }
 }
 
-fn validate_batch_group(group: &str) -> Result<(), QueueError> {
+pub(crate) fn validate_batch_group(group: &str) -> Result<(), QueueError> {
     let valid_chars = group
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

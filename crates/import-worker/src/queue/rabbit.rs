@@ -164,6 +164,28 @@ impl ChunkQueue for RabbitQueue {
         RabbitConsumer::start(self.shared.clone(), specs).await
     }
 
+    async fn consumers(&self, lane: &Lane) -> Result<u32, QueueError> {
+        validate_batch_group(&lane.batch_group)?;
+        let name = self.shared.config.queue_name(lane);
+        let connection = self.shared.publishing.connection().await?;
+        // A channel of its own: a passive declare of a missing queue closes its channel.
+        let channel = connection.create_channel().await.map_err(classify)?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
+            .await;
+        let count = match declared {
+            Ok(queue) => queue.consumer_count(),
+            Err(error) if soft_error(&error) == Some(&AMQPSoftError::NOTFOUND) => 0,
+            Err(error) => return Err(classify(error)),
+        };
+        let _ = channel.close(200, "done".into()).await;
+        Ok(count)
+    }
+
     async fn consume_dead_letters(&self) -> Result<Box<dyn Consumer>, QueueError> {
         let spec = LaneSpec {
             queue: self.shared.config.dead_letter_queue_name(),

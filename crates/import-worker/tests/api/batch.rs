@@ -433,3 +433,54 @@ async fn run_now_imports_in_the_request_and_reports_every_user_not_created() {
     );
     assert!(response.not_created.iter().all(|o| !o.reason.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_for_a_batch_group_no_worker_serves_says_it_waits_for_one() {
+    let Some(mut cluster) = Cluster::start(50, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let options = pb::BatchOptions {
+        batch_group: "nightly".into(),
+        ..Default::default()
+    };
+    let job = cluster.start_job(0, "admin", options).await;
+    assert!(
+        job.notice
+            .contains("no worker serves batch group \"nightly\""),
+        "the start answer says so: {job:?}"
+    );
+    let waiting = cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(10), |job| {
+            job.status() == pb::JobStatus::Running || job.chunks_planned > 0
+        })
+        .await;
+    assert!(waiting.notice.contains("nightly"), "{waiting:?}");
+
+    // A group outside the queue's alphabet is refused, naming the field.
+    let bad = pb::StartBatchImportRequest {
+        company: "DAT".into(),
+        options: Some(pb::BatchOptions {
+            batch_group: "night shift".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let refused = cluster
+        .client(0)
+        .await
+        .start_batch_import(bad)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("options.batch_group"),
+        "{refused:?}"
+    );
+
+    // The default group is served: no notice.
+    let served = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    assert_eq!(served.notice, "", "{served:?}");
+}
