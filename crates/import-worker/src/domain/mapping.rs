@@ -3,7 +3,9 @@
 //! - **Members** sign in with their `userPrincipalName`, which also becomes their email; their
 //!   identity provider is the tenant's (`member_provider`, `https://sts.windows.net/` by default).
 //! - **Guests** (`userType` Guest or `#EXT#` in the UPN) sign in with their `mail`; their
-//!   provider is `guest_provider_prefix` followed by the mail's domain. A guest **without mail**
+//!   provider is `guest_provider_prefix` followed by the mail's domain, or, for a Microsoft
+//!   consumer account's mail (outlook.com, hotmail.com, live.com …), `consumer_provider`
+//!   (`live.com`, D365's canonical provider for them). A guest **without mail**
 //!   cannot sign in to the ERP and is **skipped** with a reason, as D365 does.
 //! - A user the directory has deleted is skipped.
 //! - `name` is the display name; `enabled` is `accountEnabled`. The registry allocates the user
@@ -34,6 +36,38 @@ pub struct DirectoryUser {
 pub struct MappingConfig {
     pub member_provider: String,
     pub guest_provider_prefix: String,
+    /// Mail domains of Microsoft consumer accounts (outlook.com, hotmail.com, live.com …): a
+    /// guest whose mail is one signs in with a Microsoft account, not through a tenant.
+    #[serde(default = "default_consumer_domains")]
+    pub consumer_domains: Vec<String>,
+    /// The provider of such guests (D365's canonical provider for Microsoft accounts).
+    #[serde(default = "default_consumer_provider")]
+    pub consumer_provider: String,
+}
+
+fn default_consumer_domains() -> Vec<String> {
+    [
+        "outlook.com",
+        "hotmail.com",
+        "live.com",
+        "msn.com",
+        "passport.com",
+        "hotmail.co.uk",
+        "hotmail.fr",
+        "hotmail.de",
+        "live.co.uk",
+        "live.fr",
+        "live.de",
+        "outlook.fr",
+        "outlook.de",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn default_consumer_provider() -> String {
+    "live.com".to_owned()
 }
 
 impl Default for MappingConfig {
@@ -41,6 +75,8 @@ impl Default for MappingConfig {
         Self {
             member_provider: "https://sts.windows.net/".to_owned(),
             guest_provider_prefix: "https://sts.windows.net/".to_owned(),
+            consumer_domains: default_consumer_domains(),
+            consumer_provider: default_consumer_provider(),
         }
     }
 }
@@ -85,14 +121,17 @@ pub fn map_user(user: &DirectoryUser, config: &MappingConfig) -> Result<Registry
                     format!("guest mail {mail:?} is not an address")
                 });
             };
-            (
-                mail.to_owned(),
-                format!(
-                    "{}{}",
-                    config.guest_provider_prefix,
-                    domain.to_ascii_lowercase()
-                ),
-            )
+            let domain = domain.to_ascii_lowercase();
+            let provider = if config
+                .consumer_domains
+                .iter()
+                .any(|consumer| consumer.eq_ignore_ascii_case(&domain))
+            {
+                config.consumer_provider.clone()
+            } else {
+                format!("{}{domain}", config.guest_provider_prefix)
+            };
+            (mail.to_owned(), provider)
         }
     };
     Ok(RegistryCandidate {
@@ -172,6 +211,18 @@ mod tests {
         )
         .unwrap();
         assert!(!mapped.enabled);
+    }
+
+    #[test]
+    fn a_guest_with_a_consumer_account_gets_the_microsoft_account_provider() {
+        let config = MappingConfig::default();
+        for mail in ["jane@outlook.com", "Jane@Hotmail.com", "jane@live.co.uk"] {
+            let mapped = map_user(&guest(mail), &config).unwrap();
+            assert_eq!(mapped.network_domain, "live.com", "{mail}");
+            assert_eq!(mapped.network_alias, mail);
+        }
+        let business = map_user(&guest("jane@fabrikam.com"), &config).unwrap();
+        assert_eq!(business.network_domain, "https://sts.windows.net/fabrikam.com");
     }
 
     #[test]
