@@ -8,4 +8,5 @@ pub mod commands;
 pub mod demo;
 pub mod output;
 pub mod rounds;
+pub mod show;
 pub mod stack;

@@ -292,6 +292,12 @@ enum JobsCommand {
 enum UsersCommand {
     /// Lists registry users.
     List(UsersListArgs),
+    /// Shows one user: every field, its roles per company and where each came from, and how
+    /// the directory sees it now.
+    Show {
+        /// A user id, a sign-in name (UPN, or a guest's mail) or an Entra object id.
+        user: String,
+    },
     /// Grants roles to users, in every company or with --company in one.
     AssignRoles(RoleChangeArgs),
     /// Revokes roles from users, in every company or with --company in one.
@@ -544,6 +550,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Jobs(JobsCommand::Outcomes { job_id }) => {
             print(format, &commands::job_outcomes(&endpoints, &job_id).await?)
+        }
+        Command::Users(UsersCommand::Show { user }) => {
+            let details = cli::show::user_show(&endpoints, &user).await?;
+            cli::show::print_user(format, &details)
         }
         Command::Users(UsersCommand::List(args)) => {
             let rows = commands::users_list(&endpoints, &args).await?;

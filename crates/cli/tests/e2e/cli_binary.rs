@@ -242,3 +242,32 @@ test_support::on_both_backends! {
         assert!(printed.contains("nothing would change") || printed.contains("userimport sync approve"), "{printed}");
     }
 }
+
+test_support::on_both_backends! {
+    async fn users_show_finds_a_user_by_id_sign_in_name_or_object_id_with_its_roles_and_their_sources(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let tenant = e2e.tenant();
+        let member = tenant.iter().find(|u| u.user_type == "Member").unwrap();
+        let imported = json(&userimport(&e2e, &["import", "-o", "json", &member.id]));
+        let user_id = imported[0]["user_id"].as_str().unwrap().to_owned();
+        stdout(&userimport(&e2e, &["users", "assign-roles", &user_id, "--role", "ACCOUNTANT", "--company", "USMF"]));
+
+        for key in [user_id.as_str(), member.user_principal_name.as_str(), member.id.as_str()] {
+            let shown: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "show", key, "-o", "json"]))).unwrap();
+            assert_eq!(shown["user_id"], user_id.as_str(), "found by {key}");
+            assert_eq!(shown["object_id"], member.id.as_str());
+            assert_eq!(shown["alias"], member.user_principal_name.as_str());
+            assert_eq!(shown["company"], "DAT");
+            assert_eq!(shown["account_type"], "member");
+            assert!(!shown["created_by_import"].as_str().unwrap().is_empty(), "the import that created it");
+            assert_eq!(shown["directory_state"], "present, enabled");
+            assert_eq!(shown["roles"], serde_json::json!([{"role_id": "ACCOUNTANT", "company": "USMF", "sources": ["manual"]}]));
+        }
+        let table = stdout(&userimport(&e2e, &["users", "show", &user_id]));
+        assert!(table.contains("Object ID") && table.contains("ACCOUNTANT") && table.contains("from manual"), "{table}");
+
+        let unknown = userimport(&e2e, &["users", "show", "nobody.here@contoso.com"]);
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user signing in as nobody.here@contoso.com"));
+    }
+}

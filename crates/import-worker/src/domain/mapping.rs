@@ -222,7 +222,10 @@ mod tests {
             assert_eq!(mapped.network_alias, mail);
         }
         let business = map_user(&guest("jane@fabrikam.com"), &config).unwrap();
-        assert_eq!(business.network_domain, "https://sts.windows.net/fabrikam.com");
+        assert_eq!(
+            business.network_domain,
+            "https://sts.windows.net/fabrikam.com"
+        );
     }
 
     #[test]
