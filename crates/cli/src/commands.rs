@@ -686,9 +686,10 @@ pub fn print_import(
 /// Options of `batch start`: D365's batch dialog.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BatchStartArgs {
-    /// Default company of the imported users (the caller's current company).
-    #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]
-    pub company: String,
+    /// Default company of the imported users; your current company (`userimport company`)
+    /// unless given.
+    #[arg(long, env = "USERIMPORT_COMPANY")]
+    pub company: Option<String>,
     /// Import only the members of this synced group (object id); every user otherwise.
     #[arg(long)]
     pub group: Option<String>,
@@ -724,7 +725,10 @@ fn scope(group: Option<&str>) -> Option<directory_pb::Scope> {
 /// The request `batch start` sends.
 pub fn batch_request(args: &BatchStartArgs) -> importer_pb::StartBatchImportRequest {
     importer_pb::StartBatchImportRequest {
-        company: args.company.clone(),
+        company: args
+            .company
+            .clone()
+            .unwrap_or_else(|| crate::profile::DEFAULT_COMPANY.to_owned()),
         scope: scope(args.group.as_deref()),
         options: Some(importer_pb::BatchOptions {
             batch_group: args.batch_group.clone(),

@@ -114,7 +114,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
     let job = commands::batch_start(
         &endpoints,
         &commands::BatchStartArgs {
-            company: "DAT".to_owned(),
+            company: Some("DAT".to_owned()),
             monitoring_category: "demo".to_owned(),
             ..Default::default()
         },

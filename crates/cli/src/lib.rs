@@ -7,6 +7,7 @@ pub mod changes;
 pub mod commands;
 pub mod demo;
 pub mod output;
+pub mod profile;
 pub mod rounds;
 pub mod show;
 pub mod stack;

@@ -98,9 +98,10 @@ enum Command {
         /// Object ids or user principal names.
         #[arg(required = true)]
         users: Vec<String>,
-        /// Default company of the imported users (the caller's current company).
-        #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]
-        company: String,
+        /// Default company of the imported users; your current company (`userimport company`)
+        /// unless given.
+        #[arg(long, env = "USERIMPORT_COMPANY")]
+        company: Option<String>,
         /// Makes a retried command report the same outcomes instead of "already present".
         #[arg(long)]
         request_id: Option<String>,
@@ -120,6 +121,12 @@ enum Command {
     /// Companies of the registry.
     #[command(subcommand)]
     Companies(CompaniesCommand),
+    /// Your current company (as D365's session company): imports, batch imports and run-now
+    /// use it unless --company says otherwise. Without a subcommand, shows it.
+    Company {
+        #[command(subcommand)]
+        command: Option<CompanyCommand>,
+    },
     /// Sync rounds: run one, see the last, approve or reject one the safety threshold halted.
     #[command(subcommand)]
     Sync(SyncCommand),
@@ -255,8 +262,9 @@ enum BatchCommand {
     Start(commands::BatchStartArgs),
     /// Runs the import in this request, without the queue, and prints its report.
     RunNow {
-        #[arg(long, env = "USERIMPORT_COMPANY", default_value = "DAT")]
-        company: String,
+        /// Default company of the imported users; your current company unless given.
+        #[arg(long, env = "USERIMPORT_COMPANY")]
+        company: Option<String>,
         /// Only the members of this synced group (object id).
         #[arg(long)]
         group: Option<String>,
@@ -317,6 +325,12 @@ enum UsersCommand {
         #[arg(required = true)]
         users: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CompanyCommand {
+    /// Makes CODE your current company (it must exist in the registry); kept in your profile.
+    Use { code: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -436,6 +450,8 @@ async fn main() -> anyhow::Result<()> {
             request_id,
             dry_run,
         } => {
+            let (company, source) = cli::profile::company(company)?;
+            eprintln!("{}", cli::profile::describe(&company, &source));
             let response =
                 commands::import(&endpoints, &users, &company, request_id, dry_run).await?;
             if dry_run {
@@ -443,12 +459,18 @@ async fn main() -> anyhow::Result<()> {
             }
             commands::print_import(format, response)
         }
-        Command::Batch(BatchCommand::Start(args)) if args.dry_run => {
+        Command::Batch(BatchCommand::Start(mut args)) if args.dry_run => {
+            let (company, source) = cli::profile::company(args.company.take())?;
+            eprintln!("{}", cli::profile::describe(&company, &source));
+            args.company = Some(company);
             let preview =
                 cli::changes::batch_preview(&endpoints, commands::batch_request(&args)).await?;
             cli::changes::print_batch_preview(format, preview)
         }
-        Command::Batch(BatchCommand::Start(args)) => {
+        Command::Batch(BatchCommand::Start(mut args)) => {
+            let (company, source) = cli::profile::company(args.company.take())?;
+            eprintln!("{}", cli::profile::describe(&company, &source));
+            args.company = Some(company);
             let job = commands::batch_start(&endpoints, &args).await?;
             if !job.notice.is_empty() {
                 eprintln!("warning: {}", job.notice);
@@ -470,6 +492,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Batch(BatchCommand::RunNow { company, group }) => {
+            let (company, source) = cli::profile::company(company)?;
+            eprintln!("{}", cli::profile::describe(&company, &source));
             let response = commands::run_now(&endpoints, &company, group.as_deref()).await?;
             let rows: Vec<commands::OutcomeRow> = response
                 .not_created
@@ -588,6 +612,36 @@ async fn main() -> anyhow::Result<()> {
             let rows = admin::audit_list(&endpoints, &args).await?;
             print(format, &rows)?;
             note(format, format!("{} events", rows.len()));
+            Ok(())
+        }
+        Command::Company { command: None } => {
+            let (company, source) = cli::profile::company(None)?;
+            let mut line = cli::profile::describe(&company, &source);
+            if let cli::profile::CompanySource::Profile(path) = &source {
+                line.push_str(&format!("; kept in {}", path.display()));
+            }
+            println!("{line}");
+            Ok(())
+        }
+        Command::Company {
+            command: Some(CompanyCommand::Use { code }),
+        } => {
+            let code = code.trim().to_ascii_uppercase();
+            let known = commands::companies_list(&endpoints).await?;
+            if !known.iter().any(|c| c.code == code) {
+                let codes: Vec<&str> = known.iter().map(|c| c.code.as_str()).collect();
+                anyhow::bail!(
+                    "company {code} does not exist (the registry has {}); create it with \
+                     `userimport companies create {code} --name …`",
+                    codes.join(", ")
+                );
+            }
+            let path = cli::profile::path()
+                .context("no profile folder: set HOME, XDG_CONFIG_HOME or USERIMPORT_PROFILE")?;
+            let mut profile = cli::profile::load(&path)?;
+            profile.company = Some(code.clone());
+            cli::profile::save(&path, &profile)?;
+            println!("current company: {code} (kept in {})", path.display());
             Ok(())
         }
         Command::Companies(CompaniesCommand::List) => {

@@ -2,9 +2,24 @@ use std::process::{Command, Output};
 
 use crate::helpers::EndToEnd;
 
+/// The CLI profile of this stack's tests (one per stack: its registry's port names it), so
+/// no developer's own current company leaks in.
+fn profile(e2e: &EndToEnd) -> std::path::PathBuf {
+    let port = e2e
+        .stack
+        .registry_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    std::env::temp_dir().join(format!("userimport-test-profile-{port}.json"))
+}
+
 fn userimport(e2e: &EndToEnd, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_userimport"))
         .args(args)
+        .env("USERIMPORT_PROFILE", profile(e2e))
+        .env_remove("USERIMPORT_COMPANY")
         .env("USERIMPORT_DIRECTORY_URL", &e2e.stack.directory_url)
         .env("USERIMPORT_REGISTRY_URL", &e2e.stack.registry_url)
         .env("USERIMPORT_IMPORTER_URL", &e2e.stack.importer_url)
@@ -269,5 +284,33 @@ test_support::on_both_backends! {
         let unknown = userimport(&e2e, &["users", "show", "nobody.here@contoso.com"]);
         assert!(!unknown.status.success());
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user signing in as nobody.here@contoso.com"));
+    }
+}
+
+test_support::on_both_backends! {
+    async fn company_use_sets_the_current_company_that_imports_use_and_say_they_used(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let _ = std::fs::remove_file(profile(&e2e));
+        let shown = stdout(&userimport(&e2e, &["company"]));
+        assert!(shown.starts_with("company DAT (the default"), "{shown}");
+
+        let unknown = userimport(&e2e, &["company", "use", "zzz"]);
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("company ZZZ does not exist"));
+
+        stdout(&userimport(&e2e, &["company", "use", "usmf"]));
+        let shown = stdout(&userimport(&e2e, &["company"]));
+        assert!(shown.starts_with("company USMF (your current company"), "{shown}");
+
+        let members: Vec<_> = e2e.tenant().into_iter().filter(|u| u.user_type == "Member").take(2).collect();
+        let used = userimport(&e2e, &["import", "-o", "json", &members[0].id]);
+        assert!(String::from_utf8_lossy(&used.stderr).contains("company USMF (your current company"), "{used:?}");
+        let given = userimport(&e2e, &["import", "-o", "json", "--company", "DAT", &members[1].id]);
+        assert!(String::from_utf8_lossy(&given.stderr).contains("company DAT"));
+        let users = e2e.registry_users().await;
+        let company_of = |object_id: &str| users.iter().find(|u| u.object_id == object_id).unwrap().company.clone();
+        assert_eq!(company_of(&members[0].id), "USMF", "the current company");
+        assert_eq!(company_of(&members[1].id), "DAT", "--company wins");
+        let _ = std::fs::remove_file(profile(&e2e));
     }
 }
