@@ -646,6 +646,61 @@ mod tests {
     }
 
     #[test]
+    fn insecure_mode_with_tokens_refuses_to_start() {
+        let with_tokens = AuthConfig {
+            insecure_development: true,
+            ..config_with("0123456789abcdef-x")
+        };
+        let with_oidc = AuthConfig {
+            insecure_development: true,
+            oidc: Some(OidcConfig {
+                issuers: vec!["https://issuer.example".into()],
+                audiences: vec!["api://userimport".into()],
+                ..OidcConfig::default()
+            }),
+            ..AuthConfig::default()
+        };
+        for (config, setting) in [
+            (with_tokens, "auth.static_tokens"),
+            (with_oidc, "auth.oidc"),
+        ] {
+            let Err(error) = Authenticator::from_config(&config, "svc") else {
+                panic!("insecure mode overrode {setting}");
+            };
+            let error = error.to_string();
+            assert!(
+                error.contains("auth.insecure_development") && error.contains(setting),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_role_name_refuses_to_start() {
+        let mut config = config_with("0123456789abcdef-x");
+        config.static_tokens[0].roles = vec![ADMIN.to_owned(), "userimport.admn".to_owned()];
+        let Err(error) = Authenticator::from_config(&config, "svc") else {
+            panic!("a misspelt role was accepted");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("auth.static_tokens[0]") && error.contains("userimport.admn"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_is_refused_before_any_lookup() {
+        let auth = Authenticator::from_config(&config_with("0123456789abcdef-x"), "svc").unwrap();
+        let status = auth
+            .authenticate(&headers(&"a".repeat(MAX_TOKEN_BYTES + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(status.message().contains("longer than"), "{status:?}");
+    }
+
+    #[test]
     fn short_static_tokens_are_a_configuration_error() {
         assert!(Authenticator::from_config(&config_with("short"), "svc").is_err());
     }

@@ -156,7 +156,10 @@ impl OidcConfig {
                 self.checked_url("auth.oidc.jwks_url", url)?;
             }
             None => {
-                self.checked_url("auth.oidc.issuers[0] (discovery)", &discovery_url(&issuers[0]))?;
+                self.checked_url(
+                    "auth.oidc.issuers[0] (discovery)",
+                    &discovery_url(&issuers[0]),
+                )?;
             }
         }
         Ok(())
@@ -446,7 +449,9 @@ fn check_lifetime(claims: &Claims, config: &OidcConfig, now: u64) -> Result<(), 
         .ok_or_else(|| Status::unauthenticated("the token lacks a required claim (exp)"))?;
     // Timestamps are far below 2^53, so f64 holds them exactly; leeway is bounded at start.
     if iat > (now + config.leeway_seconds) as f64 {
-        return Err(Status::unauthenticated("the token was issued in the future"));
+        return Err(Status::unauthenticated(
+            "the token was issued in the future",
+        ));
     }
     if exp - iat > config.max_token_lifetime_seconds as f64 {
         return Err(Status::unauthenticated(format!(
@@ -645,10 +650,7 @@ fn usable(jwk: &Jwk) -> Result<Key, &'static str> {
 
 /// The key set's URL from the first issuer's discovery document.
 async fn discover(shared: &Shared) -> anyhow::Result<url::Url> {
-    let issuer = shared
-        .issuers
-        .first()
-        .context("no issuer to discover")?;
+    let issuer = shared.issuers.first().context("no issuer to discover")?;
     let url = shared
         .config
         .checked_url("the discovery URL", &discovery_url(issuer))?;
@@ -772,7 +774,10 @@ mod tests {
             });
             let app = axum::Router::new()
                 .route("/keys", axum::routing::get(jwks))
-                .route("/.well-known/openid-configuration", axum::routing::get(discovery))
+                .route(
+                    "/.well-known/openid-configuration",
+                    axum::routing::get(discovery),
+                )
                 .with_state(control.clone());
             tokio::spawn(async move { axum::serve(listener, app).await });
             Self { url, control, keys }
@@ -830,8 +835,8 @@ mod tests {
                 Some(pair) => pair,
                 None => &rcgen::KeyPair::generate().unwrap(),
             };
-            let key = jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes())
-                .unwrap();
+            let key =
+                jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
             jsonwebtoken::encode(&header, &all, &key).unwrap()
         }
     }
@@ -869,7 +874,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (result, took) = timed(&jwks, &valid).await;
         assert!(result.is_ok(), "{result:?}");
-        assert!(took < Duration::from_millis(200), "the valid token waited {took:?}");
+        assert!(
+            took < Duration::from_millis(200),
+            "the valid token waited {took:?}"
+        );
         for call in burst {
             let status = call.await.unwrap().unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
@@ -931,7 +939,11 @@ mod tests {
         for call in calls {
             call.await.unwrap().unwrap();
         }
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(issuer.fetches(), 1);
     }
 
@@ -992,11 +1004,23 @@ mod tests {
             json!({ "iss": v1, "aud": "api://userimport", "ver": "1.0", "azp": null,
                     "appid": "c", "preferred_username": null, "upn": "bob@contoso.com" }),
         );
-        assert_eq!(jwks.verify(&v2_token).await.unwrap().name, "alice@contoso.com");
-        assert_eq!(jwks.verify(&v1_token).await.unwrap().name, "bob@contoso.com");
+        assert_eq!(
+            jwks.verify(&v2_token).await.unwrap().name,
+            "alice@contoso.com"
+        );
+        assert_eq!(
+            jwks.verify(&v1_token).await.unwrap().name,
+            "bob@contoso.com"
+        );
         for (claims, why) in [
-            (json!({ "iss": v2, "aud": "api://other" }), "another audience"),
-            (json!({ "iss": "https://sts.windows.net/other/", "aud": client_id }), "another issuer"),
+            (
+                json!({ "iss": v2, "aud": "api://other" }),
+                "another audience",
+            ),
+            (
+                json!({ "iss": "https://sts.windows.net/other/", "aud": client_id }),
+                "another issuer",
+            ),
         ] {
             let status = jwks.verify(&issuer.token("k1", claims)).await.unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{why}");
@@ -1015,9 +1039,15 @@ mod tests {
         );
         let status = jwks.verify(&id_token).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
-        assert!(status.message().contains("not an access token"), "{status:?}");
+        assert!(
+            status.message().contains("not an access token"),
+            "{status:?}"
+        );
         let with_client = issuer.token("k1", json!({ "at_hash": "x" }));
-        assert!(jwks.verify(&with_client).await.is_err(), "at_hash marks an ID token");
+        assert!(
+            jwks.verify(&with_client).await.is_err(),
+            "at_hash marks an ID token"
+        );
         let without_client = issuer.token("k1", json!({ "azp": null }));
         assert!(jwks.verify(&without_client).await.is_err());
     }
@@ -1033,17 +1063,19 @@ mod tests {
             (json!({ "exp": null }), "no exp"),
             (json!({ "iat": now + 600 }), "issued in the future"),
             (json!({ "exp": now + 25 * 3600 }), "lives longer than a day"),
-            (json!({ "exp": now - 120, "iat": now - 3600 }), "expired beyond the leeway"),
+            (
+                json!({ "exp": now - 120, "iat": now - 3600 }),
+                "expired beyond the leeway",
+            ),
         ] {
             let result = jwks.verify(&issuer.token("k1", claims)).await;
             assert_eq!(result.unwrap_err().code(), Code::Unauthenticated, "{why}");
         }
         let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
         header.kid = Some("k1".into());
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(
-            issuer.keys["k1"].serialize_pem().as_bytes(),
-        )
-        .unwrap();
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(issuer.keys["k1"].serialize_pem().as_bytes())
+                .unwrap();
         let token = issuer.token("k1", json!({}));
         let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)
             .unwrap()
@@ -1071,7 +1103,10 @@ mod tests {
             .await
             .unwrap();
         for kid in ["k1", "k2"] {
-            let status = jwks.verify(&issuer.token(kid, json!({}))).await.unwrap_err();
+            let status = jwks
+                .verify(&issuer.token(kid, json!({})))
+                .await
+                .unwrap_err();
             assert_eq!(status.code(), Code::Unauthenticated, "{kid}");
         }
     }
@@ -1125,7 +1160,11 @@ mod tests {
             let error = config(url, allow).validate().unwrap_err().to_string();
             assert!(error.contains("auth.oidc.jwks_url"), "{url}: {error}");
         }
-        for url in ["http://127.0.0.1:8080/keys", "http://localhost/keys", "http://[::1]/k"] {
+        for url in [
+            "http://127.0.0.1:8080/keys",
+            "http://localhost/keys",
+            "http://[::1]/k",
+        ] {
             config(url, true).validate().unwrap();
         }
         let discovered = OidcConfig {
