@@ -410,7 +410,7 @@ fn unknown_key(state: &KeyState) -> Status {
     if state.keys.is_empty() {
         crate::error::status(
             Code::Unavailable,
-            "SIGNING_KEYS_UNAVAILABLE",
+            crate::error::reason::SIGNING_KEYS_UNAVAILABLE,
             "the identity provider's signing keys could not be fetched yet",
         )
     } else {
