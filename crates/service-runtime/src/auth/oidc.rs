@@ -879,7 +879,7 @@ mod tests {
         let (result, took) = timed(&jwks, &valid).await;
         assert!(result.is_ok(), "{result:?}");
         assert!(
-            took < Duration::from_millis(200),
+            took < Duration::from_millis(500),
             "the valid token waited {took:?}"
         );
         for call in burst {
