@@ -1,5 +1,6 @@
 //! The identity provider side of Entra ID that our services trust: a signing key set served
-//! at `/{tenant}/discovery/v2.0/keys` (the JWKS URL of a real tenant) and access tokens for
+//! at `/{tenant}/discovery/v2.0/keys` (the JWKS URL of a real tenant), the discovery document
+//! at `/{tenant}/v2.0/.well-known/openid-configuration` naming it, and access tokens for
 //! our own API, signed as Entra signs them (RS256, or ES256 for the elliptic-curve key), with
 //! app roles in `roles`. Tests mint tokens with [`crate::Emulator::sign_access_token`] —
 //! expired, for another audience, from another issuer, or signed by a key the set does not
@@ -82,6 +83,18 @@ impl Published {
 /// `GET /{tenant}/discovery/v2.0/keys`.
 pub(crate) async fn keys(State(state): State<AppState>) -> Json<Value> {
     Json(state.idp.set())
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the part of the discovery document
+/// a relying party reads (the issuer it is for, and where the keys are).
+pub(crate) async fn discovery(State(state): State<AppState>) -> Json<Value> {
+    let base = state.base_url.as_str().trim_end_matches('/');
+    let tenant = &state.tenant_id;
+    Json(json!({
+        "issuer": format!("{base}/{tenant}/v2.0"),
+        "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
 }
 
 /// An access token to mint.

@@ -443,6 +443,10 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue_token))
         .route("/{tenant}/discovery/v2.0/keys", get(idp::keys))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(idp::discovery),
+        )
         .nest("/v1.0", graph)
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), slow_down))

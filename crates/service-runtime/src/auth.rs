@@ -4,11 +4,11 @@
 //! the handler in the request's extensions. Health and reflection stay open (probes and
 //! tooling carry no token; neither reveals data).
 //!
-//! Two verifiers: OIDC access tokens (JWT, RS256 or ES256, keys from a JWKS URL cached by
-//! `kid` and fetched again on an unknown `kid` or when stale; issuer, audience, expiry and
-//! not-before checked with a bounded leeway) and static tokens from configuration (each with
-//! its principal and roles), for development and service identities where no identity
-//! provider is at hand. A service configured with neither refuses to start, unless it is put
+//! Two verifiers: OIDC access tokens (JWT, RS256 or ES256, verified as a careful relying party
+//! does — keys fetched in the background, several issuers and audiences, bounded leeway,
+//! lifetime and token type checked, ID tokens refused; see `auth/oidc.rs`) and static tokens
+//! from configuration (each with its principal and roles), for development and service
+//! identities where no identity provider is at hand. A service configured with neither refuses to start, unless it is put
 //! in insecure development mode explicitly — then every caller is an all-powerful principal
 //! named by its `x-userimport-principal` header, and the service says so loudly.
 
@@ -16,17 +16,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use tonic::Status;
 use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
+
+mod oidc;
+
+use oidc::Jwks;
+pub use oidc::{KEY_WAIT, MAX_LEEWAY_SECONDS, MAX_TOKEN_LIFETIME_BOUND_SECONDS, OidcConfig};
 
 /// May do everything: imports, batch jobs, run-now, roles, companies, renames.
 pub const ADMIN: &str = "userimport.admin";
@@ -36,6 +39,15 @@ pub const READER: &str = "userimport.reader";
 pub const IMPORT_WORKER: &str = "userimport.service.import-worker";
 /// directory-sync calling user-registry.
 pub const DIRECTORY_SYNC: &str = "userimport.service.directory-sync";
+
+/// Every role a token or a static token may carry; configuring another is refused.
+pub const ROLES: &[&str] = &[ADMIN, READER, IMPORT_WORKER, DIRECTORY_SYNC];
+
+/// The longest bearer token accepted (8 KiB): Entra access tokens with many group and role
+/// claims stay under 4 KiB. Longer ones are refused as UNAUTHENTICATED on their own stream; the
+/// server's header limit ([`crate::grpc::MAX_HEADER_LIST_BYTES`]) is higher, so a long token
+/// reaches this check instead of failing the connection.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Roles that may list and view.
 pub const READ: &[&str] = &[ADMIN, READER];
@@ -65,48 +77,6 @@ pub struct AuthConfig {
     pub static_tokens: Vec<StaticToken>,
     /// The token this service presents when it calls another service.
     pub outbound: TokenSource,
-}
-
-/// An OIDC identity provider whose access tokens are accepted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OidcConfig {
-    /// Expected `iss`, e.g. `https://login.microsoftonline.com/<tenant>/v2.0`.
-    pub issuer: String,
-    /// Expected `aud`: this API's application id URI or client id.
-    pub audience: String,
-    /// Where the signing keys are, e.g.
-    /// `https://login.microsoftonline.com/<tenant>/discovery/v2.0/keys`.
-    pub jwks_url: String,
-    /// Clock skew tolerated on `exp` and `nbf`.
-    #[serde(default = "default_leeway_seconds")]
-    pub leeway_seconds: u64,
-    /// Keys older than this are fetched again before use.
-    #[serde(default = "default_jwks_refresh_seconds")]
-    pub jwks_refresh_seconds: u64,
-    /// The claim holding the caller's roles (Entra app roles arrive in `roles`).
-    #[serde(default = "default_roles_claim")]
-    pub roles_claim: String,
-    /// The shortest time between two fetches caused by tokens naming an unknown `kid`, so
-    /// made-up key ids cannot make the service hammer the provider.
-    #[serde(default = "default_min_refetch_seconds")]
-    pub jwks_min_refetch_seconds: u64,
-}
-
-fn default_min_refetch_seconds() -> u64 {
-    10
-}
-
-fn default_leeway_seconds() -> u64 {
-    60
-}
-
-fn default_jwks_refresh_seconds() -> u64 {
-    3600
-}
-
-fn default_roles_claim() -> String {
-    "roles".to_owned()
 }
 
 /// A token accepted as `principal` with `roles`; the token itself inline (from an
@@ -241,6 +211,17 @@ impl Authenticator {
     /// it asks for insecure development mode; that mode is logged as an ERROR.
     pub fn from_config(config: &AuthConfig, service: &str) -> anyhow::Result<Self> {
         if config.insecure_development {
+            // Insecure mode would silently override them: a wrong token would be let in.
+            anyhow::ensure!(
+                config.static_tokens.is_empty() && config.oidc.is_none(),
+                "{service}: auth.insecure_development = true together with {}: insecure mode \
+                 lets every caller in and would override them; remove one or the other",
+                if config.oidc.is_some() {
+                    "auth.oidc"
+                } else {
+                    "auth.static_tokens"
+                }
+            );
             tracing::error!(
                 service,
                 "AUTHENTICATION IS OFF (auth.insecure_development = true): every caller may do \
@@ -269,6 +250,13 @@ impl Authenticator {
                 !t.principal.trim().is_empty(),
                 "auth.static_tokens[{i}] has no principal"
             );
+            if let Some(unknown) = t.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+                anyhow::bail!(
+                    "auth.static_tokens[{i}] ({}).roles: unknown role {unknown:?} (known: {})",
+                    t.principal,
+                    ROLES.join(", ")
+                );
+            }
             known.push(KnownToken {
                 digest: digest(token.expose_secret()),
                 principal: Principal {
@@ -343,204 +331,17 @@ fn bearer(headers: &http::HeaderMap) -> Result<&str, Status> {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
         {
-            Ok(token.trim())
+            let token = token.trim();
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(Status::unauthenticated(format!(
+                    "the token is longer than {MAX_TOKEN_BYTES} bytes"
+                )));
+            }
+            Ok(token)
         }
         _ => Err(Status::unauthenticated(
             "the authorization header is not `Bearer <token>`",
         )),
-    }
-}
-
-/// The claims read from an access token besides those the validation checks.
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: Option<String>,
-    preferred_username: Option<String>,
-    upn: Option<String>,
-    azp: Option<String>,
-    appid: Option<String>,
-    #[serde(flatten)]
-    rest: HashMap<String, serde_json::Value>,
-}
-
-/// Fetched signing keys of an identity provider.
-struct Keys {
-    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
-    fetched: Option<Instant>,
-}
-
-/// An OIDC provider's keys, cached by `kid`.
-struct Jwks {
-    config: OidcConfig,
-    http: reqwest::Client,
-    keys: tokio::sync::RwLock<Keys>,
-    /// One fetch at a time; callers that waited use its result.
-    fetching: tokio::sync::Mutex<()>,
-}
-
-/// Time allowed for fetching the keys.
-const JWKS_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Jwks {
-    fn new(config: &OidcConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(!config.issuer.is_empty(), "auth.oidc.issuer is empty");
-        anyhow::ensure!(!config.audience.is_empty(), "auth.oidc.audience is empty");
-        url::Url::parse(&config.jwks_url)
-            .with_context(|| format!("auth.oidc.jwks_url {:?} is not a URL", config.jwks_url))?;
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(JWKS_TIMEOUT)
-            .build()
-            .context("cannot build the JWKS client")?;
-        Ok(Self {
-            config: config.clone(),
-            http,
-            keys: tokio::sync::RwLock::new(Keys {
-                by_kid: HashMap::new(),
-                fetched: None,
-            }),
-            fetching: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    async fn verify(&self, token: &str) -> Result<Principal, Status> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Status::unauthenticated("the token is not a well-formed JWT"))?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(Status::unauthenticated(format!(
-                "tokens signed with {:?} are not accepted (RS256 or ES256)",
-                header.alg
-            )));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| Status::unauthenticated("the token names no signing key (kid)"))?;
-        let (key, alg) = self.key(&kid).await?;
-        if alg != header.alg {
-            return Err(Status::unauthenticated(
-                "the token's algorithm does not match its key",
-            ));
-        }
-        let mut validation = Validation::new(alg);
-        validation.set_audience(&[&self.config.audience]);
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.validate_nbf = true;
-        validation.leeway = self.config.leeway_seconds;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let why = match e.kind() {
-                ErrorKind::ExpiredSignature => "the token has expired",
-                ErrorKind::ImmatureSignature => "the token is not valid yet",
-                ErrorKind::InvalidAudience => "the token is for another audience",
-                ErrorKind::InvalidIssuer => "the token is from another issuer",
-                ErrorKind::InvalidSignature => "the token's signature does not verify",
-                ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
-                _ => "the token is invalid",
-            };
-            tracing::debug!(reason = why, "token refused");
-            Status::unauthenticated(why)
-        })?;
-        let claims = data.claims;
-        let roles: BTreeSet<String> = match claims.rest.get(&self.config.roles_claim) {
-            Some(serde_json::Value::Array(values)) => values
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            Some(serde_json::Value::String(one)) => one.split(' ').map(str::to_owned).collect(),
-            _ => BTreeSet::new(),
-        };
-        let name = claims
-            .preferred_username
-            .or(claims.upn)
-            .or(claims.azp)
-            .or(claims.appid)
-            .or(claims.sub)
-            .ok_or_else(|| Status::unauthenticated("the token names nobody (no sub)"))?;
-        Ok(Principal { name, roles })
-    }
-
-    /// The key `kid`, fetching the key set when it is unknown or the cache is stale.
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Algorithm), Status> {
-        let refresh = Duration::from_secs(self.config.jwks_refresh_seconds);
-        let min_refetch = Duration::from_secs(self.config.jwks_min_refetch_seconds);
-        {
-            let keys = self.keys.read().await;
-            let fresh = keys.fetched.is_some_and(|at| at.elapsed() < refresh);
-            if fresh && let Some(found) = keys.by_kid.get(kid) {
-                return Ok(found.clone());
-            }
-            let recently = keys.fetched.is_some_and(|at| at.elapsed() < min_refetch);
-            if recently && !keys.by_kid.contains_key(kid) {
-                return Err(Status::unauthenticated(
-                    "the token's signing key is unknown",
-                ));
-            }
-        }
-        let _one_fetch = self.fetching.lock().await;
-        // Another caller may have fetched while this one waited.
-        {
-            let keys = self.keys.read().await;
-            if keys
-                .fetched
-                .is_some_and(|at| at.elapsed() < min_refetch.min(refresh))
-                && let Some(found) = keys.by_kid.get(kid)
-            {
-                return Ok(found.clone());
-            }
-        }
-        match self.fetch().await {
-            Ok(by_kid) => {
-                let mut keys = self.keys.write().await;
-                keys.by_kid = by_kid;
-                keys.fetched = Some(Instant::now());
-            }
-            Err(error) => {
-                // Keep using the keys held; a provider outage must not lock everyone out at
-                // once, and tokens it signed earlier still verify.
-                tracing::warn!(url = %self.config.jwks_url, error = format!("{error:#}"), "cannot fetch the signing keys");
-                let mut keys = self.keys.write().await;
-                keys.fetched = Some(Instant::now());
-            }
-        }
-        let keys = self.keys.read().await;
-        keys.by_kid
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("the token's signing key is unknown"))
-    }
-
-    async fn fetch(&self) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
-        let set: JwkSet = self
-            .http
-            .get(&self.config.jwks_url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
-            .context("the key set is not JSON Web Keys")?;
-        let mut by_kid = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = &jwk.common.key_id else {
-                continue;
-            };
-            let alg = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-                    Algorithm::ES256
-                }
-                _ => continue,
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(key) => {
-                    by_kid.insert(kid.clone(), (key, alg));
-                }
-                Err(error) => tracing::warn!(kid, %error, "a signing key cannot be used"),
-            }
-        }
-        tracing::info!(keys = by_kid.len(), "signing keys fetched");
-        Ok(by_kid)
     }
 }
 
@@ -842,6 +643,61 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn insecure_mode_with_tokens_refuses_to_start() {
+        let with_tokens = AuthConfig {
+            insecure_development: true,
+            ..config_with("0123456789abcdef-x")
+        };
+        let with_oidc = AuthConfig {
+            insecure_development: true,
+            oidc: Some(OidcConfig {
+                issuers: vec!["https://issuer.example".into()],
+                audiences: vec!["api://userimport".into()],
+                ..OidcConfig::default()
+            }),
+            ..AuthConfig::default()
+        };
+        for (config, setting) in [
+            (with_tokens, "auth.static_tokens"),
+            (with_oidc, "auth.oidc"),
+        ] {
+            let Err(error) = Authenticator::from_config(&config, "svc") else {
+                panic!("insecure mode overrode {setting}");
+            };
+            let error = error.to_string();
+            assert!(
+                error.contains("auth.insecure_development") && error.contains(setting),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_role_name_refuses_to_start() {
+        let mut config = config_with("0123456789abcdef-x");
+        config.static_tokens[0].roles = vec![ADMIN.to_owned(), "userimport.admn".to_owned()];
+        let Err(error) = Authenticator::from_config(&config, "svc") else {
+            panic!("a misspelt role was accepted");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("auth.static_tokens[0]") && error.contains("userimport.admn"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_is_refused_before_any_lookup() {
+        let auth = Authenticator::from_config(&config_with("0123456789abcdef-x"), "svc").unwrap();
+        let status = auth
+            .authenticate(&headers(&"a".repeat(MAX_TOKEN_BYTES + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(status.message().contains("longer than"), "{status:?}");
     }
 
     #[test]

@@ -114,6 +114,48 @@ mod tests {
     }
 
     #[test]
+    fn the_prod_overlay_configures_both_entra_token_shapes() {
+        #[derive(Debug, Deserialize)]
+        struct WithAuth {
+            #[serde(default)]
+            auth: crate::auth::AuthConfig,
+        }
+        figment::Jail::expect_with(|jail| {
+            // The prod overlay's settings, as its ConfigMap hands them to every service.
+            let overlay = include_str!("../../../deploy/k8s/overlays/prod/config/oidc.env");
+            for line in overlay
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+            {
+                let (key, value) = line.split_once('=').ok_or("not key=value")?;
+                jail.set_env(
+                    format!("SAMPLE_TEST_AUTH__OIDC__{}", key.to_uppercase()),
+                    value,
+                );
+            }
+            let config: WithAuth = load("", None, "SAMPLE_TEST_").map_err(|e| e.to_string())?;
+            let oidc = config.auth.oidc.clone().ok_or("no oidc")?;
+            assert_eq!(oidc.accepted_issuers().len(), 2);
+            assert_eq!(
+                oidc.accepted_issuers(),
+                [
+                    "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0",
+                    "https://sts.windows.net/00000000-0000-0000-0000-000000000000/"
+                ],
+                "Entra's v2.0 and v1.0 issuers"
+            );
+            assert_eq!(
+                oidc.accepted_audiences(),
+                ["11111111-1111-1111-1111-111111111111", "api://userimport"],
+                "the API's client id (v2.0) and application id URI (v1.0)"
+            );
+            crate::auth::Authenticator::from_config(&config.auth, "test")
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let err = load::<Sample>(
             DEFAULTS,

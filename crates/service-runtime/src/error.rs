@@ -45,6 +45,9 @@ pub mod reason {
     pub const INTERNAL: &str = "INTERNAL";
     /// The RPC is not served here.
     pub const UNIMPLEMENTED: &str = "UNIMPLEMENTED";
+    /// The service has not fetched its identity provider's signing keys yet (start-up, or the
+    /// provider unreachable since); retry.
+    pub const SIGNING_KEYS_UNAVAILABLE: &str = "SIGNING_KEYS_UNAVAILABLE";
 }
 
 /// A status with code `code`, message `message` and an `ErrorInfo` with `reason`.

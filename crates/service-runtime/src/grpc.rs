@@ -19,6 +19,12 @@ use tonic_health::pb::health_client::HealthClient;
 /// Largest message a service accepts or sends (4 MiB, tonic's default, stated explicitly).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The largest header block a service accepts (64 KiB; hyper's default is 16 KiB). It is
+/// well above [`crate::auth::MAX_TOKEN_BYTES`], so an oversized token is answered
+/// UNAUTHENTICATED on its own stream by the guard rather than with HTTP 431 or, larger still,
+/// a GOAWAY that would fail every call on the connection.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 /// How a service serves: its name (for health), the guard every call passes, and TLS.
 pub struct Serving {
     pub service_name: &'static str,
@@ -79,6 +85,7 @@ pub async fn serve(
     tracing::info!(service = service_name, addr = ?addr, "serving gRPC");
     let mut server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .layer(
             tower::ServiceBuilder::new()
                 .layer(crate::trace::TraceLayer)

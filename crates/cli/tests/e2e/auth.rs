@@ -44,19 +44,29 @@ fn spec(subject: &str, roles: &[&str]) -> AccessTokenSpec {
 fn oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConfig {
     AuthConfig {
         oidc: Some(OidcConfig {
-            issuer: idp.issuer(),
-            audience: AUDIENCE.to_owned(),
-            jwks_url: idp.jwks_url(),
+            issuers: vec![idp.issuer()],
+            audiences: vec![AUDIENCE.to_owned()],
+            jwks_url: Some(idp.jwks_url()),
             leeway_seconds: 5,
-            jwks_refresh_seconds: 3600,
-            roles_claim: "roles".to_owned(),
             jwks_min_refetch_seconds: 0,
+            // The emulator serves plain HTTP on 127.0.0.1.
+            allow_http_loopback: true,
+            ..OidcConfig::default()
         }),
         outbound: outbound
             .map(|t| TokenSource::inline(t.into()))
             .unwrap_or_default(),
         ..AuthConfig::default()
     }
+}
+
+/// The same, finding the keys from the issuer's discovery document.
+fn discovering_oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConfig {
+    let mut config = oidc_config(idp, outbound);
+    if let Some(oidc) = config.oidc.as_mut() {
+        oidc.jwks_url = None;
+    }
+    config
 }
 
 /// The three services on SQLite in a temporary folder, trusting `idp`.
@@ -78,7 +88,7 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
         chunk_size: 50,
         auth: StackAuth::Custom(Box::new(ServiceAuth {
             registry: oidc_config(idp, None),
-            directory: oidc_config(idp, Some(sync_token)),
+            directory: discovering_oidc_config(idp, Some(sync_token)),
             importer: oidc_config(idp, Some(worker_token)),
         })),
         auto_import: false,
@@ -697,5 +707,55 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         !reports.contains("emu."),
         "a Graph access token is in a job report"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_oversized_token_is_unauthenticated_and_the_connection_survives() {
+    test_support::init();
+    let idp = identity_provider().await;
+    let (stack, dir) = stack_trusting(&idp, 3).await;
+    let reader = idp
+        .sign_access_token(&spec("rita@contoso.com", &[READER]))
+        .unwrap();
+    let channel = channel(&stack.registry_url).await;
+    let mut registry = registry_pb::registry_service_client::RegistryServiceClient::new(channel);
+    let limit = service_runtime::auth::MAX_TOKEN_BYTES;
+    // Just over the guard's limit, at hyper's old 16 KiB header limit (HTTP 431 before), and
+    // near the server's 64 KiB limit.
+    for size in [limit + 1, 16 * 1024, 60 * 1024] {
+        let huge = "a".repeat(size);
+        let status = registry
+            .list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&huge)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{size} bytes: {status:?}"
+        );
+        assert!(
+            !status.message().contains(&huge[..64]),
+            "the status echoes the token"
+        );
+        // The same connection still serves a good call.
+        registry
+            .list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&reader)))
+            .await
+            .unwrap_or_else(|e| panic!("after a {size}-byte token: {e:?}"));
+    }
+    // Beyond the server's header limit the stream alone is refused (HTTP 431); the connection
+    // still serves.
+    let beyond = "a".repeat(1024 * 1024);
+    let status = registry
+        .list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&beyond)))
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    registry
+        .list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&reader)))
+        .await
+        .unwrap_or_else(|e| panic!("after a 1 MiB header: {e:?}"));
+    stack.stop().await.unwrap();
     std::fs::remove_dir_all(dir).ok();
 }
