@@ -75,7 +75,24 @@ impl Endpoints {
 
 /// Turns a failed call into an error that says what failed, with the service's message.
 pub fn failed(what: &'static str) -> impl FnOnce(tonic::Status) -> anyhow::Error {
-    move |status| anyhow::anyhow!("{what} failed ({:?}): {}", status.code(), status.message())
+    move |status| {
+        let hint = match status.code() {
+            tonic::Code::Unauthenticated => {
+                "\nhint: the CLI sends the token in --token-file / USERIMPORT_TOKEN_FILE, \
+                 USERIMPORT_TOKEN, ./.userimport/admin.token, or the one the last \
+                 `userimport dev` noted in your profile"
+            }
+            tonic::Code::PermissionDenied => {
+                "\nhint: your token's roles do not allow this (readers may only read)"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!(
+            "{what} failed ({:?}): {}{hint}",
+            status.code(),
+            status.message()
+        )
+    }
 }
 
 /// A directory user as listed.

@@ -127,10 +127,11 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         .into_iter()
         .filter(|row| row.outcome != "already present")
         .collect();
-    println!(
-        "   Not created, with the reason (the first 5 of {}):",
-        not_created.len()
-    );
+    match not_created.len() {
+        0 => println!("   Every user was created."),
+        n if n <= 5 => println!("   Not created, with the reason ({n}):"),
+        n => println!("   Not created, with the reason (the first 5 of {n}):"),
+    }
     print(format, &not_created[..not_created.len().min(5)])?;
 
     println!("\n6. The registry now holds (the first 10)");
@@ -155,11 +156,11 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
     let counts = ended.counts.unwrap_or_default();
     println!(
         "\nDone: {} users in the directory, {} imported, {} left out (guests without mail). \
-         Follow-up: `userimport jobs list`, `userimport jobs outcomes {}`; run `userimport dev` to keep the services up.",
+         This tour's stack is gone now; run `userimport dev` for one that stays up, and try \
+         the commands in README's \"Using it\" against it.",
         run.users_seen,
         counts.created + counts.already_present,
         remaining.len(),
-        ended.job_id
     );
     stack.stop().await
 }

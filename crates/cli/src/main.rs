@@ -15,6 +15,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "USERIMPORT_DIRECTORY_URL",
         default_value = "http://127.0.0.1:50051"
     )]
@@ -23,6 +24,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "USERIMPORT_REGISTRY_URL",
         default_value = "http://127.0.0.1:50052"
     )]
@@ -31,6 +33,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "USERIMPORT_IMPORTER_URL",
         default_value = "http://127.0.0.1:50053"
     )]
@@ -40,27 +43,44 @@ struct Cli {
     #[arg(
         long = "as",
         global = true,
+        help_heading = "Global options",
         env = "USERIMPORT_PRINCIPAL",
         default_value = "admin"
     )]
     principal: String,
     /// A file holding your bearer token (default: `.userimport/admin.token`, which
     /// `userimport dev` writes, when it exists). USERIMPORT_TOKEN gives the token itself.
-    #[arg(long, global = true, env = "USERIMPORT_TOKEN_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "USERIMPORT_TOKEN_FILE"
+    )]
     token_file: Option<PathBuf>,
     /// CA certificates (PEM) to trust for `https://` service URLs.
-    #[arg(long, global = true, env = "USERIMPORT_TLS_CA_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "USERIMPORT_TLS_CA_FILE"
+    )]
     tls_ca_file: Option<PathBuf>,
     /// A client certificate (PEM) for services that require mutual TLS.
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "USERIMPORT_TLS_CERT_FILE",
         requires = "tls_key_file"
     )]
     tls_cert_file: Option<PathBuf>,
     /// The client certificate's private key (PEM).
-    #[arg(long, global = true, env = "USERIMPORT_TLS_KEY_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "USERIMPORT_TLS_KEY_FILE"
+    )]
     tls_key_file: Option<PathBuf>,
     /// How to print results.
     #[arg(
@@ -177,6 +197,7 @@ enum SyncCommand {
     /// to its end. The round runs on directory-sync whatever happens to this command; the exit
     /// code is non-zero when it fails (not when it halts for approval).
     Now {
+        /// Read only the changes since the last round (a full round when there is no cursor).
         #[arg(long)]
         delta: bool,
         /// Read the directory, then only show what the round would change in the registry;
@@ -188,8 +209,11 @@ enum SyncCommand {
     /// end; the exit code is as for `sync now`.
     Watch { run_id: String },
     /// Applies the changes of a round halted because it would disable too many users, or of
-    /// a dry run.
-    Approve { run_id: String },
+    /// a dry run (`sync status` names the run waiting).
+    Approve {
+        /// The run id, as `sync now` or `sync status` printed it.
+        run_id: String,
+    },
     /// Drops the changes of a halted round; the registry stays as it is.
     Reject {
         run_id: String,
@@ -275,6 +299,7 @@ enum BatchCommand {
 enum JobsCommand {
     /// Lists the jobs you may see, newest first.
     List {
+        /// At most this many jobs, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
@@ -346,8 +371,32 @@ enum CompaniesCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // `userimport … -o json | head`: the reader has what it wanted.
+        Err(error) if broken_pipe(&error) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            // serde_json keeps the I/O error inside, without a source.
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|json| json.io_error_kind() == Some(BrokenPipe))
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = service_runtime::telemetry::init(
         &service_runtime::config::LogConfig {
             format: service_runtime::config::LogFormat::Pretty,
@@ -657,7 +706,10 @@ async fn main() -> anyhow::Result<()> {
 /// Prints how many grants a role command changed: a line for people, a record for scripts.
 fn print_count(format: Format, what: &str, count: u64) -> anyhow::Result<()> {
     match format {
-        Format::Table => println!("{count} grants {what}"),
+        Format::Table => println!(
+            "{count} {} {what}",
+            if count == 1 { "grant" } else { "grants" }
+        ),
         Format::Json => println!("{}", serde_json::json!({ what: count })),
         Format::Csv => println!("{}\n{count}", what.to_uppercase()),
     }
@@ -676,10 +728,20 @@ fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<secrecy::Secre
         return Ok(Some(secrecy::SecretString::from(token.trim().to_owned())));
     }
     let default = PathBuf::from(".userimport").join(DEV_TOKEN_FILE);
+    // `userimport dev` notes its token file in the profile, so the CLI finds it from any folder.
+    let noted = || {
+        cli::profile::path()
+            .and_then(|path| cli::profile::load(&path).ok())
+            .and_then(|profile| profile.dev_token_file)
+            .filter(|path| path.exists())
+    };
     let path = match file {
         Some(path) => path.to_owned(),
         None if default.exists() => default,
-        None => return Ok(None),
+        None => match noted() {
+            Some(path) => path,
+            None => return Ok(None),
+        },
     };
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the token file {}", path.display()))?;
@@ -689,6 +751,22 @@ fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<secrecy::Secre
         path.display()
     );
     Ok(Some(secrecy::SecretString::from(text.trim().to_owned())))
+}
+
+/// Notes the dev token's file in the CLI profile (best effort: the folder's own file works
+/// without it).
+fn note_dev_token(token_file: &std::path::Path) {
+    let Some(path) = cli::profile::path() else {
+        return;
+    };
+    let absolute = std::fs::canonicalize(token_file).unwrap_or_else(|_| token_file.to_owned());
+    let noted = cli::profile::load(&path).and_then(|mut profile| {
+        profile.dev_token_file = Some(absolute);
+        cli::profile::save(&path, &profile)
+    });
+    if let Err(error) = noted {
+        eprintln!("note: the dev token's location is not kept in your profile ({error:#})");
+    }
 }
 
 /// Writes the local admin token where the CLI looks for it, readable by its owner only.
@@ -751,7 +829,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     let emulated = matches!(directory, DirectorySource::Emulator { .. });
     let tokens = LocalTokens::generate()?;
-    let token_file = write_token(&args.data_dir, &tokens.admin)?;
+    let admin_token = tokens.admin.clone();
     let mut stack = Stack::start(StackOptions {
         storage: storage.clone(),
         directory,
@@ -763,6 +841,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         sync_groups: args.sync_groups.clone(),
     })
     .await?;
+    // Only once every port is ours: a second `dev` in the same folder fails to bind above and
+    // leaves the running one's token alone.
+    let token_file = write_token(&args.data_dir, &admin_token)?;
+    note_dev_token(&token_file);
 
     println!("userimport dev: every service in this process");
     println!("  directory-sync   {}", stack.directory_url);

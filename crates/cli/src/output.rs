@@ -55,10 +55,11 @@ pub fn print<R: Record>(format: Format, rows: &[R]) -> anyhow::Result<()> {
 
 /// Prints a line for people on stderr, so stdout stays machine-readable in JSON/CSV mode.
 pub fn note(format: Format, message: impl std::fmt::Display) {
+    // A closed pipe (`| head`) is not worth a panic: the reader has gone.
     if format == Format::Table {
-        println!("{message}");
+        let _ = writeln!(std::io::stdout(), "{message}");
     } else {
-        eprintln!("{message}");
+        let _ = writeln!(std::io::stderr(), "{message}");
     }
 }
 

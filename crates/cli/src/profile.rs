@@ -16,6 +16,10 @@ pub struct Profile {
     /// The current company: imports, batch imports and run-now use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub company: Option<String>,
+    /// The token file of the last `userimport dev` started, so commands run from another
+    /// folder find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_token_file: Option<PathBuf>,
 }
 
 /// Where the profile lives, if a home or config folder is known.
@@ -102,6 +106,7 @@ mod tests {
         assert_eq!(load(&path).unwrap(), Profile::default());
         let profile = Profile {
             company: Some("USMF".into()),
+            dev_token_file: None,
         };
         save(&path, &profile).unwrap();
         assert_eq!(load(&path).unwrap(), profile);

@@ -184,12 +184,14 @@ fn timestamp(ms: i64) -> String {
 /// Prints the user: a field list and a roles table for people, the whole record as JSON, or
 /// its roles as CSV rows with the user's id.
 pub fn print_user(format: Format, user: &UserDetails) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
-            println!("{}", serde_json::to_string_pretty(user)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(user)?)?;
         }
         Format::Csv => {
-            let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+            let mut writer = csv::Writer::from_writer(out);
             writer.write_record(["user_id", "role_id", "company", "sources"])?;
             for role in &user.roles {
                 writer.write_record([
@@ -225,19 +227,20 @@ pub fn print_user(format: Format, user: &UserDetails) -> anyhow::Result<()> {
                 ),
             ];
             for (label, value) in fields {
-                println!("{label:<28} {value}");
+                writeln!(out, "{label:<28} {value}")?;
             }
             if user.roles.is_empty() {
-                println!("{:<28} none", "Roles");
+                writeln!(out, "{:<28} none", "Roles")?;
             } else {
-                println!("Roles");
+                writeln!(out, "Roles")?;
                 for role in &user.roles {
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<24} company {:<5} from {}",
                         role.role_id,
                         role.company,
                         role.sources.join(", ")
-                    );
+                    )?;
                 }
             }
         }
