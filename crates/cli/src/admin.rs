@@ -154,8 +154,9 @@ pub struct AuditListArgs {
     /// Events of this job, sync run or request.
     #[arg(long)]
     pub via: Option<String>,
-    /// Most events to show, newest first.
-    #[arg(long, default_value_t = 50)]
+    /// Most events to show, newest first; 0 (the default) shows 50 in a table and every one
+    /// as JSON or CSV.
+    #[arg(long, default_value_t = 0)]
     pub limit: usize,
 }
 

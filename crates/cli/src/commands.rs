@@ -170,8 +170,8 @@ pub struct DirectoryListArgs {
     /// Only the members of this synced group (object id).
     #[arg(long)]
     pub group: Option<String>,
-    /// Most users to show.
-    #[arg(long, default_value_t = 50)]
+    /// Most users to show; 0 (the default) shows 50 in a table and every one as JSON or CSV.
+    #[arg(long, default_value_t = 0)]
     pub limit: usize,
 }
 
@@ -571,8 +571,8 @@ pub struct UsersListArgs {
     /// Only users created by this import (a job id or an import request id).
     #[arg(long)]
     pub imported_by: Option<String>,
-    /// Most users to show.
-    #[arg(long, default_value_t = 50)]
+    /// Most users to show; 0 (the default) shows 50 in a table and every one as JSON or CSV.
+    #[arg(long, default_value_t = 0)]
     pub limit: usize,
 }
 

@@ -442,11 +442,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             storage.discard().await?;
             result
         }
-        Command::Directory(DirectoryCommand::List(args)) => {
+        Command::Directory(DirectoryCommand::List(mut args)) => {
+            let limit = listing_limit(format, args.limit);
+            args.limit = limit.saturating_add(1);
             let rows = commands::directory_list(&endpoints, &args).await?;
-            print(format, &rows)?;
-            note(format, format!("{} users", rows.len()));
-            Ok(())
+            print_listing(format, rows, limit, "users")
         }
         Command::Directory(DirectoryCommand::Groups { search }) => print(
             format,
@@ -628,11 +628,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let details = cli::show::user_show(&endpoints, &user).await?;
             cli::show::print_user(format, &details)
         }
-        Command::Users(UsersCommand::List(args)) => {
+        Command::Users(UsersCommand::List(mut args)) => {
+            let limit = listing_limit(format, args.limit);
+            args.limit = limit.saturating_add(1);
             let rows = commands::users_list(&endpoints, &args).await?;
-            print(format, &rows)?;
-            note(format, format!("{} users", rows.len()));
-            Ok(())
+            print_listing(format, rows, limit, "users")
         }
         Command::Users(UsersCommand::AssignRoles(args)) => {
             let granted = admin::assign_roles(&endpoints, &args).await?;
@@ -657,11 +657,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             &admin::set_enabled(&endpoints, &users, false).await?,
         ),
         Command::Roles(RolesCommand::List) => print(format, &admin::roles_list(&endpoints).await?),
-        Command::Audit(AuditCommand::List(args)) => {
+        Command::Audit(AuditCommand::List(mut args)) => {
+            let limit = listing_limit(format, args.limit);
+            args.limit = limit.saturating_add(1);
             let rows = admin::audit_list(&endpoints, &args).await?;
-            print(format, &rows)?;
-            note(format, format!("{} events", rows.len()));
-            Ok(())
+            print_listing(format, rows, limit, "events")
         }
         Command::Company { command: None } => {
             let (company, source) = cli::profile::company(None)?;
@@ -704,6 +704,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Prints how many grants a role command changed: a line for people, a record for scripts.
+/// How many rows a listing shows: `--limit`, or by default 50 in a table (for people) and
+/// every row as JSON or CSV (an export is complete unless a limit was asked for).
+fn listing_limit(format: Format, requested: usize) -> usize {
+    match (requested, format) {
+        (0, Format::Table) => 50,
+        (0, _) => usize::MAX,
+        (n, _) => n,
+    }
+}
+
+/// Prints a listing fetched with one row more than `limit`, and says whether it is complete.
+fn print_listing<R: cli::output::Record>(
+    format: Format,
+    mut rows: Vec<R>,
+    limit: usize,
+    what: &str,
+) -> anyhow::Result<()> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    print(format, &rows)?;
+    if more {
+        note(
+            format,
+            format!(
+                "the first {} {what} shown; more match: --limit N shows more, and -o csv or \
+                 -o json exports them all",
+                rows.len()
+            ),
+        );
+    } else {
+        note(format, format!("{} {what}", rows.len()));
+    }
+    Ok(())
+}
+
 fn print_count(format: Format, what: &str, count: u64) -> anyhow::Result<()> {
     match format {
         Format::Table => println!(

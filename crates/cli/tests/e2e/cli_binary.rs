@@ -314,3 +314,21 @@ test_support::on_both_backends! {
         let _ = std::fs::remove_file(profile(&e2e));
     }
 }
+
+test_support::on_both_backends! {
+    async fn a_listing_says_when_it_is_not_complete_and_exports_are_complete_by_default(db) {
+        let e2e = EndToEnd::start(&db, 80).await;
+        let table = userimport(&e2e, &["directory", "list", "--all"]);
+        let said = String::from_utf8_lossy(&table.stdout).to_string();
+        assert!(said.contains("the first 50 users shown; more match"), "{said}");
+
+        let csv = stdout(&userimport(&e2e, &["directory", "list", "--all", "-o", "csv"]));
+        assert_eq!(csv.lines().count(), 1 + 80, "a header and every user");
+        let stderr = String::from_utf8_lossy(&userimport(&e2e, &["directory", "list", "--all", "-o", "csv"]).stderr).to_string();
+        assert!(stderr.contains("80 users"), "{stderr}");
+
+        let limited = userimport(&e2e, &["directory", "list", "--all", "--limit", "80"]);
+        let said = String::from_utf8_lossy(&limited.stdout).to_string();
+        assert!(said.trim_end().ends_with("80 users"), "exactly the limit is complete: {said}");
+    }
+}
