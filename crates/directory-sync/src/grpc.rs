@@ -221,6 +221,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             enabled_only: request.enabled_only,
             account_type,
             group_id,
+            in_synced_groups: false,
         };
         let not_imported_only = request.not_imported_only.unwrap_or(true);
         let (users, next) = self

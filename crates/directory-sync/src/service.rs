@@ -412,6 +412,12 @@ impl Directory {
         if let Some(group_id) = &filter.group_id {
             self.ensure_group_synced(group_id).await?;
         }
+        // With synced groups, the tenant is their members: nobody else is listed.
+        let scoped = ListFilter {
+            in_synced_groups: filter.group_id.is_none() && !self.inner.sync.groups.is_empty(),
+            ..filter.clone()
+        };
+        let filter = &scoped;
         let wanted = limit as usize;
         let mut page = Vec::with_capacity(wanted);
         let mut cursor = after;
@@ -597,8 +603,9 @@ impl Directory {
         Ok(fetched)
     }
 
-    /// Up to `limit` present users after `after_object_id`, in object id order, optionally
-    /// only the members of a synced group.
+    /// Up to `limit` present users after `after_object_id`, in object id order: a synced
+    /// group's members, or every user in scope (the synced groups' members when
+    /// `sync.groups` is set).
     pub async fn users_after(
         &self,
         group_id: Option<&str>,
@@ -611,6 +618,7 @@ impl Directory {
             self.inner.sync.db.backend(),
             &self.inner.sync.tenant_id,
             group_id,
+            !self.inner.sync.groups.is_empty(),
             after_object_id,
             limit,
         )

@@ -486,6 +486,11 @@ pub async fn list_users(
             " AND EXISTS (SELECT 1 FROM directory_group_members m \
              WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id AND m.group_id = {group})"
         ));
+    } else if filter.in_synced_groups {
+        shared.push_str(
+            " AND EXISTS (SELECT 1 FROM directory_group_members m \
+             WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id)",
+        );
     }
     let limit = query.param(Bind::Int(i64::from(limit)));
     let order = "ORDER BY search_name, object_id";
@@ -601,14 +606,21 @@ pub async fn users_after(
     backend: Backend,
     tenant_id: &str,
     group_id: Option<&str>,
+    in_synced_groups: bool,
     after_object_id: &str,
     limit: u32,
 ) -> Result<Vec<MirrorUser>, Error> {
     let rows = match group_id {
         None => {
+            let scope = if in_synced_groups {
+                " AND EXISTS (SELECT 1 FROM directory_group_members m \
+                 WHERE m.tenant_id = u.tenant_id AND m.object_id = u.object_id)"
+            } else {
+                ""
+            };
             sqlx::query(AssertSqlSafe(format!(
                 "SELECT {USER_COLUMNS} FROM directory_users u WHERE u.tenant_id = $1 \
-                 AND u.deletion_state = 'present' AND u.object_id > $2 \
+                 AND u.deletion_state = 'present' AND u.object_id > $2{scope} \
                  ORDER BY u.object_id LIMIT $3"
             )))
             .bind(tenant_id)
@@ -1059,6 +1071,28 @@ pub async fn last_run(conn: &mut AnyConnection, tenant_id: &str) -> Result<Optio
         .await?
         .into_iter()
         .next())
+}
+
+/// Counts every present user in no synced group as changed by `run_id`, so a full round's
+/// provisioning applies the out-of-scope policy to users imported before they left scope (or
+/// before `sync.groups` was set), not only to this round's leavers. Returns how many.
+pub async fn mark_out_of_scope(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    run_id: &str,
+) -> Result<u64, Error> {
+    let marked = sqlx::query(
+        "UPDATE directory_users SET changed_run = $2 WHERE tenant_id = $1 \
+         AND deletion_state = 'present' AND changed_run <> $2 AND NOT EXISTS \
+         (SELECT 1 FROM directory_group_members m \
+          WHERE m.tenant_id = directory_users.tenant_id AND m.object_id = directory_users.object_id)",
+    )
+    .bind(tenant_id)
+    .bind(run_id)
+    .execute(conn)
+    .await
+    .map_err(Error::internal("mark users out of scope"))?;
+    Ok(marked.rows_affected())
 }
 
 /// Users changed by `run_id` (content, deletion state, or group scope), after `after` in

@@ -237,6 +237,26 @@ pub async fn run_round(
         }
         Err(error) => Err(error),
     };
+    // A full round reviews the whole scope: users in no synced group (imported before they
+    // left, or before sync.groups was set) go through the out-of-scope policy too.
+    let result = match result {
+        Ok(())
+            if run.mode == SyncMode::Full
+                && !ctx.groups.is_empty()
+                && ctx.provisioning.disable_out_of_scope =>
+        {
+            async {
+                let mut conn = ctx.conn().await?;
+                let marked = store::mark_out_of_scope(&mut conn, &ctx.tenant_id, &run.run_id).await?;
+                if marked > 0 {
+                    tracing::info!(run_id = %run.run_id, users = marked, "users in no synced group reviewed as out of scope");
+                }
+                Ok(())
+            }
+            .await
+        }
+        other => other,
+    };
     if result.is_ok() {
         progress.phase(&run, Phase::Provisioning);
     }

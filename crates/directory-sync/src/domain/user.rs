@@ -87,6 +87,8 @@ pub struct ListFilter {
     pub account_type: Option<AccountType>,
     /// Only the (transitive) members of this directory group.
     pub group_id: Option<String>,
+    /// Only members of a synced group (`sync.groups` is set): the tenant's scope.
+    pub in_synced_groups: bool,
 }
 
 #[cfg(test)]

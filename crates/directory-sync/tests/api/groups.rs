@@ -128,9 +128,12 @@ test_support::on_both_backends! {
         let listed = listed_ids(&stack, group).await;
         assert!(!listed.contains(&direct_user));
         assert_eq!(listed, transitive_users(&stack.emulator.groups(), group));
-        // The user is still in the directory, only not in the group.
+        // The user is still in the directory, only not in the group, and so out of the
+        // tenant's scope: the listing of everyone leaves it out.
         let everyone = stack.list(pb::ListUsersRequest { page_size: 1000, ..Default::default() }).await;
-        assert!(everyone.users.iter().any(|u| u.object_id == direct_user));
+        assert!(!everyone.users.iter().any(|u| u.object_id == direct_user));
+        let looked_up = stack.directory.clone().get_users(pb::GetUsersRequest { object_ids: vec![direct_user.clone()], ..Default::default() }).await.unwrap().into_inner();
+        assert_eq!(looked_up.users.len(), 1, "still mirrored");
     }
 
     async fn a_group_that_is_not_synced_cannot_scope_a_listing_or_a_stream(db) {
@@ -156,5 +159,39 @@ test_support::on_both_backends! {
         let run = stack.full_sync().await;
         assert_eq!(run.status(), pb::SyncRunStatus::Failed);
         assert!(run.error.contains(missing), "{}", run.error);
+    }
+}
+
+test_support::on_both_backends! {
+    async fn with_synced_groups_the_tenant_is_their_members_in_listings_streams_and_the_out_of_scope_policy(db) {
+        let group = SYNTHETIC_GROUP_IDS[1];
+        let stack = stack_with_group(&db, group).await;
+        stack.full_sync().await;
+        let members = transitive_users(&stack.emulator.groups(), group);
+
+        // Listing and streaming "everyone" take only the synced groups' members.
+        let listed: BTreeSet<String> = stack
+            .list(pb::ListUsersRequest { page_size: 1000, not_imported_only: Some(false), ..Default::default() })
+            .await
+            .users
+            .into_iter()
+            .map(|u| u.object_id)
+            .collect();
+        assert_eq!(listed, members, "the listing is the groups' members");
+        let streamed: BTreeSet<String> = stack.stream(None, 50).await.into_iter().map(|u| u.object_id).collect();
+        assert_eq!(streamed, members, "a batch import's stream is the groups' members");
+
+        // A user imported while out of scope is disabled by the next full round.
+        let tenant = stack.emulator.users();
+        let outsider = tenant.iter().find(|u| !members.contains(&u.id) && u.account_enabled && u.user_type == "Member").unwrap();
+        stack.import_into_registry(&[outsider]).await;
+        let run = stack.full_sync().await;
+        // Disabling the registry's only user is over the safety share: the round waits.
+        assert_eq!(run.status(), pb::SyncRunStatus::AwaitingApproval, "{run:?}");
+        stack.directory.clone().approve_sync_run(pb::ApproveSyncRunRequest { run_id: run.run_id.clone() }).await.unwrap();
+        let key = proto::registry::v1::ObjectKey { tenant_id: stack.emulator.tenant_id().to_owned(), object_id: outsider.id.clone() };
+        let request = proto::registry::v1::GetUserRequest { key: Some(proto::registry::v1::get_user_request::Key::Object(key)) };
+        let user = stack.registry.clone().get_user(request).await.unwrap().into_inner().user.unwrap();
+        assert!(!user.enabled, "out of scope: disabled by the out-of-scope policy");
     }
 }

@@ -210,8 +210,12 @@ async fn a_poison_message_is_dead_lettered_after_the_delivery_limit_and_shown_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_critical_job_started_behind_a_big_one_finishes_while_the_big_one_still_runs() {
+    // With synced groups the tenant's scope is their members: "All Staff" (every other user)
+    // for the big job, and "Engineering" (15) for the critical one.
+    let all_staff = graph_emulator::SYNTHETIC_GROUP_IDS[0];
     let settings = WorkerSettings {
         chunk_size: 10,
+        sync_groups: vec![all_staff.to_owned(), ENGINEERING.to_owned()],
         ..WorkerSettings::default()
     };
     let Some(mut cluster) = Cluster::start(USERS, settings).await else {
@@ -238,7 +242,9 @@ async fn a_critical_job_started_behind_a_big_one_finishes_while_the_big_one_stil
     let big_then = cluster.job(0, &big.job_id).await;
     assert_eq!(critical.status(), pb::JobStatus::Completed, "{critical:?}");
     assert_eq!(critical.planned, 15);
-    let big_chunks = (USERS / 10) as u64;
+    // In scope: All Staff (even indexes) and Engineering (users 0–14).
+    let in_scope = (0..USERS).filter(|i| i % 2 == 0 || *i < 15).count() as u64;
+    let big_chunks = in_scope.div_ceil(10);
     assert!(
         big_then.chunks_done < big_chunks / 2,
         "the critical job waited for half of the big one: {big_then:?}"

@@ -79,6 +79,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) chunk_retry_hold_secs: u64,
     /// directory-sync as a process of its own (so it can be killed) instead of in this one.
     pub(crate) directory_process: bool,
+    /// directory-sync's `sync.groups`; with one, "every user" means its members.
+    pub(crate) sync_groups: Vec<String>,
 }
 
 impl Default for WorkerSettings {
@@ -91,6 +93,7 @@ impl Default for WorkerSettings {
             heartbeat_secs: 10,
             chunk_retry_hold_secs: 120,
             directory_process: false,
+            sync_groups: Vec::new(),
         }
     }
 }
@@ -265,7 +268,18 @@ impl Cluster {
                     "DIRECTORY_SYNC_DIRECTORY__RESOURCE_UNITS_PER_10S",
                     "0".to_owned(),
                 ),
-                ("DIRECTORY_SYNC_SYNC__GROUPS", format!("[{ENGINEERING:?}]")),
+                (
+                    "DIRECTORY_SYNC_SYNC__GROUPS",
+                    format!(
+                        "[{}]",
+                        settings
+                            .sync_groups
+                            .iter()
+                            .map(|g| format!("{g:?}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                ),
                 ("DIRECTORY_SYNC_SYNC__DELTA_INTERVAL_SECS", "0".to_owned()),
                 ("DIRECTORY_SYNC_LOG__FORMAT", "json".to_owned()),
                 ("RUST_LOG", "info,sqlx=warn".to_owned()),
@@ -324,7 +338,7 @@ impl Cluster {
                 ),
             );
             let mut directory_config = directory_config;
-            directory_config.sync.groups = vec![ENGINEERING.to_owned()];
+            directory_config.sync.groups = settings.sync_groups.clone();
             let graph = graph::GraphClient::new(directory_config.directory.graph_config().unwrap())
                 .unwrap();
             let directory = directory_sync::App::build(
