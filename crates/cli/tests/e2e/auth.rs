@@ -426,6 +426,7 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
         company: "DAT".into(),
         users: Vec::new(),
         dry_run: false,
+        private: false,
     };
     let status = registry_client
         .import_users(with_token(new_user, Some(&sync)))
