@@ -24,7 +24,6 @@ fn grant(users: &[&str], roles: &[&str], company: &str) -> pb::AssignRolesReques
         user_ids: users.iter().map(|s| (*s).to_owned()).collect(),
         role_ids: roles.iter().map(|s| (*s).to_owned()).collect(),
         company: company.to_owned(),
-        all_sources: false,
     }
 }
 
@@ -33,6 +32,7 @@ fn revoke(users: &[&str], roles: &[&str], company: &str) -> pb::RevokeRolesReque
         user_ids: users.iter().map(|s| (*s).to_owned()).collect(),
         role_ids: roles.iter().map(|s| (*s).to_owned()).collect(),
         company: company.to_owned(),
+        all_sources: false,
     }
 }
 
