@@ -179,8 +179,9 @@ pub struct AuditRow {
 }
 
 impl Record for AuditRow {
-    const HEADERS: &'static [&'static str] =
-        &["EVENT", "AT", "ACTOR", "ACTION", "USER ID", "VIA", "DETAIL", "SERVICE"];
+    const HEADERS: &'static [&'static str] = &[
+        "EVENT", "AT", "ACTOR", "ACTION", "USER ID", "VIA", "DETAIL", "SERVICE",
+    ];
 
     fn cells(&self) -> Vec<String> {
         vec![

@@ -968,13 +968,12 @@ pub async fn job_request(
     conn: &mut AnyConnection,
     job_id: &str,
 ) -> Result<Option<JobRequest>, Error> {
-    let row = sqlx::query(
-        "SELECT created_by, kind, company, request_digest FROM jobs WHERE job_id = $1",
-    )
-    .bind(job_id)
-    .fetch_optional(conn)
-    .await
-    .map_err(Error::internal("get a job's request"))?;
+    let row =
+        sqlx::query("SELECT created_by, kind, company, request_digest FROM jobs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(Error::internal("get a job's request"))?;
     row.map(|row| {
         Ok::<_, sqlx::Error>(JobRequest {
             created_by: row.try_get("created_by")?,

@@ -579,7 +579,12 @@ impl Guard {
         Self {
             authenticator: Arc::new(authenticator),
             rules: Arc::new(rules.iter().copied().collect()),
-            served: Arc::new(rules.iter().filter_map(|(path, _)| service_of(path)).collect()),
+            served: Arc::new(
+                rules
+                    .iter()
+                    .filter_map(|(path, _)| service_of(path))
+                    .collect(),
+            ),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use proto::registry::v1 as pb;
 use service_runtime::auth::{
-    ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, acting_for,
-    actor_of, principal_of,
+    ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, acting_for, actor_of,
+    principal_of,
 };
 use service_runtime::grpc::{
     MAX_FILTER_LEN, bounded, decode_page_token, encode_page_token, page_size,

@@ -18,7 +18,10 @@ fn from_code() -> Table {
     for (service, rules) in services {
         for (path, roles) in rules {
             let method = path.rsplit('/').next().unwrap().to_owned();
-            for role in roles.iter().filter(|r| r.starts_with("userimport.service.")) {
+            for role in roles
+                .iter()
+                .filter(|r| r.starts_with("userimport.service."))
+            {
                 table
                     .entry(((*role).to_owned(), service.to_owned()))
                     .or_default()
@@ -31,8 +34,8 @@ fn from_code() -> Table {
 }
 
 fn from_readme() -> Table {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     let (_, rest) = readme.split_once("<!-- service-access:begin -->").unwrap();
     let (section, _) = rest.split_once("<!-- service-access:end -->").unwrap();
     let mut table = Table::new();
@@ -53,5 +56,9 @@ fn from_readme() -> Table {
 fn the_readme_access_table_is_the_services_access_tables() {
     let code = from_code();
     assert!(!code.is_empty());
-    assert_eq!(from_readme(), code, "README's service-access table differs from the code");
+    assert_eq!(
+        from_readme(),
+        code,
+        "README's service-access table differs from the code"
+    );
 }

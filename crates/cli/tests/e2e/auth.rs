@@ -787,7 +787,10 @@ async fn a_private_jobs_users_and_events_are_invisible_to_a_reader_and_a_second_
             .events;
         assert!(events.is_empty(), "an outsider reads the job's events");
         let all = registry
-            .list_users(with_token(registry_pb::ListUsersRequest::default(), Some(outsider)))
+            .list_users(with_token(
+                registry_pb::ListUsersRequest::default(),
+                Some(outsider),
+            ))
             .await
             .unwrap()
             .into_inner()

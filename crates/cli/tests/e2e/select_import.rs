@@ -15,9 +15,10 @@ fn kinds(response: &importer_pb::ImportSelectedResponse) -> Vec<OutcomeKind> {
 /// caller).
 fn as_<T>(principal: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(service_runtime::auth::PRINCIPAL_HEADER, principal.parse().unwrap());
+    request.metadata_mut().insert(
+        service_runtime::auth::PRINCIPAL_HEADER,
+        principal.parse().unwrap(),
+    );
     request
 }
 

@@ -263,14 +263,9 @@ impl Registry {
         let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
         let wanted = every_grant(&users, &roles, &scope);
-        let revoked = store::roles::revoke(
-            &mut tx,
-            backend,
-            &wanted,
-            store::roles::MANUAL,
-            all_sources,
-        )
-        .await?;
+        let revoked =
+            store::roles::revoke(&mut tx, backend, &wanted, store::roles::MANUAL, all_sources)
+                .await?;
         // A role held from several sources is one event: the user lost it once.
         let lost: Vec<Grant> = revoked
             .iter()

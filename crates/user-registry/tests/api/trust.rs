@@ -3,7 +3,9 @@
 //! identities, as in production (not insecure mode, where everyone holds every role).
 
 use proto::registry::v1 as pb;
-use service_runtime::auth::{ADMIN, AuthConfig, DIRECTORY_SYNC, IMPORT_WORKER, READER, StaticToken};
+use service_runtime::auth::{
+    ADMIN, AuthConfig, DIRECTORY_SYNC, IMPORT_WORKER, READER, StaticToken,
+};
 use service_runtime::error::reason;
 use test_support::TestDatabase;
 use tonic::Code;
@@ -39,8 +41,17 @@ async fn secured(db: &TestDatabase) -> TestApp {
         ..AuthConfig::default()
     };
     let app = TestApp::spawn_with(config).await;
-    let usmf = pb::CreateCompanyRequest { company: Some(pb::Company { code: "USMF".into(), name: "Contoso USA".into() }) };
-    app.client.clone().create_company(as_(ALICE, None, usmf)).await.unwrap();
+    let usmf = pb::CreateCompanyRequest {
+        company: Some(pb::Company {
+            code: "USMF".into(),
+            name: "Contoso USA".into(),
+        }),
+    };
+    app.client
+        .clone()
+        .create_company(as_(ALICE, None, usmf))
+        .await
+        .unwrap();
     app
 }
 
@@ -59,7 +70,12 @@ fn as_<T>(principal: &str, on_behalf_of: Option<&str>, message: T) -> tonic::Req
     request
 }
 
-fn import(import_id: &str, company: &str, private: bool, users: Vec<pb::NewUser>) -> pb::ImportUsersRequest {
+fn import(
+    import_id: &str,
+    company: &str,
+    private: bool,
+    users: Vec<pb::NewUser>,
+) -> pb::ImportUsersRequest {
     pb::ImportUsersRequest {
         import_id: import_id.into(),
         company: company.into(),
@@ -69,7 +85,13 @@ fn import(import_id: &str, company: &str, private: bool, users: Vec<pb::NewUser>
     }
 }
 
-fn apply(rule_id: &str, role_id: &str, company: &str, grant: &[u32], revoke: &[u32]) -> pb::ApplyRuleGrantsRequest {
+fn apply(
+    rule_id: &str,
+    role_id: &str,
+    company: &str,
+    grant: &[u32],
+    revoke: &[u32],
+) -> pb::ApplyRuleGrantsRequest {
     pb::ApplyRuleGrantsRequest {
         rule_id: rule_id.into(),
         role_id: role_id.into(),
@@ -83,17 +105,28 @@ fn apply(rule_id: &str, role_id: &str, company: &str, grant: &[u32], revoke: &[u
 }
 
 fn register(rule_id: &str, role_id: &str, company: &str) -> pb::RegisterRoleRuleRequest {
-    pb::RegisterRoleRuleRequest { rule_id: rule_id.into(), role_id: role_id.into(), company: company.into() }
+    pb::RegisterRoleRuleRequest {
+        rule_id: rule_id.into(),
+        role_id: role_id.into(),
+        company: company.into(),
+    }
 }
 
 impl TestApp {
     /// Imports users 1 and 2 through import-worker for alice, under `job-1`.
     async fn two_users(&self, private: bool) -> Vec<String> {
-        let users = vec![member(1, "ann@contoso.com"), member(2, "bob.user@contoso.com")];
+        let users = vec![
+            member(1, "ann@contoso.com"),
+            member(2, "bob.user@contoso.com"),
+        ];
         let outcomes = self
             .client
             .clone()
-            .import_users(as_(WORKER, Some(ALICE), import("job-1", "DAT", private, users)))
+            .import_users(as_(
+                WORKER,
+                Some(ALICE),
+                import("job-1", "DAT", private, users),
+            ))
             .await
             .unwrap()
             .into_inner()
@@ -102,13 +135,30 @@ impl TestApp {
     }
 
     async fn grants_of(&self, user_id: &str) -> Vec<pb::RoleAssignment> {
-        let request = pb::GetUserRequest { key: Some(pb::get_user_request::Key::UserId(user_id.into())) };
-        self.client.clone().get_user(as_(ALICE, None, request)).await.unwrap().into_inner().roles
+        let request = pb::GetUserRequest {
+            key: Some(pb::get_user_request::Key::UserId(user_id.into())),
+        };
+        self.client
+            .clone()
+            .get_user(as_(ALICE, None, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .roles
     }
 
     async fn events_seen_by(&self, principal: &str, via: &str) -> Vec<pb::AuditEvent> {
-        let request = pb::ListAuditEventsRequest { via: via.into(), ..Default::default() };
-        self.client.clone().list_audit_events(as_(principal, None, request)).await.unwrap().into_inner().events
+        let request = pb::ListAuditEventsRequest {
+            via: via.into(),
+            ..Default::default()
+        };
+        self.client
+            .clone()
+            .list_audit_events(as_(principal, None, request))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
     }
 }
 
