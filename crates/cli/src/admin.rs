@@ -66,6 +66,10 @@ pub struct RoleChangeArgs {
     /// Only in this company; without it, every company.
     #[arg(long)]
     pub company: Option<String>,
+    /// Revoke only: also remove the grants group-to-role rules made (a rule that still holds
+    /// the user grants the role again at its next reconcile).
+    #[arg(long)]
+    pub all_sources: bool,
 }
 
 /// Grants roles; answers how many grants are new.
@@ -91,6 +95,7 @@ pub async fn revoke_roles(endpoints: &Endpoints, args: &RoleChangeArgs) -> anyho
         user_ids: args.users.clone(),
         role_ids: args.roles.clone(),
         company: args.company.clone().unwrap_or_default(),
+        all_sources: args.all_sources,
     };
     Ok(client
         .revoke_roles(endpoints.request(request))
@@ -170,11 +175,14 @@ pub struct AuditRow {
     pub user_id: String,
     pub via: String,
     pub detail: serde_json::Value,
+    /// The service identity that acted for `actor` (empty when the actor called directly).
+    pub service: String,
 }
 
 impl Record for AuditRow {
-    const HEADERS: &'static [&'static str] =
-        &["EVENT", "AT", "ACTOR", "ACTION", "USER ID", "VIA", "DETAIL"];
+    const HEADERS: &'static [&'static str] = &[
+        "EVENT", "AT", "ACTOR", "ACTION", "USER ID", "VIA", "DETAIL", "SERVICE",
+    ];
 
     fn cells(&self) -> Vec<String> {
         vec![
@@ -185,6 +193,7 @@ impl Record for AuditRow {
             self.user_id.clone(),
             self.via.clone(),
             self.detail.to_string(),
+            self.service.clone(),
         ]
     }
 }
@@ -229,6 +238,7 @@ pub async fn audit_list(
             user_id: e.user_id,
             via: e.via,
             detail: serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail)),
+            service: e.service,
         }));
         if page.next_page_token.is_empty() {
             break;

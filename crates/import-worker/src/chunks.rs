@@ -57,7 +57,14 @@ pub(crate) async fn process_chunk(
     }
     let users: Vec<_> = chunk.users.into_iter().map(directory_user).collect();
     let outcomes = importer
-        .import_users(&job.created_by, &job.job_id, &job.company, &users, false)
+        .import_users(
+            &job.created_by,
+            &job.job_id,
+            &job.company,
+            job.options.private,
+            &users,
+            false,
+        )
         .await?;
 
     let db = importer.db();

@@ -179,12 +179,14 @@ impl Registry {
     /// Imports one batch (at most the registry's per-call limit) under `import_id`. The call
     /// is idempotent, so it is retried: a replay reports what the first attempt did.
     /// Imports on behalf of `actor` (the principal who started the import), whom the
-    /// registry records in its audit trail.
+    /// registry records in its audit trail. A `private` job's users and events are shown by
+    /// the registry to `actor` only.
     pub async fn import_users(
         &self,
         actor: &str,
         import_id: &str,
         company: &str,
+        private: bool,
         users: &[RegistryCandidate],
         dry_run: bool,
     ) -> Result<Vec<Outcome>, Error> {
@@ -193,6 +195,7 @@ impl Registry {
             company: company.to_owned(),
             users: users.iter().map(new_user).collect(),
             dry_run,
+            private,
         };
         let response = retry(ATTEMPTS, || {
             let mut client = self.client.clone();
@@ -257,6 +260,39 @@ impl Registry {
                 granted: c.granted,
             })
             .collect())
+    }
+
+    /// Registers `rule` with the registry, which then accepts its grants (and only its role
+    /// in its company); idempotent.
+    pub async fn register_rule(&self, rule: &RoleRule) -> Result<(), Error> {
+        let message = registry_pb::RegisterRoleRuleRequest {
+            rule_id: rule.rule_id.clone(),
+            role_id: rule.role_id.clone(),
+            company: rule.company.clone(),
+        };
+        retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.register_role_rule(request(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?;
+        Ok(())
+    }
+
+    /// Retires `rule_id` at the registry: it may revoke its grants, never grant again.
+    pub async fn retire_rule(&self, rule_id: &str) -> Result<(), Error> {
+        let message = registry_pb::RetireRoleRuleRequest {
+            rule_id: rule_id.to_owned(),
+        };
+        retry(ATTEMPTS, || {
+            let mut client = self.client.clone();
+            let message = message.clone();
+            async move { client.retire_role_rule(request(message)).await }
+        })
+        .await
+        .map_err(Error::upstream("user-registry"))?;
+        Ok(())
     }
 
     /// Every user holding a grant of `rule_id`, as (tenant, object id), read to the end (a

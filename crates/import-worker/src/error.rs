@@ -16,6 +16,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// An idempotency key (a select import's request id) sent again with another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// Another service answered with an error worth passing on (its code and reason are
     /// kept).
     #[error("{service}: {message}")]
@@ -132,6 +135,7 @@ impl Error {
             Error::UnknownCompany(_) => "COMPANY_NOT_FOUND".to_owned(),
             Error::NotFound(_) => "NOT_FOUND".to_owned(),
             Error::FailedPrecondition(_) => "FAILED_PRECONDITION".to_owned(),
+            Error::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED".to_owned(),
             Error::Upstream { reason, .. } => reason.clone(),
             Error::Internal(_) => reason::INTERNAL.to_owned(),
         }
@@ -144,7 +148,9 @@ impl From<Error> for Status {
             Error::Invalid { field, reason } => return model::invalid_field(field, reason.clone()),
             Error::Internal(inner) => return model::internal_status(inner),
             Error::UnknownCompany(_) | Error::NotFound(_) => Code::NotFound,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::IdempotencyKeyReused(_) => {
+                Code::FailedPrecondition
+            }
             Error::Upstream {
                 code: Code::Internal | Code::Unknown | Code::DataLoss,
                 ..

@@ -240,21 +240,22 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .map(|(i, id)| parse_object_id(i, id))
             .collect::<Result<Vec<_>, _>>()?;
         let company = parse_company(&request.company)?;
-        let request_id = match request.request_id.trim() {
-            "" => uuid::Uuid::new_v4().to_string(),
+        let (request_id, key_given) = match request.request_id.trim() {
+            "" => (uuid::Uuid::new_v4().to_string(), false),
             id if id.len() > 128 => {
                 return Err(Error::invalid("request_id", "must be at most 128 characters").into());
             }
-            id => id.to_owned(),
+            id => (id.to_owned(), true),
         };
         let selection = Selection {
             object_ids,
             company,
-            request_id: request_id.clone(),
+            request_id,
+            key_given,
             created_by,
             dry_run: request.dry_run,
         };
-        let (outcomes, counts) = self
+        let (request_id, outcomes, counts) = self
             .importer
             .import_selected(selection, service_runtime::now_ms())
             .await?;

@@ -212,6 +212,16 @@ impl Importer {
         dry_run: bool,
         mode: Reconcile,
     ) -> Result<RuleChanges, Error> {
+        // The registry grants only under rules registered with it (a leaked service token
+        // cannot make one up unnoticed): register before granting — which also registers
+        // rules stored before the registry knew rules — and retire before revoking the last.
+        if !dry_run {
+            if rule.removing {
+                self.registry().retire_rule(&rule.rule_id).await?;
+            } else {
+                self.registry().register_rule(rule).await?;
+            }
+        }
         let started = std::time::Instant::now();
         let wanted = if rule.removing {
             BTreeSet::new()

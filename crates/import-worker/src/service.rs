@@ -39,8 +39,10 @@ pub struct Selection {
     pub object_ids: Vec<String>,
     /// The caller's current company (upper-case code).
     pub company: String,
-    /// Idempotency key of the call; the job id.
+    /// Idempotency key of the call; the job id (see [`Importer::own_key`]).
     pub request_id: String,
+    /// The caller chose `request_id` (else it is fresh, and nobody else's).
+    pub key_given: bool,
     /// The calling principal.
     pub created_by: String,
     /// Report what the import would do and write nothing (no users, no job record).
@@ -154,6 +156,7 @@ impl Importer {
         actor: &str,
         import_id: &str,
         company: &str,
+        private: bool,
         users: &[DirectoryUser],
         dry_run: bool,
     ) -> Result<Vec<Outcome>, Error> {
@@ -174,7 +177,7 @@ impl Importer {
             let outcomes = self
                 .inner
                 .registry
-                .import_users(actor, import_id, company, part, dry_run)
+                .import_users(actor, import_id, company, private, part, dry_run)
                 .await?;
             by_id.extend(outcomes.into_iter().map(|o| (o.object_id.clone(), o)));
         }
@@ -196,9 +199,20 @@ impl Importer {
     /// the registry rejects) fail that user alone.
     pub async fn import_selected(
         &self,
-        selection: Selection,
+        mut selection: Selection,
         now_ms: i64,
-    ) -> Result<(Vec<Outcome>, Counts), Error> {
+    ) -> Result<(String, Vec<Outcome>, Counts), Error> {
+        let digest = request_digest(&selection.company, &selection.object_ids);
+        if selection.key_given {
+            selection.request_id = self
+                .own_key(
+                    &selection.created_by,
+                    &selection.request_id,
+                    &selection.company,
+                    &digest,
+                )
+                .await?;
+        }
         if !self
             .inner
             .registry
@@ -227,6 +241,7 @@ impl Importer {
                 &selection.created_by,
                 &selection.request_id,
                 &selection.company,
+                false,
                 &users,
                 selection.dry_run,
             )
@@ -246,18 +261,51 @@ impl Importer {
             .collect();
         let counts = Counts::of(&outcomes);
         if !selection.dry_run {
-            self.record(&selection, &outcomes, counts, now_ms).await?;
+            self.record(&selection, &digest, &outcomes, counts, now_ms)
+                .await?;
             if counts.created > 0 {
                 crate::rules::after_import(self, &selection.created_by, &selection.request_id);
             }
         }
-        Ok((outcomes, counts))
+        Ok((selection.request_id, outcomes, counts))
+    }
+
+    /// The job id a caller's idempotency key stands for: the key itself, unless another
+    /// principal's job holds it — then an id derived from (principal, key), so one caller's
+    /// key never names, or records users against, someone else's job. The same key sent
+    /// again by its caller with another request (other ids, another company) is refused.
+    pub async fn own_key(
+        &self,
+        principal: &str,
+        key: &str,
+        company: &str,
+        digest: &str,
+    ) -> Result<String, Error> {
+        let mut conn = self.conn().await?;
+        let candidates = [key.to_owned(), derived_key(principal, key)];
+        for candidate in candidates {
+            match store::job_request(&mut conn, &candidate).await? {
+                None => return Ok(candidate),
+                Some(found) if found.created_by == principal => {
+                    let same = found.kind == JobKind::Select.as_str()
+                        && (found.digest == digest
+                            || (found.digest.is_empty() && found.company == company));
+                    if !same {
+                        return Err(key_reused(key));
+                    }
+                    return Ok(candidate);
+                }
+                Some(_) => {}
+            }
+        }
+        Err(key_reused(key))
     }
 
     /// Records a finished select import and its report, once per request id.
     async fn record(
         &self,
         selection: &Selection,
+        digest: &str,
         outcomes: &[Outcome],
         counts: Counts,
         now_ms: i64,
@@ -282,7 +330,14 @@ impl Importer {
             .await
             .map_err(Error::internal("begin record"))?;
         if store::insert_job(&mut tx, &job).await? {
+            store::set_request_digest(&mut tx, &job.job_id, digest).await?;
             store::insert_outcomes(&mut tx, self.inner.db.backend(), &job.job_id, outcomes).await?;
+        } else {
+            // A concurrent call with the same key got there first: it must have asked the same.
+            let found = store::job_request(&mut tx, &job.job_id).await?;
+            if found.is_some_and(|f| !f.digest.is_empty() && f.digest != digest) {
+                return Err(key_reused(&selection.request_id));
+            }
         }
         tx.commit()
             .await
@@ -406,7 +461,7 @@ impl Importer {
                 .map(crate::clients::directory_user)
                 .collect();
             let outcomes = self
-                .import_users(created_by, &preview_id, company, &users, true)
+                .import_users(created_by, &preview_id, company, false, &users, true)
                 .await?;
             let counts = Counts::of(&outcomes);
             preview.counts.created += counts.created;
@@ -534,4 +589,37 @@ impl Importer {
             None => self.job_for(principal, job_id).await,
         }
     }
+}
+
+/// A digest of what a select import asks for: the company and the set of object ids (order
+/// and repeats do not change what is imported).
+fn request_digest(company: &str, object_ids: &[String]) -> String {
+    let ids: std::collections::BTreeSet<&str> = object_ids.iter().map(String::as_str).collect();
+    let mut text = company.to_owned();
+    for id in ids {
+        text.push('\n');
+        text.push_str(id);
+    }
+    hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// The job id of `principal`'s key `key` when another principal's job holds the key itself.
+fn derived_key(principal: &str, key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, principal.as_bytes());
+    format!("{key}~{}", &hex(digest.as_ref())[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn key_reused(key: &str) -> Error {
+    Error::IdempotencyKeyReused(format!(
+        "request id {key} was used before for another request (other users or another \
+         company); use a new request id"
+    ))
 }

@@ -952,3 +952,51 @@ pub async fn delete_rule(conn: &mut AnyConnection, rule_id: &str) -> Result<(), 
         .map_err(Error::internal("delete rule"))?;
     Ok(())
 }
+
+/// What a job was asked for, as its idempotency key's owner and content: the creator, kind,
+/// company and request digest (`''` when none was recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub created_by: String,
+    pub kind: String,
+    pub company: String,
+    pub digest: String,
+}
+
+/// The request behind job `job_id`, if the job exists.
+pub async fn job_request(
+    conn: &mut AnyConnection,
+    job_id: &str,
+) -> Result<Option<JobRequest>, Error> {
+    let row =
+        sqlx::query("SELECT created_by, kind, company, request_digest FROM jobs WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(Error::internal("get a job's request"))?;
+    row.map(|row| {
+        Ok::<_, sqlx::Error>(JobRequest {
+            created_by: row.try_get("created_by")?,
+            kind: row.try_get("kind")?,
+            company: row.try_get("company")?,
+            digest: row.try_get("request_digest")?,
+        })
+    })
+    .transpose()
+    .map_err(Error::internal("read a job's request"))
+}
+
+/// Records the digest of the request that made job `job_id`.
+pub async fn set_request_digest(
+    conn: &mut AnyConnection,
+    job_id: &str,
+    digest: &str,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE jobs SET request_digest = $2 WHERE job_id = $1")
+        .bind(job_id)
+        .bind(digest)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("record a request digest"))?;
+    Ok(())
+}

@@ -163,6 +163,13 @@ pub fn principal_of<T>(request: &tonic::Request<T>) -> Principal {
 /// Who a change should be recorded as made by: the principal a service identity acts for
 /// (its `x-userimport-on-behalf-of`), else the caller itself.
 pub fn actor_of<T>(request: &tonic::Request<T>) -> String {
+    acting_for(request).0
+}
+
+/// The person a request is for and, when a service identity names that person in
+/// `x-userimport-on-behalf-of`, the service (`None` when the caller acts for itself: anyone
+/// but a service identity is always taken as itself, whatever it sends).
+pub fn acting_for<T>(request: &tonic::Request<T>) -> (String, Option<String>) {
     let principal = principal_of(request);
     if principal.is_service()
         && let Some(acting_for) = request
@@ -172,9 +179,9 @@ pub fn actor_of<T>(request: &tonic::Request<T>) -> String {
             .map(str::trim)
             .filter(|v| !v.is_empty() && v.len() <= 256)
     {
-        return acting_for.to_owned();
+        return (acting_for.to_owned(), Some(principal.name));
     }
-    principal.name
+    (principal.name, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +365,14 @@ fn is_open(path: &str) -> bool {
 pub struct Guard {
     authenticator: Arc<Authenticator>,
     rules: Arc<HashMap<&'static str, &'static [&'static str]>>,
+    /// The services (`/package.Service/`) the rules are for: this server's own.
+    served: Arc<BTreeSet<&'static str>>,
+}
+
+/// The service part of an RPC path, with its slashes: `/package.Service/`.
+fn service_of(path: &str) -> Option<&str> {
+    let end = path.get(1..)?.find('/')? + 2;
+    path.get(..end)
 }
 
 impl Guard {
@@ -365,7 +380,21 @@ impl Guard {
         Self {
             authenticator: Arc::new(authenticator),
             rules: Arc::new(rules.iter().copied().collect()),
+            served: Arc::new(
+                rules
+                    .iter()
+                    .filter_map(|(path, _)| service_of(path))
+                    .collect(),
+            ),
         }
+    }
+
+    /// True when `path` belongs to a service this server does not serve: the router answers
+    /// `UNIMPLEMENTED` for it, touching no data, so the guard lets it through (refusing it
+    /// would suggest the service exists here and the caller merely lacks a role). A method
+    /// of this server's own services without a rule is still refused.
+    fn is_foreign(&self, path: &str) -> bool {
+        service_of(path).is_none_or(|service| !self.served.contains(service))
     }
 
     async fn admit(&self, path: &str, headers: &http::HeaderMap) -> Result<Principal, Status> {
@@ -428,7 +457,7 @@ where
         let guard = self.guard.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
-            if is_open(&path) {
+            if is_open(&path) || guard.is_foreign(&path) {
                 return inner.call(request).await;
             }
             match guard.admit(&path, request.headers()).await {
@@ -714,6 +743,16 @@ mod tests {
         )))
         .unwrap();
         assert!(!format!("{outbound:?}").contains("0123456789abcdef-secret"));
+    }
+
+    #[test]
+    fn only_methods_of_other_services_pass_the_guard_unchecked() {
+        let rules: AccessRules = &[("/pkg.Mine/Call", READ)];
+        let guard = Guard::new(Authenticator::insecure(), rules);
+        assert!(guard.is_foreign("/pkg.Other/Call"));
+        assert!(guard.is_foreign("/nonsense"));
+        assert!(!guard.is_foreign("/pkg.Mine/Call"));
+        assert!(!guard.is_foreign("/pkg.Mine/Unlisted"));
     }
 
     #[test]

@@ -53,14 +53,10 @@ pub async fn serve(
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = advertising(service_name)
         .build_v1()
         .context("reflection v1")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = advertising(service_name)
         .build_v1alpha()
         .context("reflection v1alpha")?;
 
@@ -113,6 +109,19 @@ pub async fn serve(
     }
     tracing::info!(service = service_name, "gRPC server stopped");
     Ok(())
+}
+
+/// A reflection builder that lists only `service_name` (plus health and reflection), so a port
+/// advertises the one service it serves; the descriptor set holds all three (shared message
+/// types), and symbols still resolve, but `ListServices` names only what this port answers.
+fn advertising(service_name: &str) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service_name)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
 }
 
 /// A request field that is out of bounds; each service turns it into its own

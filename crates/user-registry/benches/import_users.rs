@@ -87,6 +87,7 @@ async fn import_through_grpc(
                     company: "DAT".into(),
                     users: chunk.to_vec(),
                     dry_run: false,
+                    private: false,
                 };
                 async move {
                     let outcomes = client.import_users(request).await?.into_inner().outcomes;

@@ -17,6 +17,12 @@ pub enum Error {
     UnknownRole(String),
     #[error("user id {0} is taken")]
     UserIdTaken(String),
+    /// An import id used before by another caller, for another person, company or privacy.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    /// Rule grants for a rule import-worker never registered, or with another role or company.
+    #[error("{0}")]
+    RuleNotRegistered(String),
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     #[error(transparent)]
@@ -47,6 +53,8 @@ impl Error {
             Error::UserNotFound(_) => "USER_NOT_FOUND",
             Error::UnknownRole(_) => "ROLE_NOT_FOUND",
             Error::UserIdTaken(_) => "USER_ID_TAKEN",
+            Error::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
+            Error::RuleNotRegistered(_) => "RULE_NOT_REGISTERED",
             Error::Unimplemented(_) => reason::UNIMPLEMENTED,
             Error::Internal(_) => reason::INTERNAL,
         }
@@ -65,6 +73,9 @@ impl From<Error> for Status {
                 Code::NotFound
             }
             Error::CompanyExists(_) | Error::UserIdTaken(_) => Code::AlreadyExists,
+            Error::IdempotencyKeyReused(_) | Error::RuleNotRegistered(_) => {
+                Code::FailedPrecondition
+            }
             Error::Unimplemented(_) => Code::Unimplemented,
         };
         status(code, error.reason(), error.to_string())

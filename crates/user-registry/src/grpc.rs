@@ -2,7 +2,8 @@
 
 use proto::registry::v1 as pb;
 use service_runtime::auth::{
-    ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, actor_of,
+    ADMIN, AccessRules, DIRECTORY_SYNC, IMPORT_WORKER, READ, READER, WRITE, acting_for, actor_of,
+    principal_of,
 };
 use service_runtime::grpc::{
     MAX_FILTER_LEN, bounded, decode_page_token, encode_page_token, page_size,
@@ -17,10 +18,15 @@ use crate::domain::{
 };
 use crate::domain::{Assignment, Role};
 use crate::error::Error;
-use crate::service::{Caller, ChangeItem, ImportItem, Registry, RoleChange, RuleGrants};
+use crate::service::{
+    Caller, ChangeItem, ImportCaller, ImportItem, Registry, RoleChange, RuleGrants, Viewer,
+};
 use crate::store::{ObjectKey, UserFilter};
 
-/// Who may call each RPC.
+/// Who may call each RPC. A service identity gets exactly what its service calls here
+/// (README's access table is tested against this): import-worker imports, reads companies
+/// and keeps its rules' grants; directory-sync checks what is imported and applies a round's
+/// changes.
 pub const ACCESS: AccessRules = &[
     (
         "/userimport.registry.v1.RegistryService/ImportUsers",
@@ -28,7 +34,7 @@ pub const ACCESS: AccessRules = &[
     ),
     (
         "/userimport.registry.v1.RegistryService/CheckImported",
-        &[ADMIN, READER, IMPORT_WORKER, DIRECTORY_SYNC],
+        &[ADMIN, READER, DIRECTORY_SYNC],
     ),
     ("/userimport.registry.v1.RegistryService/GetUser", READ),
     ("/userimport.registry.v1.RegistryService/ListUsers", READ),
@@ -56,13 +62,23 @@ pub const ACCESS: AccessRules = &[
         "/userimport.registry.v1.RegistryService/ListAuditEvents",
         READ,
     ),
+    // Rules belong to import-worker: only it registers them and writes their grants (an
+    // administrator grants with AssignRoles and revokes any source with RevokeRoles).
     (
         "/userimport.registry.v1.RegistryService/ApplyRuleGrants",
-        &[ADMIN, IMPORT_WORKER],
+        &[IMPORT_WORKER],
     ),
     (
         "/userimport.registry.v1.RegistryService/StreamRuleGrants",
         &[ADMIN, READER, IMPORT_WORKER],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/RegisterRoleRule",
+        &[IMPORT_WORKER],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/RetireRoleRule",
+        &[IMPORT_WORKER],
     ),
 ];
 
@@ -195,6 +211,7 @@ impl From<AuditEvent> for pb::AuditEvent {
             user_id: event.user_id,
             via: event.via,
             detail: event.detail,
+            service: event.service,
         }
     }
 }
@@ -215,9 +232,20 @@ fn caller<T>(request: &Request<T>) -> Caller {
             || format!("request:{}", uuid::Uuid::new_v4()),
             |id| format!("request:{id}"),
         );
+    let (actor, service) = acting_for(request);
     Caller {
-        actor: actor_of(request),
+        actor,
+        service: service.unwrap_or_default(),
         request_id,
+    }
+}
+
+/// Who reads, for what private imports may show.
+fn viewer<T>(request: &Request<T>) -> Viewer {
+    let principal = principal_of(request);
+    Viewer {
+        service: principal.is_service(),
+        name: principal.name,
     }
 }
 
@@ -228,9 +256,16 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::ImportUsersRequest>,
     ) -> Result<Response<pb::ImportUsersResponse>, Status> {
-        let actor = actor_of(&request);
+        let (actor, service) = acting_for(&request);
+        let principal = principal_of(&request).name;
         let request = request.into_inner();
         bounded("import_id", &request.import_id, MAX_FILTER_LEN)?;
+        let caller = ImportCaller {
+            principal,
+            actor,
+            service: service.unwrap_or_default(),
+            private: request.private,
+        };
         let company = CompanyCode::parse(&request.company)?;
         let items: Vec<ImportItem> = request
             .users
@@ -243,7 +278,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         let outcomes = self
             .registry
             .import_users(
-                &actor,
+                &caller,
                 &request.import_id,
                 company,
                 items,
@@ -280,7 +315,8 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let user = match request.into_inner().key {
+        let viewer = viewer(&request);
+        let mut user = match request.into_inner().key {
             Some(pb::get_user_request::Key::UserId(user_id)) => {
                 self.registry.user_by_user_id(&user_id).await?
             }
@@ -293,6 +329,9 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             }
             None => return Err(Error::invalid("key", "give a user_id or an object key").into()),
         };
+        self.registry
+            .hide_private_imports(&viewer, std::slice::from_mut(&mut user))
+            .await?;
         let roles = self.registry.user_roles(&user).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user.into()),
@@ -304,6 +343,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let viewer = viewer(&request);
         let request = request.into_inner();
         let limit = page_size(
             "page_size",
@@ -329,7 +369,10 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             created_by_import: request.created_by_import.trim().to_owned(),
             without_roles: request.without_roles,
         };
-        let users = self.registry.list_users(&filter, &after, limit).await?;
+        let users = self
+            .registry
+            .list_users(&viewer, &filter, &after, limit)
+            .await?;
         let next_page_token = match users.last() {
             Some(last) if users.len() == limit as usize => {
                 encode_page_token(&crate::domain::user_id::user_key(&last.user_id))
@@ -510,7 +553,12 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         };
         let revoked = self
             .registry
-            .revoke_roles(&caller, &change, service_runtime::now_ms())
+            .revoke_roles(
+                &caller,
+                &change,
+                request.all_sources,
+                service_runtime::now_ms(),
+            )
             .await?;
         Ok(Response::new(pb::RevokeRolesResponse { revoked }))
     }
@@ -519,6 +567,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let viewer = viewer(&request);
         let request = request.into_inner();
         let limit = page_size(
             "page_size",
@@ -530,9 +579,10 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
         bounded("user_id", &request.user_id, MAX_FILTER_LEN)?;
         bounded("action", &request.action, MAX_FILTER_LEN)?;
         bounded("via", &request.via, MAX_FILTER_LEN)?;
-        let events = self
+        let (events, next) = self
             .registry
             .list_audit_events(
+                &viewer,
                 &request.user_id,
                 &request.action,
                 &request.via,
@@ -540,10 +590,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                 limit,
             )
             .await?;
-        let next_page_token = match events.last() {
-            Some(last) if events.len() == limit as usize => encode_page_token(&last.event_id),
-            _ => String::new(),
-        };
+        let next_page_token = next.map(|id| encode_page_token(&id)).unwrap_or_default();
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
             next_page_token,
@@ -584,6 +631,34 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                 })
                 .collect(),
         }))
+    }
+
+    async fn register_role_rule(
+        &self,
+        request: Request<pb::RegisterRoleRuleRequest>,
+    ) -> Result<Response<pb::RegisterRoleRuleResponse>, Status> {
+        let principal = principal_of(&request).name;
+        let request = request.into_inner();
+        self.registry
+            .register_rule(
+                &principal,
+                &request.rule_id,
+                &request.role_id,
+                &request.company,
+                service_runtime::now_ms(),
+            )
+            .await?;
+        Ok(Response::new(pb::RegisterRoleRuleResponse {}))
+    }
+
+    async fn retire_role_rule(
+        &self,
+        request: Request<pb::RetireRoleRuleRequest>,
+    ) -> Result<Response<pb::RetireRoleRuleResponse>, Status> {
+        self.registry
+            .retire_rule(&request.into_inner().rule_id)
+            .await?;
+        Ok(Response::new(pb::RetireRoleRuleResponse {}))
     }
 
     type StreamRuleGrantsStream = HolderStream;

@@ -436,6 +436,7 @@ async fn readers_read_admins_import_and_service_identities_call_only_what_they_n
         company: "DAT".into(),
         users: Vec::new(),
         dry_run: false,
+        private: false,
     };
     let status = registry_client
         .import_users(with_token(new_user, Some(&sync)))
@@ -756,6 +757,157 @@ async fn an_oversized_token_is_unauthenticated_and_the_connection_survives() {
         .list_roles(with_token(registry_pb::ListRolesRequest {}, Some(&reader)))
         .await
         .unwrap_or_else(|e| panic!("after a 1 MiB header: {e:?}"));
+    stack.stop().await.unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Issue 14: what a private batch job made is private in the registry too — its users by
+/// job, its audit events and its id — and a leaked import-worker token grants nothing under a
+/// rule import-worker never registered.
+#[tokio::test]
+async fn a_private_jobs_users_and_events_are_invisible_to_a_reader_and_a_second_admin() {
+    test_support::init();
+    let idp = identity_provider().await;
+    let (stack, dir) = stack_trusting(&idp, 6).await;
+    let token = |name: &str, role: &str| idp.sign_access_token(&spec(name, &[role])).unwrap();
+    let (alice, bob, rita) = (
+        token("alice@contoso.com", ADMIN),
+        token("bob@contoso.com", ADMIN),
+        token("rita@contoso.com", READER),
+    );
+    let worker = token("import-worker", IMPORT_WORKER);
+    let mut directory = directory_pb::directory_service_client::DirectoryServiceClient::new(
+        channel(&stack.directory_url).await,
+    );
+    let mut importer = importer_pb::importer_service_client::ImporterServiceClient::new(
+        channel(&stack.importer_url).await,
+    );
+    let mut registry = registry_pb::registry_service_client::RegistryServiceClient::new(
+        channel(&stack.registry_url).await,
+    );
+    round_to_end(&mut directory, directory_pb::SyncMode::Full, &alice, &alice).await;
+    let start = importer_pb::StartBatchImportRequest {
+        company: "DAT".into(),
+        scope: Some(directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+        }),
+        options: Some(importer_pb::BatchOptions {
+            private: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let job = importer
+        .start_batch_import(with_token(start, Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let job = loop {
+        let get = importer_pb::GetJobRequest {
+            job_id: job.job_id.clone(),
+        };
+        let seen = importer
+            .get_job(with_token(get, Some(&alice)))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        if seen.status() == importer_pb::JobStatus::Completed {
+            break seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let created = job.counts.unwrap().created;
+    assert!(created > 0);
+
+    let by_job = || registry_pb::ListUsersRequest {
+        created_by_import: job.job_id.clone(),
+        ..Default::default()
+    };
+    let by_via = || registry_pb::ListAuditEventsRequest {
+        via: job.job_id.clone(),
+        ..Default::default()
+    };
+    for outsider in [&rita, &bob] {
+        let users = registry
+            .list_users(with_token(by_job(), Some(outsider)))
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        assert!(users.is_empty(), "an outsider lists the job's users");
+        let events = registry
+            .list_audit_events(with_token(by_via(), Some(outsider)))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert!(events.is_empty(), "an outsider reads the job's events");
+        let all = registry
+            .list_users(with_token(
+                registry_pb::ListUsersRequest::default(),
+                Some(outsider),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        assert!(!all.is_empty());
+        assert!(
+            all.iter().all(|u| u.created_by_import != job.job_id),
+            "an outsider sees the job id"
+        );
+    }
+    let users = registry
+        .list_users(with_token(by_job(), Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(users.len() as u64, created, "its creator sees them");
+    let events = registry
+        .list_audit_events(with_token(by_via(), Some(&alice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == "alice@contoso.com" && e.service == "import-worker"),
+        "the trail names the person and the service: {events:?}"
+    );
+
+    // The reviewer's forged rule, with import-worker's own token.
+    let forged = registry_pb::ApplyRuleGrantsRequest {
+        rule_id: "worker-forged".into(),
+        role_id: "SYSADMIN".into(),
+        tenant_id: users[0].tenant_id.clone(),
+        grant_object_ids: vec![users[0].object_id.clone()],
+        ..Default::default()
+    };
+    let mut request = with_token(forged, Some(&worker));
+    request.metadata_mut().insert(
+        service_runtime::auth::ON_BEHALF_OF_HEADER,
+        "any.admin@contoso.com".parse().unwrap(),
+    );
+    let status = registry.apply_rule_grants(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let lookup = registry_pb::GetUserRequest {
+        key: Some(registry_pb::get_user_request::Key::UserId(
+            users[0].user_id.clone(),
+        )),
+    };
+    let roles = registry
+        .get_user(with_token(lookup, Some(&rita)))
+        .await
+        .unwrap()
+        .into_inner()
+        .roles;
+    assert!(roles.is_empty(), "nothing was granted: {roles:?}");
     stack.stop().await.unwrap();
     std::fs::remove_dir_all(dir).ok();
 }

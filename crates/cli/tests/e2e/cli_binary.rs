@@ -138,7 +138,7 @@ test_support::on_both_backends! {
 
         let trail = stdout(&userimport(&e2e, &["audit", "list", "--user", "renamed.one", "-o", "csv"]));
         let mut lines = trail.lines();
-        assert_eq!(lines.next().unwrap(), "EVENT,AT,ACTOR,ACTION,USER ID,VIA,DETAIL");
+        assert_eq!(lines.next().unwrap(), "EVENT,AT,ACTOR,ACTION,USER ID,VIA,DETAIL,SERVICE");
         let actions: Vec<(String, String)> = lines.map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
             (cells[2].to_owned(), cells[3].to_owned())

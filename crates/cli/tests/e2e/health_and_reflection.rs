@@ -104,4 +104,41 @@ test_support::on_both_backends! {
             }
         }
     }
+
+    async fn each_port_advertises_only_its_service_and_answers_others_unimplemented(db) {
+        let e2e = EndToEnd::start(&db, 3).await;
+        let names = [
+            <DirectoryServiceServer<()> as NamedService>::NAME,
+            <RegistryServiceServer<()> as NamedService>::NAME,
+            <ImporterServiceServer<()> as NamedService>::NAME,
+        ];
+        let urls = [e2e.stack.directory_url.clone(), e2e.stack.registry_url.clone(), e2e.stack.importer_url.clone()];
+        for (url, own) in urls.iter().zip(names) {
+            for listed in [services_v1(url).await, services_v1alpha(url).await] {
+                for other in names.iter().filter(|n| **n != own) {
+                    assert!(!listed.iter().any(|s| s == other), "{url} advertises {other}: {listed:?}");
+                }
+                assert!(listed.iter().any(|s| s == own), "{listed:?}");
+            }
+        }
+        use proto::directory::v1 as directory_pb;
+        use proto::importer::v1 as importer_pb;
+        use proto::registry::v1 as registry_pb;
+        let [directory_url, registry_url, importer_url] = urls;
+        let status = registry_pb::registry_service_client::RegistryServiceClient::new(channel(&importer_url).await)
+            .list_companies(registry_pb::ListCompaniesRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        let status = importer_pb::importer_service_client::ImporterServiceClient::new(channel(&directory_url).await)
+            .list_jobs(importer_pb::ListJobsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        let status = directory_pb::directory_service_client::DirectoryServiceClient::new(channel(&registry_url).await)
+            .list_groups(directory_pb::ListGroupsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    }
 }

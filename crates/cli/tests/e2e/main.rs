@@ -2,6 +2,7 @@
 //! driven over gRPC and through the `userimport` binary, on SQLite and on Postgres.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_table;
 mod auth;
 mod bad_input;
 mod cli_binary;

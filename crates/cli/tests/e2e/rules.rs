@@ -165,7 +165,7 @@ test_support::on_both_backends! {
 
         // An administrator's revoke leaves the rule's grant alone.
         let member_5 = user_id(&e2e, &id(members[5])).await;
-        let revoke = registry_pb::RevokeRolesRequest { user_ids: vec![member_5], role_ids: vec!["ACCOUNTANT".into()], company: String::new() };
+        let revoke = registry_pb::RevokeRolesRequest { user_ids: vec![member_5], role_ids: vec!["ACCOUNTANT".into()], company: String::new(), all_sources: false };
         assert_eq!(e2e.registry.clone().revoke_roles(revoke).await.unwrap().into_inner().revoked, 0);
         assert_eq!(roles(&e2e, &id(members[5])).await.len(), 1);
 

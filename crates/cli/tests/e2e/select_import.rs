@@ -11,6 +11,26 @@ fn kinds(response: &importer_pb::ImportSelectedResponse) -> Vec<OutcomeKind> {
     response.outcomes.iter().map(|o| o.kind()).collect()
 }
 
+/// `message` from `principal` (the stack runs in insecure mode, where the header names the
+/// caller).
+fn as_<T>(principal: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        service_runtime::auth::PRINCIPAL_HEADER,
+        principal.parse().unwrap(),
+    );
+    request
+}
+
+fn keyed(ids: &[&str], company: &str, key: &str) -> importer_pb::ImportSelectedRequest {
+    importer_pb::ImportSelectedRequest {
+        object_ids: ids.iter().map(|id| (*id).to_owned()).collect(),
+        company: company.into(),
+        request_id: key.into(),
+        ..Default::default()
+    }
+}
+
 test_support::on_both_backends! {
     async fn with_auto_import_on_users_who_appear_in_the_directory_are_imported_after_the_next_round(db) {
         let e2e = EndToEnd::start_with(&db, 30, true).await;
@@ -159,5 +179,56 @@ test_support::on_both_backends! {
         assert_eq!(report.outcomes[0].object_id, tenant[19].id);
         let jobs = e2e.importer.clone().list_jobs(importer_pb::ListJobsRequest::default()).await.unwrap().into_inner();
         assert_eq!(jobs.jobs.len(), 1);
+    }
+
+    async fn the_same_key_from_two_principals_is_two_keys(db) {
+        let e2e = EndToEnd::start(&db, 60).await;
+        let tenant = e2e.tenant();
+        let mut importer = e2e.importer.clone();
+        let alice = importer.import_selected(as_("alice", keyed(&[&tenant[0].id], "DAT", "shared-key"))).await.unwrap().into_inner();
+        let bob = importer.import_selected(as_("bob", keyed(&[&tenant[1].id], "DAT", "shared-key"))).await.unwrap().into_inner();
+        assert_eq!((kinds(&alice), kinds(&bob)), (vec![Created], vec![Created]), "bob's call is not a replay of alice's");
+        assert_eq!(alice.request_id, "shared-key");
+        assert!(bob.request_id.starts_with("shared-key~"), "{}", bob.request_id);
+
+        for (who, response, object_id) in [("alice", &alice, &tenant[0].id), ("bob", &bob, &tenant[1].id)] {
+            let job = importer.get_job(as_(who, importer_pb::GetJobRequest { job_id: response.request_id.clone() })).await.unwrap().into_inner().job.unwrap();
+            assert_eq!(job.created_by, who);
+            assert_eq!(job.counts.unwrap().created, 1);
+            let request = proto::registry::v1::ListUsersRequest { created_by_import: response.request_id.clone(), ..Default::default() };
+            let made = e2e.registry.clone().list_users(request).await.unwrap().into_inner().users;
+            assert_eq!(made.iter().map(|u| &u.object_id).collect::<Vec<_>>(), [object_id], "{who}'s job made {who}'s user only");
+            // Each replays as its own.
+            let again = importer.import_selected(as_(who, keyed(&[object_id], "DAT", "shared-key"))).await.unwrap().into_inner();
+            assert_eq!((again.request_id.as_str(), kinds(&again)), (response.request_id.as_str(), vec![Created]));
+        }
+    }
+
+    async fn the_same_key_with_another_body_is_refused(db) {
+        let e2e = EndToEnd::start(&db, 60).await;
+        let tenant = e2e.tenant();
+        let mut importer = e2e.importer.clone();
+        // The stack holds DAT and USMF.
+        let first = importer.import_selected(as_("alice", keyed(&[&tenant[0].id], "DAT", "k-1"))).await.unwrap().into_inner();
+        assert_eq!(kinds(&first), [Created]);
+
+        for (what, request) in [
+            ("other ids", keyed(&[&tenant[1].id], "DAT", "k-1")),
+            ("more ids", keyed(&[&tenant[0].id, &tenant[1].id], "DAT", "k-1")),
+            ("another company", keyed(&[&tenant[0].id], "USMF", "k-1")),
+        ] {
+            let status = importer.import_selected(as_("alice", request)).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{what}: {status:?}");
+            assert_eq!(service_runtime::error::reason(&status).as_deref(), Some("IDEMPOTENCY_KEY_REUSED"), "{what}");
+        }
+        let users = e2e.registry_users().await;
+        assert_eq!(users.len(), 1, "nobody else was imported under the key");
+        assert_eq!((users[0].company.as_str(), users[0].created_by_import.as_str()), ("DAT", "k-1"));
+        let job = importer.get_job(as_("alice", importer_pb::GetJobRequest { job_id: "k-1".into() })).await.unwrap().into_inner().job.unwrap();
+        assert_eq!(job.counts.unwrap().created, 1, "the job's record still says what it did");
+
+        // The same request again (order and repeats aside) is a replay.
+        let replay = importer.import_selected(as_("alice", keyed(&[&tenant[0].id, &tenant[0].id], "DAT", "k-1"))).await.unwrap().into_inner();
+        assert_eq!(kinds(&replay), [Created, Created]);
     }
 }

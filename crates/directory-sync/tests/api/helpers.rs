@@ -237,6 +237,7 @@ impl Stack {
             company: "DAT".into(),
             users,
             dry_run: false,
+            private: false,
         };
         self.registry.clone().import_users(request).await.unwrap();
     }

@@ -58,4 +58,6 @@ pub struct AuditEvent {
     pub user_id: String,
     pub via: String,
     pub detail: String,
+    /// The service identity that acted for `actor` (`''` when the actor called directly).
+    pub service: String,
 }

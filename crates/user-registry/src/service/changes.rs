@@ -25,14 +25,33 @@ const NAMED_IN_ERRORS: usize = 10;
 /// Who asks for a change and through which request (recorded in the audit trail).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The person the change is for.
     pub actor: String,
+    /// The service identity acting for `actor` (`''` when the actor called directly).
+    pub service: String,
     pub request_id: String,
+}
+
+/// Who reads: private imports' users and events are shown to their person and to service
+/// identities only.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub name: String,
+    pub service: bool,
+}
+
+impl Viewer {
+    /// May this viewer see what an import made for `actor`?
+    pub fn sees(&self, actor: &str) -> bool {
+        self.service || self.name == actor
+    }
 }
 
 impl Caller {
     pub(super) fn origin(&self, at_ms: i64) -> Origin<'_> {
         Origin {
             actor: &self.actor,
+            service: &self.service,
             via: &self.request_id,
             at_ms,
         }
@@ -224,12 +243,15 @@ impl Registry {
         Ok(granted.len() as u64)
     }
 
-    /// Revokes roles from users: in one company, or with no company in every company.
-    /// Revoking what is not granted changes nothing. Returns how many grants were removed.
+    /// Revokes roles from users: in one company, or with no company in every company; an
+    /// administrator's grants, or with `all_sources` every grant whatever made it (a rule's
+    /// too). Revoking what is not granted changes nothing. Returns how many grants were
+    /// removed.
     pub async fn revoke_roles(
         &self,
         caller: &Caller,
         change: &RoleChange,
+        all_sources: bool,
         now_ms: i64,
     ) -> Result<u64, Error> {
         let backend = self.db.backend();
@@ -241,8 +263,17 @@ impl Registry {
         let (roles, scope) = self.resolve_roles(&mut tx, change).await?;
         let users = self.resolve_users(&mut tx, &change.user_ids).await?;
         let wanted = every_grant(&users, &roles, &scope);
-        let revoked = store::roles::revoke(&mut tx, backend, &wanted, store::roles::MANUAL).await?;
-        let events = grant_events(Action::RoleRevoke, &revoked, &users);
+        let revoked =
+            store::roles::revoke(&mut tx, backend, &wanted, store::roles::MANUAL, all_sources)
+                .await?;
+        // A role held from several sources is one event: the user lost it once.
+        let lost: Vec<Grant> = revoked
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<Grant>>()
+            .into_iter()
+            .collect();
+        let events = grant_events(Action::RoleRevoke, &lost, &users);
         store::audit::record(&mut tx, backend, caller.origin(now_ms), &events).await?;
         tx.commit()
             .await
@@ -372,12 +403,13 @@ impl Registry {
     /// every id it has had when the user exists, else the events written with that id.
     pub async fn list_audit_events(
         &self,
+        viewer: &Viewer,
         user_id: &str,
         action: &str,
         via: &str,
         before: i64,
         limit: u32,
-    ) -> Result<Vec<AuditEvent>, Error> {
+    ) -> Result<(Vec<AuditEvent>, Option<i64>), Error> {
         let action = match action.trim() {
             "" => None,
             raw => Some(Action::parse(raw).ok_or_else(|| {
@@ -404,7 +436,26 @@ impl Registry {
             action,
             via: via.trim().to_owned(),
         };
-        store::audit::list(&mut conn, &filter, before, limit).await
+        let mut events = store::audit::list(&mut conn, &filter, before, limit).await?;
+        // The next page starts after the last event read, shown or not.
+        let next = match events.last() {
+            Some(last) if events.len() == limit as usize => Some(last.event_id),
+            _ => None,
+        };
+        let vias: Vec<&str> = {
+            let mut vias: Vec<&str> = events.iter().map(|e| e.via.as_str()).collect();
+            vias.sort_unstable();
+            vias.dedup();
+            vias
+        };
+        let hidden: HashMap<String, String> =
+            store::bindings::private_imports(&mut conn, self.db.backend(), &vias)
+                .await?
+                .into_iter()
+                .filter(|(_, actor)| !viewer.sees(actor))
+                .collect();
+        events.retain(|e| !hidden.contains_key(&e.via));
+        Ok((events, next))
     }
 }
 

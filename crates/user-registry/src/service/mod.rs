@@ -17,7 +17,7 @@ mod changes;
 mod rules;
 mod updates;
 
-pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange};
+pub use changes::{Caller, MAX_ROLES_PER_CALL, MAX_USERS_PER_CHANGE, RoleChange, Viewer};
 pub use rules::{HOLDERS_PER_BATCH, RuleGrantChange, RuleGrants};
 pub use updates::{ChangeItem, MAX_CHANGES_PER_CALL};
 
@@ -65,7 +65,7 @@ impl Registry {
     /// Either every user of the batch is committed or none is.
     pub async fn import_users(
         &self,
-        actor: &str,
+        caller: &ImportCaller,
         import_id: &str,
         company: CompanyCode,
         items: Vec<ImportItem>,
@@ -113,7 +113,7 @@ impl Registry {
             }
         }
         let batch = Batch {
-            actor,
+            caller,
             import_id,
             company: &company,
             dry_run,
@@ -174,6 +174,7 @@ impl Registry {
         if !store::lock_company(&mut tx, backend, batch.company).await? {
             return Err(Error::UnknownCompany(batch.company.to_string()));
         }
+        check_import_binding(&mut tx, batch, now_ms).await?;
         let mut result = Vec::with_capacity(users.len());
         // Ordered by object id, so the n-th claimant of a base is the same whatever order the
         // caller sent.
@@ -312,7 +313,8 @@ impl Registry {
             result.push((index, ImportOutcome::failed(user.object_id.clone(), reason)));
         }
         let origin = Origin {
-            actor: batch.actor,
+            actor: &batch.caller.actor,
+            service: &batch.caller.service,
             via: batch.import_id,
             at_ms: now_ms,
         };
@@ -352,6 +354,35 @@ impl Registry {
         store::imported_object_ids(&mut conn, self.db.backend(), tenant_id, object_ids).await
     }
 
+    /// Blanks `created_by_import` of users whose import is private to someone `viewer` is not,
+    /// so a private job's id is not shown to others.
+    pub async fn hide_private_imports(
+        &self,
+        viewer: &Viewer,
+        users: &mut [RegistryUser],
+    ) -> Result<(), Error> {
+        if viewer.service {
+            return Ok(());
+        }
+        let mut ids: Vec<&str> = users.iter().map(|u| u.created_by_import.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut conn = self.conn().await?;
+        let hidden: HashSet<String> =
+            store::bindings::private_imports(&mut conn, self.db.backend(), &ids)
+                .await?
+                .into_iter()
+                .filter(|(_, actor)| !viewer.sees(actor))
+                .map(|(id, _)| id)
+                .collect();
+        for user in users {
+            if hidden.contains(&user.created_by_import) {
+                user.created_by_import.clear();
+            }
+        }
+        Ok(())
+    }
+
     /// The user with this user id (case-insensitive).
     pub async fn user_by_user_id(&self, user_id: &str) -> Result<RegistryUser, Error> {
         let mut conn = self.conn().await?;
@@ -372,14 +403,31 @@ impl Registry {
     }
 
     /// One page of users after `after_key`, at most `limit`.
+    /// A private import's users are listed by import only to its person (and services); to
+    /// anyone else such a listing is empty, and other listings do not name the import.
     pub async fn list_users(
         &self,
+        viewer: &Viewer,
         filter: &UserFilter,
         after_key: &str,
         limit: u32,
     ) -> Result<Vec<RegistryUser>, Error> {
         let mut conn = self.conn().await?;
-        store::list_users(&mut conn, filter, after_key, limit).await
+        if !filter.created_by_import.is_empty() && !viewer.service {
+            let private = store::bindings::private_imports(
+                &mut conn,
+                self.db.backend(),
+                &[filter.created_by_import.as_str()],
+            )
+            .await?;
+            if private.iter().any(|(_, actor)| !viewer.sees(actor)) {
+                return Ok(Vec::new());
+            }
+        }
+        let mut users = store::list_users(&mut conn, filter, after_key, limit).await?;
+        drop(conn);
+        self.hide_private_imports(viewer, &mut users).await?;
+        Ok(users)
     }
 
     pub async fn list_companies(&self) -> Result<Vec<Company>, Error> {
@@ -403,9 +451,52 @@ impl Registry {
     }
 }
 
+/// Who sends an import: the authenticated principal, the person it is for (the same, unless
+/// a service identity acts for someone), and whether the import is a private job.
+#[derive(Debug, Clone)]
+pub struct ImportCaller {
+    pub principal: String,
+    pub actor: String,
+    /// The service identity acting for `actor`, or `''`.
+    pub service: String,
+    pub private: bool,
+}
+
+/// Binds the import id to its caller, person, company and privacy at its first call, and
+/// refuses a later call that differs: an id is an idempotency key of one caller's one import,
+/// never a way to record users against someone else's job.
+async fn check_import_binding(
+    tx: &mut sqlx::AnyConnection,
+    batch: &Batch<'_>,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let wanted = store::bindings::ImportBinding {
+        import_id: batch.import_id.to_owned(),
+        principal: batch.caller.principal.clone(),
+        actor: batch.caller.actor.clone(),
+        company: batch.company.to_string(),
+        private: batch.caller.private,
+    };
+    let bound = store::bindings::bind_import(tx, &wanted, now_ms).await?;
+    if bound == wanted {
+        return Ok(());
+    }
+    let what = if bound.principal != wanted.principal || bound.actor != wanted.actor {
+        "another caller"
+    } else if bound.company != wanted.company {
+        "another company"
+    } else {
+        "another privacy setting"
+    };
+    Err(Error::IdempotencyKeyReused(format!(
+        "import id {} was used by {what}; use a new import id",
+        batch.import_id
+    )))
+}
+
 /// What every user of one import shares.
 struct Batch<'a> {
-    actor: &'a str,
+    caller: &'a ImportCaller,
     import_id: &'a str,
     company: &'a CompanyCode,
     /// Roll back instead of committing.

@@ -9,6 +9,7 @@ use crate::domain::Scope;
 use crate::domain::audit::Action;
 use crate::error::Error;
 use crate::store::audit::NewEvent;
+use crate::store::bindings::RegisteredRule;
 use crate::store::roles::{Grant, rule_source};
 use crate::store::{self, ObjectKey};
 
@@ -108,6 +109,20 @@ impl super::Registry {
                 ),
             ));
         }
+        // Only a rule import-worker registered, with its role and company, may write grants;
+        // a retired one may still revoke what it made. A dry run writes nothing, so a rule is
+        // checked (and previewed) before it is stored and registered.
+        let writes = !(rule.grant.is_empty() && rule.revoke.is_empty());
+        if writes && !dry_run {
+            let registered = store::bindings::rule(&mut tx, &rule.rule_id).await?;
+            check_registered(
+                registered.as_ref(),
+                &rule.rule_id,
+                &role.role_id,
+                scope.as_str(),
+                !rule.grant.is_empty(),
+            )?;
+        }
         let source = rule_source(&rule.rule_id);
         let tenant = rule.tenant_id.trim();
         let normalize = |ids: &[String]| -> BTreeSet<String> {
@@ -196,6 +211,62 @@ impl super::Registry {
         Ok(changes)
     }
 
+    /// Records a rule import-worker holds, so its grants are accepted; a registered rule id
+    /// keeps its role and company for good (another is refused), and registering a retired
+    /// rule again brings it back.
+    pub async fn register_rule(
+        &self,
+        registered_by: &str,
+        rule_id: &str,
+        role_id: &str,
+        company: &str,
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        check_rule_id(rule_id)?;
+        let mut tx = self
+            .db
+            .begin_write()
+            .await
+            .map_err(Error::internal("begin register rule"))?;
+        let change = RoleChange {
+            user_ids: Vec::new(),
+            role_ids: vec![role_id.to_owned()],
+            company: company.to_owned(),
+        };
+        let (roles, scope) = self.resolve_roles(&mut tx, &change).await?;
+        let role = roles
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::UnknownRole(role_id.to_owned()))?;
+        if let Some(found) = store::bindings::rule(&mut tx, rule_id).await?
+            && (found.role_id != role.role_id || found.company != scope.as_str())
+        {
+            return Err(Error::RuleNotRegistered(format!(
+                "rule {rule_id} is registered for role {} in {:?}; a rule id keeps its role and \
+                 company",
+                found.role_id, found.company
+            )));
+        }
+        let wanted = RegisteredRule {
+            rule_id: rule_id.to_owned(),
+            role_id: role.role_id,
+            company: scope.as_str().to_owned(),
+            retired: false,
+        };
+        store::bindings::register_rule(&mut tx, &wanted, registered_by, now_ms).await?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("commit register rule"))?;
+        Ok(())
+    }
+
+    /// Marks a rule retired: it may revoke its grants, never grant again.
+    pub async fn retire_rule(&self, rule_id: &str) -> Result<(), Error> {
+        check_rule_id(rule_id)?;
+        let mut conn = self.conn().await?;
+        store::bindings::retire_rule(&mut conn, rule_id).await
+    }
+
     /// Sends the users holding a grant from `rule_id` to `batches`, [`HOLDERS_PER_BATCH`] at a
     /// time, until all are sent, the receiver is gone, or reading fails (sent last).
     pub async fn stream_rule_grant_holders(
@@ -236,4 +307,32 @@ impl super::Registry {
             let _ = batches.send(Ok(batch)).await;
         }
     }
+}
+
+/// Refuses rule grants unless the rule is registered with this role and company, and, to
+/// grant, not retired.
+fn check_registered(
+    registered: Option<&RegisteredRule>,
+    rule_id: &str,
+    role_id: &str,
+    company: &str,
+    grants: bool,
+) -> Result<(), Error> {
+    let Some(found) = registered else {
+        return Err(Error::RuleNotRegistered(format!(
+            "rule {rule_id} was never registered by import-worker"
+        )));
+    };
+    if found.role_id != role_id || found.company != company {
+        return Err(Error::RuleNotRegistered(format!(
+            "rule {rule_id} grants role {} in {:?}, not {role_id} in {company:?}",
+            found.role_id, found.company
+        )));
+    }
+    if grants && found.retired {
+        return Err(Error::RuleNotRegistered(format!(
+            "rule {rule_id} is retired; it may only revoke its grants"
+        )));
+    }
+    Ok(())
 }

@@ -230,6 +230,7 @@ impl Registry {
         store::delete_users(&mut tx, backend, &deleted).await?;
         let origin = Origin {
             actor,
+            service: "",
             via: change_id,
             at_ms: now_ms,
         };

@@ -23,7 +23,10 @@ pub struct NewEvent {
 /// Who made a set of changes, when, and through which job, sync run or request.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
+    /// The person the change is for.
     pub actor: &'a str,
+    /// The service identity acting for `actor`, or `''`.
+    pub service: &'a str,
     pub via: &'a str,
     pub at_ms: i64,
 }
@@ -41,8 +44,8 @@ static INSERT_EVENTS: LazyLock<Dialects> = LazyLock::new(|| {
             ],
         );
         format!(
-            "INSERT INTO audit_events (at_ms, actor, action, tenant_id, object_id, user_id, via, detail) \
-             SELECT $2, $3, r.action, r.tenant_id, r.object_id, r.user_id, $4, r.detail FROM {rows}"
+            "INSERT INTO audit_events (at_ms, actor, action, tenant_id, object_id, user_id, via, detail, service) \
+             SELECT $2, $3, r.action, r.tenant_id, r.object_id, r.user_id, $4, r.detail, $5 FROM {rows}"
         )
     })
 });
@@ -74,6 +77,7 @@ pub async fn record(
         .bind(origin.at_ms)
         .bind(origin.actor)
         .bind(origin.via)
+        .bind(origin.service)
         .execute(conn)
         .await
         .map_err(Error::internal("record audit events"))?;
@@ -121,7 +125,7 @@ pub async fn list(
         Some(UserMatch::UserId(user_id)) => (user_id.to_lowercase(), String::new()),
     };
     let sql = format!(
-        "SELECT event_id, at_ms, actor, action, user_id, via, detail FROM audit_events \
+        "SELECT event_id, at_ms, actor, action, user_id, via, detail, service FROM audit_events \
          WHERE ($1 = 0 OR event_id < $1) AND ($2 = '' OR action = $2) AND ($3 = '' OR via = $3) \
          AND {user_condition} ORDER BY event_id DESC LIMIT $6"
     );
@@ -145,6 +149,7 @@ pub async fn list(
                 user_id: row.try_get("user_id")?,
                 via: row.try_get("via")?,
                 detail: row.try_get("detail")?,
+                service: row.try_get("service")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -18,6 +18,7 @@ use crate::domain::{AccountType, Company, CompanyCode, RegistryUser};
 use crate::error::Error;
 
 pub mod audit;
+pub mod bindings;
 pub mod roles;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");

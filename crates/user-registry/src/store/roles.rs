@@ -118,7 +118,7 @@ static DELETE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
         // A wanted company of '' matches the role's grants in every company.
         let rows = rows_from(backend, GRANT_COLUMNS);
         format!(
-            "DELETE FROM role_assignments WHERE source = $2 AND EXISTS (SELECT 1 FROM {rows} \
+            "DELETE FROM role_assignments WHERE (source = $2 OR $3 = '1') AND EXISTS (SELECT 1 FROM {rows} \
              WHERE r.tenant_id = role_assignments.tenant_id AND r.object_id = role_assignments.object_id \
              AND r.role_id = role_assignments.role_id \
              AND (r.company = '' OR r.company = role_assignments.company)) \
@@ -127,13 +127,15 @@ static DELETE_GRANTS: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
-/// Removes the grants `source` holds, in one statement; a grant given with company `''`
-/// removes the role in every company. Returns the grants removed.
+/// Removes the grants `source` holds (every source's, with `all_sources`), in one
+/// statement; a grant given with company `''` removes the role in every company. Returns the
+/// grants removed (one per source).
 pub async fn revoke(
     conn: &mut AnyConnection,
     backend: Backend,
     grants: &[Grant],
     source: &str,
+    all_sources: bool,
 ) -> Result<Vec<Grant>, Error> {
     if grants.is_empty() {
         return Ok(Vec::new());
@@ -141,6 +143,7 @@ pub async fn revoke(
     let rows = sqlx::query(DELETE_GRANTS.get(backend))
         .bind(grants_param(backend, grants)?)
         .bind(source)
+        .bind(service_runtime::storage::flag_text(all_sources))
         .fetch_all(conn)
         .await
         .map_err(Error::internal("revoke roles"))?;

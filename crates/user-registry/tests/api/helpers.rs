@@ -50,6 +50,7 @@ impl TestApp {
             company: company.into(),
             users,
             dry_run: false,
+            private: false,
         };
         Ok(self
             .client

@@ -6,4 +6,5 @@ mod helpers;
 mod import_users;
 mod lookups;
 mod roles_and_audit;
+mod trust;
 mod updates;

@@ -32,6 +32,7 @@ fn revoke(users: &[&str], roles: &[&str], company: &str) -> pb::RevokeRolesReque
         user_ids: users.iter().map(|s| (*s).to_owned()).collect(),
         role_ids: roles.iter().map(|s| (*s).to_owned()).collect(),
         company: company.to_owned(),
+        all_sources: false,
     }
 }
 
@@ -47,6 +48,7 @@ impl TestApp {
                 member(3, "cy@contoso.com"),
             ],
             dry_run: false,
+            private: false,
         };
         self.client
             .clone()
@@ -214,7 +216,7 @@ test_support::on_both_backends! {
     async fn users_without_roles_are_listed_until_they_are_granted_one(db) {
         let app = TestApp::spawn(&db).await;
         app.import_three().await;
-        let other = pb::ImportUsersRequest { import_id: "imp-2".into(), company: "DAT".into(), users: vec![member(4, "dee@contoso.com")], dry_run: false };
+        let other = pb::ImportUsersRequest { import_id: "imp-2".into(), company: "DAT".into(), users: vec![member(4, "dee@contoso.com")], dry_run: false, private: false };
         app.client.clone().import_users(other).await.unwrap();
         let without = |import: &str| pb::ListUsersRequest { without_roles: true, created_by_import: import.into(), ..Default::default() };
 
