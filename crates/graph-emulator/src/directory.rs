@@ -145,6 +145,13 @@ impl Directory {
             .map(|slot| &slot.user)
     }
 
+    /// The object id of the user (active or soft-deleted) with this object id or UPN.
+    pub(crate) fn object_id_of(&self, id_or_upn: &str) -> Option<String> {
+        self.position(id_or_upn)
+            .filter(|&i| self.slots[i].life != Life::HardDeleted)
+            .map(|i| self.slots[i].user.id.clone())
+    }
+
     fn position(&self, id_or_upn: &str) -> Option<usize> {
         self.by_id
             .find(id_or_upn, |i| &self.slots[i].user.id)

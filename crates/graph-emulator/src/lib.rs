@@ -26,6 +26,7 @@
 //! deterministic tenant with guests, disabled accounts, non-ASCII names and near-colliding
 //! names; [`synthetic_groups`] adds groups over it.
 
+mod admin;
 mod batch;
 mod certificates;
 mod deleted;
@@ -448,6 +449,17 @@ fn router(state: AppState) -> Router {
             get(idp::discovery),
         )
         .nest("/v1.0", graph)
+        // The tenant's administrator, for `userimport dev tenant` (not Graph; see admin.rs).
+        .route("/_emulator/users", post(admin::create_user))
+        .route(
+            "/_emulator/users/{key}",
+            axum::routing::patch(admin::update_user),
+        )
+        .route("/_emulator/users/{key}/{action}", post(admin::user_life))
+        .route(
+            "/_emulator/groups/{group}/members/{key}",
+            axum::routing::put(admin::join_group).delete(admin::leave_group),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), slow_down))
         .layer(middleware::from_fn_with_state(
@@ -466,6 +478,17 @@ pub(crate) fn inner_router(state: AppState) -> Router {
     ));
     Router::new()
         .nest("/v1.0", graph)
+        // The tenant's administrator, for `userimport dev tenant` (not Graph; see admin.rs).
+        .route("/_emulator/users", post(admin::create_user))
+        .route(
+            "/_emulator/users/{key}",
+            axum::routing::patch(admin::update_user),
+        )
+        .route("/_emulator/users/{key}/{action}", post(admin::user_life))
+        .route(
+            "/_emulator/groups/{group}/members/{key}",
+            axum::routing::put(admin::join_group).delete(admin::leave_group),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .with_state(state)
 }

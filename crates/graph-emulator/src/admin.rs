@@ -1,0 +1,150 @@
+//! Changes to the emulated tenant over HTTP, as an administrator makes them in the Entra
+//! admin center: add, rename, enable/disable, soft-delete, restore and purge users, and move
+//! them in and out of groups. `userimport dev tenant …` calls these, so the rest of the
+//! product (updates, disables, safety halts, restores) can be tried against `dev`.
+//!
+//! Not Graph: the routes live under `/_emulator/` and take no token (the emulator listens on
+//! loopback for a developer). Users are named by object id or userPrincipalName.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::directory::UserUpdate;
+use crate::groups::GroupMember;
+use crate::state::AppState;
+use crate::synthetic::EmulatedUser;
+
+type Answer = Result<Json<serde_json::Value>, (StatusCode, String)>;
+
+fn refused(error: anyhow::Error) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, format!("{error:#}"))
+}
+
+fn not_found(key: &str) -> (StatusCode, String) {
+    (StatusCode::NOT_FOUND, format!("no user {key:?} in the tenant"))
+}
+
+/// A user to add.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NewUser {
+    user_principal_name: String,
+    display_name: String,
+    #[serde(default)]
+    mail: Option<String>,
+    #[serde(default)]
+    guest: bool,
+    #[serde(default = "enabled")]
+    account_enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+pub(crate) async fn create_user(State(state): State<AppState>, Json(new): Json<NewUser>) -> Answer {
+    let id = uuid::Uuid::new_v4().to_string();
+    let user = EmulatedUser {
+        id: id.clone(),
+        user_principal_name: new.user_principal_name,
+        mail: new.mail,
+        display_name: new.display_name,
+        given_name: None,
+        surname: None,
+        account_enabled: new.account_enabled,
+        user_type: if new.guest { "Guest" } else { "Member" }.to_owned(),
+    };
+    state.directory_mut().create(user).map_err(refused)?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// Properties to change.
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserPatch {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    user_principal_name: Option<String>,
+    #[serde(default)]
+    mail: Option<String>,
+    #[serde(default)]
+    account_enabled: Option<bool>,
+}
+
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Json(patch): Json<UserPatch>,
+) -> Answer {
+    let id = object_id(&state, &key)?;
+    let update = UserUpdate {
+        display_name: patch.display_name,
+        user_principal_name: patch.user_principal_name,
+        mail: patch.mail.map(Some),
+        account_enabled: patch.account_enabled,
+        ..UserUpdate::default()
+    };
+    state.directory_mut().update(&id, update).map_err(refused)?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// `delete` (soft: restorable), `restore` or `purge` (hard).
+pub(crate) async fn user_life(
+    State(state): State<AppState>,
+    Path((key, action)): Path<(String, String)>,
+) -> Answer {
+    let id = object_id(&state, &key)?;
+    let mut directory = state.directory_mut();
+    match action.as_str() {
+        "delete" => directory.soft_delete(&id),
+        "restore" => directory.restore(&id),
+        "purge" => directory.hard_delete(&id),
+        other => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("{other:?} is not delete, restore or purge"),
+            ));
+        }
+    }
+    .map_err(refused)?;
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// Adds (`PUT`) a user to a group as a direct member.
+pub(crate) async fn join_group(
+    State(state): State<AppState>,
+    Path((group, key)): Path<(String, String)>,
+) -> Answer {
+    let id = object_id(&state, &key)?;
+    let mut directory = state.directory_mut();
+    let group = directory.group_mut(&group).map_err(|e| {
+        (StatusCode::NOT_FOUND, format!("{e:#}"))
+    })?;
+    if !group.members.iter().any(|m| m.id().eq_ignore_ascii_case(&id)) {
+        group.members.push(GroupMember::User(id.clone()));
+    }
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// Removes (`DELETE`) a user from a group's direct members.
+pub(crate) async fn leave_group(
+    State(state): State<AppState>,
+    Path((group, key)): Path<(String, String)>,
+) -> Answer {
+    let id = object_id(&state, &key)?;
+    let mut directory = state.directory_mut();
+    let group = directory.group_mut(&group).map_err(|e| {
+        (StatusCode::NOT_FOUND, format!("{e:#}"))
+    })?;
+    group.members.retain(|m| !m.id().eq_ignore_ascii_case(&id));
+    Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// The object id of the user `key` names (active or soft-deleted).
+fn object_id(state: &AppState, key: &str) -> Result<String, (StatusCode, String)> {
+    state
+        .directory()
+        .object_id_of(key)
+        .ok_or_else(|| not_found(key))
+}
