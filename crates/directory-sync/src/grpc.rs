@@ -199,6 +199,12 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListUsersRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let group_id = match request.group_id.trim() {
             "" => None,
             id => Some(parse_guid("group_id", id)?),
@@ -209,7 +215,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let cursor: ListCursor = decode_page_token(&request.page_token)?;
+        let cursor: ListCursor = decode_page_token(&query, &request.page_token)?;
         let account_type = match pb::AccountType::try_from(request.account_type) {
             Ok(pb::AccountType::Member) => Some(AccountType::Member),
             Ok(pb::AccountType::Guest) => Some(AccountType::Guest),
@@ -228,7 +234,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .list_users(&filter, not_imported_only, cursor, limit)
             .await?;
         let next_page_token = match next {
-            Some(cursor) => encode_page_token(&cursor),
+            Some(cursor) => encode_page_token(&query, &cursor),
             None => String::new(),
         };
         Ok(Response::new(pb::ListUsersResponse {
@@ -329,13 +335,19 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListGroupsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let after: (String, String) = decode_page_token(&request.page_token)?;
+        let after: (String, String) = decode_page_token(&query, &request.page_token)?;
         bounded("search", &request.search, MAX_FILTER_LEN)?;
         let groups = self
             .directory
@@ -343,7 +355,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .await?;
         let next_page_token = match groups.last() {
             Some(last) if groups.len() == limit as usize => {
-                encode_page_token(&(last.display_name.clone(), last.group_id.clone()))
+                encode_page_token(&query, &(last.display_name.clone(), last.group_id.clone()))
             }
             _ => String::new(),
         };
@@ -463,17 +475,23 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListSyncRunsRequest>,
     ) -> Result<Response<pb::ListSyncRunsResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListSyncRunsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
+        let before: Option<(i64, String)> = decode_page_token(&query, &request.page_token)?;
         let runs = self.directory.runs(before, limit).await?;
         let next_page_token = match runs.last() {
             Some(last) if runs.len() == limit as usize => {
-                encode_page_token(&Some((last.started_at_ms, last.run_id.clone())))
+                encode_page_token(&query, &Some((last.started_at_ms, last.run_id.clone())))
             }
             _ => String::new(),
         };

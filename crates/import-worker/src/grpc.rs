@@ -328,13 +328,19 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let principal = principal(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListJobsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
+        let before: Option<(i64, String)> = decode_page_token(&query, &request.page_token)?;
         let status = match request.status() {
             pb::JobStatus::Unspecified => None,
             pb::JobStatus::Queued => Some(JobStatus::Queued),
@@ -350,7 +356,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .await?;
         let next_page_token = match jobs.last() {
             Some(last) if jobs.len() == limit as usize => {
-                encode_page_token(&Some((last.created_at_ms, last.job_id.clone())))
+                encode_page_token(&query, &Some((last.created_at_ms, last.job_id.clone())))
             }
             _ => String::new(),
         };
@@ -455,19 +461,27 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::ListJobOutcomesResponse>, Status> {
         let principal = principal(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListJobOutcomesRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let after: String = decode_page_token(&request.page_token)?;
+        let after: String = decode_page_token(&query, &request.page_token)?;
         let outcomes = self
             .importer
             .outcomes(&principal, request.job_id.trim(), &after, limit)
             .await?;
         let next_page_token = match outcomes.last() {
-            Some(last) if outcomes.len() == limit as usize => encode_page_token(&last.object_id),
+            Some(last) if outcomes.len() == limit as usize => {
+                encode_page_token(&query, &last.object_id)
+            }
             _ => String::new(),
         };
         Ok(Response::new(pb::ListJobOutcomesResponse {
