@@ -174,8 +174,15 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
 
 /// Parses a GUID field such as a group id.
 fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
-    service_runtime::normalize_guid(raw)
-        .ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
+    service_runtime::normalize_guid(raw).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!(
+                "{} is not a GUID",
+                service_runtime::error::quote(raw.trim())
+            ),
+        )
+    })
 }
 
 /// Parses an Entra object id (a GUID), naming the field and position on error.
@@ -183,7 +190,10 @@ pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     service_runtime::normalize_guid(raw).ok_or_else(|| {
         Error::invalid(
             "object_ids",
-            format!("{field} {:?} is not an object id (a GUID)", raw.trim()),
+            format!(
+                "{field} {} is not an object id (a GUID)",
+                service_runtime::error::quote(raw.trim())
+            ),
         )
     })
 }

@@ -90,7 +90,10 @@ fn parse_company(raw: &str) -> Result<String, Error> {
     if code.is_empty() || code.len() > 4 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(Error::invalid(
             "company",
-            format!("{code:?} is not a company code (1 to 4 letters or digits)"),
+            format!(
+                "{} is not a company code (1 to 4 letters or digits)",
+                service_runtime::error::quote(code)
+            ),
         ));
     }
     Ok(code.to_ascii_uppercase())
@@ -151,16 +154,24 @@ fn job_to_pb(job: Job) -> pb::Job {
     }
 }
 
-/// The group of a scope, validated; `None` for every user.
+/// The group of a scope, validated; `None` for every user. The scope is required: the whole
+/// tenant is only ever imported when `all` says so.
 fn scope_group(scope: Option<directory_pb::Scope>) -> Result<Option<String>, Error> {
     match scope.and_then(|s| s.scope) {
-        None | Some(directory_pb::scope::Scope::All(_)) => Ok(None),
+        None => Err(Error::invalid(
+            "scope",
+            "required: `all` for every user, or `group_id`",
+        )),
+        Some(directory_pb::scope::Scope::All(_)) => Ok(None),
         Some(directory_pb::scope::Scope::GroupId(id)) => service_runtime::normalize_guid(&id)
             .map(Some)
             .ok_or_else(|| {
                 Error::invalid(
                     "scope.group_id",
-                    format!("{:?} is not a group object id", id.trim()),
+                    format!(
+                        "{} is not a group object id",
+                        service_runtime::error::quote(id.trim())
+                    ),
                 )
             }),
     }

@@ -35,6 +35,11 @@ pub const STRING_LIMITS: &[(&str, usize)] = &[
     ("batch_group", 64),
     ("company", 64),
     ("code", 64),
+    // 256 characters of any script (Entra's own limit for names is 256 characters).
+    ("name", 1024),
+    ("display_name", 1024),
+    ("given_name", 1024),
+    ("surname", 1024),
     ("reason", 1024),
     ("description", 1024),
     ("note", 1024),
@@ -56,6 +61,19 @@ pub fn string_limit(field: &str) -> usize {
         }
     }
     256
+}
+
+/// `value` cut to at most `max` bytes at a character boundary: how text from the directory,
+/// which no request limit bounds, is made to fit a field before it is stored or sent on.
+pub fn truncate(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
 }
 
 /// A request field that breaks a rule: its path and why.
@@ -420,7 +438,7 @@ where
                     let status = if error.is::<http_body_util::LengthLimitError>() {
                         crate::error::status(
                             tonic::Code::ResourceExhausted,
-                            "MESSAGE_TOO_LARGE",
+                            crate::error::reason::MESSAGE_TOO_LARGE,
                             format!(
                                 "the request is larger than {} bytes",
                                 crate::grpc::MAX_MESSAGE_BYTES
@@ -459,6 +477,14 @@ mod tests {
         assert_eq!(string_limit("page_token"), 1024);
         assert_eq!(string_limit("search"), 256);
         assert_eq!(string_limit("network_domain"), 256);
+        assert_eq!(string_limit("display_name"), 1024);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 8), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("aéb", 3), "aé");
     }
 
     #[test]
