@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod cli_binary;
+mod edge;
 mod error_details;
 mod health_and_reflection;
 mod helpers;
