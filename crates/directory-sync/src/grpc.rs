@@ -485,12 +485,8 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListSyncRunsRequest>,
     ) -> Result<Response<pb::ListSyncRunsResponse>, Status> {
         let request = request.into_inner();
-        // What the page token is bound to: every filter of the request.
-        let query = pb::ListSyncRunsRequest {
-            page_token: String::new(),
-            page_size: 0,
-            ..request.clone()
-        };
+        // What the page token is bound to: this listing (which has no filters).
+        let query = pb::ListSyncRunsRequest::default();
         let limit = page_size(
             "page_size",
             request.page_size,

@@ -147,9 +147,11 @@ pub fn bounded<'a>(
 /// Bytes of a page token's tag: a truncated SHA-256 of the query and the cursor.
 const PAGE_TOKEN_TAG_LEN: usize = 12;
 
-fn page_token_tag(query: &[u8], cursor: &[u8]) -> [u8; PAGE_TOKEN_TAG_LEN] {
+fn page_token_tag(listing: &str, query: &[u8], cursor: &[u8]) -> [u8; PAGE_TOKEN_TAG_LEN] {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     context.update(b"userimport page token v1\0");
+    context.update(listing.as_bytes());
+    context.update(b"\0");
     context.update(&(query.len() as u64).to_be_bytes());
     context.update(query);
     context.update(cursor);
@@ -161,7 +163,7 @@ fn page_token_tag(query: &[u8], cursor: &[u8]) -> [u8; PAGE_TOKEN_TAG_LEN] {
 /// Encodes a page token: the previous page's last key (JSON), bound to the query it pages
 /// through by a tag, all in URL-safe base64 so clients treat it as opaque. `query` is the
 /// request with its page token and page size cleared (so every filter, including ones added
-/// later, is part of it).
+/// later, is part of it); its type names the listing, so a token of another RPC fails too.
 ///
 /// The tag is a hash, not a signature: it makes a token from another query (another search,
 /// another job) fail instead of silently paging elsewhere, the same on every replica with no
@@ -172,7 +174,7 @@ pub fn encode_page_token<Q: prost::Message, T: serde::Serialize>(query: &Q, curs
     let query = query.encode_to_vec();
     // Serialising a plain cursor (strings, numbers, tuples) cannot fail.
     let cursor = serde_json::to_vec(cursor).unwrap_or_default();
-    let mut token = page_token_tag(&query, &cursor).to_vec();
+    let mut token = page_token_tag(std::any::type_name::<Q>(), &query, &cursor).to_vec();
     token.extend_from_slice(&cursor);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
@@ -196,7 +198,7 @@ pub fn decode_page_token<Q: prost::Message, T: serde::de::DeserializeOwned + Def
         .filter(|bytes| {
             let (tag, cursor) = bytes.split_at(PAGE_TOKEN_TAG_LEN);
             // Not secret: a plain comparison is fine.
-            tag == page_token_tag(&query, cursor)
+            tag == page_token_tag(std::any::type_name::<Q>(), &query, cursor)
         })
         .and_then(|bytes| serde_json::from_slice(&bytes[PAGE_TOKEN_TAG_LEN..]).ok())
         .ok_or_else(|| InvalidField {

@@ -296,7 +296,7 @@ fn every_field_of_every_rpc_is_checked_at_the_edge(db: test_support::TestDatabas
                     .get_details_bad_request()
                     .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
                     .unwrap_or_default();
-                assert_eq!(fields, [case.path.clone()], "{context}");
+                assert_eq!(fields, std::slice::from_ref(&case.path), "{context}");
                 assert!(status.message().len() < 200, "{context}");
                 checked += 1;
             }
