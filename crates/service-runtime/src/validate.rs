@@ -43,6 +43,12 @@ pub const STRING_LIMITS: &[(&str, usize)] = &[
     ("reason", 1024),
     ("description", 1024),
     ("note", 1024),
+    // A select import's request id is its job id and the registry's import id.
+    ("request_id", 128),
+    ("import_id", 128),
+    ("job_id", 128),
+    ("created_by_import", 128),
+    ("via", 128),
     ("*_id", 64),
     ("*_ids", 64),
     ("not_found", 64),
@@ -450,6 +456,13 @@ where
                     return Ok(status.into_http());
                 }
             };
+            // A compressed frame could not be checked without inflating it here: refused, as
+            // the services accept no compression anyway (so a future `accept_compressed` cannot
+            // open a way around this layer unnoticed).
+            if bytes.first() == Some(&1) {
+                let status = tonic::Status::unimplemented("compressed requests are not accepted");
+                return Ok(status.into_http());
+            }
             // An uncompressed frame (flag 0) holding exactly one message is checked; anything
             // else is the decoder's to refuse.
             if let [0, a, b, c, d, message @ ..] = &bytes[..]
