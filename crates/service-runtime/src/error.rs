@@ -293,6 +293,19 @@ pub fn retry_delay(status: &Status) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_message_quotes_a_short_prefix_of_a_value_and_counts_the_rest_of_a_list() {
+        let huge = "x".repeat(3 * 1024 * 1024);
+        let quoted = super::quote(&huge);
+        assert!(quoted.len() < 120, "{quoted}");
+        assert!(quoted.contains(&format!("{} more characters", huge.len() - 64)));
+        let ids: Vec<String> = (0..300).map(|n| format!("id{n}")).collect();
+        let named = super::quote_some(&ids);
+        assert!(named.starts_with("\"id0\", \"id1\""), "{named}");
+        assert!(named.ends_with("…and 295 more"), "{named}");
+        assert_eq!(super::quote_some(&["a"]), "\"a\"");
+    }
+
     use super::*;
 
     #[test]
