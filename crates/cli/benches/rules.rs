@@ -90,6 +90,9 @@ async fn bench(storage: Storage, users: usize) -> anyhow::Result<()> {
     let job = importer
         .start_batch_import(importer_pb::StartBatchImportRequest {
             company: "DAT".into(),
+            scope: Some(directory_pb::Scope {
+                scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+            }),
             ..Default::default()
         })
         .await?

@@ -174,8 +174,15 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
 
 /// Parses a GUID field such as a group id.
 fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
-    service_runtime::normalize_guid(raw)
-        .ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
+    service_runtime::normalize_guid(raw).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!(
+                "{} is not a GUID",
+                service_runtime::error::quote(raw.trim())
+            ),
+        )
+    })
 }
 
 /// Parses an Entra object id (a GUID), naming the field and position on error.
@@ -183,7 +190,10 @@ pub fn parse_object_id(field: &str, raw: &str) -> Result<String, Error> {
     service_runtime::normalize_guid(raw).ok_or_else(|| {
         Error::invalid(
             "object_ids",
-            format!("{field} {:?} is not an object id (a GUID)", raw.trim()),
+            format!(
+                "{field} {} is not an object id (a GUID)",
+                service_runtime::error::quote(raw.trim())
+            ),
         )
     })
 }
@@ -199,6 +209,12 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListUsersRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let group_id = match request.group_id.trim() {
             "" => None,
             id => Some(parse_guid("group_id", id)?),
@@ -209,7 +225,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let cursor: ListCursor = decode_page_token(&request.page_token)?;
+        let cursor: ListCursor = decode_page_token(&query, &request.page_token)?;
         let account_type = match pb::AccountType::try_from(request.account_type) {
             Ok(pb::AccountType::Member) => Some(AccountType::Member),
             Ok(pb::AccountType::Guest) => Some(AccountType::Guest),
@@ -229,7 +245,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .list_users(&filter, not_imported_only, cursor, limit)
             .await?;
         let next_page_token = match next {
-            Some(cursor) => encode_page_token(&cursor),
+            Some(cursor) => encode_page_token(&query, &cursor),
             None => String::new(),
         };
         Ok(Response::new(pb::ListUsersResponse {
@@ -330,13 +346,19 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListGroupsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let after: (String, String) = decode_page_token(&request.page_token)?;
+        let after: (String, String) = decode_page_token(&query, &request.page_token)?;
         bounded("search", &request.search, MAX_FILTER_LEN)?;
         let groups = self
             .directory
@@ -344,7 +366,7 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .await?;
         let next_page_token = match groups.last() {
             Some(last) if groups.len() == limit as usize => {
-                encode_page_token(&(last.display_name.clone(), last.group_id.clone()))
+                encode_page_token(&query, &(last.display_name.clone(), last.group_id.clone()))
             }
             _ => String::new(),
         };
@@ -464,17 +486,19 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         request: Request<pb::ListSyncRunsRequest>,
     ) -> Result<Response<pb::ListSyncRunsResponse>, Status> {
         let request = request.into_inner();
+        // What the page token is bound to: this listing (which has no filters).
+        let query = pb::ListSyncRunsRequest::default();
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
+        let before: Option<(i64, String)> = decode_page_token(&query, &request.page_token)?;
         let runs = self.directory.runs(before, limit).await?;
         let next_page_token = match runs.last() {
             Some(last) if runs.len() == limit as usize => {
-                encode_page_token(&Some((last.started_at_ms, last.run_id.clone())))
+                encode_page_token(&query, &Some((last.started_at_ms, last.run_id.clone())))
             }
             _ => String::new(),
         };

@@ -30,15 +30,26 @@ const PAGES_IN_FLIGHT: usize = 2;
 pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> Result<MirrorUser, String> {
     let object_id = service_runtime::normalize_guid(&user.id)
         .ok_or_else(|| format!("id {:?} is not a GUID", user.id))?;
+    use service_runtime::error::quote;
+    use service_runtime::validate::{string_limit, truncate};
     let upn = user.user_principal_name.trim();
     if upn.is_empty() || upn.chars().any(char::is_control) {
         return Err(format!(
-            "userPrincipalName {upn:?} is empty or holds control characters"
+            "userPrincipalName {} is empty or holds control characters",
+            quote(upn)
         ));
+    }
+    // What the mirror stores, it must be able to send on: the limits of the requests that
+    // carry these fields (identifiers refused, names cut).
+    if upn.len() > string_limit("user_principal_name") {
+        return Err(format!("userPrincipalName {}… is too long", quote(upn)));
     }
     let mail = user.mail.as_deref().unwrap_or_default().trim();
     if mail.chars().any(char::is_control) {
-        return Err(format!("mail {mail:?} holds control characters"));
+        return Err(format!("mail {} holds control characters", quote(mail)));
+    }
+    if mail.len() > string_limit("mail") {
+        return Err(format!("mail {}… is too long", quote(mail)));
     }
     let text = |value: &Option<String>| -> String {
         let cleaned: String = value
@@ -47,7 +58,7 @@ pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> Result<MirrorUser, Stri
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        cleaned.trim().to_owned()
+        truncate(cleaned.trim(), string_limit("display_name")).to_owned()
     };
     Ok(MirrorUser {
         tenant_id: tenant_id.to_owned(),

@@ -690,7 +690,9 @@ async fn bench(
     let job = importer
         .start_batch_import(pb::StartBatchImportRequest {
             company: "DAT".into(),
-            scope: None,
+            scope: Some(directory_pb::Scope {
+                scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+            }),
             options: Some(pb::BatchOptions::default()),
             dry_run: false,
         })

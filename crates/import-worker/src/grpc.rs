@@ -91,7 +91,10 @@ fn parse_company(raw: &str) -> Result<String, Error> {
     if code.is_empty() || code.len() > 4 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(Error::invalid(
             "company",
-            format!("{code:?} is not a company code (1 to 4 letters or digits)"),
+            format!(
+                "{} is not a company code (1 to 4 letters or digits)",
+                service_runtime::error::quote(code)
+            ),
         ));
     }
     Ok(code.to_ascii_uppercase())
@@ -153,16 +156,24 @@ fn job_to_pb(job: Job) -> pb::Job {
     }
 }
 
-/// The group of a scope, validated; `None` for every user.
+/// The group of a scope, validated; `None` for every user. The scope is required: the whole
+/// tenant is only ever imported when `all` says so.
 fn scope_group(scope: Option<directory_pb::Scope>) -> Result<Option<String>, Error> {
     match scope.and_then(|s| s.scope) {
-        None | Some(directory_pb::scope::Scope::All(_)) => Ok(None),
+        None => Err(Error::invalid(
+            "scope",
+            "required: `all` for every user, or `group_id`",
+        )),
+        Some(directory_pb::scope::Scope::All(_)) => Ok(None),
         Some(directory_pb::scope::Scope::GroupId(id)) => service_runtime::normalize_guid(&id)
             .map(Some)
             .ok_or_else(|| {
                 Error::invalid(
                     "scope.group_id",
-                    format!("{:?} is not a group object id", id.trim()),
+                    format!(
+                        "{} is not a group object id",
+                        service_runtime::error::quote(id.trim())
+                    ),
                 )
             }),
     }
@@ -356,13 +367,19 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let principal = principal(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListJobsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: Option<(i64, String)> = decode_page_token(&request.page_token)?;
+        let before: Option<(i64, String)> = decode_page_token(&query, &request.page_token)?;
         let status = match request.status() {
             pb::JobStatus::Unspecified => None,
             pb::JobStatus::Queued => Some(JobStatus::Queued),
@@ -378,7 +395,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             .await?;
         let next_page_token = match jobs.last() {
             Some(last) if jobs.len() == limit as usize => {
-                encode_page_token(&Some((last.created_at_ms, last.job_id.clone())))
+                encode_page_token(&query, &Some((last.created_at_ms, last.job_id.clone())))
             }
             _ => String::new(),
         };
@@ -488,19 +505,27 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
     ) -> Result<Response<pb::ListJobOutcomesResponse>, Status> {
         let principal = principal(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListJobOutcomesRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let after: String = decode_page_token(&request.page_token)?;
+        let after: String = decode_page_token(&query, &request.page_token)?;
         let outcomes = self
             .importer
             .outcomes(&principal, request.job_id.trim(), &after, limit)
             .await?;
         let next_page_token = match outcomes.last() {
-            Some(last) if outcomes.len() == limit as usize => encode_page_token(&last.object_id),
+            Some(last) if outcomes.len() == limit as usize => {
+                encode_page_token(&query, &last.object_id)
+            }
             _ => String::new(),
         };
         Ok(Response::new(pb::ListJobOutcomesResponse {

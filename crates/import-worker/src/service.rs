@@ -192,7 +192,8 @@ impl Importer {
     }
 
     /// Imports the selected users now (D365 "Import users"): each gets the caller's company
-    /// as default company and no roles. Answers one outcome per requested id, in order.
+    /// as default company and no roles. Answers one outcome per distinct requested id, in the
+    /// order of their first occurrence (a repeated id is counted once).
     ///
     /// Whole-request problems (unknown company, object ids the directory does not know) are
     /// refused before anything is written. Per-user problems (a guest without mail, a user
@@ -232,7 +233,7 @@ impl Importer {
         if !not_found.is_empty() {
             return Err(Error::NotFound(format!(
                 "the directory has no user with object id {}",
-                not_found.join(", ")
+                service_runtime::error::quote_some(&not_found)
             )));
         }
 
@@ -249,8 +250,8 @@ impl Importer {
             .into_iter()
             .map(|o| (o.object_id.clone(), o))
             .collect();
-        let outcomes: Vec<Outcome> = selection
-            .object_ids
+        // One outcome per distinct id: a repeated id is one user, imported and counted once.
+        let outcomes: Vec<Outcome> = unique
             .iter()
             .map(|id| {
                 by_id

@@ -43,11 +43,44 @@ pub mod reason {
     pub const UPSTREAM_UNAVAILABLE: &str = "UPSTREAM_UNAVAILABLE";
     /// A defect: the service logged it; retrying will not help.
     pub const INTERNAL: &str = "INTERNAL";
+    /// The request is larger than the message limit (4 MiB).
+    pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
     /// The RPC is not served here.
     pub const UNIMPLEMENTED: &str = "UNIMPLEMENTED";
     /// The service has not fetched its identity provider's signing keys yet (start-up, or the
     /// provider unreachable since); retry.
     pub const SIGNING_KEYS_UNAVAILABLE: &str = "SIGNING_KEYS_UNAVAILABLE";
+}
+
+/// At most this many characters of a request's value are quoted in an error message.
+pub const QUOTED_CHARS: usize = 64;
+/// At most this many values of a list are named in an error message; the rest are counted.
+pub const NAMED_VALUES: usize = 5;
+
+/// `value` for an error message: quoted, cut to its first [`QUOTED_CHARS`] characters (with
+/// the number left out), so a message never grows with its input.
+pub fn quote(value: &str) -> String {
+    let mut chars = value.chars();
+    let shown: String = chars.by_ref().take(QUOTED_CHARS).collect();
+    match chars.count() {
+        0 => format!("{shown:?}"),
+        more => format!("{shown:?}…({more} more characters)"),
+    }
+}
+
+/// Up to [`NAMED_VALUES`] of `values`, each [`quote`]d, and a count of the rest:
+/// `"a", "b", "c", "d", "e" …and 298 more`.
+pub fn quote_some<S: AsRef<str>>(values: &[S]) -> String {
+    let shown = values
+        .iter()
+        .take(NAMED_VALUES)
+        .map(|value| quote(value.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match values.len().saturating_sub(NAMED_VALUES) {
+        0 => shown,
+        more => format!("{shown} …and {more} more"),
+    }
 }
 
 /// A status with code `code`, message `message` and an `ErrorInfo` with `reason`.
@@ -263,6 +296,19 @@ pub fn retry_delay(status: &Status) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_message_quotes_a_short_prefix_of_a_value_and_counts_the_rest_of_a_list() {
+        let huge = "x".repeat(3 * 1024 * 1024);
+        let quoted = super::quote(&huge);
+        assert!(quoted.len() < 120, "{quoted}");
+        assert!(quoted.contains(&format!("{} more characters", huge.len() - 64)));
+        let ids: Vec<String> = (0..300).map(|n| format!("id{n}")).collect();
+        let named = super::quote_some(&ids);
+        assert!(named.starts_with("\"id0\", \"id1\""), "{named}");
+        assert!(named.ends_with("…and 295 more"), "{named}");
+        assert_eq!(super::quote_some(&["a"]), "\"a\"");
+    }
+
     use super::*;
 
     #[test]

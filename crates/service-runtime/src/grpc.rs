@@ -87,6 +87,8 @@ pub async fn serve(
                 .layer(crate::trace::TraceLayer)
                 .layer(crate::metrics::GrpcMetricsLayer)
                 .layer(guard)
+                // After the guard, so unauthenticated callers cost no parsing.
+                .layer(crate::validate::ValidateLayer)
                 .into_inner(),
         );
     let router = server.add_routes(routes);
@@ -158,17 +160,45 @@ pub fn bounded<'a>(
     Ok(value)
 }
 
-/// Encodes a page token: the previous page's last key, as JSON in URL-safe base64, so clients
-/// treat it as opaque.
-pub fn encode_page_token<T: serde::Serialize>(cursor: &T) -> String {
-    use base64::Engine as _;
-    // Serialising a plain cursor (strings, numbers, tuples) cannot fail.
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::to_vec(cursor).unwrap_or_default())
+/// Bytes of a page token's tag: a truncated SHA-256 of the query and the cursor.
+const PAGE_TOKEN_TAG_LEN: usize = 12;
+
+fn page_token_tag(listing: &str, query: &[u8], cursor: &[u8]) -> [u8; PAGE_TOKEN_TAG_LEN] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"userimport page token v1\0");
+    context.update(listing.as_bytes());
+    context.update(b"\0");
+    context.update(&(query.len() as u64).to_be_bytes());
+    context.update(query);
+    context.update(cursor);
+    let mut tag = [0; PAGE_TOKEN_TAG_LEN];
+    tag.copy_from_slice(&context.finish().as_ref()[..PAGE_TOKEN_TAG_LEN]);
+    tag
 }
 
-/// Decodes a page token; an empty token is the first page (`T::default()`).
-pub fn decode_page_token<T: serde::de::DeserializeOwned + Default>(
+/// Encodes a page token: the previous page's last key (JSON), bound to the query it pages
+/// through by a tag, all in URL-safe base64 so clients treat it as opaque. `query` is the
+/// request with its page token and page size cleared (so every filter, including ones added
+/// later, is part of it); its type names the listing, so a token of another RPC fails too.
+///
+/// The tag is a hash, not a signature: it makes a token from another query (another search,
+/// another job) fail instead of silently paging elsewhere, the same on every replica with no
+/// shared key. A client that forges a tag only chooses where its own query starts; the server
+/// applies the query's filters and the caller's permissions to every page anyway.
+pub fn encode_page_token<Q: prost::Message, T: serde::Serialize>(query: &Q, cursor: &T) -> String {
+    use base64::Engine as _;
+    let query = query.encode_to_vec();
+    // Serialising a plain cursor (strings, numbers, tuples) cannot fail.
+    let cursor = serde_json::to_vec(cursor).unwrap_or_default();
+    let mut token = page_token_tag(std::any::type_name::<Q>(), &query, &cursor).to_vec();
+    token.extend_from_slice(&cursor);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+}
+
+/// Decodes a page token of `query`; an empty token is the first page (`T::default()`). A token
+/// of another query, or no token of ours, is refused naming `page_token`.
+pub fn decode_page_token<Q: prost::Message, T: serde::de::DeserializeOwned + Default>(
+    query: &Q,
     token: &str,
 ) -> Result<T, InvalidField> {
     use base64::Engine as _;
@@ -176,13 +206,20 @@ pub fn decode_page_token<T: serde::de::DeserializeOwned + Default>(
         return Ok(T::default());
     }
     bounded("page_token", token, MAX_PAGE_TOKEN_LEN)?;
+    let query = query.encode_to_vec();
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|bytes| bytes.len() > PAGE_TOKEN_TAG_LEN)
+        .filter(|bytes| {
+            let (tag, cursor) = bytes.split_at(PAGE_TOKEN_TAG_LEN);
+            // Not secret: a plain comparison is fine.
+            tag == page_token_tag(std::any::type_name::<Q>(), &query, cursor)
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes[PAGE_TOKEN_TAG_LEN..]).ok())
         .ok_or_else(|| InvalidField {
             field: "page_token",
-            reason: "not a token from a previous page".to_owned(),
+            reason: "not a token from a previous page of this query".to_owned(),
         })
 }
 

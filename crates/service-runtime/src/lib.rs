@@ -15,6 +15,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod validate;
 
 /// Installs ring as the process-wide rustls crypto provider. Every process that builds a TLS
 /// client must call this first (reqwest is built with `rustls-no-provider`); calling it twice is

@@ -108,7 +108,7 @@ pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> anyhow
 
 /// Counts and times every call a gRPC server answers: `grpc_server_requests_total{service,
 /// method, code}` and `grpc_server_request_seconds{service, method}` (until the response
-/// starts; a stream's length is not a latency).
+/// starts; a stream's length is not a latency). Labels come from a closed set ([`labels`]).
 #[derive(Clone, Copy, Default)]
 pub struct GrpcMetricsLayer;
 
@@ -144,11 +144,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        // `/package.Service/Method`; anything else is not a gRPC call of ours.
-        let (service, method) = match request.uri().path().trim_start_matches('/').split_once('/') {
-            Some((service, method)) => (service.to_owned(), method.to_owned()),
-            None => ("unknown".to_owned(), "unknown".to_owned()),
-        };
+        let (service, method) = labels(request.uri().path());
         let started = Instant::now();
         Box::pin(async move {
             let response = inner.call(request).await;
@@ -169,6 +165,26 @@ where
                 .record(started.elapsed().as_secs_f64());
             response
         })
+    }
+}
+
+/// RPCs served besides the product's own (health and reflection).
+const INFRASTRUCTURE_RPCS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The `service` and `method` labels of a call to `path`: from a closed set, the RPCs of the
+/// product's protos plus health and reflection. Any other path — which the caller chooses
+/// freely, authenticated or not — counts as `unknown`, so made-up paths cannot grow the
+/// metrics.
+pub fn labels(path: &str) -> (String, String) {
+    let known = crate::validate::rules().knows(path) || INFRASTRUCTURE_RPCS.contains(&path);
+    match path.trim_start_matches('/').split_once('/') {
+        Some((service, method)) if known => (service.to_owned(), method.to_owned()),
+        _ => ("unknown".to_owned(), "unknown".to_owned()),
     }
 }
 

@@ -10,19 +10,49 @@ use std::sync::Once;
 use sqlx::{Connection as _, Executor as _};
 
 /// Prepares the process once: the rustls crypto provider and test logging (`RUST_LOG`).
+/// ERROR events are also counted per thread ([`errors_logged_on_this_thread`]).
 pub fn init() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         service_runtime::install_crypto_provider();
         sqlx::any::install_default_drivers();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(
+                        tracing_subscriber::EnvFilter::try_from_default_env()
+                            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                    ),
             )
-            .with_test_writer()
+            .with(CountErrors.with_filter(tracing_subscriber::filter::LevelFilter::ERROR))
             .try_init();
     });
+}
+
+std::thread_local! {
+    static ERRORS_ON_THIS_THREAD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many ERROR events this thread has logged. A test that runs the services on a
+/// current-thread runtime of its own sees exactly theirs, whatever other tests log.
+pub fn errors_logged_on_this_thread() -> u64 {
+    ERRORS_ON_THIS_THREAD.with(std::cell::Cell::get)
+}
+
+struct CountErrors;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountErrors {
+    fn on_event(
+        &self,
+        _event: &tracing::Event<'_>,
+        _context: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        ERRORS_ON_THIS_THREAD.with(|count| count.set(count.get() + 1));
+    }
 }
 
 fn required_env(name: &str) -> Option<String> {

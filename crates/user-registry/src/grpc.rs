@@ -345,13 +345,19 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let viewer = viewer(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListUsersRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let after: String = decode_page_token(&request.page_token)?;
+        let after: String = decode_page_token(&query, &request.page_token)?;
         bounded("search", &request.search, MAX_FILTER_LEN)?;
         bounded(
             "created_by_import",
@@ -375,7 +381,7 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             .await?;
         let next_page_token = match users.last() {
             Some(last) if users.len() == limit as usize => {
-                encode_page_token(&crate::domain::user_id::user_key(&last.user_id))
+                encode_page_token(&query, &crate::domain::user_id::user_key(&last.user_id))
             }
             _ => String::new(),
         };
@@ -569,13 +575,19 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let viewer = viewer(&request);
         let request = request.into_inner();
+        // What the page token is bound to: every filter of the request.
+        let query = pb::ListAuditEventsRequest {
+            page_token: String::new(),
+            page_size: 0,
+            ..request.clone()
+        };
         let limit = page_size(
             "page_size",
             request.page_size,
             DEFAULT_PAGE_SIZE,
             MAX_PAGE_SIZE,
         )?;
-        let before: i64 = decode_page_token(&request.page_token)?;
+        let before: i64 = decode_page_token(&query, &request.page_token)?;
         bounded("user_id", &request.user_id, MAX_FILTER_LEN)?;
         bounded("action", &request.action, MAX_FILTER_LEN)?;
         bounded("via", &request.via, MAX_FILTER_LEN)?;
@@ -590,7 +602,9 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
                 limit,
             )
             .await?;
-        let next_page_token = next.map(|id| encode_page_token(&id)).unwrap_or_default();
+        let next_page_token = next
+            .map(|id| encode_page_token(&query, &id))
+            .unwrap_or_default();
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
             next_page_token,

@@ -123,7 +123,7 @@ async fn each_error_class_reaches_a_python_client_as_its_code_and_error_info_rea
 
     let mut cases = faults;
     cases.extend([
-        // Text the database cannot store.
+        // A NUL byte, which the database could not store: refused at the edge by field.
         create_company(&registry, "NUL", "Contoso\0 USA"),
         // A field out of bounds, named in BadRequest.
         Case {
@@ -170,7 +170,7 @@ async fn each_error_class_reaches_a_python_client_as_its_code_and_error_info_rea
         ("UNAVAILABLE", "DATABASE_UNAVAILABLE", true),
         ("ABORTED", "TRANSACTION_ABORTED", true),
         ("INTERNAL", "INTERNAL", false),
-        ("INVALID_ARGUMENT", "INVALID_TEXT", false),
+        ("INVALID_ARGUMENT", "INVALID_FIELD", false),
         ("INVALID_ARGUMENT", "INVALID_FIELD", false),
         ("NOT_FOUND", "COMPANY_NOT_FOUND", false),
         ("NOT_FOUND", "SYNC_RUN_NOT_FOUND", false),
@@ -187,6 +187,7 @@ async fn each_error_class_reaches_a_python_client_as_its_code_and_error_info_rea
             "RetryInfo only where a retry may help: {answer}"
         );
     }
+    assert_eq!(answers[3]["fields"], serde_json::json!(["company.name"]));
     assert_eq!(answers[4]["fields"], serde_json::json!(["page_token"]));
     assert_eq!(answers[4]["metadata"]["field"], "page_token");
     // A defect's message says nothing of it; the server logged it.

@@ -289,7 +289,7 @@ test_support::on_both_backends! {
         // one chunk, so the real job numbers colliding ids in the same order as the preview.
         let setup = Setup { chunk_size: Some(1000), ..Setup::default() };
         let e2e = EndToEnd::start_configured(&db, 150, setup).await;
-        let request = |dry_run: bool| importer_pb::StartBatchImportRequest { company: "USMF".into(), dry_run, ..Default::default() };
+        let request = |dry_run: bool| importer_pb::StartBatchImportRequest { company: "USMF".into(), dry_run, scope: Some(directory_pb::Scope { scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})) }), ..Default::default() };
         let preview = e2e.importer.clone().start_batch_import(request(true)).await.unwrap().into_inner();
         assert!(preview.job.is_none(), "a dry run starts no job");
         let preview = preview.preview.unwrap();

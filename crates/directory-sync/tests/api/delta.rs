@@ -173,7 +173,7 @@ test_support::on_both_backends! {
         assert_mirror_equals_directory(&stack.stream(None, 500).await, &stack.emulator.users());
     }
 
-    async fn a_user_with_unusable_data_is_rejected_alone_and_a_huge_name_is_kept(db) {
+    async fn a_user_with_unusable_data_is_rejected_alone_and_a_huge_name_is_cut_to_its_limit(db) {
         let stack = Stack::spawn(&db, 50).await;
         stack.full_sync().await;
         let mut bad = new_user(1);
@@ -193,7 +193,8 @@ test_support::on_both_backends! {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(found.users[0].display_name.len(), 100 * 1024);
+        // Cut to what the requests that carry it accept (1024 bytes), so it can be imported.
+        assert_eq!(found.users[0].display_name.len(), 1024);
     }
 
     async fn a_scheduled_delta_round_picks_up_changes_and_reports_the_next_run(db) {

@@ -424,7 +424,11 @@ async fn run_now_imports_in_the_request_and_reports_every_user_not_created() {
         .await
         .run_import_now(pb::RunImportNowRequest {
             company: "DAT".into(),
-            scope: None,
+            scope: Some(proto::directory::v1::Scope {
+                scope: Some(proto::directory::v1::scope::Scope::All(
+                    proto::directory::v1::AllUsers {},
+                )),
+            }),
         })
         .await
         .unwrap()

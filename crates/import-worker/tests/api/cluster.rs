@@ -505,8 +505,11 @@ impl Cluster {
         group: Option<&str>,
         options: pb::BatchOptions,
     ) -> pb::Job {
-        let scope = group.map(|group| directory_pb::Scope {
-            scope: Some(directory_pb::scope::Scope::GroupId(group.to_owned())),
+        let scope = Some(directory_pb::Scope {
+            scope: Some(match group {
+                Some(group) => directory_pb::scope::Scope::GroupId(group.to_owned()),
+                None => directory_pb::scope::Scope::All(directory_pb::AllUsers {}),
+            }),
         });
         let request = pb::StartBatchImportRequest {
             company: "DAT".into(),

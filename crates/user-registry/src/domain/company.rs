@@ -19,7 +19,10 @@ impl CompanyCode {
         if code.len() > 4 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(Error::invalid(
                 "company",
-                format!("{code:?} is not a company code (1 to 4 letters or digits)"),
+                format!(
+                    "{} is not a company code (1 to 4 letters or digits)",
+                    service_runtime::error::quote(code)
+                ),
             ));
         }
         Ok(Self(code.to_ascii_uppercase()))

@@ -59,7 +59,10 @@ impl UserChange {
                 {
                     return Err(Error::invalid(
                         "network_alias",
-                        format!("{alias:?} is not a sign-in name"),
+                        format!(
+                            "{} is not a sign-in name",
+                            service_runtime::error::quote(alias)
+                        ),
                     ));
                 }
                 Ok(alias.to_owned())

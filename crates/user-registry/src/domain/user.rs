@@ -103,7 +103,10 @@ impl NewUser {
         if !network_alias.contains('@') {
             return Err(Error::invalid(
                 "network_alias",
-                format!("{network_alias:?} is not a sign-in name (no '@')"),
+                format!(
+                    "{} is not a sign-in name (no '@')",
+                    service_runtime::error::quote(&network_alias)
+                ),
             ));
         }
         let network_domain = raw.network_domain.trim().to_owned();
@@ -157,8 +160,15 @@ fn reject_control_characters(field: &'static str, value: &str) -> Result<(), Err
 
 /// Parses a GUID such as an Entra object or tenant id, returning its lower-case form.
 pub fn parse_guid(field: &'static str, raw: &str) -> Result<String, Error> {
-    service_runtime::normalize_guid(raw)
-        .ok_or_else(|| Error::invalid(field, format!("{:?} is not a GUID", raw.trim())))
+    service_runtime::normalize_guid(raw).ok_or_else(|| {
+        Error::invalid(
+            field,
+            format!(
+                "{} is not a GUID",
+                service_runtime::error::quote(raw.trim())
+            ),
+        )
+    })
 }
 
 /// What an import did with one user.

@@ -19,8 +19,6 @@ use super::Registry;
 pub const MAX_USERS_PER_CHANGE: usize = 1000;
 /// Most roles named by one grant or revoke call.
 pub const MAX_ROLES_PER_CALL: usize = 50;
-/// Unknown names listed in one error message; the rest are counted.
-const NAMED_IN_ERRORS: usize = 10;
 
 /// Who asks for a change and through which request (recorded in the audit trail).
 #[derive(Debug, Clone)]
@@ -68,16 +66,7 @@ pub struct RoleChange {
 }
 
 fn named(items: &[String]) -> String {
-    let shown = items
-        .iter()
-        .take(NAMED_IN_ERRORS)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    match items.len().saturating_sub(NAMED_IN_ERRORS) {
-        0 => shown,
-        more => format!("{shown} and {more} more"),
-    }
+    service_runtime::error::quote_some(items)
 }
 
 fn check_count(field: &'static str, count: usize, max: usize) -> Result<(), Error> {
@@ -416,7 +405,11 @@ impl Registry {
                 let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
                 Error::invalid(
                     "action",
-                    format!("{raw:?} is not one of {}", known.join(", ")),
+                    format!(
+                        "{} is not one of {}",
+                        service_runtime::error::quote(raw),
+                        known.join(", ")
+                    ),
                 )
             })?),
         };
