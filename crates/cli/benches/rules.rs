@@ -60,6 +60,7 @@ async fn bench(storage: Storage, users: usize) -> anyhow::Result<()> {
         auth: StackAuth::Insecure,
         auto_import: false,
         sync_groups: vec![GROUP.to_owned()],
+        delta_interval_secs: 0,
     })
     .await?;
     let emulator = stack.emulator.as_ref().context("no emulator")?;

@@ -68,6 +68,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         auth: StackAuth::Local(tokens.clone()),
         auto_import: false,
         sync_groups: Vec::new(),
+        delta_interval_secs: 0,
     })
     .await?;
     let endpoints = Endpoints {

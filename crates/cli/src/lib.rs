@@ -11,3 +11,4 @@ pub mod profile;
 pub mod rounds;
 pub mod show;
 pub mod stack;
+pub mod tenant;

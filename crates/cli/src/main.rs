@@ -257,6 +257,19 @@ struct DevArgs {
     /// (every other user), Engineering, Platform and Empty, listed at start.
     #[arg(long = "sync-group")]
     sync_groups: Vec<String>,
+    /// Seconds between scheduled delta rounds (0: only rounds you start).
+    #[arg(long, default_value_t = 60)]
+    delta_interval: u64,
+    #[command(subcommand)]
+    command: Option<DevCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Changes the emulated tenant of the running `userimport dev` (users by object id or
+    /// UPN), so the next round has something to keep in step.
+    #[command(subcommand)]
+    Tenant(cli::tenant::TenantCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,6 +442,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let root = tracing::info_span!("userimport", otel.kind = "client");
     let _in_root = root.enter();
     match cli.command {
+        Command::Dev(DevArgs {
+            command: Some(DevCommand::Tenant(change)),
+            ..
+        }) => {
+            let base = cli::profile::path()
+                .and_then(|path| cli::profile::load(&path).ok())
+                .and_then(|profile| profile.dev_emulator_url)
+                .context(
+                    "no running `userimport dev` with an emulated tenant is noted in your profile",
+                )?;
+            println!("{}", cli::tenant::change(&base, &change).await?);
+            Ok(())
+        }
         Command::Dev(args) => dev(args).await,
         Command::Demo { users, postgres } => {
             let storage = match postgres {
@@ -788,15 +814,16 @@ fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<secrecy::Secre
     Ok(Some(secrecy::SecretString::from(text.trim().to_owned())))
 }
 
-/// Notes the dev token's file in the CLI profile (best effort: the folder's own file works
-/// without it).
-fn note_dev_token(token_file: &std::path::Path) {
+/// Notes the dev token's file and the emulated tenant's address in the CLI profile (best
+/// effort: the folder's own token file works without it).
+fn note_dev(token_file: &std::path::Path, emulator_url: Option<String>) {
     let Some(path) = cli::profile::path() else {
         return;
     };
     let absolute = std::fs::canonicalize(token_file).unwrap_or_else(|_| token_file.to_owned());
     let noted = cli::profile::load(&path).and_then(|mut profile| {
         profile.dev_token_file = Some(absolute);
+        profile.dev_emulator_url = emulator_url;
         cli::profile::save(&path, &profile)
     });
     if let Err(error) = noted {
@@ -874,12 +901,19 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         auth: StackAuth::Local(tokens),
         auto_import: false,
         sync_groups: args.sync_groups.clone(),
+        delta_interval_secs: args.delta_interval,
     })
     .await?;
     // Only once every port is ours: a second `dev` in the same folder fails to bind above and
     // leaves the running one's token alone.
     let token_file = write_token(&args.data_dir, &admin_token)?;
-    note_dev_token(&token_file);
+    note_dev(
+        &token_file,
+        stack
+            .emulator
+            .as_ref()
+            .map(|emulator| emulator.base_url().to_string()),
+    );
 
     println!("userimport dev: every service in this process");
     println!("  directory-sync   {}", stack.directory_url);

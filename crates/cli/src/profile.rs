@@ -20,6 +20,9 @@ pub struct Profile {
     /// folder find it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_token_file: Option<PathBuf>,
+    /// The emulated tenant of the last `userimport dev` started (for `dev tenant …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_emulator_url: Option<String>,
 }
 
 /// Where the profile lives, if a home or config folder is known.
@@ -107,6 +110,7 @@ mod tests {
         let profile = Profile {
             company: Some("USMF".into()),
             dev_token_file: None,
+            dev_emulator_url: None,
         };
         save(&path, &profile).unwrap();
         assert_eq!(load(&path).unwrap(), profile);

@@ -76,6 +76,8 @@ pub struct StackOptions {
     /// Groups whose members directory-sync mirrors (`sync.groups`); they scope listings and
     /// imports and are the groups group-to-role rules can name.
     pub sync_groups: Vec<String>,
+    /// Seconds between scheduled delta rounds (0: none).
+    pub delta_interval_secs: u64,
 }
 
 /// How the services of a stack authenticate.
@@ -319,6 +321,7 @@ impl Stack {
         directory_config.importer_url = importer_url.clone();
         directory_config.provisioning.auto_import = options.auto_import;
         directory_config.sync.groups = options.sync_groups.clone();
+        directory_config.sync.delta_interval_secs = options.delta_interval_secs;
         let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
             .context("invalid directory settings")?;
         let directory =

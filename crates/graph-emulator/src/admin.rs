@@ -23,7 +23,10 @@ fn refused(error: anyhow::Error) -> (StatusCode, String) {
 }
 
 fn not_found(key: &str) -> (StatusCode, String) {
-    (StatusCode::NOT_FOUND, format!("no user {key:?} in the tenant"))
+    (
+        StatusCode::NOT_FOUND,
+        format!("no user {key:?} in the tenant"),
+    )
 }
 
 /// A user to add.
@@ -118,10 +121,14 @@ pub(crate) async fn join_group(
 ) -> Answer {
     let id = object_id(&state, &key)?;
     let mut directory = state.directory_mut();
-    let group = directory.group_mut(&group).map_err(|e| {
-        (StatusCode::NOT_FOUND, format!("{e:#}"))
-    })?;
-    if !group.members.iter().any(|m| m.id().eq_ignore_ascii_case(&id)) {
+    let group = directory
+        .group_mut(&group)
+        .map_err(|e| (StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    if !group
+        .members
+        .iter()
+        .any(|m| m.id().eq_ignore_ascii_case(&id))
+    {
         group.members.push(GroupMember::User(id.clone()));
     }
     Ok(Json(serde_json::json!({ "id": id })))
@@ -134,9 +141,9 @@ pub(crate) async fn leave_group(
 ) -> Answer {
     let id = object_id(&state, &key)?;
     let mut directory = state.directory_mut();
-    let group = directory.group_mut(&group).map_err(|e| {
-        (StatusCode::NOT_FOUND, format!("{e:#}"))
-    })?;
+    let group = directory
+        .group_mut(&group)
+        .map_err(|e| (StatusCode::NOT_FOUND, format!("{e:#}")))?;
     group.members.retain(|m| !m.id().eq_ignore_ascii_case(&id));
     Ok(Json(serde_json::json!({ "id": id })))
 }

@@ -94,6 +94,7 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
         auto_import: false,
         // Engineering: every user of a tenant this small, through a nested group.
         sync_groups: vec![graph_emulator::SYNTHETIC_GROUP_IDS[1].to_owned()],
+        delta_interval_secs: 0,
     })
     .await
     .unwrap();
@@ -626,6 +627,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         auth: StackAuth::Local(tokens.clone()),
         auto_import: false,
         sync_groups: Vec::new(),
+        delta_interval_secs: 0,
     })
     .await
     .unwrap();

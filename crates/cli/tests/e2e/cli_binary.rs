@@ -333,3 +333,42 @@ test_support::on_both_backends! {
         assert!(said.trim_end().ends_with("80 users"), "exactly the limit is complete: {said}");
     }
 }
+
+test_support::on_both_backends! {
+    async fn dev_tenant_changes_the_emulated_tenant_and_the_next_round_keeps_the_registry_in_step(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let emulator_url = e2e.stack.emulator.as_ref().unwrap().base_url().to_string();
+        std::fs::write(profile(&e2e), serde_json::json!({ "dev_emulator_url": emulator_url }).to_string()).unwrap();
+
+        let added = stdout(&userimport(&e2e, &["dev", "tenant", "add", "zoe.new@contoso.com", "--name", "Zoe New"]));
+        assert!(added.starts_with("added zoe.new@contoso.com"), "{added}");
+        stdout(&userimport(&e2e, &["sync", "now", "--delta"]));
+        let listed = json(&userimport(&e2e, &["directory", "list", "--search", "zoe.new", "-o", "json"]));
+        assert_eq!(listed.len(), 1, "the new user is listed for import: {listed:?}");
+        let object_id = listed[0]["object_id"].as_str().unwrap().to_owned();
+        let imported = json(&userimport(&e2e, &["import", "-o", "json", &object_id]));
+        let user_id = imported[0]["user_id"].as_str().unwrap().to_owned();
+        // The rest of the tenant too, so one disable stays under the safety share.
+        let rest: Vec<String> = json(&userimport(&e2e, &["directory", "list", "-o", "json"])).iter().map(|u| u["object_id"].as_str().unwrap().to_owned()).collect();
+        let mut args = vec!["import", "-o", "json"];
+        args.extend(rest.iter().map(String::as_str));
+        stdout(&userimport(&e2e, &args));
+
+        stdout(&userimport(&e2e, &["dev", "tenant", "disable", "zoe.new@contoso.com"]));
+        stdout(&userimport(&e2e, &["dev", "tenant", "rename", &object_id, "--name", "Zoe Renamed"]));
+        stdout(&userimport(&e2e, &["sync", "now", "--delta"]));
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "show", &user_id, "-o", "json"]))).unwrap();
+        assert_eq!(shown["enabled"], false, "disabled in the tenant, disabled in the registry");
+        assert_eq!(shown["name"], "Zoe Renamed");
+
+        stdout(&userimport(&e2e, &["dev", "tenant", "delete", &object_id]));
+        stdout(&userimport(&e2e, &["sync", "now", "--delta"]));
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "show", &user_id, "-o", "json"]))).unwrap();
+        assert!(shown["directory_state"].as_str().unwrap().starts_with("soft-deleted"), "{shown}");
+
+        let unknown = userimport(&e2e, &["dev", "tenant", "restore", "nobody@contoso.com"]);
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user \"nobody@contoso.com\""));
+        let _ = std::fs::remove_file(profile(&e2e));
+    }
+}

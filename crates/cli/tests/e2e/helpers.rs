@@ -67,6 +67,7 @@ impl EndToEnd {
             auth: StackAuth::Insecure,
             auto_import: setup.auto_import,
             sync_groups: setup.groups.iter().map(|(id, _)| id.clone()).collect(),
+            delta_interval_secs: 0,
         })
         .await
         .unwrap();

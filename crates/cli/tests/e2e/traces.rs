@@ -57,6 +57,7 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
         auth: StackAuth::Insecure,
         auto_import: false,
         sync_groups: Vec::new(),
+        delta_interval_secs: 0,
     })
     .await
     .unwrap();
