@@ -44,6 +44,15 @@ const BUCKETS: &[f64] = &[
 /// The process's recorder, installed on first use.
 pub fn handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    // Services built at once in one process (tests, `userimport dev`) must not see the
+    // recorder installed before its handle is kept.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let _installing = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }

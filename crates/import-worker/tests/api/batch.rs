@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as pb;
 use tonic::Code;
 
@@ -470,6 +471,9 @@ async fn a_job_for_a_batch_group_no_worker_serves_says_it_waits_for_one() {
     // A group outside the queue's alphabet is refused, naming the field.
     let bad = pb::StartBatchImportRequest {
         company: "DAT".into(),
+        scope: Some(directory_pb::Scope {
+            scope: Some(directory_pb::scope::Scope::All(directory_pb::AllUsers {})),
+        }),
         options: Some(pb::BatchOptions {
             batch_group: "night shift".into(),
             ..Default::default()
