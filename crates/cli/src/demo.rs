@@ -101,14 +101,14 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         "\n3. Import {} of them into company DAT: a member, two aliases colliding after 20 characters, a guest, a guest without mail",
         ids.len()
     );
-    let response = commands::import(&endpoints, &ids, "DAT", None, false).await?;
+    let response = commands::import(&endpoints, &ids, "DAT", None, false, false).await?;
     commands::print_import(format, response)?;
 
     println!("\n4. Import the same users again: nothing changes");
-    let again = commands::import(&endpoints, &ids, "DAT", None, false).await?;
+    let again = commands::import(&endpoints, &ids, "DAT", None, false, false).await?;
     println!(
         "   {}",
-        commands::describe_counts(&again.counts.context("no counts")?)
+        commands::describe_counts(&again.response.counts.context("no counts")?)
     );
 
     println!("\n5. Batch-import everyone else as a job: chunks through the queue, then the report");

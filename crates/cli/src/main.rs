@@ -113,11 +113,15 @@ enum Command {
     /// The directory as directory-sync mirrors it.
     #[command(subcommand)]
     Directory(DirectoryCommand),
-    /// Imports the named users (object ids or user principal names) now.
+    /// Imports the named users (object ids, user principal names, or guests' mail) now.
     Import {
-        /// Object ids or user principal names.
+        /// Object ids, user principal names, or guests' mail addresses.
         #[arg(required = true)]
         users: Vec<String>,
+        /// Import nobody if any named user is unknown (by default an unknown user is that
+        /// user's outcome, and the others are imported).
+        #[arg(long)]
+        all_or_nothing: bool,
         /// Default company of the imported users; your current company (`userimport company`)
         /// unless given.
         #[arg(long, env = "USERIMPORT_COMPANY")]
@@ -524,11 +528,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             company,
             request_id,
             dry_run,
+            all_or_nothing,
         } => {
             let (company, source) = cli::profile::company(company)?;
             eprintln!("{}", cli::profile::describe(&company, &source));
-            let response =
-                commands::import(&endpoints, &users, &company, request_id, dry_run).await?;
+            let response = commands::import(
+                &endpoints,
+                &users,
+                &company,
+                request_id,
+                dry_run,
+                all_or_nothing,
+            )
+            .await?;
             if dry_run {
                 note(format, "dry run: nothing was written");
             }

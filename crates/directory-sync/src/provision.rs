@@ -225,6 +225,8 @@ async fn auto_import(
             company: company.clone(),
             dry_run,
             request_id: format!("sync-{run_id}-{page_no}"),
+            // A user gone from the mirror since the page was read is that user's outcome.
+            all_or_nothing: false,
         };
         let response = retrying("import-worker", ctx.peer_retry(), || {
             let mut importer = importer.clone();

@@ -265,6 +265,7 @@ impl pb::importer_service_server::ImporterService for GrpcApi {
             key_given,
             created_by,
             dry_run: request.dry_run,
+            all_or_nothing: request.all_or_nothing,
         };
         let (request_id, outcomes, counts) = self
             .importer

@@ -47,6 +47,8 @@ pub struct Selection {
     pub created_by: String,
     /// Report what the import would do and write nothing (no users, no job record).
     pub dry_run: bool,
+    /// Refuse the whole call when an id is unknown (else it is that user's outcome).
+    pub all_or_nothing: bool,
 }
 
 /// How this replica plans and processes batch jobs.
@@ -230,26 +232,36 @@ impl Importer {
             .cloned()
             .collect();
         let (users, not_found) = self.inner.directory.get_users(&unique).await?;
-        if !not_found.is_empty() {
+        if !not_found.is_empty() && selection.all_or_nothing {
             return Err(Error::NotFound(format!(
                 "the directory has no user with object id {}",
                 service_runtime::error::quote_some(&not_found)
             )));
         }
-
-        let by_id: HashMap<String, Outcome> = self
-            .import_users(
-                &selection.created_by,
-                &selection.request_id,
-                &selection.company,
-                false,
-                &users,
-                selection.dry_run,
-            )
-            .await?
-            .into_iter()
-            .map(|o| (o.object_id.clone(), o))
+        // An id the directory does not know is that user's outcome; the others go ahead.
+        let mut by_id: HashMap<String, Outcome> = not_found
+            .iter()
+            .map(|id| {
+                let id = id.to_ascii_lowercase();
+                (
+                    id.clone(),
+                    Outcome::skipped(id, "not in the directory: no user has this object id"),
+                )
+            })
             .collect();
+        if !users.is_empty() {
+            let imported = self
+                .import_users(
+                    &selection.created_by,
+                    &selection.request_id,
+                    &selection.company,
+                    false,
+                    &users,
+                    selection.dry_run,
+                )
+                .await?;
+            by_id.extend(imported.into_iter().map(|o| (o.object_id.clone(), o)));
+        }
         // One outcome per distinct id: a repeated id is one user, imported and counted once.
         let outcomes: Vec<Outcome> = unique
             .iter()

@@ -219,12 +219,27 @@ test_support::on_both_backends! {
         assert!(stderr.contains("no-such-job"), "{stderr}");
     }
 
-    async fn the_cli_names_an_unknown_upn_and_fails(db) {
-        let e2e = EndToEnd::start(&db, 5).await;
-        let output = userimport(&e2e, &["import", "nobody@contoso.com"]);
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("nobody@contoso.com"), "{stderr}");
+    async fn an_unknown_user_among_many_is_that_users_outcome_and_all_or_nothing_imports_nobody(db) {
+        let e2e = EndToEnd::start(&db, 20).await;
+        let tenant = e2e.tenant();
+        let member = tenant.iter().find(|u| u.user_type == "Member").unwrap();
+        let guest = tenant.iter().find(|u| u.user_type == "Guest" && u.mail.is_some()).unwrap();
+        let mail = guest.mail.clone().unwrap();
+
+        let refused = userimport(&e2e, &["import", "--all-or-nothing", &member.user_principal_name, "nobody@contoso.com"]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("nobody@contoso.com"));
+        assert!(e2e.registry_users().await.is_empty(), "nothing imported");
+
+        let unknown_id = "00000000-0000-4000-8000-00000000abcd";
+        let rows = json(&userimport(&e2e, &["import", "-o", "json", &member.user_principal_name, "nobody@contoso.com", &mail, unknown_id]));
+        let outcomes: Vec<(&str, &str)> = rows.iter().map(|r| (r["outcome"].as_str().unwrap(), r["reason"].as_str().unwrap())).collect();
+        assert_eq!(outcomes[0].0, "created", "by UPN: {outcomes:?}");
+        assert_eq!(outcomes[1].0, "skipped");
+        assert!(outcomes[1].1.contains("nobody@contoso.com"), "{outcomes:?}");
+        assert_eq!(outcomes[2].0, "created", "a guest by its mail: {outcomes:?}");
+        assert_eq!(outcomes[3], ("skipped", "not in the directory: no user has this object id"));
+        assert_eq!(e2e.registry_users().await.len(), 2);
     }
 
     async fn the_cli_exits_non_zero_when_the_round_fails(db) {
