@@ -25,13 +25,25 @@ test_support::on_both_backends! {
         nothing_was_written(&e2e).await;
     }
 
-    async fn an_object_id_the_directory_does_not_know_is_refused_by_id(db) {
+    async fn an_object_id_the_directory_does_not_know_refuses_an_all_or_nothing_import_by_id(db) {
         let e2e = EndToEnd::start(&db, 30).await;
         let unknown = "0badc0de-0000-4000-8000-000000000000".to_owned();
-        let err = e2e.import(vec![e2e.tenant()[0].id.clone(), unknown.clone()], "DAT").await.unwrap_err();
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids: vec![e2e.tenant()[0].id.clone(), unknown.clone()],
+            company: "DAT".into(),
+            all_or_nothing: true,
+            ..Default::default()
+        };
+        let err = e2e.importer.clone().import_selected(request).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
         assert!(err.message().contains(&unknown), "{}", err.message());
         nothing_was_written(&e2e).await;
+
+        // Without it, the unknown id is that user's outcome and the other is imported.
+        let answer = e2e.import(vec![e2e.tenant()[0].id.clone(), unknown.clone()], "DAT").await.unwrap();
+        let kinds: Vec<_> = answer.outcomes.iter().map(|o| (o.object_id.clone(), o.kind())).collect();
+        assert_eq!(kinds[1], (unknown, proto::registry::v1::OutcomeKind::Skipped));
+        assert_eq!(answer.counts.unwrap().created + answer.counts.unwrap().skipped, 2);
     }
 
     async fn an_empty_selection_is_refused(db) {

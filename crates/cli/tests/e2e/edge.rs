@@ -492,7 +492,13 @@ test_support::on_both_backends! {
         let e2e = EndToEnd::start(&db, 5).await;
         // 300 object ids the directory does not know: five named, the rest counted.
         let unknown: Vec<String> = (0..300).map(|n| format!("0badc0de-0000-4000-8000-{n:012x}")).collect();
-        let refused = e2e.import(unknown.clone(), "USMF").await.unwrap_err();
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids: unknown.clone(),
+            company: "USMF".into(),
+            all_or_nothing: true,
+            ..Default::default()
+        };
+        let refused = e2e.importer.clone().import_selected(request).await.unwrap_err();
         assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
         assert!(refused.message().contains(&unknown[0]), "{}", refused.message());
         assert!(!refused.message().contains(&unknown[5]), "{}", refused.message());
