@@ -199,7 +199,7 @@ impl Record for AuditRow {
 }
 
 /// RFC 3339 in UTC with milliseconds.
-fn timestamp(ms: i64) -> String {
+pub(crate) fn timestamp(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|at| {

@@ -1048,8 +1048,44 @@ pub async fn job_retry(
     Ok((job, response.chunks, response.users))
 }
 
-/// Every user of a job that was not created, with the reason.
-pub async fn job_outcomes(endpoints: &Endpoints, job_id: &str) -> anyhow::Result<Vec<OutcomeRow>> {
+/// A user of a job's report: who it is (as the directory names it now) and why it was not
+/// created.
+#[derive(Debug, Serialize)]
+pub struct ReportRow {
+    pub object_id: String,
+    /// The user principal name, or a guest's mail, as the directory has it now.
+    pub sign_in_name: String,
+    pub display_name: String,
+    pub outcome: String,
+    pub user_id: String,
+    pub reason: String,
+}
+
+impl Record for ReportRow {
+    const HEADERS: &'static [&'static str] = &[
+        "OBJECT ID",
+        "SIGN-IN NAME",
+        "NAME",
+        "OUTCOME",
+        "USER ID",
+        "REASON",
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.object_id.clone(),
+            self.sign_in_name.clone(),
+            self.display_name.clone(),
+            self.outcome.clone(),
+            self.user_id.clone(),
+            self.reason.clone(),
+        ]
+    }
+}
+
+/// Every user of a job that was not created, with the reason, named as the directory names
+/// them (a user the directory no longer has keeps its object id only).
+pub async fn job_outcomes(endpoints: &Endpoints, job_id: &str) -> anyhow::Result<Vec<ReportRow>> {
     let mut importer = endpoints.importer().await?;
     let mut rows = Vec::new();
     let mut token = String::new();
@@ -1066,10 +1102,65 @@ pub async fn job_outcomes(endpoints: &Endpoints, job_id: &str) -> anyhow::Result
             .into_inner();
         rows.extend(page.outcomes.into_iter().map(OutcomeRow::from));
         if page.next_page_token.is_empty() {
-            return Ok(rows);
+            break;
         }
         token = page.next_page_token;
     }
+    let mut names = std::collections::HashMap::new();
+    if !rows.is_empty() {
+        let mut directory = endpoints.directory().await?;
+        for part in rows.chunks(1000) {
+            let request = directory_pb::GetUsersRequest {
+                object_ids: part.iter().map(|r| r.object_id.clone()).collect(),
+                user_principal_names: Vec::new(),
+            };
+            // Names are a courtesy: a report without them is still the report.
+            if let Ok(found) = directory.get_users(endpoints.request(request)).await {
+                for user in found.into_inner().users {
+                    let sign_in = if user.account_type() == directory_pb::AccountType::Guest
+                        && !user.mail.is_empty()
+                    {
+                        user.mail.clone()
+                    } else {
+                        user.user_principal_name.clone()
+                    };
+                    names.insert(user.object_id.clone(), (sign_in, user.display_name));
+                }
+            }
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let (sign_in_name, display_name) =
+                names.get(&row.object_id).cloned().unwrap_or_default();
+            ReportRow {
+                object_id: row.object_id,
+                sign_in_name,
+                display_name,
+                outcome: row.outcome,
+                user_id: row.user_id,
+                reason: row.reason,
+            }
+        })
+        .collect())
+}
+
+/// When a job was created, started and finished, and how long it took.
+pub fn describe_job_times(job: &importer_pb::Job) -> String {
+    let at = |ms: i64| crate::admin::timestamp(ms);
+    let mut line = format!("created {}", at(job.created_at_ms));
+    if job.started_at_ms > 0 {
+        line.push_str(&format!(", started {}", at(job.started_at_ms)));
+    }
+    if job.finished_at_ms > 0 {
+        line.push_str(&format!(", finished {}", at(job.finished_at_ms)));
+        if job.started_at_ms > 0 {
+            let took = (job.finished_at_ms - job.started_at_ms).max(0) as f64 / 1000.0;
+            line.push_str(&format!(" (took {took:.1} s)"));
+        }
+    }
+    line
 }
 
 /// Follows a job until it ends, with a progress bar (rate and ETA) when `progress` is set;

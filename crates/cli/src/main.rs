@@ -633,6 +633,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(JobsCommand::Show { job_id }) => {
             let job = commands::job_show(&endpoints, &job_id).await?;
             note(format, commands::describe_job(&job));
+            note(format, commands::describe_job_times(&job));
             print(format, &[commands::JobRow::from(job)])
         }
         Command::Jobs(JobsCommand::Watch { job_id }) => {

@@ -196,10 +196,14 @@ test_support::on_both_backends! {
         let job_id = job["job_id"].as_str().unwrap();
         let report = stdout(&userimport(&e2e, &["jobs", "outcomes", job_id, "-o", "csv"]));
         let mut lines = report.lines();
-        assert_eq!(lines.next().unwrap(), "OBJECT ID,OUTCOME,USER ID,REASON");
+        assert_eq!(lines.next().unwrap(), "OBJECT ID,SIGN-IN NAME,NAME,OUTCOME,USER ID,REASON");
         let rows: Vec<&str> = lines.collect();
         assert_eq!(rows.len() as u64, guests_without_mail);
         assert!(rows.iter().all(|row| row.contains(",skipped,") && row.contains("mail")), "{report}");
+        assert!(rows.iter().all(|row| row.contains("#EXT#")), "each guest named by its UPN: {report}");
+        let shown = userimport(&e2e, &["jobs", "show", job_id]);
+        let said = String::from_utf8_lossy(&shown.stdout).to_string();
+        assert!(said.contains("started ") && said.contains("finished ") && said.contains("took "), "{said}");
 
         let listed: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["jobs", "list", "-o", "json"]))).unwrap();
         assert_eq!(listed[0]["job_id"], job_id);
