@@ -337,6 +337,8 @@ impl Stack {
         let mut importer_config =
             import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
         importer_config.worker.chunk_size = options.chunk_size;
+        // One process serves every batch group a job may name (no job waits for a worker).
+        importer_config.worker.batch_groups = vec![import_worker::queue::EVERY_GROUP.to_owned()];
         importer_config.auth = importer_auth;
         // One recorder per process: this endpoint shows every service of the stack.
         importer_config.metrics.listen_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));

@@ -73,6 +73,16 @@ impl App {
             (1..=1000).contains(&config.worker.chunk_size),
             "worker.chunk_size must be between 1 and 1000"
         );
+        anyhow::ensure!(
+            config.queue.kind == "memory"
+                || !config
+                    .worker
+                    .batch_groups
+                    .iter()
+                    .any(|g| g == crate::queue::EVERY_GROUP),
+            "worker.batch_groups = [\"*\"] (every group) works with the in-process queue only; \
+             name the groups this worker serves"
+        );
         let settings = WorkerSettings {
             chunk_size: config.worker.chunk_size,
             planning_lease: Duration::from_secs(config.worker.planning_lease_secs.max(1)),

@@ -391,3 +391,14 @@ test_support::on_both_backends! {
         let _ = std::fs::remove_file(profile(&e2e));
     }
 }
+
+test_support::on_both_backends! {
+    async fn the_in_process_stack_serves_any_batch_group_a_job_names(db) {
+        let e2e = EndToEnd::start(&db, 30).await;
+        let started = userimport(&e2e, &["batch", "start", "--batch-group", "nightly", "--wait", "-o", "json"]);
+        let stderr = String::from_utf8_lossy(&started.stderr).to_string();
+        assert!(!stderr.contains("no worker serves"), "{stderr}");
+        let rows = json(&started);
+        assert_eq!(rows[0]["status"], "completed", "{rows:?}");
+    }
+}

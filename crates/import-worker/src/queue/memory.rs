@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    ChunkQueue, Consumer, DeadLetterReason, Delivery, Lane, Message, QueueConfig, QueueError,
-    Settle, Settlement, Settler, distinct_batch_groups, metric, validate_batch_group,
+    ChunkQueue, Consumer, DeadLetterReason, Delivery, EVERY_GROUP, Lane, Message, QueueConfig,
+    QueueError, Settle, Settlement, Settler, distinct_batch_groups, metric, validate_batch_group,
     validate_headers, validate_routing_key,
 };
 
@@ -36,6 +36,8 @@ struct State {
     consumers: HashMap<u64, Unsettled>,
     /// What each consumer takes.
     subscriptions: HashMap<u64, Vec<Source>>,
+    /// Consumers of every batch group (`["*"]`, for `userimport dev`).
+    every_group: std::collections::HashSet<u64>,
     next_id: u64,
     closed: bool,
 }
@@ -192,6 +194,12 @@ impl ChunkQueue for MemoryQueue {
     }
 
     async fn consume(&self, batch_groups: &[String]) -> Result<Box<dyn Consumer>, QueueError> {
+        if batch_groups == [EVERY_GROUP] {
+            let mut consumer = self.consumer(Vec::new(), 1);
+            consumer.every_group = true;
+            self.shared.lock().every_group.insert(consumer.id);
+            return Ok(Box::new(consumer));
+        }
         let groups = distinct_batch_groups(batch_groups)?;
         // Critical lanes first: the consumer looks at them in this order.
         let sources = [true, false]
@@ -214,8 +222,8 @@ impl ChunkQueue for MemoryQueue {
         let state = self.shared.lock();
         let count = state
             .subscriptions
-            .values()
-            .filter(|sources| sources.contains(&wanted))
+            .iter()
+            .filter(|(id, sources)| sources.contains(&wanted) || state.every_group.contains(id))
             .count();
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
@@ -252,6 +260,7 @@ impl MemoryQueue {
             sources,
             tier_len,
             turn: 0,
+            every_group: false,
         }
     }
 }
@@ -264,6 +273,8 @@ struct MemoryConsumer {
     tier_len: usize,
     /// Rotates the first lane looked at within a tier, so batch groups take turns.
     turn: usize,
+    /// Takes every batch group's lanes, whichever exist now (`sources` is empty then).
+    every_group: bool,
 }
 
 impl MemoryConsumer {
@@ -271,10 +282,34 @@ impl MemoryConsumer {
         let prefetch = usize::from(self.shared.config.prefetch);
         let turn = self.turn;
         self.turn = self.turn.wrapping_add(1);
-        let order = self
-            .sources
-            .chunks(self.tier_len)
-            .flat_map(|tier| (0..tier.len()).map(move |i| &tier[(i + turn) % tier.len()]));
+        // Every group: the lanes that exist now, critical ones first.
+        let (sources, tier_len) = if self.every_group {
+            let critical: Vec<Source> = state
+                .lanes
+                .keys()
+                .filter(|lane| lane.critical)
+                .map(|lane| Source::Lane(lane.clone()))
+                .collect();
+            let normal = state
+                .lanes
+                .keys()
+                .filter(|lane| !lane.critical)
+                .map(|lane| Source::Lane(lane.clone()));
+            let mut all = critical;
+            all.extend(normal);
+            (all, 1)
+        } else {
+            (self.sources.clone(), self.tier_len)
+        };
+        let order: Vec<&Source> = if self.every_group {
+            // Critical lanes, then normal ones, each in turn.
+            sources.iter().collect()
+        } else {
+            sources
+                .chunks(tier_len)
+                .flat_map(|tier| (0..tier.len()).map(move |i| &tier[(i + turn) % tier.len()]))
+                .collect()
+        };
         for source in order {
             let unsettled = state.consumers.get(&self.id)?;
             if unsettled.count(source) >= prefetch {
@@ -345,6 +380,7 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.subscriptions.remove(&self.id);
+        state.every_group.remove(&self.id);
         if let Some(unsettled) = state.consumers.remove(&self.id) {
             // Latest first, as each goes to the front: the oldest ends up first again.
             for (source, stored) in unsettled.0.into_values().rev() {

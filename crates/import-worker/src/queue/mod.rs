@@ -56,6 +56,10 @@ pub use rabbit::RabbitQueue;
 /// The batch group a job goes to when its options name none.
 pub const DEFAULT_BATCH_GROUP: &str = "default";
 
+/// `worker.batch_groups = ["*"]`: every batch group, whatever jobs name (the in-process
+/// queue only, for `userimport dev`; RabbitMQ consumers name their queues).
+pub const EVERY_GROUP: &str = "*";
+
 /// Which queue a chunk goes to: its batch group, critical or normal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Lane {

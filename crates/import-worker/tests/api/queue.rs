@@ -828,3 +828,47 @@ async fn names_under(prefix: &str) -> Vec<String> {
     }
     names
 }
+
+#[tokio::test]
+async fn an_in_process_consumer_of_every_group_takes_the_chunks_of_any_group_and_counts_as_its_consumer()
+ {
+    let queue = MemoryQueue::new(QueueConfig::default());
+    let nightly = Lane::normal("nightly");
+    assert_eq!(queue.consumers(&nightly).await.unwrap(), 0, "nobody yet");
+    let mut consumer = queue
+        .consume(&[import_worker::queue::EVERY_GROUP.to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(queue.consumers(&nightly).await.unwrap(), 1);
+    queue
+        .publish(&nightly, Message::new("n").with_header("seq", "1"))
+        .await
+        .unwrap();
+    queue
+        .publish(&Lane::critical("eu"), Message::new("c"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.payload, b"c",
+        "critical lanes first, whatever their group"
+    );
+    first.ack().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.lane, Some(nightly.clone()));
+    second.ack().await.unwrap();
+    drop(consumer);
+    assert_eq!(
+        queue.consumers(&nightly).await.unwrap(),
+        0,
+        "gone with its consumer"
+    );
+}
