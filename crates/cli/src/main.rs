@@ -425,7 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     service_runtime::install_crypto_provider();
     let token = match &cli.command {
         Command::Dev(_) | Command::Demo { .. } => None,
-        _ => token(cli.token_file.as_deref())?,
+        _ => token(cli.token_file.as_deref(), &cli.principal)?,
     };
     let endpoints = Endpoints {
         directory: cli.directory_url,
@@ -795,18 +795,39 @@ const DEV_TOKEN_FILE: &str = "admin.token";
 
 /// The bearer token: USERIMPORT_TOKEN, else the token file given, else the one a local
 /// `userimport dev` wrote in the default data folder, else none.
-fn token(file: Option<&std::path::Path>) -> anyhow::Result<Option<secrecy::SecretString>> {
+fn token(
+    file: Option<&std::path::Path>,
+    principal: &str,
+) -> anyhow::Result<Option<secrecy::SecretString>> {
     if let Ok(token) = std::env::var("USERIMPORT_TOKEN")
         && !token.trim().is_empty()
     {
         return Ok(Some(secrecy::SecretString::from(token.trim().to_owned())));
     }
-    let default = PathBuf::from(".userimport").join(DEV_TOKEN_FILE);
+    // `--as NAME` against `userimport dev`: the token dev wrote for NAME beside its admin's.
+    let file_name = if principal == "admin" {
+        DEV_TOKEN_FILE.to_owned()
+    } else {
+        let known = cli::stack::DEV_PEOPLE
+            .iter()
+            .any(|(name, _)| *name == principal);
+        if !known && file.is_none() {
+            let names: Vec<&str> = cli::stack::DEV_PEOPLE.iter().map(|(n, _)| *n).collect();
+            eprintln!(
+                "note: `userimport dev` knows admin, {}; --as {principal} is sent as a name, \
+                 which only services in insecure mode honour",
+                names.join(", ")
+            );
+        }
+        format!("{principal}.token")
+    };
+    let default = PathBuf::from(".userimport").join(&file_name);
     // `userimport dev` notes its token file in the profile, so the CLI finds it from any folder.
     let noted = || {
         cli::profile::path()
             .and_then(|path| cli::profile::load(&path).ok())
             .and_then(|profile| profile.dev_token_file)
+            .map(|admin| admin.with_file_name(&file_name))
             .filter(|path| path.exists())
     };
     let path = match file {
@@ -845,11 +866,15 @@ fn note_dev(token_file: &std::path::Path, emulator_url: Option<String>) {
 }
 
 /// Writes the local admin token where the CLI looks for it, readable by its owner only.
-fn write_token(dir: &std::path::Path, token: &secrecy::SecretString) -> anyhow::Result<PathBuf> {
+fn write_token(
+    dir: &std::path::Path,
+    file_name: &str,
+    token: &secrecy::SecretString,
+) -> anyhow::Result<PathBuf> {
     use secrecy::ExposeSecret as _;
     use std::io::Write as _;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(DEV_TOKEN_FILE);
+    let path = dir.join(file_name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -905,6 +930,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let emulated = matches!(directory, DirectorySource::Emulator { .. });
     let tokens = LocalTokens::generate()?;
     let admin_token = tokens.admin.clone();
+    let people = tokens.people.clone();
     let mut stack = Stack::start(StackOptions {
         storage: storage.clone(),
         directory,
@@ -919,7 +945,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await?;
     // Only once every port is ours: a second `dev` in the same folder fails to bind above and
     // leaves the running one's token alone.
-    let token_file = write_token(&args.data_dir, &admin_token)?;
+    let token_file = write_token(&args.data_dir, DEV_TOKEN_FILE, &admin_token)?;
+    for (name, _, secret) in &people {
+        write_token(&args.data_dir, &format!("{name}.token"), secret)?;
+    }
     note_dev(
         &token_file,
         stack

@@ -105,7 +105,17 @@ pub struct LocalTokens {
     pub admin: SecretString,
     pub import_worker: SecretString,
     pub directory_sync: SecretString,
+    /// More people, so `--as` can show what another administrator or a reader sees (private
+    /// jobs, read-only access): (principal, role, token).
+    pub people: Vec<(String, &'static str, SecretString)>,
 }
+
+/// The people `userimport dev` knows besides `admin`: two more administrators and a reader.
+pub const DEV_PEOPLE: [(&str, &str); 3] = [
+    ("alice", auth::ADMIN),
+    ("bob", auth::ADMIN),
+    ("reader", auth::READER),
+];
 
 impl LocalTokens {
     pub fn generate() -> anyhow::Result<Self> {
@@ -113,6 +123,10 @@ impl LocalTokens {
             admin: auth::random_token()?,
             import_worker: auth::random_token()?,
             directory_sync: auth::random_token()?,
+            people: DEV_PEOPLE
+                .iter()
+                .map(|(name, role)| Ok(((*name).to_owned(), *role, auth::random_token()?)))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 
@@ -126,11 +140,18 @@ impl LocalTokens {
             token_file: None,
         };
         AuthConfig {
-            static_tokens: vec![
+            static_tokens: [
                 token("admin", auth::ADMIN, &self.admin),
                 token("import-worker", auth::IMPORT_WORKER, &self.import_worker),
                 token("directory-sync", auth::DIRECTORY_SYNC, &self.directory_sync),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                self.people
+                    .iter()
+                    .map(|(name, role, secret)| token(name, role, secret)),
+            )
+            .collect(),
             outbound: outbound
                 .map(|t| auth::TokenSource::inline(t.clone()))
                 .unwrap_or_default(),

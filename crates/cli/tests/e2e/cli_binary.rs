@@ -402,3 +402,82 @@ test_support::on_both_backends! {
         assert_eq!(rows[0]["status"], "completed", "{rows:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_names_one_of_the_people_dev_knows_and_a_private_job_is_theirs_alone() {
+    use secrecy::ExposeSecret as _;
+    test_support::init();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = cli::stack::LocalTokens::generate().unwrap();
+    // Where `userimport dev` leaves its people's tokens.
+    std::fs::create_dir_all(dir.path().join(".userimport")).unwrap();
+    std::fs::write(
+        dir.path().join(".userimport/admin.token"),
+        tokens.admin.expose_secret(),
+    )
+    .unwrap();
+    for (name, _, secret) in &tokens.people {
+        std::fs::write(
+            dir.path().join(format!(".userimport/{name}.token")),
+            secret.expose_secret(),
+        )
+        .unwrap();
+    }
+    let stack = cli::stack::Stack::start(cli::stack::StackOptions {
+        storage: cli::stack::Storage::Sqlite(dir.path().join("data")),
+        directory: cli::stack::DirectorySource::Emulator { users: 10 },
+        ports: cli::stack::Ports::ANY,
+        companies: Vec::new(),
+        chunk_size: 50,
+        auth: cli::stack::StackAuth::Local(tokens),
+        auto_import: false,
+        sync_groups: Vec::new(),
+        delta_interval_secs: 0,
+    })
+    .await
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_userimport"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("USERIMPORT_DIRECTORY_URL", &stack.directory_url)
+            .env("USERIMPORT_REGISTRY_URL", &stack.registry_url)
+            .env("USERIMPORT_IMPORTER_URL", &stack.importer_url)
+            .env("USERIMPORT_PROFILE", dir.path().join("profile.json"))
+            .env_remove("USERIMPORT_TOKEN")
+            .env_remove("USERIMPORT_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    stdout(&run(&["sync", "now"]));
+    let started = serde_json::from_str::<serde_json::Value>(&stdout(&run(&[
+        "--as",
+        "alice",
+        "batch",
+        "start",
+        "--private",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let job_id = started[0]["job_id"].as_str().unwrap().to_owned();
+    let listed = |who: &str| {
+        serde_json::from_str::<serde_json::Value>(&stdout(&run(&[
+            "--as", who, "jobs", "list", "-o", "json",
+        ])))
+        .unwrap()
+    };
+    assert_eq!(
+        listed("alice")[0]["job_id"],
+        job_id.as_str(),
+        "its creator sees it"
+    );
+    assert!(
+        listed("bob").as_array().unwrap().is_empty(),
+        "another administrator does not"
+    );
+    let refused = run(&["--as", "reader", "companies", "create", "ZZZ"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"));
+    stack.stop().await.unwrap();
+}
