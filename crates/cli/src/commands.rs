@@ -281,6 +281,55 @@ fn run_seconds(run: &directory_pb::SyncRun) -> f64 {
     ms.max(0) as f64 / 1000.0
 }
 
+/// A sync round as `sync runs` lists it.
+#[derive(Debug, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub started_at: String,
+    /// What happened, as `sync status` says it.
+    pub summary: String,
+}
+
+impl Record for RunRow {
+    const HEADERS: &'static [&'static str] = &["RUN ID", "STARTED", "WHAT HAPPENED"];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.run_id.clone(),
+            self.started_at.clone(),
+            self.summary.clone(),
+        ]
+    }
+}
+
+/// The last `limit` sync rounds, newest first (a halted one's id is the one to approve).
+pub async fn sync_runs(endpoints: &Endpoints, limit: usize) -> anyhow::Result<Vec<RunRow>> {
+    let mut client = endpoints.directory().await?;
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    while rows.len() < limit {
+        let request = directory_pb::ListSyncRunsRequest {
+            page_size: u32::try_from((limit - rows.len()).min(100)).unwrap_or(100),
+            page_token: token,
+        };
+        let page = client
+            .list_sync_runs(endpoints.request(request))
+            .await
+            .map_err(failed("listing sync rounds"))?
+            .into_inner();
+        rows.extend(page.runs.iter().map(|run| RunRow {
+            run_id: run.run_id.clone(),
+            started_at: crate::admin::timestamp(run.started_at_ms),
+            summary: describe_run(run),
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    Ok(rows)
+}
+
 pub fn describe_run(run: &directory_pb::SyncRun) -> String {
     let seconds = run_seconds(run);
     let mode = match (run.mode(), run.fell_back_from_delta) {

@@ -212,6 +212,13 @@ enum SyncCommand {
     /// Follows a round (started by `sync now`, the schedule or another administrator) to its
     /// end; the exit code is as for `sync now`.
     Watch { run_id: String },
+    /// Lists the last rounds, newest first, with their run ids (a halted round's is the one
+    /// to approve or reject).
+    Runs {
+        /// How many rounds.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Applies the changes of a round halted because it would disable too many users, or of
     /// a dry run (`sync status` names the run waiting).
     Approve {
@@ -489,6 +496,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Directory(DirectoryCommand::Sync { delta }) => {
             let started = cli::rounds::start(&endpoints, delta, false).await?;
             cli::rounds::follow_and_report(&endpoints, format, &started, false).await
+        }
+        Command::Sync(SyncCommand::Runs { limit }) => {
+            print(format, &commands::sync_runs(&endpoints, limit).await?)
         }
         Command::Sync(SyncCommand::Watch { run_id }) => {
             let started = cli::rounds::Started {

@@ -385,6 +385,10 @@ test_support::on_both_backends! {
         let shown: serde_json::Value = serde_json::from_str(&stdout(&userimport(&e2e, &["users", "show", &user_id, "-o", "json"]))).unwrap();
         assert!(shown["directory_state"].as_str().unwrap().starts_with("soft-deleted"), "{shown}");
 
+        let runs = json(&userimport(&e2e, &["sync", "runs", "-o", "json"]));
+        assert!(runs.len() >= 4, "the start-up round and three delta rounds: {runs:?}");
+        assert!(runs[0]["summary"].as_str().unwrap().starts_with("delta sync succeeded"), "newest first: {runs:?}");
+
         let unknown = userimport(&e2e, &["dev", "tenant", "restore", "nobody@contoso.com"]);
         assert!(!unknown.status.success());
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user \"nobody@contoso.com\""));
