@@ -145,12 +145,12 @@ pub async fn user_show(endpoints: &Endpoints, key: &str) -> anyhow::Result<UserD
         enabled: user.enabled,
         object_id: user.object_id,
         tenant_id: user.tenant_id,
-        created_at: timestamp(user.created_at_ms),
+        created_at: crate::admin::timestamp(user.created_at_ms),
         created_by_import: user.created_by_import,
-        updated_at: timestamp(user.updated_at_ms),
+        updated_at: crate::admin::timestamp(user.updated_at_ms),
         directory_state,
         deleted_in_directory_at: (user.deleted_in_directory_at_ms > 0)
-            .then(|| timestamp(user.deleted_in_directory_at_ms)),
+            .then(|| crate::admin::timestamp(user.deleted_in_directory_at_ms)),
         roles: found
             .roles
             .into_iter()
@@ -165,20 +165,6 @@ pub async fn user_show(endpoints: &Endpoints, key: &str) -> anyhow::Result<UserD
             })
             .collect(),
     })
-}
-
-/// An RFC 3339 UTC time for Unix milliseconds (empty for 0).
-fn timestamp(ms: i64) -> String {
-    if ms <= 0 {
-        return String::new();
-    }
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Prints the user: a field list and a roles table for people, the whole record as JSON, or

@@ -73,6 +73,22 @@ async fn run(command: &str, args: &[&str]) {
     );
 }
 
+/// A cluster of two workers with a 20,000-user job whose first chunks are done.
+async fn job_under_way() -> Option<(Cluster, pb::Job)> {
+    let mut cluster = Cluster::start(USERS, settings()).await?;
+    cluster.spawn_worker("a").await;
+    cluster.spawn_worker("b").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    cluster
+        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
+            job.chunks_done >= 5
+        })
+        .await;
+    Some((cluster, job))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn directory_sync_killed_mid_planning_and_restarted_fails_nothing() {
     let settings = WorkerSettings {
@@ -106,19 +122,9 @@ async fn directory_sync_killed_mid_planning_and_restarted_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_registry_refusing_writes_for_20_seconds_fails_nothing() {
-    let Some(mut cluster) = Cluster::start(USERS, settings()).await else {
+    let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    cluster.spawn_worker("a").await;
-    cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
-    cluster
-        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
-            job.chunks_done >= 5
-        })
-        .await;
     // The registry's database refuses every user insert as a full disk does.
     let pool = cluster.registry_db.pool();
     sqlx::raw_sql(
@@ -146,19 +152,9 @@ async fn the_registry_refusing_writes_for_20_seconds_fails_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_hung_longer_than_the_heartbeat_timeout_has_its_chunks_finished_by_another() {
-    let Some(mut cluster) = Cluster::start(USERS, settings()).await else {
+    let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    cluster.spawn_worker("a").await;
-    cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
-    cluster
-        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
-            job.chunks_done >= 5
-        })
-        .await;
     // Worker b freezes with chunks in hand (and maybe the planning lease).
     cluster.workers[1].signal("STOP");
     let job_now = cluster.wait_ended(0, &job.job_id).await;
@@ -275,19 +271,9 @@ async fn postgres_restarted_mid_job_fails_nothing() {
         return;
     };
     let _exclusive = ExclusiveServers::take().await;
-    let Some(mut cluster) = Cluster::start(USERS, settings()).await else {
+    let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    cluster.spawn_worker("a").await;
-    cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
-    cluster
-        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
-            job.chunks_done >= 5
-        })
-        .await;
     run(
         "pg_ctlcluster",
         &["--skip-systemctl-redirect", &version, "main", "restart"],
@@ -302,19 +288,9 @@ async fn rabbitmq_stopped_for_10_seconds_mid_job_fails_nothing() {
         return;
     }
     let _exclusive = ExclusiveServers::take().await;
-    let Some(mut cluster) = Cluster::start(USERS, settings()).await else {
+    let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    cluster.spawn_worker("a").await;
-    cluster.spawn_worker("b").await;
-    let job = cluster
-        .start_job(0, "admin", pb::BatchOptions::default())
-        .await;
-    cluster
-        .wait_for(0, &job.job_id, Duration::from_secs(60), |job| {
-            job.chunks_done >= 5
-        })
-        .await;
     run("rabbitmqctl", &["stop_app"]).await;
     let stopped = Instant::now();
     let outage = async {
