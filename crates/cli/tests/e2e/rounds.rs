@@ -192,6 +192,8 @@ test_support::on_both_backends! {
         // The CLI follows a round that fails the same way, says why, and exits non-zero.
         let output = Command::new(env!("CARGO_BIN_EXE_userimport"))
             .args(["directory", "sync"])
+            // No developer's profile (current company, dev token) leaks in.
+            .env("USERIMPORT_PROFILE", std::env::temp_dir().join("userimport-no-profile.json"))
             .env("USERIMPORT_DIRECTORY_URL", &stack.directory_url)
             .env("USERIMPORT_REGISTRY_URL", &stack.registry_url)
             .env("USERIMPORT_IMPORTER_URL", format!("http://{}", stack.importer_addr))
