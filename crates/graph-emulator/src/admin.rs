@@ -114,23 +114,20 @@ pub(crate) async fn user_life(
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
-/// Adds (`PUT`) a user to a group as a direct member.
+/// Adds (`PUT`) a user to a group as a direct member (once, however often it is asked).
 pub(crate) async fn join_group(
     State(state): State<AppState>,
     Path((group, key)): Path<(String, String)>,
 ) -> Answer {
     let id = object_id(&state, &key)?;
     let mut directory = state.directory_mut();
-    let group = directory
-        .group_mut(&group)
-        .map_err(|e| (StatusCode::NOT_FOUND, format!("{e:#}")))?;
-    if !group
-        .members
-        .iter()
-        .any(|m| m.id().eq_ignore_ascii_case(&id))
-    {
-        group.members.push(GroupMember::User(id.clone()));
-    }
+    let no_group = |e: anyhow::Error| (StatusCode::NOT_FOUND, format!("{e:#}"));
+    directory
+        .remove_group_member(&group, &id)
+        .map_err(no_group)?;
+    directory
+        .add_group_member(&group, GroupMember::User(id.clone()))
+        .map_err(no_group)?;
     Ok(Json(serde_json::json!({ "id": id })))
 }
 
@@ -140,11 +137,10 @@ pub(crate) async fn leave_group(
     Path((group, key)): Path<(String, String)>,
 ) -> Answer {
     let id = object_id(&state, &key)?;
-    let mut directory = state.directory_mut();
-    let group = directory
-        .group_mut(&group)
+    state
+        .directory_mut()
+        .remove_group_member(&group, &id)
         .map_err(|e| (StatusCode::NOT_FOUND, format!("{e:#}")))?;
-    group.members.retain(|m| !m.id().eq_ignore_ascii_case(&id));
     Ok(Json(serde_json::json!({ "id": id })))
 }
 

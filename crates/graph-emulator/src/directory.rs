@@ -353,6 +353,30 @@ impl Directory {
         Ok(&mut self.groups[i])
     }
 
+    /// Adds a direct member to a group.
+    pub(crate) fn add_group_member(
+        &mut self,
+        group_id: &str,
+        member: GroupMember,
+    ) -> anyhow::Result<()> {
+        self.group_mut(group_id)?.members.push(member);
+        Ok(())
+    }
+
+    /// Removes a direct member from a group; `Ok(false)` if it was not a member.
+    pub(crate) fn remove_group_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+    ) -> anyhow::Result<bool> {
+        let group = self.group_mut(group_id)?;
+        let before = group.members.len();
+        group
+            .members
+            .retain(|m| !m.id().eq_ignore_ascii_case(member_id));
+        Ok(group.members.len() != before)
+    }
+
     /// The transitive members of a group: each object once, depth first in member order;
     /// nested groups are listed too, as Graph does. Users that are not active are left out.
     pub(crate) fn transitive_members(&self, group_id: &str) -> Vec<MemberObject<'_>> {

@@ -370,21 +370,14 @@ impl Emulator {
     pub fn add_group_member(&self, group_id: &str, member: GroupMember) -> anyhow::Result<()> {
         self.state
             .directory_mut()
-            .group_mut(group_id)?
-            .members
-            .push(member);
-        Ok(())
+            .add_group_member(group_id, member)
     }
 
     /// Removes a direct member from a group; `Ok(false)` if it was not a member.
     pub fn remove_group_member(&self, group_id: &str, member_id: &str) -> anyhow::Result<bool> {
-        let mut directory = self.state.directory_mut();
-        let group = directory.group_mut(group_id)?;
-        let before = group.members.len();
-        group
-            .members
-            .retain(|m| !m.id().eq_ignore_ascii_case(member_id));
-        Ok(group.members.len() != before)
+        self.state
+            .directory_mut()
+            .remove_group_member(group_id, member_id)
     }
 
     /// Stops accepting connections and waits (up to 5 s) for open ones to finish.

@@ -23,9 +23,15 @@ use crate::service::Importer;
 use crate::store;
 use service_runtime::retry::RetryPolicy;
 
-/// Attempts of a chunk that fails for a defect (`INTERNAL` here or in the registry) before
-/// it is dead-lettered. Passing faults are waited out instead (see `handle`).
-const DEFECT_ATTEMPTS: u32 = 3;
+/// How a chunk that fails for a defect (`INTERNAL` here or in the registry) is retried
+/// before it is dead-lettered: three attempts. Passing faults are waited out instead (see
+/// `handle`).
+const DEFECT_RETRIES: RetryPolicy = RetryPolicy {
+    initial: Duration::from_secs(1),
+    max_delay: Duration::from_secs(4),
+    max_attempts: 3,
+    max_elapsed: Duration::from_secs(60),
+};
 
 /// Header counting a chunk's deliveries before it was published again at its queue's tail.
 pub(crate) const DELIVERIES_HEADER: &str = "deliveries";
@@ -192,7 +198,7 @@ async fn handle(importer: &Importer, delivery: Delivery, shutdown: &Cancellation
         .unwrap_or(0);
     let deliveries = earlier.saturating_add(delivery.delivery_count);
     let mut transient = RetryPolicy::patient(importer.settings().chunk_retry_hold).start();
-    let mut defects = 0;
+    let mut defects = DEFECT_RETRIES.start();
     loop {
         let error = match process_chunk(importer, chunk.clone(), service_runtime::now_ms()).await {
             Ok(()) => {
@@ -209,11 +215,8 @@ async fn handle(importer: &Importer, delivery: Delivery, shutdown: &Cancellation
             // A dependency is down or busy: wait it out, holding the delivery (so the broker
             // neither redelivers it at once nor counts it toward the delivery limit).
             Retry::Transient => transient.next_delay(error.retry_delay()),
-            Retry::Defect if defects + 1 < DEFECT_ATTEMPTS => {
-                defects += 1;
-                Some(Duration::from_millis(500) * 2_u32.pow(defects))
-            }
-            _ => None,
+            Retry::Defect => defects.next_delay(None),
+            Retry::Permanent => None,
         };
         match (delay, error.retry()) {
             (Some(delay), _) => {
