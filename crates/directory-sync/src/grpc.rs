@@ -418,9 +418,13 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             Some(mut views) => {
                 tokio::spawn(async move {
                     loop {
-                        let view = views.borrow_and_update().clone();
-                        let ended = view.phase == Phase::Ended;
-                        if tx.send(Ok(view_to_pb(view))).await.is_err() || ended {
+                        // Converted under the view's lock: the time so far is read in step
+                        // with the round taking its end time (`Progress::take_end_time`).
+                        let (update, ended) = {
+                            let view = views.borrow_and_update();
+                            (view_to_pb(view.clone()), view.phase == Phase::Ended)
+                        };
+                        if tx.send(Ok(update)).await.is_err() || ended {
                             return;
                         }
                         tokio::select! {

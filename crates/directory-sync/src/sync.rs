@@ -202,6 +202,15 @@ impl Progress {
         }
     }
 
+    /// The round takes its end time. Taken under the view's lock, so that a follower (which
+    /// reads the clock under the same lock) never reports a time so far past this end.
+    fn take_end_time(&self, run: &mut SyncRun, clock: impl Fn() -> i64) {
+        self.view.send_modify(|view| {
+            run.finished_at_ms = clock();
+            view.run.finished_at_ms = run.finished_at_ms;
+        });
+    }
+
     /// The round ended (the run holds its outcome).
     pub fn end(&self, run: &SyncRun, preview: Option<Effects>) {
         self.view.send_replace(RoundView {
@@ -281,7 +290,7 @@ pub async fn run_round(
         Ok(()) => after_round(ctx, &run.run_id, mode).await,
         Err(error) => Err(error),
     };
-    run.finished_at_ms = clock();
+    progress.take_end_time(&mut run, &clock);
     let mut preview = None;
     match result {
         Ok(Effects {

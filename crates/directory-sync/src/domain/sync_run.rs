@@ -72,12 +72,14 @@ impl SyncRun {
     }
 
     /// How long the run took, or has been running at `now_ms`; never negative, whatever the
-    /// record holds (an ended run without an end time counts 0, clocks may move back).
+    /// record holds (an ended run without an end time counts 0, clocks may move back). A run
+    /// that has its end time but not yet its outcome (it is being recorded) counts to its end,
+    /// so a follower never sees a time so far beyond the duration it then ends with.
     pub fn duration_ms(&self, now_ms: i64) -> i64 {
         let end = match (self.has_ended(), self.finished_at_ms) {
-            (false, _) => now_ms,
+            (false, 0) => now_ms,
             (true, 0) => return 0,
-            (true, finished) => finished,
+            (_, finished) => finished,
         };
         end.saturating_sub(self.started_at_ms).max(0)
     }
@@ -100,6 +102,13 @@ mod tests {
             0,
             "a clock behind the start"
         );
+        run.finished_at_ms = 1_800_000_003_000;
+        assert_eq!(
+            run.duration_ms(1_800_000_004_000),
+            3_000,
+            "a running round that took its end time counts to it"
+        );
+        run.finished_at_ms = 0;
         run.status = SyncRunStatus::Failed;
         assert_eq!(
             run.duration_ms(1_800_000_009_000),
