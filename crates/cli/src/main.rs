@@ -145,8 +145,8 @@ enum Command {
     /// Companies of the registry.
     #[command(subcommand)]
     Companies(CompaniesCommand),
-    /// Your current company (as D365's session company): imports, batch imports and run-now
-    /// use it unless --company says otherwise. Without a subcommand, shows it.
+    /// Your current company (as D365's session company): imports, batch imports, run-now and
+    /// rules use it unless --company says otherwise. Without a subcommand, shows it.
     Company {
         #[command(subcommand)]
         command: Option<CompanyCommand>,
@@ -177,9 +177,12 @@ enum RulesCommand {
         /// The role to grant (see `userimport roles list`).
         #[arg(long)]
         role: String,
-        /// Grant it in this company only; every company otherwise.
-        #[arg(long)]
+        /// Grant it in this company; your current company (`userimport company`) unless given.
+        #[arg(long, conflicts_with = "all_companies")]
         company: Option<String>,
+        /// Grant it in every company instead of one.
+        #[arg(long)]
+        all_companies: bool,
         /// Show the grants it would make and store nothing.
         #[arg(long)]
         dry_run: bool,
@@ -610,8 +613,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             group,
             role,
             company,
+            all_companies,
             dry_run,
         }) => {
+            let company = if all_companies {
+                eprintln!("every company");
+                None
+            } else {
+                let (company, source) = cli::profile::company(company)?;
+                eprintln!("{}", cli::profile::describe(&company, &source));
+                Some(company)
+            };
             let (rule, changes) =
                 cli::changes::rules_add(&endpoints, &group, &role, company.as_deref(), dry_run)
                     .await?;
@@ -803,8 +815,9 @@ fn print_count(format: Format, what: &str, count: u64) -> anyhow::Result<()> {
 /// Where `userimport dev` leaves the administrator's token for the CLI, under its data folder.
 const DEV_TOKEN_FILE: &str = "admin.token";
 
-/// The bearer token: USERIMPORT_TOKEN, else the token file given, else the one a local
-/// `userimport dev` wrote in the default data folder, else none.
+/// The bearer token: USERIMPORT_TOKEN, else the token file given, else the one the last
+/// `userimport dev` started wrote (noted in the profile; its data folder may be any), else
+/// the one in this folder's default data folder, else none.
 fn token(
     file: Option<&std::path::Path>,
     principal: &str,
@@ -840,11 +853,13 @@ fn token(
             .map(|admin| admin.with_file_name(&file_name))
             .filter(|path| path.exists())
     };
+    // The last dev started comes first: a `.userimport` folder here may be an older dev's,
+    // whose token the running one does not accept.
     let path = match file {
         Some(path) => path.to_owned(),
-        None if default.exists() => default,
         None => match noted() {
             Some(path) => path,
+            None if default.exists() => default,
             None => return Ok(None),
         },
     };
@@ -1023,14 +1038,15 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     if args.data_dir != std::path::Path::new(".userimport") {
         env_hint.push_str(&format!(
-            "\nThe data folder is not the default; first run:\n  export USERIMPORT_TOKEN_FILE={}\n",
+            "\nThe data folder is not the default: the CLI finds its token through your profile \
+             (elsewhere: export USERIMPORT_TOKEN_FILE={})\n",
             token_file.display()
         ));
     }
     println!(
         "{env_hint}\nTry, in another terminal:\n  \
          userimport directory list --search a          # users not imported yet\n  \
-         userimport import <object-id|upn>... --company DAT\n  \
+         userimport import <object-id|upn|mail>...\n  \
          userimport users list\n  \
          userimport directory list --all --output csv\n\nCtrl-C stops everything."
     );

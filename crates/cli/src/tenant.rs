@@ -31,10 +31,11 @@ pub enum TenantCommand {
         #[arg(long)]
         upn: Option<String>,
     },
-    /// Disables a user's account.
-    Disable { user: String },
-    /// Enables a user's account.
-    Enable { user: String },
+    /// Disables a user's account (or with --members-of every user in a group, as a mistaken
+    /// HR bulk edit would: enough of them trips a round's safety halt).
+    Disable(Accounts),
+    /// Enables a user's account (or with --members-of every user in a group).
+    Enable(Accounts),
     /// Deletes a user softly: it goes to the deleted items, restorable for 30 days.
     Delete { user: String },
     /// Restores a soft-deleted user.
@@ -45,6 +46,16 @@ pub enum TenantCommand {
     Join { user: String, group: String },
     /// Removes a user from a group's direct members.
     Leave { user: String, group: String },
+}
+
+/// The accounts to enable or disable: one user, or every member of a group.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Accounts {
+    #[arg(required_unless_present = "members_of")]
+    user: Option<String>,
+    /// Every user in this group (object id), nested groups' members included.
+    #[arg(long, conflicts_with = "user")]
+    members_of: Option<String>,
 }
 
 /// Carries out `command` against the emulator at `base` (its root URL); answers a line to
@@ -85,21 +96,28 @@ pub async fn change(base: &str, command: &TenantCommand) -> anyhow::Result<Strin
                 format!("renamed {user}"),
             )
         }
-        TenantCommand::Disable { user } | TenantCommand::Enable { user } => (
-            client
-                .patch(format!("{base}/_emulator/users/{}", urlencode(user)))
-                .json(&json!({
-                    "account_enabled": matches!(command, TenantCommand::Enable { .. })
-                })),
-            format!(
-                "{} {user}",
-                if matches!(command, TenantCommand::Enable { .. }) {
-                    "enabled"
-                } else {
-                    "disabled"
-                }
-            ),
-        ),
+        TenantCommand::Disable(accounts) | TenantCommand::Enable(accounts) => {
+            let enable = matches!(command, TenantCommand::Enable(_));
+            let done = if enable { "enabled" } else { "disabled" };
+            match (&accounts.user, &accounts.members_of) {
+                (_, Some(group)) => (
+                    client
+                        .patch(format!(
+                            "{base}/_emulator/groups/{}/members",
+                            urlencode(group)
+                        ))
+                        .json(&json!({ "account_enabled": enable })),
+                    format!("{done} every user in group {group}"),
+                ),
+                (Some(user), None) => (
+                    client
+                        .patch(format!("{base}/_emulator/users/{}", urlencode(user)))
+                        .json(&json!({ "account_enabled": enable })),
+                    format!("{done} {user}"),
+                ),
+                (None, None) => anyhow::bail!("name a user, or a group with --members-of"),
+            }
+        }
         TenantCommand::Delete { user } => (
             client.post(user_url(user, "delete")),
             format!("deleted {user} (restorable)"),
@@ -135,8 +153,13 @@ pub async fn change(base: &str, command: &TenantCommand) -> anyhow::Result<Strin
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     anyhow::ensure!(status.is_success(), "the emulated tenant refused: {body}");
+    let count = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|answer| answer["users"].as_u64())
+        .map(|users| format!(" ({users} users)"))
+        .unwrap_or_default();
     Ok(format!(
-        "{done}; the next sync round sees it (`userimport sync now --delta`)"
+        "{done}{count}; the next sync round sees it (`userimport sync now --delta`)"
     ))
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use crate::directory::UserUpdate;
+use crate::directory::{MemberObject, UserUpdate};
 use crate::groups::GroupMember;
 use crate::state::AppState;
 use crate::synthetic::EmulatedUser;
@@ -90,6 +90,44 @@ pub(crate) async fn update_user(
     };
     state.directory_mut().update(&id, update).map_err(refused)?;
     Ok(Json(serde_json::json!({ "id": id })))
+}
+
+/// What to change on every member of a group.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MembersPatch {
+    account_enabled: bool,
+}
+
+/// Enables or disables every user in a group (its transitive members), as one mistaken HR
+/// bulk edit would: the way to see a round's safety halt in `dev`.
+pub(crate) async fn update_group_members(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    Json(patch): Json<MembersPatch>,
+) -> Answer {
+    let mut directory = state.directory_mut();
+    if directory.group(&group).is_none() {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no group {group:?} in the tenant"),
+        ));
+    }
+    let ids: Vec<String> = directory
+        .transitive_members(&group)
+        .into_iter()
+        .filter_map(|member| match member {
+            MemberObject::User(user) => Some(user.id.clone()),
+            MemberObject::Other { .. } => None,
+        })
+        .collect();
+    for id in &ids {
+        let update = UserUpdate {
+            account_enabled: Some(patch.account_enabled),
+            ..UserUpdate::default()
+        };
+        directory.update(id, update).map_err(refused)?;
+    }
+    Ok(Json(serde_json::json!({ "users": ids.len() })))
 }
 
 /// `delete` (soft: restorable), `restore` or `purge` (hard).

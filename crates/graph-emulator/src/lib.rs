@@ -450,6 +450,10 @@ fn router(state: AppState) -> Router {
         )
         .route("/_emulator/users/{key}/{action}", post(admin::user_life))
         .route(
+            "/_emulator/groups/{group}/members",
+            axum::routing::patch(admin::update_group_members),
+        )
+        .route(
             "/_emulator/groups/{group}/members/{key}",
             axum::routing::put(admin::join_group).delete(admin::leave_group),
         )
@@ -478,6 +482,10 @@ pub(crate) fn inner_router(state: AppState) -> Router {
             axum::routing::patch(admin::update_user),
         )
         .route("/_emulator/users/{key}/{action}", post(admin::user_life))
+        .route(
+            "/_emulator/groups/{group}/members",
+            axum::routing::patch(admin::update_group_members),
+        )
         .route(
             "/_emulator/groups/{group}/members/{key}",
             axum::routing::put(admin::join_group).delete(admin::leave_group),

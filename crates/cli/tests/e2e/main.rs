@@ -11,6 +11,7 @@ mod error_details;
 mod health_and_reflection;
 mod helpers;
 mod metrics;
+mod readme;
 mod rounds;
 mod rules;
 mod select_import;
