@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use service_runtime::storage::{Backend, Dialects, Migrations, flag, rows_from, rows_text};
+use service_runtime::storage::{Backend, Dialects, Migrations, flag, known, rows_from, rows_text};
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
@@ -33,13 +33,11 @@ fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
 }
 
 fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
-    let kind: String = row.try_get("kind")?;
-    let status: String = row.try_get("status")?;
     let scope_group: String = row.try_get("scope_group")?;
     Ok(Job {
         job_id: row.try_get("job_id")?,
-        kind: JobKind::parse(&kind).unwrap_or(JobKind::Select),
-        status: JobStatus::parse(&status).unwrap_or(JobStatus::Failed),
+        kind: known(row, "kind", JobKind::parse)?,
+        status: known(row, "status", JobStatus::parse)?,
         company: row.try_get("company")?,
         created_by: row.try_get("created_by")?,
         scope_group: (!scope_group.is_empty()).then_some(scope_group),
@@ -241,10 +239,9 @@ pub async fn list_outcomes(
     .map_err(Error::internal("list outcomes"))?;
     rows.iter()
         .map(|row| {
-            let kind: String = row.try_get("kind")?;
             Ok(Outcome {
                 object_id: row.try_get("object_id")?,
-                kind: OutcomeKind::parse(&kind).unwrap_or(OutcomeKind::Failed),
+                kind: known(row, "kind", OutcomeKind::parse)?,
                 user_id: row.try_get("user_id")?,
                 reason: row.try_get("reason")?,
                 note: String::new(),

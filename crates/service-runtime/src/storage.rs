@@ -318,6 +318,21 @@ pub fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     }
 }
 
+/// Reads a text column that holds one of a closed set of values (a status, a kind): text the
+/// code does not know (a newer version's, a hand edit) is an error naming the column and the
+/// value, never quietly some other value.
+pub fn known<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("{text:?} is not a value this version knows").into(),
+    })
+}
+
 /// True when a database error is a transient conflict worth retrying the whole transaction
 /// for: a Postgres deadlock or serialization failure, or SQLite reporting the file busy.
 pub fn is_transient_conflict(error: &sqlx::Error) -> bool {
@@ -395,6 +410,22 @@ mod tests {
         assert!(backend_of("mysql://x").is_err());
         assert_eq!(backend_of("postgres://h/db").unwrap(), Backend::Postgres);
         assert_eq!(backend_of("sqlite://a.db").unwrap(), Backend::Sqlite);
+    }
+
+    #[tokio::test]
+    async fn text_a_closed_set_does_not_hold_is_an_error_naming_the_column_and_the_value() {
+        let db = Database::connect("sqlite::memory:", 1).await.unwrap();
+        let row = sqlx::query("SELECT 'done' AS status, 'teleported' AS kind")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let parse = |text: &str| (text == "done").then_some(1);
+        assert_eq!(known(&row, "status", parse).unwrap(), 1);
+        let error = known(&row, "kind", parse).unwrap_err().to_string();
+        assert!(
+            error.contains("kind") && error.contains("\"teleported\""),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, escape_like, flag, flag_text, probe_join, rows_from, rows_text,
+    Backend, Dialects, Migrations, escape_like, flag, flag_text, known, probe_join, rows_from,
+    rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -35,7 +36,6 @@ const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_id, u.network_alias
      u.created_by_import, u.deleted_in_directory_at_ms";
 
 fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
-    let account_type: String = row.try_get("account_type")?;
     Ok(RegistryUser {
         user_id: row.try_get("user_id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -46,11 +46,7 @@ fn user_from_row(row: &AnyRow) -> Result<RegistryUser, sqlx::Error> {
         name: row.try_get("name")?,
         enabled: flag(row, "enabled")?,
         company: row.try_get("company")?,
-        account_type: if account_type == "guest" {
-            AccountType::Guest
-        } else {
-            AccountType::Member
-        },
+        account_type: known(row, "account_type", |text| AccountType::parse(text).ok())?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
         created_by_import: row.try_get("created_by_import")?,
