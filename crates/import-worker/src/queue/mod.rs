@@ -39,7 +39,6 @@
 //! `queue_reconnects_total{connection}` and `queue_consumer_resubscribes_total`. `lane` is
 //! `critical`, `normal` or `dead`; `reason` is `rejected` or `delivery_limit`.
 
-mod backoff;
 mod memory;
 mod rabbit;
 
@@ -49,6 +48,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use service_runtime::retry::RetryPolicy;
 
 pub use memory::MemoryQueue;
 pub use rabbit::RabbitQueue;
@@ -202,11 +202,16 @@ impl QueueConfig {
         Some(Lane::new(group, critical))
     }
 
-    fn reconnect_backoff(&self) -> backoff::Backoff {
-        backoff::Backoff::new(
-            Duration::from_millis(self.reconnect_initial_delay_ms.max(1)),
-            Duration::from_millis(self.reconnect_max_delay_ms.max(1)),
-        )
+    /// How reconnects and publish retries wait: the shared policy, without a limit of its
+    /// own (the broker is waited for as long as the process runs; a publish has its deadline).
+    fn reconnect_policy(&self) -> RetryPolicy {
+        let initial = Duration::from_millis(self.reconnect_initial_delay_ms.max(1));
+        RetryPolicy {
+            initial,
+            max_delay: Duration::from_millis(self.reconnect_max_delay_ms.max(1)).max(initial),
+            max_attempts: 0,
+            max_elapsed: Duration::MAX,
+        }
     }
 
     fn validate(&self) -> Result<(), QueueError> {

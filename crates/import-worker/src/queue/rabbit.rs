@@ -515,7 +515,7 @@ impl Shared {
         message: &Message,
     ) -> Result<(), QueueError> {
         let deadline = Instant::now() + Duration::from_millis(self.config.publish_timeout_ms);
-        let mut backoff = self.config.reconnect_backoff();
+        let mut backoff = self.config.reconnect_policy().start();
         let mut declared_again = false;
         let mut headers = FieldTable::default();
         for (name, value) in &message.headers {
@@ -562,10 +562,12 @@ impl Shared {
                 Err(Failure::Failed(error @ QueueError::Unavailable(_))) => error,
                 Err(Failure::Failed(error)) => return Err(error),
             };
-            let delay = backoff.next_delay();
-            if Instant::now() + delay > deadline {
+            let Some(delay) = backoff
+                .next_delay(None)
+                .filter(|delay| Instant::now() + *delay <= deadline)
+            else {
                 return Err(error);
-            }
+            };
             metric::publish_retried();
             tracing::warn!(
                 error = error_chain(&error),
@@ -652,7 +654,7 @@ struct RabbitConsumer {
     /// Critical lanes first.
     specs: Vec<LaneSpec>,
     session: Option<Session>,
-    backoff: super::backoff::Backoff,
+    backoff: service_runtime::retry::Backoff,
 }
 
 impl RabbitConsumer {
@@ -664,7 +666,7 @@ impl RabbitConsumer {
             return Err(QueueError::Closed);
         }
         let session = Session::open(&shared, &specs).await?;
-        let backoff = shared.config.reconnect_backoff();
+        let backoff = shared.config.reconnect_policy().start();
         Ok(Box::new(Self {
             shared,
             specs,
@@ -675,7 +677,8 @@ impl RabbitConsumer {
 
     /// Waits before the next attempt; false if the queue closed meanwhile.
     async fn pause(&mut self) -> bool {
-        let delay = self.backoff.next_delay();
+        // The policy has no limit: a delay always comes.
+        let delay = self.backoff.next_delay(None).unwrap_or_default();
         tokio::select! {
             () = tokio::time::sleep(delay) => true,
             () = self.shared.shutdown.cancelled() => false,
@@ -726,7 +729,7 @@ impl Consumer for RabbitConsumer {
             };
             match next {
                 Ok(delivery) => {
-                    self.backoff.reset();
+                    self.backoff = self.shared.config.reconnect_policy().start();
                     return Some(Ok(delivery));
                 }
                 Err(error) => {
