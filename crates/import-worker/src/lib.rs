@@ -1,5 +1,6 @@
-//! import-worker: maps directory users to registry users (DESIGN §2) and imports them — select
-//! imports now, batch jobs fanned out through a queue later — and keeps each import's job
+//! import-worker: maps directory users to registry users (`domain/mapping.rs`, after D365's own
+//! import) and imports them — a selection in the request, or a batch job fanned out as chunks
+//! through a queue to any number of replicas — and keeps each import's job
 //! record and report in its own tables (`userimport.importer.v1.ImporterService`).
 //!
 //! It reads the directory only through directory-sync's gRPC API and writes users only through

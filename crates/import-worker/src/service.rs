@@ -150,7 +150,7 @@ impl Importer {
         &self.inner.wakeup
     }
 
-    /// Maps directory users (DESIGN §2) and imports those that map under `import_id`; answers
+    /// Maps directory users (`domain/mapping.rs`) and imports those that map under `import_id`; answers
     /// one outcome per user, in order. The registry call is idempotent by import id, so a
     /// replayed chunk or a retried request reports what the first one did.
     pub(crate) async fn import_users(

@@ -1,4 +1,4 @@
-//! The one error model of every userimport service (DESIGN §8): a failure leaves a service as
+//! The one error model of every userimport service (ARCHITECTURE.md, "Invariants"): a failure leaves a service as
 //! the gRPC code of its class, with machine-readable `google.rpc` details that clients in any
 //! language decode the way they decode Google's own APIs:
 //!

@@ -1,4 +1,4 @@
-//! How a directory user becomes a registry user (DESIGN §2, after D365's own import):
+//! How a directory user becomes a registry user (after D365's own import; README "Limits and rules worth knowing"):
 //!
 //! - **Members** sign in with their `userPrincipalName`, which also becomes their email; their
 //!   identity provider is the tenant's (`member_provider`, `https://sts.windows.net/` by default).

@@ -1,4 +1,4 @@
-//! Group-to-role rules (DESIGN §1): members of directory group G get role R, in company C or
+//! Group-to-role rules: members of directory group G get role R, in company C or
 //! in every company. A rule's grants are its own in the registry; see [`crate::rules`].
 
 /// A stored rule.

@@ -1,4 +1,4 @@
-//! The job-chunk queue: batch imports fan out as chunk messages through it (DESIGN §4–§5).
+//! The job-chunk queue: batch imports fan out as chunk messages through it (ARCHITECTURE.md, "Invariants").
 //!
 //! One trait, [`ChunkQueue`], with two implementations that pass the same conformance suite
 //! (`tests/api/queue.rs`):
@@ -21,7 +21,7 @@
 //! alternate, since the next critical message is still on the wire when the caller asks.
 //!
 //! Delivery is at least once. A chunk can arrive again after a crash, a lost connection or a
-//! publish retried after a confirm was lost, so its handler must be idempotent (DESIGN §4: by
+//! publish retried after a confirm was lost, so its handler must be idempotent (ARCHITECTURE.md: by
 //! job and seq).
 //!
 //! Topology (every name under [`QueueConfig::prefix`]):
@@ -104,7 +104,7 @@ impl fmt::Display for Lane {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     pub payload: Vec<u8>,
-    /// For example `job_id` and `seq`; later a W3C `traceparent`.
+    /// For example `job_id`, `seq` and the W3C `traceparent` of the call that started the job.
     pub headers: BTreeMap<String, String>,
 }
 
