@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_nested_code_repeating_the_status_does_not_hide_the_real_code() {
-        // Graph's throttling sample (facts §2.8 F).
+        // The sample 429 body in Microsoft Graph's throttling guidance.
         let body = br#"{"error":{"code":"TooManyRequests","innerError":{"code":"429",
             "date":"2020-08-18T12:51:51","message":"Please retry after",
             "request-id":"94fb3b52-452a-4535-a601-69e0a90e3aa2","status":"429"},
