@@ -139,6 +139,61 @@ fn cpu_ticks_of(comm: &str) -> u64 {
         .sum()
 }
 
+/// Samples which Postgres backends serve this benchmark's services (their connections are
+/// named `bench-…`) and how much CPU each has used, so that only theirs is counted: a
+/// backend seen at the start counts from there, one born later from zero.
+struct BackendSampler {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+}
+
+impl BackendSampler {
+    async fn start(server: &str) -> anyhow::Result<Self> {
+        let mut conn = sqlx::PgConnection::connect(server).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            // pid → (ticks when first seen, latest ticks)
+            let mut seen: std::collections::HashMap<i32, (u64, u64)> = Default::default();
+            let mut first = true;
+            loop {
+                let pids: Vec<i32> = sqlx::query_scalar(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bench-%'",
+                )
+                .fetch_all(&mut conn)
+                .await?;
+                for pid in pids {
+                    let Some((_, ticks, _)) = proc_stat(&pid.to_string()) else {
+                        continue;
+                    };
+                    let from = if first { ticks } else { 0 };
+                    seen.entry(pid).or_insert((from, ticks)).1 = ticks;
+                }
+                first = false;
+                tokio::select! {
+                    () = stopped.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            conn.close().await?;
+            Ok(seen
+                .values()
+                .map(|(from, last)| last.saturating_sub(*from))
+                .sum())
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// CPU ticks of the benchmark's backends since the start.
+    async fn stop(self) -> u64 {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(ticks)) => ticks,
+            _ => 0,
+        }
+    }
+}
+
 /// `(busy, total)` jiffies of all CPUs, from the first line of `/proc/stat`.
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -461,8 +516,14 @@ async fn bench(
         schemas.push(schema);
         urls.push(url);
     }
-    let (registry_db_url, directory_db_url, importer_db_url) =
-        (urls[0].clone(), urls[1].clone(), urls[2].clone());
+    // Each service's connections carry a name of the benchmark's, so that Postgres CPU is
+    // counted for this benchmark's own backends only.
+    let named = |url: &str, name: &str| format!("{url}&application_name=bench-{name}");
+    let (registry_db_url, directory_db_url, importer_db_url) = (
+        named(&urls[0], "registry"),
+        named(&urls[1], "directory"),
+        named(&urls[2], "importer"),
+    );
 
     // 1. The emulated tenant.
     let started = Instant::now();
@@ -564,6 +625,9 @@ async fn bench(
             "DIRECTORY_SYNC_SYNC__DELTA_INTERVAL_SECS".into(),
             "0".into(),
         ),
+        // No import-worker to reconcile rules with after the sync (the bench has no rules,
+        // and its workers start later): the default address would fail the round.
+        ("DIRECTORY_SYNC_IMPORTER_URL".into(), String::new()),
     ]);
     let mut directory = Service::spawn(
         "directory-sync",
@@ -683,6 +747,7 @@ async fn bench(
         .map(Service::cpu_ticks)
         .collect();
     let postgres_before = cpu_ticks_of("postgres");
+    let backends = BackendSampler::start(&settings.server).await?;
     let rabbit_before = cpu_ticks_of("beam.smp");
     let machine_before = machine_ticks();
 
@@ -746,6 +811,7 @@ async fn bench(
         .map(Service::cpu_ticks)
         .collect();
     let postgres_cpu = cpu_ticks_of("postgres").saturating_sub(postgres_before) as f64 / ticks;
+    let own_backends_cpu = backends.stop().await as f64 / ticks;
     let rabbit_cpu = cpu_ticks_of("beam.smp").saturating_sub(rabbit_before) as f64 / ticks;
     let machine_after = machine_ticks();
     let busy = (machine_after.0 - machine_before.0) as f64
@@ -817,13 +883,20 @@ async fn bench(
     // deadlock_timeout) and were retried.
     let registry_retries = lines_with(&registry_log, "import transaction conflicted");
 
-    // 8. COPY of the same rows into an identical, freshly migrated table.
-    let mut data = Vec::new();
-    {
-        let mut out = registry_conn.copy_out_raw("COPY users TO STDOUT").await?;
+    // 8. The reference: COPY of exactly what the import wrote (its users and their audit
+    // rows, same ids) into an identical, freshly migrated schema, one transaction, over the
+    // same kind of connection as the services'.
+    let mut written = Vec::new();
+    for table in ["users", "audit_events"] {
+        let mut data = Vec::new();
+        let mut out = registry_conn
+            .copy_out_raw(&format!("COPY {table} TO STDOUT"))
+            .await?;
         while let Some(chunk) = out.next().await {
             data.extend_from_slice(&chunk?);
         }
+        drop(out);
+        written.push((table, data));
     }
     registry_conn.close().await?;
     let (schema, copy_url) = Schema::create(&settings.server, "bench_copy").await?;
@@ -833,17 +906,28 @@ async fn bench(
     db.close().await;
     let mut conn = sqlx::PgConnection::connect(&copy_url).await?;
     let copy_started = Instant::now();
-    let mut copy = conn.copy_in_raw("COPY users FROM STDIN").await?;
-    for part in data.chunks(1 << 20) {
-        copy.send(part).await?;
+    sqlx::query("BEGIN").execute(&mut conn).await?;
+    let mut copied = 0;
+    for (table, data) in &written {
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {table} FROM STDIN"))
+            .await?;
+        for part in data.chunks(1 << 20) {
+            copy.send(part).await?;
+        }
+        let rows = copy.finish().await?;
+        if *table == "users" {
+            copied = rows;
+        }
     }
-    let copied = copy.finish().await?;
+    sqlx::query("COMMIT").execute(&mut conn).await?;
     let copy_elapsed = copy_started.elapsed();
     conn.close().await?;
-    ensure!(copied == total as u64, "copied {copied} of {total} rows");
+    ensure!(copied == total as u64, "copied {copied} of {total} users");
 
     // 9. The report.
-    let rate = n as f64 / elapsed.as_secs_f64();
+    // Users/s counts the users created, in both.
+    let rate = counts.created as f64 / elapsed.as_secs_f64();
     let copy_rate = copied as f64 / copy_elapsed.as_secs_f64();
     println!();
     println!(
@@ -862,22 +946,39 @@ async fn bench(
         counts.created, counts.already_present, counts.skipped, counts.failed
     );
     println!(
-        "  end to end: {:.1} s = {rate:.0} users/s (planning done after {:.1} s)",
+        "  end to end: {:.1} s = {rate:.0} users created/s (planning done after {:.1} s)",
         elapsed.as_secs_f64(),
         planned_at.unwrap_or(elapsed).as_secs_f64()
     );
     println!(
-        "  COPY of the same {copied} rows: {:.2} s = {copy_rate:.0} rows/s",
+        "  COPY of what the import wrote ({copied} users and their audit rows): {:.2} s = {copy_rate:.0} users/s",
         copy_elapsed.as_secs_f64()
     );
     println!("  ratio: {:.2}x COPY", rate / copy_rate);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     println!(
-        "  CPU during the import: {:.0} % of {cores} cores busy ({:.1} CPU-s available); Postgres {postgres_cpu:.1} CPU-s, RabbitMQ {rabbit_cpu:.1} CPU-s",
+        "  CPU during the import: {:.0} % of {cores} cores busy ({:.1} CPU-s available); Postgres: this benchmark's backends {own_backends_cpu:.1} CPU-s (every postgres process {postgres_cpu:.1}), RabbitMQ {rabbit_cpu:.1} CPU-s",
         busy * 100.0,
         cores as f64 * elapsed.as_secs_f64()
     );
     println!("  registry import transactions retried after a conflict: {registry_retries}");
+    // The per-user cost budget, so the next regression shows where it happens.
+    let per_user = |cpu_s: f64| cpu_s * 1e6 / (counts.created.max(1) as f64);
+    let ours: f64 = rows
+        .iter()
+        .filter(|row| row.name != "graph-emulator")
+        .map(|row| row.import_cpu_s)
+        .sum();
+    println!(
+        "  CPU per user created: Postgres (this benchmark's backends) {:.1} µs, our services {:.1} µs ({})",
+        per_user(own_backends_cpu),
+        per_user(ours),
+        rows.iter()
+            .filter(|row| row.name != "graph-emulator")
+            .map(|row| format!("{} {:.1}", row.name, per_user(row.import_cpu_s)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  {:<16} {:>16} {:>18} {:>12} {:>9}",
         "process", "peak RSS (sync)", "peak RSS (import)", "CPU (import)", "warnings"
