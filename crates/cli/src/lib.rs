@@ -5,10 +5,14 @@
 pub mod admin;
 pub mod changes;
 pub mod commands;
+#[cfg(feature = "dev")]
 pub mod demo;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod output;
 pub mod profile;
 pub mod rounds;
 pub mod show;
+#[cfg(feature = "dev")]
 pub mod stack;
 pub mod tenant;

@@ -11,6 +11,17 @@ use serde::{Deserialize, Serialize};
 /// (D365's demo company, which the registry always has).
 pub const DEFAULT_COMPANY: &str = "DAT";
 
+/// Where `userimport dev` leaves the administrator's token for the CLI, under its data folder
+/// (read by every build; written by the `dev` feature's `userimport dev`).
+pub const DEV_TOKEN_FILE: &str = "admin.token";
+
+/// The other people `userimport dev` makes tokens for (`--as NAME`), with their access.
+pub const DEV_PEOPLE: [(&str, &str); 3] = [
+    ("alice", service_runtime::auth::ADMIN),
+    ("bob", service_runtime::auth::ADMIN),
+    ("reader", service_runtime::auth::READER),
+];
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     /// The current company: imports, batch imports and run-now use it.

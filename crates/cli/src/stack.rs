@@ -111,11 +111,7 @@ pub struct LocalTokens {
 }
 
 /// The people `userimport dev` knows besides `admin`: two more administrators and a reader.
-pub const DEV_PEOPLE: [(&str, &str); 3] = [
-    ("alice", auth::ADMIN),
-    ("bob", auth::ADMIN),
-    ("reader", auth::READER),
-];
+pub use crate::profile::DEV_PEOPLE;
 
 impl LocalTokens {
     pub fn generate() -> anyhow::Result<Self> {
