@@ -7,6 +7,7 @@ const FILES: &[&str] = &[
     "userimport/directory/v1/directory_service.proto",
     "userimport/registry/v1/registry_user.proto",
     "userimport/registry/v1/registry_service.proto",
+    "userimport/registry/v1/role_rule_changes.proto",
     "userimport/importer/v1/importer_service.proto",
     "userimport/importer/v1/import_chunk.proto",
 ];

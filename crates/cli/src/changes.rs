@@ -65,7 +65,7 @@ pub fn update_rows(outcome: &registry_pb::UserUpdateOutcome) -> Vec<ChangeRow> {
 }
 
 /// A rule's grant or revoke as a row.
-pub fn rule_row(change: &importer_pb::RuleChange) -> ChangeRow {
+pub fn rule_row(change: &registry_pb::RuleChange) -> ChangeRow {
     let scope = if change.company.is_empty() {
         "all companies".to_owned()
     } else {
@@ -240,7 +240,7 @@ pub async fn rules_add(
     role: &str,
     company: Option<&str>,
     dry_run: bool,
-) -> anyhow::Result<(RuleRow, importer_pb::RuleChanges)> {
+) -> anyhow::Result<(RuleRow, registry_pb::RuleChanges)> {
     let mut importer = endpoints.importer().await?;
     let request = importer_pb::AddRoleRuleRequest {
         rule: Some(importer_pb::RoleRule {
@@ -265,7 +265,7 @@ pub async fn rules_remove(
     endpoints: &Endpoints,
     rule_id: &str,
     dry_run: bool,
-) -> anyhow::Result<importer_pb::RuleChanges> {
+) -> anyhow::Result<registry_pb::RuleChanges> {
     let mut importer = endpoints.importer().await?;
     let request = importer_pb::RemoveRoleRuleRequest {
         rule_id: rule_id.to_owned(),
@@ -283,7 +283,7 @@ pub async fn rules_remove(
 /// Prints the grants and revokes of rules, then their counts.
 pub fn print_rule_changes(
     format: Format,
-    changes: &importer_pb::RuleChanges,
+    changes: &registry_pb::RuleChanges,
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let rows: Vec<ChangeRow> = changes.changes.iter().map(rule_row).collect();

@@ -54,7 +54,7 @@ pub struct Effects {
     /// Users auto-import created (CREATED outcomes, listed up to [`LISTED`]).
     pub imports: Vec<registry_pb::ImportOutcome>,
     pub imported: u64,
-    pub rules: Option<importer_pb::RuleChanges>,
+    pub rules: Option<registry_pb::RuleChanges>,
     pub truncated: bool,
 }
 
@@ -263,7 +263,7 @@ async fn reconcile_rules(
     importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
     run_id: &str,
     dry_run: bool,
-) -> Result<importer_pb::RuleChanges, Error> {
+) -> Result<registry_pb::RuleChanges, Error> {
     let request = importer_pb::ReconcileRoleRulesRequest {
         via: run_id.to_owned(),
         dry_run,

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use futures::Stream;
 use proto::directory::v1 as directory_pb;
 use proto::importer::v1 as pb;
+use proto::registry::v1 as registry_pb;
 use service_runtime::auth::{ADMIN, AccessRules, DIRECTORY_SYNC, READ, WRITE};
 use service_runtime::grpc::{decode_page_token, encode_page_token, page_size};
 use tonic::{Request, Response, Status};
@@ -653,14 +654,14 @@ fn rule_to_pb(rule: RoleRule) -> pb::RoleRule {
     }
 }
 
-fn rule_changes_to_pb(changes: RuleChanges) -> pb::RuleChanges {
-    pb::RuleChanges {
+fn rule_changes_to_pb(changes: RuleChanges) -> registry_pb::RuleChanges {
+    registry_pb::RuleChanges {
         granted: changes.granted,
         revoked: changes.revoked,
         changes: changes
             .listed
             .into_iter()
-            .map(|c| pb::RuleChange {
+            .map(|c| registry_pb::RuleChange {
                 rule_id: c.rule_id,
                 role_id: c.role_id,
                 company: c.company,
