@@ -1,7 +1,6 @@
 //! Client-side throttling: the shared `Retry-After` hold, the resource-unit budget, backoff.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -134,18 +133,17 @@ impl Budget {
     }
 }
 
-/// A full-jitter backoff for retry `retry` (1 for the first retry): uniform in
-/// `[0, min(max_delay, base_delay * 2^(retry-1))]`.
+/// A full-jitter backoff for retry `retry` (1 for the first retry): the shared
+/// [`service_runtime::retry::RetryPolicy`]'s, from `base_delay` doubling up to `max_delay`
+/// (the attempt limit and the `Retry-After` hold stay this client's).
 pub(crate) fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let exponent = retry.saturating_sub(1).min(20);
-    let cap = policy
-        .base_delay
-        .saturating_mul(1 << exponent)
-        .min(policy.max_delay);
-    let random = RandomState::new().hash_one(Instant::now());
-    // A fraction in [0, 1] with 53 bits of precision.
-    let fraction = (random >> 11) as f64 / ((1u64 << 53) - 1) as f64;
-    cap.mul_f64(fraction)
+    service_runtime::retry::RetryPolicy {
+        initial: policy.base_delay,
+        max_delay: policy.max_delay,
+        max_attempts: policy.max_attempts,
+        max_elapsed: Duration::MAX,
+    }
+    .jittered_delay(retry)
 }
 
 /// Parses `Retry-After` as (possibly fractional) seconds; HTTP dates are not used by Graph.

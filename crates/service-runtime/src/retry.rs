@@ -36,6 +36,18 @@ impl RetryPolicy {
         }
     }
 
+    /// The full-jitter delay before retry `retry` (1 for the first): uniform in
+    /// `[0, min(max_delay, initial × 2^(retry−1))]`. For callers that count attempts
+    /// themselves (the Graph client); [`Backoff`] uses it too.
+    pub fn jittered_delay(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(20);
+        let bound = self
+            .initial
+            .saturating_mul(1 << exponent)
+            .min(self.max_delay);
+        bound.mul_f64(fastrand::f64())
+    }
+
     /// Starts counting attempts and time now.
     pub fn start(&self) -> Backoff {
         Backoff {
@@ -102,13 +114,7 @@ impl Backoff {
         if limit != 0 && self.attempt >= limit {
             return None;
         }
-        let exponent = self.attempt.saturating_sub(1).min(20);
-        let bound = self
-            .policy
-            .initial
-            .saturating_mul(1 << exponent)
-            .min(self.policy.max_delay);
-        let jittered = bound.mul_f64(fastrand::f64());
+        let jittered = self.policy.jittered_delay(self.attempt);
         let delay = server_delay.map_or(jittered, |floor| floor.max(jittered));
         if self.started.elapsed() + delay > self.policy.max_elapsed {
             return None;
