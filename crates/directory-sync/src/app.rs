@@ -125,6 +125,21 @@ impl App {
                 directory.run_schedule(interval, schedule_shutdown).await;
             }
         });
+        // The imported marks catch up with the registry's import feed once at start, so the
+        // first listing after a large import reads only its own pages of the feed. The
+        // registry may start after us: retried with a growing pause, for about a minute.
+        let follower = self.directory.clone();
+        let feed = tokio::spawn(async move {
+            for attempt in 0..8u32 {
+                match follower.follow_import_feed(None).await {
+                    Ok(_) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, "catching up with the import feed failed");
+                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                    }
+                }
+            }
+        });
         // Rounds stop as soon as shutdown begins, not after serving ends: the streams that
         // follow a round end with it, and the server waits for them.
         let rounds = self.directory.clone();
@@ -148,6 +163,7 @@ impl App {
         // belongs to the directory, which records it as stopped (its pages are committed one by
         // one, and the next round starts from the last stored link).
         background.abort();
+        feed.abort();
         rounds_stopper.abort();
         // Also when serving failed before any shutdown: no round outlives the service.
         rounds.shutdown().await;
