@@ -4,6 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::service::FEED_PAGE;
+
+/// How often the background follower reads the registry's import feed.
+const FEED_FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+
 use anyhow::Context as _;
 use graph::GraphClient;
 use proto::directory::v1::directory_service_server::DirectoryServiceServer;
@@ -125,19 +130,25 @@ impl App {
                 directory.run_schedule(interval, schedule_shutdown).await;
             }
         });
-        // The imported marks catch up with the registry's import feed once at start, so the
-        // first listing after a large import reads only its own pages of the feed. The
-        // registry may start after us: retried with a growing pause, for about a minute.
+        // The imported marks follow the registry's import feed in the background, from start:
+        // a large import (a million users take minutes to mark on Postgres, where each mark
+        // rewrites the row's index entries) is applied here, not by the listing that comes
+        // next, which reads one short page of the feed and confirms the rest. Nothing changed
+        // costs one empty call per interval. The registry may start after us: a failure is
+        // logged once until the feed is read again.
         let follower = self.directory.clone();
         let feed = tokio::spawn(async move {
-            for attempt in 0..8u32 {
-                match follower.follow_import_feed(None).await {
-                    Ok(_) => return,
-                    Err(error) => {
-                        tracing::warn!(%error, attempt, "catching up with the import feed failed");
-                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            let mut failing = false;
+            loop {
+                match follower.follow_import_feed(None, FEED_PAGE).await {
+                    Ok(_) => failing = false,
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, "following the import feed failed, retrying");
                     }
+                    Err(_) => {}
                 }
+                tokio::time::sleep(FEED_FOLLOW_INTERVAL).await;
             }
         });
         // Rounds stop as soon as shutdown begins, not after serving ends: the streams that

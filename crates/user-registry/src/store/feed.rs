@@ -80,9 +80,11 @@ pub async fn import_changes_after(
     after_object_id: &str,
     limit: u32,
 ) -> Result<Vec<ImportChange>, Error> {
+    // A row-value comparison, which both backends read as one range of the (tenant, seq,
+    // object id) index; SQLite scanned the whole feed for the equivalent OR.
     let rows = sqlx::query(
         "SELECT seq, object_id, imported FROM import_feed \
-         WHERE tenant_id = $1 AND (seq > $2 OR (seq = $2 AND object_id > $3)) \
+         WHERE tenant_id = $1 AND (seq, object_id) > ($2, $3) \
          ORDER BY seq, object_id LIMIT $4",
     )
     .bind(tenant_id)
