@@ -8,6 +8,9 @@ use crate::service::FEED_PAGE;
 
 /// How often the background follower reads the registry's import feed.
 const FEED_FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+/// Marks after which the follower rebuilds the index of unmarked users (a tenth of a 500,000
+/// user tenant; rebuilding takes seconds at 1M users, in the background).
+const REBUILD_AFTER_MARKS: usize = 50_000;
 
 use anyhow::Context as _;
 use graph::GraphClient;
@@ -139,9 +142,21 @@ impl App {
         let follower = self.directory.clone();
         let feed = tokio::spawn(async move {
             let mut failing = false;
+            // Marks applied since the index of unmarked users was last rebuilt.
+            let mut marked = 0;
             loop {
                 match follower.follow_import_feed(None, FEED_PAGE).await {
-                    Ok(_) => failing = false,
+                    Ok((_, applied)) => {
+                        failing = false;
+                        marked += applied;
+                        // After a burst, once it is over (this pass applied less than a page).
+                        if marked >= REBUILD_AFTER_MARKS && applied < FEED_PAGE as usize {
+                            marked = 0;
+                            if let Err(error) = follower.rebuild_unmarked_index().await {
+                                tracing::warn!(%error, "rebuilding the index of unmarked users failed");
+                            }
+                        }
+                    }
                     Err(error) if !failing => {
                         failing = true;
                         tracing::warn!(%error, "following the import feed failed, retrying");

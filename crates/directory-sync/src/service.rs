@@ -439,7 +439,7 @@ impl Directory {
         // slow but exact, as before the marks.
         let followed = if not_imported_only {
             match self.follow_import_feed(Some(1), LISTING_FEED_PAGE).await {
-                Ok(followed) => Some(followed),
+                Ok((followed, _)) => Some(followed),
                 Err(error) => {
                     tracing::warn!(%error, "import feed unreadable, listing without the marks");
                     None
@@ -516,7 +516,8 @@ impl Directory {
 
     /// Brings the imported marks up to the registry's import feed, reading at most
     /// `max_pages` pages of `page_size` changes (`None`: until the end). Returns the feed
-    /// number the marks have followed to. Cheap when nothing changed: one call that answers
+    /// number the marks have followed to and how many changes it applied. Cheap when nothing
+    /// changed: one call that answers
     /// nothing. Readers may run at once (a listing beside the background follower): each page
     /// applies only over older marks and the position never moves back, so they only repeat
     /// work.
@@ -524,8 +525,9 @@ impl Directory {
         &self,
         max_pages: Option<usize>,
         page_size: u32,
-    ) -> Result<i64, Error> {
+    ) -> Result<(i64, usize), Error> {
         let tenant_id = &self.inner.sync.tenant_id;
+        let mut applied = 0;
         let mut conn = self.conn().await?;
         let mut position = store::imported::feed_position(&mut conn, tenant_id).await?;
         drop(conn);
@@ -571,6 +573,7 @@ impl Directory {
             tx.commit()
                 .await
                 .map_err(Error::internal("commit import changes"))?;
+            applied += changes.len();
             let full = changes.len() >= page_size as usize;
             position = next;
             pages += 1;
@@ -578,7 +581,14 @@ impl Directory {
                 break;
             }
         }
-        Ok(position.seq)
+        Ok((position.seq, applied))
+    }
+
+    /// Rebuilds the index of unmarked users after many marks (Postgres only; see
+    /// `store::imported::rebuild_unmarked_index`).
+    pub async fn rebuild_unmarked_index(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        store::imported::rebuild_unmarked_index(&mut conn, self.inner.sync.db.backend()).await
     }
 
     /// Asks the registry which of these users it holds.

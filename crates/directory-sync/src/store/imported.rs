@@ -156,3 +156,25 @@ pub async fn mark_imported(
         .map_err(Error::internal("mark users imported"))?;
     Ok(())
 }
+
+/// Rebuilds the partial index of unmarked users (Postgres; nothing on SQLite). Postgres keeps
+/// an index's pages after their entries die: marking 999,000 of 1,000,000 users left the
+/// index at 25,000 pages for 1,000 entries, and once statistics caught up the planner costed
+/// it by its pages and chose a full scan (1.2 s) over the index (0.9 ms). Rebuilt
+/// concurrently, so listings and marks go on meanwhile (3.4 s at 1M users).
+pub async fn rebuild_unmarked_index(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<(), Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("REINDEX INDEX CONCURRENTLY directory_users_not_imported")
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::internal("rebuild the index of unmarked users"))?;
+        sqlx::query("ANALYZE directory_users")
+            .execute(conn)
+            .await
+            .map_err(Error::internal("analyze the mirror"))?;
+    }
+    Ok(())
+}
