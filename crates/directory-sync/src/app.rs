@@ -4,6 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::service::FEED_PAGE;
+
+/// How often the background follower reads the registry's import feed.
+const FEED_FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
+/// Marks after which the follower rebuilds the index of unmarked users (a tenth of a 500,000
+/// user tenant; rebuilding takes seconds at 1M users, in the background).
+const REBUILD_AFTER_MARKS: usize = 50_000;
+
 use anyhow::Context as _;
 use graph::GraphClient;
 use proto::directory::v1::directory_service_server::DirectoryServiceServer;
@@ -125,6 +133,39 @@ impl App {
                 directory.run_schedule(interval, schedule_shutdown).await;
             }
         });
+        // The imported marks follow the registry's import feed in the background, from start:
+        // a large import (a million users take minutes to mark on Postgres, where each mark
+        // rewrites the row's index entries) is applied here, not by the listing that comes
+        // next, which reads one short page of the feed and confirms the rest. Nothing changed
+        // costs one empty call per interval. The registry may start after us: a failure is
+        // logged once until the feed is read again.
+        let follower = self.directory.clone();
+        let feed = tokio::spawn(async move {
+            let mut failing = false;
+            // Marks applied since the index of unmarked users was last rebuilt.
+            let mut marked = 0;
+            loop {
+                match follower.follow_import_feed(None, FEED_PAGE).await {
+                    Ok((_, applied)) => {
+                        failing = false;
+                        marked += applied;
+                        // After a burst, once it is over (this pass applied less than a page).
+                        if marked >= REBUILD_AFTER_MARKS && applied < FEED_PAGE as usize {
+                            marked = 0;
+                            if let Err(error) = follower.rebuild_unmarked_index().await {
+                                tracing::warn!(%error, "rebuilding the index of unmarked users failed");
+                            }
+                        }
+                    }
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(%error, "following the import feed failed, retrying");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(FEED_FOLLOW_INTERVAL).await;
+            }
+        });
         // Rounds stop as soon as shutdown begins, not after serving ends: the streams that
         // follow a round end with it, and the server waits for them.
         let rounds = self.directory.clone();
@@ -148,6 +189,7 @@ impl App {
         // belongs to the directory, which records it as stopped (its pages are committed one by
         // one, and the next round starts from the last stored link).
         background.abort();
+        feed.abort();
         rounds_stopper.abort();
         // Also when serving failed before any shutdown: no round outlives the service.
         rounds.shutdown().await;

@@ -24,6 +24,13 @@ pub const MAX_LOOKUP_IDS: usize = 1000;
 /// A listing that hides imported users stops scanning after this many rows and returns a
 /// short page with a token to continue, so one call stays bounded on a mostly imported tenant.
 const MAX_SCANNED_PER_PAGE: usize = 20_000;
+/// Changes asked for per `ListImportChanges` call by the background follower (the
+/// registry's maximum).
+pub const FEED_PAGE: u32 = 10_000;
+/// Changes a listing reads from the feed before it answers (one call, about 0.2 s to apply
+/// on Postgres when full); the rest is the background follower's. A mark that lags is safe:
+/// pages are confirmed with the registry, so it costs time, never a wrong row.
+const LISTING_FEED_PAGE: u32 = 1_000;
 /// Timeout of one call to the registry.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ended rounds kept in memory for their followers (a dry run's preview lives only there, and
@@ -402,6 +409,13 @@ impl Directory {
     /// One page of the select-import listing in display-name order, each user annotated with
     /// whether the registry holds it; with `not_imported_only`, imported users are left out.
     /// Returns the page and the cursor of the next one (`None` on the last page).
+    ///
+    /// With `not_imported_only` the mirror is read through its imported marks, after catching
+    /// them up with the registry's import feed, so a page costs about a page whatever share of
+    /// the tenant is imported. The marks are never trusted alone: every batch read is
+    /// confirmed with `CheckImported` (one call), users it finds imported are left out and
+    /// marked on the spot, so a mark that lags the registry costs one extra read, never a
+    /// wrong row.
     pub async fn list_users(
         &self,
         filter: &ListFilter,
@@ -418,6 +432,22 @@ impl Directory {
             ..filter.clone()
         };
         let filter = &scoped;
+        // The feed number the marks have followed to; marks written from this listing's
+        // confirmations never override a change newer than it.
+        // A feed that cannot be read (a registry from before the feed) leaves marks that may
+        // hide a user the registry deleted since: such a listing reads every user instead,
+        // slow but exact, as before the marks.
+        let followed = if not_imported_only {
+            match self.follow_import_feed(Some(1), LISTING_FEED_PAGE).await {
+                Ok((followed, _)) => Some(followed),
+                Err(error) => {
+                    tracing::warn!(%error, "import feed unreadable, listing without the marks");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let wanted = limit as usize;
         let mut page = Vec::with_capacity(wanted);
         let mut cursor = after;
@@ -432,6 +462,7 @@ impl Directory {
                 &mut conn,
                 &self.inner.sync.tenant_id,
                 filter,
+                followed.is_some(),
                 &cursor,
                 fetch,
             )
@@ -440,6 +471,22 @@ impl Directory {
             let exhausted = batch.len() < fetch as usize;
             let ids: Vec<String> = batch.iter().map(|u| u.object_id.clone()).collect();
             let imported = self.imported(&ids).await?;
+            if let Some(followed) = followed
+                && !imported.is_empty()
+            {
+                // Marks that lagged (an import the feed has not brought yet): fixed now, so
+                // the next listing does not read these users again.
+                let stale: Vec<String> = imported.iter().cloned().collect();
+                let mut conn = self.conn().await?;
+                store::imported::mark_imported(
+                    &mut conn,
+                    self.inner.sync.db.backend(),
+                    &self.inner.sync.tenant_id,
+                    &stale,
+                    followed,
+                )
+                .await?;
+            }
             for user in batch {
                 if page.len() == wanted {
                     // The user just fetched beyond the page proves there is a next page.
@@ -465,6 +512,83 @@ impl Directory {
                 return Ok((page, Some(cursor)));
             }
         }
+    }
+
+    /// Brings the imported marks up to the registry's import feed, reading at most
+    /// `max_pages` pages of `page_size` changes (`None`: until the end). Returns the feed
+    /// number the marks have followed to and how many changes it applied. Cheap when nothing
+    /// changed: one call that answers
+    /// nothing. Readers may run at once (a listing beside the background follower): each page
+    /// applies only over older marks and the position never moves back, so they only repeat
+    /// work.
+    pub async fn follow_import_feed(
+        &self,
+        max_pages: Option<usize>,
+        page_size: u32,
+    ) -> Result<(i64, usize), Error> {
+        let tenant_id = &self.inner.sync.tenant_id;
+        let mut applied = 0;
+        let mut conn = self.conn().await?;
+        let mut position = store::imported::feed_position(&mut conn, tenant_id).await?;
+        drop(conn);
+        let mut pages = 0;
+        while max_pages.is_none_or(|max| pages < max) {
+            let mut request = tonic::Request::new(registry_pb::ListImportChangesRequest {
+                tenant_id: tenant_id.clone(),
+                after_seq: u64::try_from(position.seq).unwrap_or(0),
+                after_object_id: position.object_id.clone(),
+                page_size,
+            });
+            request.set_timeout(REGISTRY_TIMEOUT);
+            let changes: Vec<store::imported::ImportChange> = self
+                .inner
+                .registry
+                .clone()
+                .list_import_changes(request)
+                .await
+                .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
+                .into_inner()
+                .changes
+                .into_iter()
+                .map(|c| store::imported::ImportChange {
+                    seq: i64::try_from(c.seq).unwrap_or(i64::MAX),
+                    object_id: c.object_id,
+                    imported: c.imported,
+                })
+                .collect();
+            let Some(last) = changes.last() else {
+                break;
+            };
+            let next = store::imported::FeedPosition {
+                seq: last.seq,
+                object_id: last.object_id.clone(),
+            };
+            let db = &self.inner.sync.db;
+            let mut tx = db
+                .begin_write()
+                .await
+                .map_err(Error::internal("begin applying import changes"))?;
+            store::imported::apply_import_changes(&mut tx, db.backend(), tenant_id, &changes)
+                .await?;
+            tx.commit()
+                .await
+                .map_err(Error::internal("commit import changes"))?;
+            applied += changes.len();
+            let full = changes.len() >= page_size as usize;
+            position = next;
+            pages += 1;
+            if !full {
+                break;
+            }
+        }
+        Ok((position.seq, applied))
+    }
+
+    /// Rebuilds the index of unmarked users after many marks (Postgres only; see
+    /// `store::imported::rebuild_unmarked_index`).
+    pub async fn rebuild_unmarked_index(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        store::imported::rebuild_unmarked_index(&mut conn, self.inner.sync.db.backend()).await
     }
 
     /// Asks the registry which of these users it holds.

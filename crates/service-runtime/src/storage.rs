@@ -252,14 +252,17 @@ impl RowsParam {
 /// `<rows> JOIN <table> u ON <condition>`, for looking up each batch row by a key. On Postgres
 /// it is a `LATERAL` subquery with `LIMIT 1`, which forces one index probe per row whatever
 /// the statistics say: while an import fills a table, its statistics still describe it small,
-/// and the planner's hash join over a full scan grows with the table. SQLite probes the index
-/// for this join by itself.
+/// and the planner's hash join over a full scan grows with the table. On SQLite it is a
+/// `CROSS JOIN`, which SQLite never reorders: with a plain `JOIN` and a condition holding a
+/// constant on the key's first column (`u.tenant_id = $2`), SQLite put the table outside (a
+/// scan of the whole tenant) and `json_each` inside, so 1,000 ids against 30,000 users took
+/// 33 s instead of 3 ms (issue 15).
 pub fn probe_join(backend: Backend, rows: &str, table: &str, condition: &str) -> String {
     match backend {
         Backend::Postgres => format!(
             "{rows} CROSS JOIN LATERAL (SELECT * FROM {table} u WHERE {condition} LIMIT 1) u"
         ),
-        Backend::Sqlite => format!("{rows} JOIN {table} u ON {condition}"),
+        Backend::Sqlite => format!("{rows} CROSS JOIN {table} u ON {condition}"),
     }
 }
 

@@ -25,8 +25,8 @@ use crate::store::{ObjectKey, UserFilter};
 
 /// Who may call each RPC. A service identity gets exactly what its service calls here
 /// (README's access table is tested against this): import-worker imports, reads companies
-/// and keeps its rules' grants; directory-sync checks what is imported and applies a round's
-/// changes.
+/// and keeps its rules' grants; directory-sync checks what is imported, follows the import
+/// feed and applies a round's changes.
 pub const ACCESS: AccessRules = &[
     (
         "/userimport.registry.v1.RegistryService/ImportUsers",
@@ -34,6 +34,10 @@ pub const ACCESS: AccessRules = &[
     ),
     (
         "/userimport.registry.v1.RegistryService/CheckImported",
+        &[ADMIN, READER, DIRECTORY_SYNC],
+    ),
+    (
+        "/userimport.registry.v1.RegistryService/ListImportChanges",
         &[ADMIN, READER, DIRECTORY_SYNC],
     ),
     ("/userimport.registry.v1.RegistryService/GetUser", READ),
@@ -308,6 +312,35 @@ impl pb::registry_service_server::RegistryService for GrpcApi {
             .await?;
         Ok(Response::new(pb::CheckImportedResponse {
             imported_object_ids: imported,
+        }))
+    }
+
+    async fn list_import_changes(
+        &self,
+        request: Request<pb::ListImportChangesRequest>,
+    ) -> Result<Response<pb::ListImportChangesResponse>, Status> {
+        let request = request.into_inner();
+        let tenant_id = parse_guid("tenant_id", &request.tenant_id)?;
+        let after_seq = i64::try_from(request.after_seq)
+            .map_err(|_| Error::invalid("after_seq", "beyond the feed's numbers"))?;
+        let changes = self
+            .registry
+            .import_changes(
+                &tenant_id,
+                after_seq,
+                &request.after_object_id,
+                request.page_size,
+            )
+            .await?;
+        Ok(Response::new(pb::ListImportChangesResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| pb::ImportChange {
+                    seq: u64::try_from(c.seq).unwrap_or(0),
+                    object_id: c.object_id,
+                    imported: c.imported,
+                })
+                .collect(),
         }))
     }
 

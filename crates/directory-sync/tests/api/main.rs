@@ -5,6 +5,7 @@ mod delta;
 mod full_sync;
 mod groups;
 mod helpers;
+mod imported_marks;
 mod listing;
 mod lookups;
 mod provisioning;

@@ -25,6 +25,8 @@ pub use updates::{ChangeItem, MAX_CHANGES_PER_CALL};
 pub const MAX_USERS_PER_IMPORT: usize = 1000;
 /// Most object ids accepted by one `CheckImported` call.
 pub const MAX_IDS_PER_CHECK: usize = 1000;
+/// Most import-state changes answered by one `ListImportChanges` call.
+pub const MAX_IMPORT_CHANGES: u32 = 10_000;
 /// Windows of candidate numbers tried before a user whose every candidate id is taken fails alone.
 const MAX_ALLOCATION_ROUNDS: u32 = 24;
 /// Insert rounds of one transaction; only concurrent imports racing for ids need more than one.
@@ -319,6 +321,12 @@ impl Registry {
             at_ms: now_ms,
         };
         store::audit::record(&mut tx, backend, origin, &created).await?;
+        // Last, as the feed's number is a lock held to commit (see store::feed).
+        let imported: Vec<(&str, &str)> = created
+            .iter()
+            .map(|e| (e.tenant_id.as_str(), e.object_id.as_str()))
+            .collect();
+        store::feed::record_import_changes(&mut tx, backend, &imported, true).await?;
         if batch.dry_run {
             // Everything was worked out as the import would; none of it stays.
             tx.rollback()
@@ -352,6 +360,24 @@ impl Registry {
         }
         let mut conn = self.conn().await?;
         store::imported_object_ids(&mut conn, self.db.backend(), tenant_id, object_ids).await
+    }
+
+    /// The tenant's import-state changes after a position, in position order (at most
+    /// `limit`, capped at [`MAX_IMPORT_CHANGES`]).
+    pub async fn import_changes(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        after_object_id: &str,
+        limit: u32,
+    ) -> Result<Vec<store::feed::ImportChange>, Error> {
+        let limit = match limit {
+            0 => MAX_IMPORT_CHANGES,
+            n => n.min(MAX_IMPORT_CHANGES),
+        };
+        let mut conn = self.conn().await?;
+        store::feed::import_changes_after(&mut conn, tenant_id, after_seq, after_object_id, limit)
+            .await
     }
 
     /// Blanks `created_by_import` of users whose import is private to someone `viewer` is not,

@@ -20,6 +20,7 @@ use crate::error::Error;
 
 pub mod audit;
 pub mod bindings;
+pub mod feed;
 pub mod roles;
 
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -532,12 +533,20 @@ pub async fn delete_users(
 }
 
 /// `DELETE FROM table` for the rows of the (tenant, object id) batch parameter.
+/// SQLite takes the row-value `IN`, which it answers with one key probe per row; its
+/// correlated `EXISTS` scanned the whole table and the batch for every row (issue 15).
 fn delete_by_identity(backend: Backend, table: &str) -> String {
     let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
-    format!(
-        "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {rows} \
-         WHERE r.tenant_id = {table}.tenant_id AND r.object_id = {table}.object_id)"
-    )
+    match backend {
+        Backend::Postgres => format!(
+            "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {rows} \
+             WHERE r.tenant_id = {table}.tenant_id AND r.object_id = {table}.object_id)"
+        ),
+        Backend::Sqlite => format!(
+            "DELETE FROM {table} WHERE (tenant_id, object_id) IN \
+             (SELECT r.tenant_id, r.object_id FROM {rows})"
+        ),
+    }
 }
 
 static DELETE_USERS_GRANTS: LazyLock<Dialects> =

@@ -310,10 +310,19 @@ static SET_ENABLED: LazyLock<Dialects> = LazyLock::new(|| {
             Backend::Postgres => "$2::boolean",
             Backend::Sqlite => "$2",
         };
+        // SQLite's correlated EXISTS scanned every user (see `delete_by_identity`).
+        let matching = match backend {
+            Backend::Postgres => format!(
+                "EXISTS (SELECT 1 FROM {rows} \
+                 WHERE r.tenant_id = users.tenant_id AND r.object_id = users.object_id)"
+            ),
+            Backend::Sqlite => {
+                format!("(tenant_id, object_id) IN (SELECT r.tenant_id, r.object_id FROM {rows})")
+            }
+        };
         format!(
             "UPDATE users SET enabled = {enabled}, updated_at_ms = $3 \
-             WHERE enabled <> {enabled} AND EXISTS (SELECT 1 FROM {rows} \
-             WHERE r.tenant_id = users.tenant_id AND r.object_id = users.object_id) \
+             WHERE enabled <> {enabled} AND {matching} \
              RETURNING tenant_id, object_id, user_id"
         )
     })

@@ -193,3 +193,59 @@ test_support::on_both_backends! {
         assert_eq!(detail, serde_json::json!({"deleted_in_directory": {"from": true, "to": false, "marked_at_ms": marked_at}}));
     }
 }
+
+async fn import_changes(
+    app: &TestApp,
+    after_seq: u64,
+    after_object_id: &str,
+) -> Vec<pb::ImportChange> {
+    app.client
+        .clone()
+        .list_import_changes(pb::ListImportChangesRequest {
+            tenant_id: TENANT.into(),
+            after_seq,
+            after_object_id: after_object_id.into(),
+            page_size: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .changes
+}
+
+test_support::on_both_backends! {
+    async fn the_import_feed_lists_each_import_and_deletion_once_in_commit_order(db) {
+        let app = imported(&db).await;
+        // Pages of two, from the start: the three imports, one transaction's number each.
+        let first = import_changes(&app, 0, "").await;
+        assert_eq!(first.len(), 2);
+        let last = first.last().unwrap().clone();
+        let second = import_changes(&app, last.seq, &last.object_id).await;
+        assert_eq!(second.len(), 1);
+        let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+        assert!(all.iter().all(|c| c.imported && c.seq == all[0].seq));
+        let mut ids: Vec<_> = all.iter().map(|c| c.object_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, vec![object_id(1), object_id(2), object_id(3)]);
+
+        // A dry-run deletion leaves the feed alone; the real one comes after every import.
+        let end = all.last().unwrap().clone();
+        let delete = pb::UserChange { delete: true, ..change(2) };
+        app.client.clone().update_users(request("run-d", vec![delete.clone()], true)).await.unwrap();
+        assert!(import_changes(&app, end.seq, &end.object_id).await.is_empty());
+        app.client.clone().update_users(request("run-d", vec![delete], false)).await.unwrap();
+        let after = import_changes(&app, end.seq, &end.object_id).await;
+        assert_eq!(after.len(), 1);
+        assert_eq!((after[0].object_id.clone(), after[0].imported), (object_id(2), false));
+        assert!(after[0].seq > end.seq);
+        // Each user once, with its latest state.
+        let everything = import_changes(&app, 0, "").await;
+        assert_eq!(everything.iter().filter(|c| c.object_id == object_id(2)).count(), 0, "user 2 moved past the first page");
+
+        // Imported again: the same user moves to a later number, imported.
+        app.import("imp-2", "DAT", vec![member(2, "bob@contoso.com")]).await.unwrap();
+        let again = import_changes(&app, after[0].seq, &after[0].object_id).await;
+        assert_eq!(again.len(), 1);
+        assert!(again[0].imported && again[0].seq > after[0].seq);
+    }
+}

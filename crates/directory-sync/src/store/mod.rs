@@ -17,6 +17,8 @@ use crate::domain::{
 };
 use crate::error::Error;
 
+pub mod imported;
+
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -456,11 +458,13 @@ pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
 /// The search is three prefix ranges over byte-ordered, lower-cased columns, each served by
 /// its own index (Postgres ORs them as bitmaps); without a search the name index yields the
 /// page in order directly. The statement holds only the conditions in use, so each shape
-/// gets the plan that fits it.
+/// gets the plan that fits it. With `unmarked_only`, only users not marked imported
+/// (`store::imported`), which a partial index holds in name order.
 pub async fn list_users(
     conn: &mut AnyConnection,
     tenant_id: &str,
     filter: &ListFilter,
+    unmarked_only: bool,
     after: &ListCursor,
     limit: u32,
 ) -> Result<Vec<MirrorUser>, Error> {
@@ -472,6 +476,11 @@ pub async fn list_users(
     let after_id = query.param(Bind::Text(after.object_id.clone()));
     let after_cursor = format!("(u.search_name, u.object_id) > ({after_name}, {after_id})");
     let mut shared = format!("u.tenant_id = {tenant} AND u.deletion_state = 'present'");
+    if unmarked_only {
+        // A literal, as the partial index's condition: SQLite uses that index only when the
+        // query states its condition, which a bound parameter does not.
+        shared.push_str(" AND u.imported = false");
+    }
     if filter.enabled_only {
         let enabled = query.param(Bind::Flag(true));
         shared.push_str(&format!(" AND u.account_enabled = {enabled}"));
