@@ -314,7 +314,7 @@ impl Stack {
             .database("registry", &user_registry::store::MIGRATIONS)
             .await?;
         let (registry_auth, directory_auth, importer_auth) = options.auth.configs();
-        let mut registry_config = user_registry::Config::for_tests(&registry_db_url);
+        let mut registry_config = user_registry::Config::local(&registry_db_url);
         registry_config.auth = registry_auth;
         registry_config.companies = options
             .companies
@@ -333,7 +333,7 @@ impl Stack {
             .database("directory", &directory_sync::store::MIGRATIONS)
             .await?;
         let mut directory_config =
-            directory_sync::Config::for_tests(&directory_db_url, &registry_url, directory_config);
+            directory_sync::Config::local(&directory_db_url, &registry_url, directory_config);
         directory_config.auth = directory_auth;
         directory_config.importer_url = importer_url.clone();
         directory_config.provisioning.auto_import = options.auto_import;
@@ -352,7 +352,7 @@ impl Stack {
             .database("importer", &import_worker::store::MIGRATIONS)
             .await?;
         let mut importer_config =
-            import_worker::Config::for_tests(&importer_db_url, &directory_url, &registry_url);
+            import_worker::Config::local(&importer_db_url, &directory_url, &registry_url);
         importer_config.worker.chunk_size = options.chunk_size;
         // One process serves every batch group a job may name (no job waits for a worker).
         importer_config.worker.batch_groups = vec![import_worker::queue::EVERY_GROUP.to_owned()];

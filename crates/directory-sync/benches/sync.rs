@@ -105,7 +105,7 @@ async fn run() -> anyhow::Result<()> {
         .migrate(&user_registry::store::MIGRATIONS)
         .await?;
     let registry = user_registry::App::build(
-        &user_registry::Config::for_tests(&registry_url),
+        &user_registry::Config::local(&registry_url),
         registry_db.clone(),
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
     )
@@ -122,7 +122,7 @@ async fn run() -> anyhow::Result<()> {
         .as_str()
         .trim_end_matches('/')
         .to_owned();
-    let mut config = Config::for_tests(
+    let mut config = Config::local(
         &url,
         &registry_addr,
         DirectoryConfig::single_host(

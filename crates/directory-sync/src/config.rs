@@ -162,9 +162,9 @@ impl Config {
         service_runtime::config::load(include_str!("../config.default.toml"), file, ENV_PREFIX)
     }
 
-    /// A configuration for tests and `userimport dev`: the given database, registry and
-    /// directory, port 0, no sync at start.
-    pub fn for_tests(database_url: &str, registry_url: &str, directory: DirectoryConfig) -> Self {
+    /// A configuration for one machine (`userimport dev`, tests, benchmarks): the given
+    /// database, registry and directory, port 0, no sync at start.
+    pub fn local(database_url: &str, registry_url: &str, directory: DirectoryConfig) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             registry_url: registry_url.to_owned(),

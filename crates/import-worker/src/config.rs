@@ -77,8 +77,9 @@ impl Config {
         service_runtime::config::load(include_str!("../config.default.toml"), file, ENV_PREFIX)
     }
 
-    /// A configuration for tests and `userimport dev`: the given database and services, port 0.
-    pub fn for_tests(database_url: &str, directory_url: &str, registry_url: &str) -> Self {
+    /// A configuration for one machine (`userimport dev`, tests, benchmarks): the given
+    /// database and services, port 0.
+    pub fn local(database_url: &str, directory_url: &str, registry_url: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             directory_url: directory_url.to_owned(),

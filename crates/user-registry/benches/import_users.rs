@@ -73,7 +73,7 @@ async fn import_through_grpc(
     let db = Database::connect(&url, 10).await?;
     db.migrate(&store::MIGRATIONS).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let app = App::build(&Config::for_tests(&url), db.clone(), listener).await?;
+    let app = App::build(&Config::local(&url), db.clone(), listener).await?;
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let server_task = tokio::spawn(app.run(shutdown.clone()));

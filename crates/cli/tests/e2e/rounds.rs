@@ -50,7 +50,7 @@ impl WithoutImporter {
         let listener = local().await;
         let registry_url = format!("http://{}", listener.local_addr().unwrap());
         let registry = user_registry::App::build(
-            &user_registry::Config::for_tests(&registry_db_url),
+            &user_registry::Config::local(&registry_db_url),
             registry_db,
             listener,
         )
@@ -75,8 +75,7 @@ impl WithoutImporter {
             emulator.client_id(),
             emulator.client_secret(),
         );
-        let mut config =
-            directory_sync::Config::for_tests(&directory_db_url, &registry_url, source);
+        let mut config = directory_sync::Config::local(&directory_db_url, &registry_url, source);
         config.importer_url = format!("http://{importer_addr}");
         config.sync.full_sync_on_start = true;
         config.provisioning.peer_retry_secs = peer_retry_secs;
@@ -126,8 +125,7 @@ impl WithoutImporter {
             .database("importer", &import_worker::store::MIGRATIONS)
             .await
             .unwrap();
-        let config =
-            import_worker::Config::for_tests(&url, &self.directory_url, &self.registry_url);
+        let config = import_worker::Config::local(&url, &self.directory_url, &self.registry_url);
         let queue = import_worker::app::connect_queue(&config.queue)
             .await
             .unwrap();

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use anyhow::Context as _;
 use service_runtime::storage::{
-    Backend, Dialects, Migrations, flag, flag_text, probe_join, rows_from, rows_text,
+    Backend, Dialects, Migrations, flag, flag_text, known, probe_join, rows_from, rows_text,
 };
 use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
@@ -32,8 +32,6 @@ const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_principal_name, u.m
      u.given_name, u.surname, u.account_enabled, u.account_type, u.deletion_state";
 
 fn user_from_row(row: &AnyRow) -> Result<MirrorUser, sqlx::Error> {
-    let account_type: String = row.try_get("account_type")?;
-    let deletion_state: String = row.try_get("deletion_state")?;
     Ok(MirrorUser {
         tenant_id: row.try_get("tenant_id")?,
         object_id: row.try_get("object_id")?,
@@ -43,8 +41,8 @@ fn user_from_row(row: &AnyRow) -> Result<MirrorUser, sqlx::Error> {
         given_name: row.try_get("given_name")?,
         surname: row.try_get("surname")?,
         account_enabled: flag(row, "account_enabled")?,
-        account_type: AccountType::parse(&account_type).unwrap_or(AccountType::Member),
-        deletion_state: DeletionState::parse(&deletion_state).unwrap_or(DeletionState::Present),
+        account_type: known(row, "account_type", AccountType::parse)?,
+        deletion_state: known(row, "deletion_state", DeletionState::parse)?,
     })
 }
 
@@ -957,12 +955,10 @@ fn run_from_row(row: &AnyRow) -> Result<SyncRun, sqlx::Error> {
     let count = |column: &str| -> Result<u64, sqlx::Error> {
         Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
     };
-    let mode: String = row.try_get("mode")?;
-    let status: String = row.try_get("status")?;
     Ok(SyncRun {
         run_id: row.try_get("run_id")?,
-        mode: SyncMode::parse(&mode).unwrap_or(SyncMode::Full),
-        status: SyncRunStatus::parse(&status).unwrap_or(SyncRunStatus::Failed),
+        mode: known(row, "mode", SyncMode::parse)?,
+        status: known(row, "status", SyncRunStatus::parse)?,
         started_at_ms: row.try_get("started_at_ms")?,
         finished_at_ms: row.try_get("finished_at_ms")?,
         users_seen: count("users_seen")?,

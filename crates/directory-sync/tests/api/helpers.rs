@@ -61,7 +61,7 @@ async fn spawn_directory(
     sync: SyncConfig,
     provisioning: ProvisioningConfig,
 ) -> (DirectoryServiceClient<Channel>, DropGuard) {
-    let mut config = Config::for_tests("unused", registry_url, directory);
+    let mut config = Config::local("unused", registry_url, directory);
     config.sync = sync;
     config.provisioning = provisioning;
     let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
@@ -113,7 +113,7 @@ impl Stack {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let registry_app = user_registry::App::build(
-            &user_registry::Config::for_tests(&registry_db.url),
+            &user_registry::Config::local(&registry_db.url),
             registry_database,
             listener,
         )
@@ -167,7 +167,7 @@ impl Stack {
     /// The configuration of another directory-sync over this stack's mirror and registry,
     /// reading `directory`.
     pub(crate) fn config_reading(&self, database_url: &str, directory: DirectoryConfig) -> Config {
-        let mut config = Config::for_tests(database_url, &self.registry_url, directory);
+        let mut config = Config::local(database_url, &self.registry_url, directory);
         config.sync = no_schedule();
         config
     }

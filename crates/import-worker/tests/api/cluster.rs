@@ -209,7 +209,7 @@ impl Cluster {
             .await
             .unwrap();
         let registry = user_registry::App::build(
-            &user_registry::Config::for_tests(&registry_db.url),
+            &user_registry::Config::local(&registry_db.url),
             registry_database.clone(),
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         )
@@ -327,7 +327,7 @@ impl Cluster {
                 .migrate(&directory_sync::store::MIGRATIONS)
                 .await
                 .unwrap();
-            let directory_config = directory_sync::Config::for_tests(
+            let directory_config = directory_sync::Config::local(
                 &directory_db.url,
                 &registry_url,
                 directory_sync::config::DirectoryConfig::single_host(

@@ -27,7 +27,7 @@ fn company(code: &str) -> pb::CreateCompanyRequest {
 
 test_support::on_both_backends! {
     async fn the_default_company_exists_and_configured_ones_are_created_at_start(db) {
-        let mut config = Config::for_tests(&db.url);
+        let mut config = Config::local(&db.url);
         config.companies = vec![CompanyConfig { code: "usmf".into(), name: "Contoso USA".into() }];
         let app = TestApp::spawn_with(config).await;
         assert_eq!(codes(&app).await, ["DAT", "USMF"]);

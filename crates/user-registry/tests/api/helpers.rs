@@ -16,7 +16,7 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     pub(crate) async fn spawn(db: &TestDatabase) -> Self {
-        Self::spawn_with(Config::for_tests(&db.url)).await
+        Self::spawn_with(Config::local(&db.url)).await
     }
 
     pub(crate) async fn spawn_with(config: Config) -> Self {

@@ -23,7 +23,7 @@ fn token_of(principal: &str) -> String {
 }
 
 async fn secured(db: &TestDatabase) -> TestApp {
-    let mut config = Config::for_tests(&db.url);
+    let mut config = Config::local(&db.url);
     let token = |principal: &str, role: &str| StaticToken {
         principal: principal.to_owned(),
         roles: vec![role.to_owned()],
