@@ -443,6 +443,19 @@ fn router(state: AppState) -> Router {
         )
         .nest("/v1.0", graph)
         // The tenant's administrator, for `userimport dev tenant` (not Graph; see admin.rs).
+        .merge(admin_routes())
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
+        .layer(middleware::from_fn_with_state(state.clone(), slow_down))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .with_state(state)
+}
+
+/// The tenant administrator's routes (`/_emulator/…`), in the outer and the `$batch` router.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/_emulator/users", post(admin::create_user))
         .route(
             "/_emulator/users/{key}",
@@ -457,13 +470,6 @@ fn router(state: AppState) -> Router {
             "/_emulator/groups/{group}/members/{key}",
             axum::routing::put(admin::join_group).delete(admin::leave_group),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
-        .layer(middleware::from_fn_with_state(state.clone(), slow_down))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
-        .with_state(state)
 }
 
 /// The router inner `$batch` requests go through: faults and the bearer check, but no log,
@@ -476,20 +482,7 @@ pub(crate) fn inner_router(state: AppState) -> Router {
     Router::new()
         .nest("/v1.0", graph)
         // The tenant's administrator, for `userimport dev tenant` (not Graph; see admin.rs).
-        .route("/_emulator/users", post(admin::create_user))
-        .route(
-            "/_emulator/users/{key}",
-            axum::routing::patch(admin::update_user),
-        )
-        .route("/_emulator/users/{key}/{action}", post(admin::user_life))
-        .route(
-            "/_emulator/groups/{group}/members",
-            axum::routing::patch(admin::update_group_members),
-        )
-        .route(
-            "/_emulator/groups/{group}/members/{key}",
-            axum::routing::put(admin::join_group).delete(admin::leave_group),
-        )
+        .merge(admin_routes())
         .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .with_state(state)
 }
