@@ -20,10 +20,11 @@
 //! BENCH_BACKEND=sqlite cargo bench -p directory-sync --bench list
 //! ```
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use directory_sync::config::{DirectoryConfig, SyncConfig};
-use directory_sync::{App, Config, store};
+use directory_sync::store;
 use graph_emulator::{Emulator, EmulatorConfig};
 use proto::directory::v1 as pb;
 use proto::directory::v1::directory_service_client::DirectoryServiceClient;
@@ -492,34 +493,7 @@ async fn run() -> anyhow::Result<()> {
     let registry_addr = format!("http://{}", registry.local_addr());
     let shutdown = CancellationToken::new();
     let registry_task = tokio::spawn(registry.run(shutdown.clone()));
-    let base = emulator
-        .base_url()
-        .as_str()
-        .trim_end_matches('/')
-        .to_owned();
-    let mut config = Config::local(
-        &url,
-        &registry_addr,
-        DirectoryConfig::single_host(
-            &base,
-            emulator.tenant_id(),
-            emulator.client_id(),
-            emulator.client_secret(),
-        ),
-    );
-    config.sync = SyncConfig {
-        full_sync_on_start: false,
-        delta_interval_secs: 0,
-        groups: Vec::new(),
-    };
-    let graph = graph::GraphClient::new(config.directory.graph_config()?)?;
-    let app = App::build(
-        &config,
-        db.clone(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        graph,
-    )
-    .await?;
+    let app = common::directory_sync(&url, &db, &registry_addr, &emulator).await?;
     let addr = app.local_addr();
     let directory = app.directory();
     let app_task = tokio::spawn(app.run(shutdown.clone()));
