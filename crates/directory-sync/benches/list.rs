@@ -241,12 +241,12 @@ async fn fill_registry(db: &Database, tenant: &str, n: usize) -> anyhow::Result<
         ),
     )
     .await?;
-    execute(db, "UPDATE import_feed_head SET seq = seq + 1".to_owned()).await?;
+    let seq = next_feed_number(db).await?;
     execute(
         db,
         format!(
             "INSERT INTO import_feed (tenant_id, object_id, seq, imported) \
-             SELECT tenant_id, object_id, (SELECT seq FROM import_feed_head), {imported} FROM users"
+             SELECT tenant_id, object_id, {seq}, {imported} FROM users"
         ),
     )
     .await?;
@@ -264,18 +264,31 @@ async fn halve_registry(db: &Database, n: usize) -> anyhow::Result<()> {
         Backend::Sqlite => "0",
     };
     let gone = format!("(SELECT {oid} FROM {} WHERE i % 2 = 0)", series(backend, n));
-    execute(db, "UPDATE import_feed_head SET seq = seq + 1".to_owned()).await?;
+    let seq = next_feed_number(db).await?;
     execute(
         db,
         format!(
             "UPDATE import_feed SET imported = {not_imported}, \
-             seq = (SELECT seq FROM import_feed_head) WHERE object_id IN {gone}"
+             seq = {seq} WHERE object_id IN {gone}"
         ),
     )
     .await?;
     execute(db, format!("DELETE FROM users WHERE object_id IN {gone}")).await?;
     execute(db, "ANALYZE".to_owned()).await?;
     Ok(())
+}
+
+/// The registry's feed number for the next statement, as the registry's own writers number
+/// (user-registry store::feed): on Postgres that statement's transaction id, on SQLite the
+/// next count of the head row.
+async fn next_feed_number(db: &Database) -> anyhow::Result<String> {
+    Ok(match db.backend() {
+        Backend::Postgres => "pg_current_xact_id()::text::bigint".to_owned(),
+        Backend::Sqlite => {
+            execute(db, "UPDATE import_feed_head SET seq = seq + 1".to_owned()).await?;
+            "(SELECT seq FROM import_feed_head)".to_owned()
+        }
+    })
 }
 
 /// Waits until directory-sync's background follower has read the registry's feed to its

@@ -321,7 +321,6 @@ impl Registry {
             at_ms: now_ms,
         };
         store::audit::record(&mut tx, backend, origin, &created).await?;
-        // Last, as the feed's number is a lock held to commit (see store::feed).
         let imported: Vec<(&str, &str)> = created
             .iter()
             .map(|e| (e.tenant_id.as_str(), e.object_id.as_str()))
@@ -376,8 +375,15 @@ impl Registry {
             n => n.min(MAX_IMPORT_CHANGES),
         };
         let mut conn = self.conn().await?;
-        store::feed::import_changes_after(&mut conn, tenant_id, after_seq, after_object_id, limit)
-            .await
+        store::feed::import_changes_after(
+            &mut conn,
+            self.db.backend(),
+            tenant_id,
+            after_seq,
+            after_object_id,
+            limit,
+        )
+        .await
     }
 
     /// Blanks `created_by_import` of users whose import is private to someone `viewer` is not,

@@ -235,7 +235,6 @@ impl Registry {
             at_ms: now_ms,
         };
         store::audit::record(&mut tx, backend, origin, &events).await?;
-        // Last, as the feed's number is a lock held to commit (see store::feed).
         let removed: Vec<(&str, &str)> = deleted
             .iter()
             .map(|k| (k.tenant_id.as_str(), k.object_id.as_str()))

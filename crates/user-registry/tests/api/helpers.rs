@@ -61,6 +61,31 @@ impl TestApp {
             .outcomes)
     }
 
+    /// Waits until every transaction on the database server that began before this call has
+    /// ended. The Postgres import feed shows a change only once every older transaction has
+    /// ended (store::feed), and other tests share the server.
+    pub(crate) async fn settle(&self) {
+        if self.db.backend() != service_runtime::storage::Backend::Postgres {
+            return;
+        }
+        let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
+        for _ in 0..1000 {
+            let oldest: i64 =
+                sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                    .fetch_one(self.db.pool())
+                    .await
+                    .unwrap();
+            if oldest > now {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("a transaction older than {now} stayed open for 10 s");
+    }
+
     pub(crate) async fn user_count(&self) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(self.db.pool())

@@ -199,6 +199,7 @@ async fn import_changes(
     after_seq: u64,
     after_object_id: &str,
 ) -> Vec<pb::ImportChange> {
+    app.settle().await;
     app.client
         .clone()
         .list_import_changes(pb::ListImportChangesRequest {
@@ -247,5 +248,68 @@ test_support::on_both_backends! {
         let again = import_changes(&app, after[0].seq, &after[0].object_id).await;
         assert_eq!(again.len(), 1);
         assert!(again[0].imported && again[0].seq > after[0].seq);
+    }
+}
+
+mod the_import_feed_on_postgres {
+    use super::*;
+    use sqlx::Connection as _;
+
+    /// The feed's promise: once a reader has read past a number, nothing commits below it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_lets_a_reader_pass_a_change_still_being_committed() {
+        let Some(db) = test_support::TestDatabase::postgres().await else {
+            return;
+        };
+        let app = imported(&db).await;
+        let start = import_changes(&app, 0, "").await;
+        let start = import_changes(&app, start[1].seq, &start[1].object_id).await[0].clone();
+
+        // A deletion that has written its feed row (under an older number) but not committed...
+        let mut slow = sqlx::postgres::PgConnection::connect(&db.url)
+            .await
+            .unwrap();
+        let mut slow_tx = slow.begin().await.unwrap();
+        sqlx::query(
+            "UPDATE import_feed SET imported = false, seq = pg_current_xact_id()::text::bigint \
+             WHERE object_id = $1",
+        )
+        .bind(object_id(1))
+        .execute(&mut *slow_tx)
+        .await
+        .unwrap();
+        // ... while a later import commits.
+        app.import("imp-late", "DAT", vec![member(4, "dee@contoso.com")])
+            .await
+            .unwrap();
+        let read = app
+            .client
+            .clone()
+            .list_import_changes(pb::ListImportChangesRequest {
+                tenant_id: TENANT.into(),
+                after_seq: start.seq,
+                after_object_id: start.object_id.clone(),
+                page_size: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .changes;
+        assert!(
+            read.is_empty(),
+            "the later import is held back while the older change is open: {read:?}"
+        );
+
+        slow_tx.commit().await.unwrap();
+        let read = import_changes(&app, start.seq, &start.object_id).await;
+        let states: Vec<(String, bool)> = read
+            .iter()
+            .map(|c| (c.object_id.clone(), c.imported))
+            .collect();
+        assert_eq!(
+            states,
+            [(object_id(1), false), (object_id(4), true)],
+            "the older change first, then the later one"
+        );
     }
 }
