@@ -11,7 +11,10 @@
 //! run with the services stopped, times a `COPY … FROM STDIN` of the rows the import wrote
 //! into an identical, freshly migrated registry table. It reports users/s end to end, COPY
 //! rows/s and their ratio, the CPU time each process (and Postgres and RabbitMQ) spent during
-//! the import, and the peak RSS of every process (`VmHWM` from `/proc/<pid>/status`; the peak
+//! the import, the cost budget per unit of work (CPU µs per user created of Postgres and of each
+//! service, database statements per chunk by service from their `db_statements_total`), the
+//! contention seen (registry transactions retried, deadlocks, sampled statements waiting on a
+//! lock), and the peak RSS of every process (`VmHWM` from `/proc/<pid>/status`; the peak
 //! is reset between the sync and the import, so both phases are shown).
 //!
 //! ```text
@@ -144,7 +147,18 @@ fn cpu_ticks_of(comm: &str) -> u64 {
 /// backend seen at the start counts from there, one born later from zero.
 struct BackendSampler {
     stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    task: tokio::task::JoinHandle<anyhow::Result<Sampled>>,
+}
+
+/// What the sampler saw of the benchmark's backends.
+#[derive(Default)]
+struct Sampled {
+    /// CPU ticks since the start.
+    ticks: u64,
+    /// Backend samples running a statement, and those of them waiting for a lock another
+    /// transaction holds (row, transaction id, relation: `wait_event_type = 'Lock'`).
+    active: u64,
+    lock_waits: u64,
 }
 
 impl BackendSampler {
@@ -156,13 +170,17 @@ impl BackendSampler {
             // pid → (ticks when first seen, latest ticks)
             let mut seen: std::collections::HashMap<i32, (u64, u64)> = Default::default();
             let mut first = true;
+            let mut sampled = Sampled::default();
             loop {
-                let pids: Vec<i32> = sqlx::query_scalar(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'bench-%'",
+                let backends: Vec<(i32, bool, bool)> = sqlx::query_as(
+                    "SELECT pid, state = 'active', coalesce(wait_event_type = 'Lock', false) \
+                     FROM pg_stat_activity WHERE application_name LIKE 'bench-%'",
                 )
                 .fetch_all(&mut conn)
                 .await?;
-                for pid in pids {
+                for (pid, active, waiting) in backends {
+                    sampled.active += u64::from(active);
+                    sampled.lock_waits += u64::from(waiting);
                     let Some((_, ticks, _)) = proc_stat(&pid.to_string()) else {
                         continue;
                     };
@@ -176,22 +194,52 @@ impl BackendSampler {
                 }
             }
             conn.close().await?;
-            Ok(seen
+            sampled.ticks = seen
                 .values()
                 .map(|(from, last)| last.saturating_sub(*from))
-                .sum())
+                .sum();
+            Ok(sampled)
         });
         Ok(Self { stop, task })
     }
 
-    /// CPU ticks of the benchmark's backends since the start.
-    async fn stop(self) -> u64 {
+    /// What was seen since the start.
+    async fn stop(self) -> Sampled {
         self.stop.cancel();
         match self.task.await {
-            Ok(Ok(ticks)) => ticks,
-            _ => 0,
+            Ok(Ok(sampled)) => sampled,
+            _ => Sampled::default(),
         }
     }
+}
+
+/// The database statements a service has run so far (`db_statements_total` of its
+/// `/metrics`, on `port`).
+async fn statements_run(port: u16) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body
+        .lines()
+        .find_map(|line| line.strip_prefix("db_statements_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// Deadlocks Postgres has detected in the database so far.
+async fn deadlocks(server: &str) -> anyhow::Result<i64> {
+    let mut conn = sqlx::PgConnection::connect(server).await?;
+    let n = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(n)
 }
 
 /// `(busy, total)` jiffies of all CPUs, from the first line of `/proc/stat`.
@@ -562,9 +610,10 @@ async fn bench(
         "USER_REGISTRY_AUTH__INSECURE_DEVELOPMENT".into(),
         "true".into(),
     ));
+    let registry_metrics = free_port()?;
     env.push((
         "USER_REGISTRY_METRICS__LISTEN_ADDR".into(),
-        "127.0.0.1:0".into(),
+        format!("127.0.0.1:{registry_metrics}"),
     ));
     let mut registry = Service::spawn(
         "user-registry",
@@ -578,6 +627,7 @@ async fn bench(
 
     // 3. directory-sync, and one full sync.
     let directory_port = free_port()?;
+    let directory_metrics = free_port()?;
     let graph = format!("http://127.0.0.1:{emulator_port}");
     let mut env = log_env("DIRECTORY_SYNC_");
     env.extend([
@@ -593,7 +643,7 @@ async fn bench(
         ),
         (
             "DIRECTORY_SYNC_METRICS__LISTEN_ADDR".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{directory_metrics}"),
         ),
         (
             "DIRECTORY_SYNC_DIRECTORY__AUTHORITY_HOST".into(),
@@ -672,7 +722,7 @@ async fn bench(
     );
 
     // 4. The workers, sharing one job database, migrated once before they start.
-    let worker_env = |port: u16, name: &str| {
+    let worker_env = |port: u16, metrics_port: u16, name: &str| {
         let mut env = log_env("IMPORT_WORKER_");
         env.extend([
             ("HOSTNAME".to_owned(), name.to_owned()),
@@ -690,7 +740,7 @@ async fn bench(
             ),
             (
                 "IMPORT_WORKER_METRICS__LISTEN_ADDR".into(),
-                "127.0.0.1:0".into(),
+                format!("127.0.0.1:{metrics_port}"),
             ),
             ("IMPORT_WORKER_DIRECTORY_URL".into(), directory_url.clone()),
             ("IMPORT_WORKER_REGISTRY_URL".into(), registry_url.clone()),
@@ -711,7 +761,7 @@ async fn bench(
     };
     let migrate = Command::new(bin.join("import-worker"))
         .arg("migrate")
-        .envs(worker_env(0, "bench-migrate"))
+        .envs(worker_env(0, 0, "bench-migrate"))
         .output()?;
     ensure!(
         migrate.status.success(),
@@ -720,14 +770,20 @@ async fn bench(
     );
     let mut workers = Vec::new();
     let mut worker_ports = Vec::new();
+    let mut metrics_ports = vec![
+        ("user-registry".to_owned(), registry_metrics),
+        ("directory-sync".to_owned(), directory_metrics),
+    ];
     for i in 1..=settings.workers {
         let port = free_port()?;
+        let metrics_port = free_port()?;
         let name = format!("import-worker-{i}");
+        metrics_ports.push((name.clone(), metrics_port));
         let mut worker = Service::spawn(
             &name,
             &bin.join("import-worker"),
             &[],
-            &worker_env(port, &name),
+            &worker_env(port, metrics_port, &name),
             log_dir,
         )?;
         wait_serving(&mut worker, port, Duration::from_secs(60)).await?;
@@ -747,6 +803,11 @@ async fn bench(
         .map(Service::cpu_ticks)
         .collect();
     let postgres_before = cpu_ticks_of("postgres");
+    let mut statements_before = Vec::new();
+    for (_, port) in &metrics_ports {
+        statements_before.push(statements_run(*port).await?);
+    }
+    let deadlocks_before = deadlocks(&settings.server).await?;
     let backends = BackendSampler::start(&settings.server).await?;
     let rabbit_before = cpu_ticks_of("beam.smp");
     let machine_before = machine_ticks();
@@ -811,7 +872,13 @@ async fn bench(
         .map(Service::cpu_ticks)
         .collect();
     let postgres_cpu = cpu_ticks_of("postgres").saturating_sub(postgres_before) as f64 / ticks;
-    let own_backends_cpu = backends.stop().await as f64 / ticks;
+    let sampled = backends.stop().await;
+    let own_backends_cpu = sampled.ticks as f64 / ticks;
+    let deadlocks_seen = deadlocks(&settings.server).await? - deadlocks_before;
+    let mut statements_by_service = Vec::new();
+    for ((name, port), before) in metrics_ports.iter().zip(&statements_before) {
+        statements_by_service.push((name.clone(), statements_run(*port).await? - before));
+    }
     let rabbit_cpu = cpu_ticks_of("beam.smp").saturating_sub(rabbit_before) as f64 / ticks;
     let machine_after = machine_ticks();
     let busy = (machine_after.0 - machine_before.0) as f64
@@ -961,7 +1028,21 @@ async fn bench(
         busy * 100.0,
         cores as f64 * elapsed.as_secs_f64()
     );
-    println!("  registry import transactions retried after a conflict: {registry_retries}");
+    println!(
+        "  contention: {registry_retries} registry import transactions retried after a conflict, {deadlocks_seen} deadlocks; {} of {} sampled running statements waited on a lock",
+        sampled.lock_waits, sampled.active
+    );
+    let chunks = job.chunks_planned.max(1) as f64;
+    let statements_total: f64 = statements_by_service.iter().map(|(_, n)| n).sum();
+    println!(
+        "  statements per chunk: {:.1} ({})",
+        statements_total / chunks,
+        statements_by_service
+            .iter()
+            .map(|(name, n)| format!("{name} {:.1}", n / chunks))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     // The per-user cost budget, so the next regression shows where it happens.
     let per_user = |cpu_s: f64| cpu_s * 1e6 / (counts.created.max(1) as f64);
     let ours: f64 = rows
