@@ -14,6 +14,7 @@ use crate::store::audit::{NewEvent, Origin};
 use crate::store::{self, InsertRow, ObjectKey, UserFilter};
 
 mod changes;
+mod claims;
 mod rules;
 mod updates;
 
@@ -38,6 +39,8 @@ const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
 #[derive(Debug, Clone)]
 pub struct Registry {
     db: Database,
+    /// User ids this process's imports are inserting (see `claims`).
+    in_flight: std::sync::Arc<claims::InFlight>,
 }
 
 /// A user of an import: either valid, or already failed with a reason.
@@ -54,7 +57,10 @@ impl Registry {
     }
 
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            in_flight: Default::default(),
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -182,8 +188,8 @@ impl Registry {
         // caller sent.
         let mut pending: Vec<(usize, &NewUser)> = users.iter().map(|(i, u)| (*i, u)).collect();
         pending.sort_by(|a, b| a.1.object_id.cmp(&b.1.object_id));
-        // User keys handed out by this transaction.
-        let mut claimed: HashSet<String> = HashSet::with_capacity(users.len());
+        // User keys handed out by this transaction, held from other imports until it ends.
+        let mut claimed = self.in_flight.hold();
         // Users this transaction inserted (not those a replay finds), for the audit trail.
         let mut created: Vec<NewEvent> = Vec::new();
 
@@ -244,7 +250,7 @@ impl Registry {
 
             let (with_base, collided): (Vec<_>, Vec<_>) = fresh
                 .into_iter()
-                .partition(|(_, key)| !taken.contains(key) && claimed.insert(key.clone()));
+                .partition(|(_, key)| !taken.contains(key) && claimed.claim(key));
             let mut ready: Vec<Pending<'_>> = with_base.into_iter().map(|(p, _)| p).collect();
             let collided: Vec<Pending<'_>> = collided.into_iter().map(|(p, _)| p).collect();
             if !collided.is_empty() {
@@ -264,6 +270,9 @@ impl Registry {
                 break;
             }
 
+            // In key order, so that inserts racing another replica's lock rows in one order
+            // and wait rather than deadlock.
+            ready.sort_by_cached_key(|p| user_key(&p.user_id));
             let ready_keys: Vec<String> = ready.iter().map(|p| user_key(&p.user_id)).collect();
             let rows: Vec<InsertRow<'_>> = ready
                 .iter()
@@ -603,7 +612,7 @@ async fn assign_suffixes<'a>(
     db: &Database,
     tx: &mut sqlx::AnyConnection,
     collided: Vec<Pending<'a>>,
-    handed_out: &mut HashSet<String>,
+    handed_out: &mut claims::Held<'_>,
     dry_run: bool,
 ) -> Result<(Vec<Pending<'a>>, Vec<Pending<'a>>), Error> {
     let backend = db.backend();
@@ -651,7 +660,7 @@ async fn assign_suffixes<'a>(
             let got = numbers.entry(base.clone()).or_default();
             // Hand each key out once: another user of this batch may hold it as its base, and
             // two bases can yield one candidate (`ab1`+`2`, `ab`+`12`).
-            if got.len() < needed[base] && !taken.contains(&key) && handed_out.insert(key) {
+            if got.len() < needed[base] && !taken.contains(&key) && handed_out.claim(&key) {
                 got.push(n);
             }
         }
