@@ -224,29 +224,22 @@ async fn fill_mirror(db: &Database, tenant: &str, n: usize) -> anyhow::Result<()
 async fn fill_registry(db: &Database, tenant: &str, n: usize) -> anyhow::Result<()> {
     let backend = db.backend();
     let oid = object_id(backend);
-    let (enabled, imported) = match backend {
-        Backend::Postgres => ("true", "true"),
-        Backend::Sqlite => ("1", "1"),
+    let enabled = match backend {
+        Backend::Postgres => "true",
+        Backend::Sqlite => "1",
     };
+    // An imported user is in the feed by its row's number (user-registry store::feed).
+    let seq = next_feed_number(db).await?;
     execute(
         db,
         format!(
             "INSERT INTO users (tenant_id, object_id, user_id, user_key, network_alias, \
              network_domain, email, name, enabled, company, account_type, created_at_ms, \
-             updated_at_ms, created_by_import) \
+             updated_at_ms, created_by_import, feed_seq) \
              SELECT '{tenant}', {oid}, 'u' || i, 'u' || i, 'u' || i || '@contoso.com', \
              'https://sts.windows.net/', 'u' || i || '@contoso.com', 'User ' || i, {enabled}, \
-             'DAT', 'member', 0, 0, 'bench' FROM {series} WHERE i % 1000 <> 0",
+             'DAT', 'member', 0, 0, 'bench', {seq} FROM {series} WHERE i % 1000 <> 0",
             series = series(backend, n)
-        ),
-    )
-    .await?;
-    let seq = next_feed_number(db).await?;
-    execute(
-        db,
-        format!(
-            "INSERT INTO import_feed (tenant_id, object_id, seq, imported) \
-             SELECT tenant_id, object_id, {seq}, {imported} FROM users"
         ),
     )
     .await?;
@@ -268,8 +261,9 @@ async fn halve_registry(db: &Database, n: usize) -> anyhow::Result<()> {
     execute(
         db,
         format!(
-            "UPDATE import_feed SET imported = {not_imported}, \
-             seq = {seq} WHERE object_id IN {gone}"
+            "INSERT INTO import_feed (tenant_id, object_id, seq, imported) \
+             SELECT tenant_id, object_id, {seq}, {not_imported} FROM users \
+             WHERE object_id IN {gone}"
         ),
     )
     .await?;
@@ -299,7 +293,9 @@ async fn caught_up(registry: &Database, mirror: &Database, tenant: &str) -> anyh
     let last: (i64, String) = {
         let mut conn = registry.pool().acquire().await?;
         let row = sqlx::query(
-            "SELECT seq, object_id FROM import_feed ORDER BY seq DESC, object_id DESC LIMIT 1",
+            "SELECT seq, object_id FROM (SELECT feed_seq AS seq, object_id FROM users \
+             UNION ALL SELECT seq, object_id FROM import_feed) AS f \
+             ORDER BY seq DESC, object_id DESC LIMIT 1",
         )
         .fetch_one(&mut *conn)
         .await?;

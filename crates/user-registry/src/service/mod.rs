@@ -183,6 +183,8 @@ impl Registry {
             return Err(Error::UnknownCompany(batch.company.to_string()));
         }
         check_import_binding(&mut tx, batch, now_ms).await?;
+        // The users it inserts enter the import feed under this transaction's number.
+        store::feed::number_transaction(&mut tx, backend).await?;
         let mut result = Vec::with_capacity(users.len());
         // Ordered by object id, so the n-th claimant of a base is the same whatever order the
         // caller sent.
@@ -330,11 +332,6 @@ impl Registry {
             at_ms: now_ms,
         };
         store::audit::record(&mut tx, backend, origin, &created).await?;
-        let imported: Vec<(&str, &str)> = created
-            .iter()
-            .map(|e| (e.tenant_id.as_str(), e.object_id.as_str()))
-            .collect();
-        store::feed::record_import_changes(&mut tx, backend, &imported, true).await?;
         if batch.dry_run {
             // Everything was worked out as the import would; none of it stays.
             tx.rollback()

@@ -239,7 +239,7 @@ impl Registry {
             .iter()
             .map(|k| (k.tenant_id.as_str(), k.object_id.as_str()))
             .collect();
-        store::feed::record_import_changes(&mut tx, backend, &removed, false).await?;
+        store::feed::record_deletions(&mut tx, backend, &removed).await?;
         tx.commit()
             .await
             .map_err(Error::internal("commit update"))?;

@@ -1,21 +1,26 @@
 //! The import-state feed (issue 15): which users became imported or were deleted, in commit
 //! order, for directory-sync's imported marks.
 //!
-//! Every transaction that creates or deletes users upserts each user's latest state with a
-//! number, and a reader reads in number order. The numbering must make one promise: once a
-//! reader has read up to a position, nothing can later commit below it.
+//! An imported user's entry is its own row: `users.feed_seq` is the number of the transaction
+//! that created it. A deletion leaves a row in `import_feed` (imported = false) under the
+//! number of the transaction that deleted. A reader reads both in (number, object id) order,
+//! so a user deleted and imported again shows both, the later last. (A separate feed row per
+//! imported user cost about as much again as its audit row; BENCHMARKS.md.)
 //!
-//! On Postgres the number is the writing transaction's own id (`pg_current_xact_id()`, 64
-//! bits, never wrapping), and a reader only reads numbers below the oldest transaction still
-//! running when its statement began (`pg_snapshot_xmin`): every transaction below that has
-//! ended, so what it wrote is visible or was rolled back, and every transaction that has not
-//! ended has a number at or above it. Writers share nothing: a counter row held to commit
-//! serialised every import's commit behind the one before (ImportUsers at 8 in flight fell
-//! from 19,894 to 6,580 users/s; BENCHMARKS.md). A transaction left open anywhere in the
-//! database holds readers back until it ends, which delays marks, never loses them.
+//! The numbering makes one promise: once a reader has read up to a position, nothing can
+//! later commit below it. On Postgres the number is the writing transaction's own id
+//! (`pg_current_xact_id()`, 64 bits, never wrapping), and a reader only reads numbers below
+//! the oldest transaction still running when its statement began (`pg_snapshot_xmin`):
+//! every transaction below that has ended, so what it wrote is visible or was rolled back,
+//! and every transaction that has not ended has a number at or above it. Writers share
+//! nothing: a counter row held to commit serialised every import's commit behind the one
+//! before (ImportUsers at 8 in flight fell from 19,894 to 6,580 users/s). A transaction left
+//! open anywhere on the server holds readers back until it ends, which delays marks, never
+//! loses them.
 //!
-//! SQLite runs one write transaction at a time, so there a counter row (`import_feed_head`)
-//! costs nothing and gives the same promise.
+//! SQLite runs one write transaction at a time, so there a counter row (`import_feed_head`),
+//! moved once per transaction by [`number_transaction`], costs nothing and gives the same
+//! promise.
 
 use std::sync::LazyLock;
 
@@ -33,72 +38,94 @@ pub struct ImportChange {
     pub imported: bool,
 }
 
-static NEXT_SEQ: &str = "UPDATE import_feed_head SET seq = seq + 1 WHERE id = 1 RETURNING seq";
+static NEXT_SEQ: &str = "UPDATE import_feed_head SET seq = seq + 1 WHERE id = 1";
 
-static UPSERT_FEED: LazyLock<Dialects> = LazyLock::new(|| {
+/// This transaction's feed number, as an SQL expression (see the module's comment); on SQLite
+/// valid after [`number_transaction`].
+pub fn transaction_number(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "pg_current_xact_id()::text::bigint",
+        Backend::Sqlite => "(SELECT seq FROM import_feed_head WHERE id = 1)",
+    }
+}
+
+/// Gives this transaction its feed number before its first change of import state: on
+/// SQLite the next count of the head row, on Postgres nothing (the number is its id).
+pub async fn number_transaction(conn: &mut AnyConnection, backend: Backend) -> Result<(), Error> {
+    if backend == Backend::Sqlite {
+        sqlx::query(NEXT_SEQ)
+            .execute(conn)
+            .await
+            .map_err(Error::internal("take the next import feed number"))?;
+    }
+    Ok(())
+}
+
+static RECORD_DELETIONS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
-        let (seq, imported) = match backend {
-            Backend::Postgres => (TRANSACTION_NUMBER, "$2::boolean"),
-            Backend::Sqlite => ("$3", "$2"),
+        let seq = transaction_number(backend);
+        let deleted = match backend {
+            Backend::Postgres => "false",
+            Backend::Sqlite => "0",
         };
         // `WHERE true` resolves SQLite's upsert parsing ambiguity.
         format!(
             "INSERT INTO import_feed (tenant_id, object_id, seq, imported) \
-             SELECT r.tenant_id, r.object_id, {seq}, {imported} FROM {rows} WHERE true \
+             SELECT r.tenant_id, r.object_id, {seq}, {deleted} FROM {rows} WHERE true \
              ON CONFLICT (tenant_id, object_id) DO UPDATE SET seq = excluded.seq, \
              imported = excluded.imported"
         )
     })
 });
 
-/// This transaction's id as a feed number (Postgres).
-const TRANSACTION_NUMBER: &str = "pg_current_xact_id()::text::bigint";
-
-/// Records that these users (tenant, object id) became imported (`imported`) or were deleted,
-/// under this transaction's feed number.
-pub async fn record_import_changes(
+/// Records that these users (tenant, object id) were deleted, under this transaction's feed
+/// number (taken here).
+pub async fn record_deletions(
     conn: &mut AnyConnection,
     backend: Backend,
     users: &[(&str, &str)],
-    imported: bool,
 ) -> Result<(), Error> {
     if users.is_empty() {
         return Ok(());
     }
+    number_transaction(conn, backend).await?;
     let param =
-        rows_text(backend, users.iter().map(|(t, o)| [*t, *o])).context("encode import changes")?;
-    let query = sqlx::query(UPSERT_FEED.get(backend))
+        rows_text(backend, users.iter().map(|(t, o)| [*t, *o])).context("encode deletions")?;
+    sqlx::query(RECORD_DELETIONS.get(backend))
         .bind(param)
-        .bind(service_runtime::storage::flag_text(imported));
-    let query = match backend {
-        Backend::Postgres => query,
-        Backend::Sqlite => {
-            let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(Error::internal("take the next import feed number"))?;
-            query.bind(seq)
-        }
-    };
-    query
         .execute(&mut *conn)
         .await
-        .map_err(Error::internal("record import changes"))?;
+        .map_err(Error::internal("record deletions"))?;
     Ok(())
 }
 
 static READ_FEED: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         // Only numbers of transactions that have ended (see the module's comment).
-        let settled = match backend {
-            Backend::Postgres => "AND seq < pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-            Backend::Sqlite => "",
+        let settled = |column: &str| match backend {
+            Backend::Postgres => {
+                format!("AND {column} < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            }
+            Backend::Sqlite => String::new(),
         };
+        let imported = match backend {
+            Backend::Postgres => "true",
+            Backend::Sqlite => "1",
+        };
+        // Each side cut to a page in its own index order before the merge.
         format!(
-            "SELECT seq, object_id, imported FROM import_feed \
-             WHERE tenant_id = $1 AND (seq, object_id) > ($2, $3) {settled} \
-             ORDER BY seq, object_id LIMIT $4"
+            "SELECT seq, object_id, imported FROM (\
+             SELECT * FROM (SELECT feed_seq AS seq, object_id, {imported} AS imported FROM users \
+             WHERE tenant_id = $1 AND (feed_seq, object_id) > ($2, $3) {users_settled} \
+             ORDER BY feed_seq, object_id LIMIT $4) AS imports \
+             UNION ALL \
+             SELECT * FROM (SELECT seq, object_id, imported FROM import_feed \
+             WHERE tenant_id = $1 AND (seq, object_id) > ($2, $3) {feed_settled} \
+             ORDER BY seq, object_id LIMIT $4) AS deletions\
+             ) AS changes ORDER BY seq, object_id LIMIT $4",
+            users_settled = settled("feed_seq"),
+            feed_settled = settled("seq"),
         )
     })
 });

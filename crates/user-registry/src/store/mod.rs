@@ -187,16 +187,19 @@ static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
         format!(
             "INSERT INTO users (tenant_id, object_id, user_id, user_key, network_alias, \
              network_domain, email, name, enabled, company, account_type, created_at_ms, \
-             updated_at_ms, created_by_import) \
+             updated_at_ms, created_by_import, feed_seq) \
              SELECT r.tenant_id, r.object_id, r.user_id, r.user_key, r.network_alias, \
-             r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4 \
-             FROM {rows} WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, object_id"
+             r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4, \
+             {feed_seq} \
+             FROM {rows} WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, object_id",
+            feed_seq = feed::transaction_number(backend)
         )
     })
 });
 
 /// Inserts new users in one statement, skipping any that clash; returns the identities that
-/// went in.
+/// went in. Each is in the import feed under this transaction's number
+/// ([`feed::number_transaction`] first).
 pub async fn insert_users(
     conn: &mut AnyConnection,
     backend: Backend,
