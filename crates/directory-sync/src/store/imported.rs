@@ -2,9 +2,13 @@
 //! service has followed the registry's import feed.
 //!
 //! A mark is a hint that makes "not imported" an index range; listings confirm every page
-//! with the registry. Each mark keeps the feed number it came from (`imported_seq`) and a
-//! change applies only over an older one, so two readers applying overlapping pages in any
-//! order end with the newest state.
+//! with the registry. Each mark keeps the feed number it came from (`seq`) and a change
+//! applies only over an older one, so two readers applying overlapping pages in any order end
+//! with the newest state.
+//!
+//! Marks live in `directory_import_marks`, one narrow row per mirror user, not in
+//! `directory_users`: there a mark rewrote the user's row and an entry in each of its ten
+//! indexes (migration 0007). [`track_users`] gives every newly mirrored user its row.
 
 use std::sync::LazyLock;
 
@@ -66,9 +70,10 @@ static APPLY_CHANGES: LazyLock<Dialects> = LazyLock::new(|| {
             ],
         );
         format!(
-            "UPDATE directory_users SET imported = r.imported, imported_seq = r.seq FROM {rows} \
-             WHERE directory_users.tenant_id = r.tenant_id \
-             AND directory_users.object_id = r.object_id AND directory_users.imported_seq < r.seq"
+            "UPDATE directory_import_marks SET imported = r.imported, seq = r.seq FROM {rows} \
+             WHERE directory_import_marks.tenant_id = r.tenant_id \
+             AND directory_import_marks.object_id = r.object_id \
+             AND directory_import_marks.seq < r.seq"
         )
     })
 });
@@ -122,10 +127,10 @@ static MARK_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
         format!(
-            "UPDATE directory_users SET imported = true FROM {rows} \
-             WHERE directory_users.tenant_id = r.tenant_id \
-             AND directory_users.object_id = r.object_id \
-             AND directory_users.imported = false AND directory_users.imported_seq <= $2"
+            "UPDATE directory_import_marks SET imported = true FROM {rows} \
+             WHERE directory_import_marks.tenant_id = r.tenant_id \
+             AND directory_import_marks.object_id = r.object_id \
+             AND directory_import_marks.imported = false AND directory_import_marks.seq <= $2"
         )
     })
 });
@@ -167,14 +172,61 @@ pub async fn rebuild_unmarked_index(
     backend: Backend,
 ) -> Result<(), Error> {
     if backend == Backend::Postgres {
-        sqlx::query("REINDEX INDEX CONCURRENTLY directory_users_not_imported")
+        sqlx::query("REINDEX INDEX CONCURRENTLY directory_import_marks_not_imported")
             .execute(&mut *conn)
             .await
             .map_err(Error::internal("rebuild the index of unmarked users"))?;
-        sqlx::query("ANALYZE directory_users")
+        sqlx::query("ANALYZE directory_import_marks")
             .execute(conn)
             .await
             .map_err(Error::internal("analyze the mirror"))?;
     }
+    Ok(())
+}
+
+static TRACK_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(
+            backend,
+            &[
+                ("tenant_id", "text"),
+                ("object_id", "text"),
+                ("search_name", "text"),
+            ],
+        );
+        // `WHERE true` resolves SQLite's upsert parsing ambiguity.
+        format!(
+            "INSERT INTO directory_import_marks (tenant_id, object_id, search_name) \
+             SELECT r.tenant_id, r.object_id, r.search_name FROM {rows} WHERE true \
+             ON CONFLICT (tenant_id, object_id) DO UPDATE SET search_name = excluded.search_name \
+             WHERE directory_import_marks.search_name <> excluded.search_name"
+        )
+    })
+});
+
+/// Gives users just mirrored or changed (object id, lower-cased display name) their mark row,
+/// not imported until the feed says otherwise, and keeps a renamed user's row in its place in
+/// name order.
+pub async fn track_users(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    users: &[(&str, &str)],
+) -> Result<(), Error> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let param = rows_text(
+        backend,
+        users
+            .iter()
+            .map(|(object_id, name)| [tenant_id, *object_id, *name]),
+    )
+    .context("encode mirrored users")?;
+    sqlx::query(TRACK_USERS.get(backend))
+        .bind(param)
+        .execute(conn)
+        .await
+        .map_err(Error::internal("track mirrored users' marks"))?;
     Ok(())
 }

@@ -98,7 +98,7 @@ static UPSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
                  OR d.deletion_state <> 'present' THEN excluded.updated_at_ms ELSE d.updated_at_ms END \
              WHERE d.content_hash <> excluded.content_hash OR d.deletion_state <> 'present' \
                  OR d.last_seen_run <> excluded.last_seen_run \
-             RETURNING first_seen_run, changed_run"
+             RETURNING object_id, search_name, first_seen_run, changed_run"
         )
     })
 });
@@ -175,10 +175,12 @@ pub async fn upsert_users(
         .bind(tenant_id)
         .bind(run_id)
         .bind(now_ms)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(Error::internal("upsert mirrored users"))?;
     let mut counts = UpsertCounts::default();
+    // New and changed users (a rename moves a user in name order), for their marks.
+    let mut tracked: Vec<(String, String)> = Vec::new();
     for row in &returned {
         let first: String = row
             .try_get("first_seen_run")
@@ -190,8 +192,21 @@ pub async fn upsert_users(
             counts.created += 1;
         } else if changed == run_id {
             counts.updated += 1;
+        } else {
+            continue;
         }
+        tracked.push((
+            row.try_get("object_id")
+                .map_err(Error::internal("read upsert"))?,
+            row.try_get("search_name")
+                .map_err(Error::internal("read upsert"))?,
+        ));
     }
+    let tracked: Vec<(&str, &str)> = tracked
+        .iter()
+        .map(|(id, name)| (id.as_str(), name.as_str()))
+        .collect();
+    imported::track_users(conn, backend, tenant_id, &tracked).await?;
     Ok(counts)
 }
 
@@ -457,7 +472,8 @@ pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
 /// its own index (Postgres ORs them as bitmaps); without a search the name index yields the
 /// page in order directly. The statement holds only the conditions in use, so each shape
 /// gets the plan that fits it. With `unmarked_only`, only users not marked imported
-/// (`store::imported`), which a partial index holds in name order.
+/// (`store::imported`): without a search the marks' partial index holds them in name order
+/// and leads; a search's branches probe each match's mark.
 pub async fn list_users(
     conn: &mut AnyConnection,
     tenant_id: &str,
@@ -474,10 +490,11 @@ pub async fn list_users(
     let after_id = query.param(Bind::Text(after.object_id.clone()));
     let after_cursor = format!("(u.search_name, u.object_id) > ({after_name}, {after_id})");
     let mut shared = format!("u.tenant_id = {tenant} AND u.deletion_state = 'present'");
-    if unmarked_only {
-        // A literal, as the partial index's condition: SQLite uses that index only when the
-        // query states its condition, which a bound parameter does not.
-        shared.push_str(" AND u.imported = false");
+    if unmarked_only && !search.is_empty() {
+        shared.push_str(
+            " AND EXISTS (SELECT 1 FROM directory_import_marks k \
+             WHERE k.tenant_id = u.tenant_id AND k.object_id = u.object_id AND k.imported = false)",
+        );
     }
     if filter.enabled_only {
         let enabled = query.param(Bind::Flag(true));
@@ -502,7 +519,18 @@ pub async fn list_users(
     let limit = query.param(Bind::Int(i64::from(limit)));
     let order = "ORDER BY search_name, object_id";
 
-    let sql = if search.is_empty() {
+    let sql = if search.is_empty() && unmarked_only {
+        // The marks lead, in their partial index's order. `k.imported = false` is a literal,
+        // as the index's condition: SQLite uses a partial index only when the query states its
+        // condition, which a bound parameter does not.
+        format!(
+            "SELECT {USER_COLUMNS} FROM directory_import_marks k \
+             JOIN directory_users u ON u.tenant_id = k.tenant_id AND u.object_id = k.object_id \
+             WHERE k.tenant_id = {tenant} AND k.imported = false \
+             AND (k.search_name, k.object_id) > ({after_name}, {after_id}) AND {shared} \
+             ORDER BY k.search_name, k.object_id LIMIT {limit}"
+        )
+    } else if search.is_empty() {
         format!(
             "SELECT {USER_COLUMNS} FROM directory_users u WHERE {shared} AND {after_cursor} {order} LIMIT {limit}"
         )

@@ -34,7 +34,7 @@ async fn not_imported(stack: &Stack, page_size: u32) -> Vec<(String, String)> {
 
 async fn marked_imported(stack: &Stack) -> i64 {
     let mut conn = stack.db.pool().acquire().await.unwrap();
-    sqlx::query("SELECT COUNT(*) AS n FROM directory_users WHERE imported = true")
+    sqlx::query("SELECT COUNT(*) AS n FROM directory_import_marks WHERE imported = true")
         .fetch_one(&mut *conn)
         .await
         .unwrap()
@@ -80,6 +80,22 @@ test_support::on_both_backends! {
         assert_eq!(marked_imported(&stack).await, 5, "the feed marked them");
     }
 
+    async fn a_renamed_or_newly_mirrored_user_takes_its_place_in_the_not_imported_list_by_name(db) {
+        let stack = Stack::spawn(&db, 20).await;
+        stack.full_sync().await;
+        let users = stack.emulator.users();
+        let renamed = users[3].id.clone();
+        let update = graph_emulator::UserUpdate { display_name: Some("Zz Last By Name".into()), ..Default::default() };
+        stack.emulator.update_user(&renamed, update).unwrap();
+        stack.sync(pb::SyncMode::Delta).await;
+        let listed = not_imported(&stack, 7).await;
+        assert_eq!(listed.len(), 20);
+        assert_eq!(listed.last().unwrap(), &("Zz Last By Name".to_owned(), renamed), "moved in name order");
+        let mut sorted = listed.clone();
+        sorted.sort_by_key(|(name, id)| (name.to_lowercase(), id.clone()));
+        assert_eq!(listed, sorted);
+    }
+
     async fn a_user_deleted_from_the_registry_comes_back_to_the_not_imported_list(db) {
         let stack = Stack::spawn(&db, 30).await;
         stack.full_sync().await;
@@ -119,7 +135,7 @@ test_support::on_both_backends! {
         assert_eq!(not_imported(&stack, 1000).await.len(), 40);
         // Marks as if the feed had never told us (a user mirrored after its import).
         let mut conn = stack.db.pool().acquire().await.unwrap();
-        sqlx::query("UPDATE directory_users SET imported = false, imported_seq = 0")
+        sqlx::query("UPDATE directory_import_marks SET imported = false, seq = 0")
             .execute(&mut *conn)
             .await
             .unwrap();
