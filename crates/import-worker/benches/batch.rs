@@ -153,12 +153,15 @@ struct BackendSampler {
 /// What the sampler saw of the benchmark's backends.
 #[derive(Default)]
 struct Sampled {
-    /// CPU ticks since the start.
+    /// CPU ticks since the start, in all and by connection name (`bench-registry`, …).
     ticks: u64,
+    ticks_by_name: std::collections::BTreeMap<String, u64>,
     /// Backend samples running a statement, and those of them waiting for a lock another
     /// transaction holds (row, transaction id, relation: `wait_event_type = 'Lock'`).
     active: u64,
     lock_waits: u64,
+    /// The waiting statements (connection name and the statement's first words), by count.
+    waiting: std::collections::BTreeMap<String, u64>,
 }
 
 impl BackendSampler {
@@ -167,25 +170,30 @@ impl BackendSampler {
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
-            // pid → (ticks when first seen, latest ticks)
-            let mut seen: std::collections::HashMap<i32, (u64, u64)> = Default::default();
+            // pid → (connection name, ticks when first seen, latest ticks)
+            let mut seen: std::collections::HashMap<i32, (String, u64, u64)> = Default::default();
             let mut first = true;
             let mut sampled = Sampled::default();
             loop {
-                let backends: Vec<(i32, bool, bool)> = sqlx::query_as(
-                    "SELECT pid, state = 'active', coalesce(wait_event_type = 'Lock', false) \
+                let backends: Vec<(i32, String, bool, bool, String)> = sqlx::query_as(
+                    "SELECT pid, application_name, coalesce(state = 'active', false), \
+                     coalesce(wait_event_type = 'Lock', false), regexp_replace(left(query, 60), '\\s+', ' ', 'g') \
                      FROM pg_stat_activity WHERE application_name LIKE 'bench-%'",
                 )
                 .fetch_all(&mut conn)
                 .await?;
-                for (pid, active, waiting) in backends {
+                for (pid, name, active, waiting, query) in backends {
                     sampled.active += u64::from(active);
                     sampled.lock_waits += u64::from(waiting);
+                    if waiting {
+                        let what = format!("{}: {query}", name.trim_start_matches("bench-"));
+                        *sampled.waiting.entry(what).or_default() += 1;
+                    }
                     let Some((_, ticks, _)) = proc_stat(&pid.to_string()) else {
                         continue;
                     };
                     let from = if first { ticks } else { 0 };
-                    seen.entry(pid).or_insert((from, ticks)).1 = ticks;
+                    seen.entry(pid).or_insert((name, from, ticks)).2 = ticks;
                 }
                 first = false;
                 tokio::select! {
@@ -194,10 +202,11 @@ impl BackendSampler {
                 }
             }
             conn.close().await?;
-            sampled.ticks = seen
-                .values()
-                .map(|(from, last)| last.saturating_sub(*from))
-                .sum();
+            for (name, from, last) in seen.into_values() {
+                let ticks = last.saturating_sub(from);
+                sampled.ticks += ticks;
+                *sampled.ticks_by_name.entry(name).or_default() += ticks;
+            }
             Ok(sampled)
         });
         Ok(Self { stop, task })
@@ -1032,6 +1041,11 @@ async fn bench(
         "  contention: {registry_retries} registry import transactions retried after a conflict, {deadlocks_seen} deadlocks; {} of {} sampled running statements waited on a lock",
         sampled.lock_waits, sampled.active
     );
+    let mut waiting: Vec<_> = sampled.waiting.iter().collect();
+    waiting.sort_by(|a, b| b.1.cmp(a.1));
+    for (what, n) in waiting.into_iter().take(5) {
+        println!("    waited {n}×: {what}");
+    }
     let chunks = job.chunks_planned.max(1) as f64;
     let statements_total: f64 = statements_by_service.iter().map(|(_, n)| n).sum();
     println!(
@@ -1051,8 +1065,18 @@ async fn bench(
         .map(|row| row.import_cpu_s)
         .sum();
     println!(
-        "  CPU per user created: Postgres (this benchmark's backends) {:.1} µs, our services {:.1} µs ({})",
+        "  CPU per user created: Postgres (this benchmark's backends) {:.1} µs ({}), our services {:.1} µs ({})",
         per_user(own_backends_cpu),
+        sampled
+            .ticks_by_name
+            .iter()
+            .map(|(name, t)| format!(
+                "{} {:.1}",
+                name.trim_start_matches("bench-"),
+                per_user(*t as f64 / ticks)
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         per_user(ours),
         rows.iter()
             .filter(|row| row.name != "graph-emulator")
