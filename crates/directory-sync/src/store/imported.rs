@@ -230,3 +230,22 @@ pub async fn track_users(
         .map_err(Error::internal("track mirrored users' marks"))?;
     Ok(())
 }
+
+/// How many of the tenant's users are not marked imported, counting no further than `upto`.
+pub async fn count_unmarked(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    upto: u64,
+) -> Result<u64, Error> {
+    // `imported = false` as a literal, the partial index's condition (SQLite needs it).
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM directory_import_marks \
+         WHERE tenant_id = $1 AND imported = false LIMIT $2) AS unmarked",
+    )
+    .bind(tenant_id)
+    .bind(i64::try_from(upto).unwrap_or(i64::MAX))
+    .fetch_one(conn)
+    .await
+    .map_err(Error::internal("count unmarked users"))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -219,6 +219,12 @@ impl Stack {
 
     /// Imports the given directory users straight into the registry.
     pub(crate) async fn import_into_registry(&self, users: &[&EmulatedUser]) {
+        for part in users.chunks(1000) {
+            self.import_part(part).await;
+        }
+    }
+
+    async fn import_part(&self, users: &[&EmulatedUser]) {
         let users = users
             .iter()
             .map(|u| registry_pb::NewUser {

@@ -11,7 +11,69 @@ fn names(response: &pb::ListUsersResponse) -> Vec<String> {
         .collect()
 }
 
+/// Every user a search lists, paging with `page_size`: object ids in listing order.
+async fn search_all(
+    stack: &Stack,
+    search: &str,
+    not_imported_only: bool,
+    page_size: u32,
+) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let request = pb::ListUsersRequest {
+            search: search.into(),
+            page_size,
+            page_token: token,
+            not_imported_only: Some(not_imported_only),
+            ..Default::default()
+        };
+        let page = stack.list(request).await;
+        listed.extend(
+            page.users
+                .into_iter()
+                .filter(|u| !(not_imported_only && u.imported))
+                .map(|u| u.object_id),
+        );
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        token = page.next_page_token;
+    }
+}
+
 test_support::on_both_backends! {
+    async fn a_search_of_the_not_imported_answers_alike_whether_few_or_many_users_are_unmarked(db) {
+        // More unmarked users than a search reads all at once (2,000), then fewer.
+        let stack = Stack::spawn(&db, 2_100).await;
+        stack.full_sync().await;
+        let searches = ["a", "jo", "ch", "adele"];
+        for search in searches {
+            let everyone = search_all(&stack, search, false, 1000).await;
+            assert!(!everyone.is_empty(), "{search}");
+            assert_eq!(search_all(&stack, search, true, 333).await, everyone, "nobody imported: {search}");
+        }
+        let users = stack.emulator.users();
+        let imported: Vec<_> = users.iter().skip(40).collect();
+        stack.import_into_registry(&imported).await;
+        let imported_ids: std::collections::HashSet<&str> = imported.iter().map(|u| u.id.as_str()).collect();
+        // Until the marks have followed, so that the few unmarked are read all at once.
+        for _ in 0..200 {
+            let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM directory_import_marks WHERE imported = true")
+                .fetch_one(stack.db.pool())
+                .await
+                .unwrap();
+            if marked == imported.len() as i64 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for search in searches {
+            let expected: Vec<String> = search_all(&stack, search, false, 1000).await.into_iter().filter(|id| !imported_ids.contains(id.as_str())).collect();
+            assert_eq!(search_all(&stack, search, true, 7).await, expected, "40 not imported: {search}");
+        }
+    }
+
     async fn listing_pages_through_not_imported_users_in_name_order(db) {
         let stack = Stack::spawn(&db, 120).await;
         stack.full_sync().await;
