@@ -501,15 +501,9 @@ async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let registry = user_registry::App::build(
-        &user_registry::Config::local(&registry_url),
-        registry_db.clone(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
-    let registry_addr = format!("http://{}", registry.local_addr());
     let shutdown = CancellationToken::new();
-    let registry_task = tokio::spawn(registry.run(shutdown.clone()));
+    let (registry_addr, registry_task) =
+        common::user_registry(&registry_url, &registry_db, &shutdown).await?;
     let app = common::directory_sync(&url, &db, &registry_addr, &emulator).await?;
     let addr = app.local_addr();
     let directory = app.directory();

@@ -105,15 +105,9 @@ async fn run() -> anyhow::Result<()> {
     registry_db
         .migrate(&user_registry::store::MIGRATIONS)
         .await?;
-    let registry = user_registry::App::build(
-        &user_registry::Config::local(&registry_url),
-        registry_db.clone(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-    )
-    .await?;
-    let registry_addr = format!("http://{}", registry.local_addr());
     let shutdown = CancellationToken::new();
-    let registry_task = tokio::spawn(registry.run(shutdown.clone()));
+    let (registry_addr, registry_task) =
+        common::user_registry(&registry_url, &registry_db, &shutdown).await?;
 
     let (schema, url) = Schema::create(&server, "bench_directory").await?;
     let db = Database::connect(&url, 10).await?;

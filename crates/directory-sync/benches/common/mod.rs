@@ -1,5 +1,6 @@
 //! What the directory-sync benchmarks share: directory-sync served on loopback, reading an
-//! emulated tenant, writing to the given database, with no round of its own.
+//! emulated tenant, writing to the given database, with no round of its own; and the
+//! user-registry it calls, served in the same process.
 
 use directory_sync::config::{DirectoryConfig, SyncConfig};
 use directory_sync::{App, Config};
@@ -42,4 +43,21 @@ pub(crate) async fn directory_sync(
         graph,
     )
     .await
+}
+
+/// user-registry built on `db` (at `url`) and served on loopback until `shutdown`: its address
+/// and its task.
+pub(crate) async fn user_registry(
+    url: &str,
+    db: &Database,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let registry = user_registry::App::build(
+        &user_registry::Config::local(url),
+        db.clone(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let addr = format!("http://{}", registry.local_addr());
+    Ok((addr, tokio::spawn(registry.run(shutdown.clone()))))
 }
