@@ -74,8 +74,21 @@ async fn run(command: &str, args: &[&str]) {
 }
 
 /// A cluster of two workers with a 20,000-user job whose first chunks are done.
+///
+/// The registry's user inserts take half a second each (a slow disk), so the job lasts
+/// several seconds whatever the machine: a fault injected now meets it mid-way. Unslowed,
+/// the whole job can end in two seconds, before a `rabbitmqctl stop_app` has taken effect.
 async fn job_under_way() -> Option<(Cluster, pb::Job)> {
     let mut cluster = Cluster::start(USERS, settings()).await?;
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_writes() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$; \
+         CREATE TRIGGER slow_writes BEFORE INSERT ON users \
+         FOR EACH STATEMENT EXECUTE FUNCTION slow_writes();",
+    )
+    .execute(cluster.registry_db.pool())
+    .await
+    .unwrap();
     cluster.spawn_worker("a").await;
     cluster.spawn_worker("b").await;
     let job = cluster
@@ -291,14 +304,40 @@ async fn rabbitmq_stopped_for_10_seconds_mid_job_fails_nothing() {
     let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    run("rabbitmqctl", &["stop_app"]).await;
+    let broker = BrokerStopped::stop().await;
     let stopped = Instant::now();
     let outage = async {
         tokio::time::sleep(Duration::from_secs(10)).await;
     };
     let watch = assert_survives(&cluster, &job.job_id, Duration::from_secs(9));
     tokio::join!(outage, watch);
-    run("rabbitmqctl", &["start_app"]).await;
+    broker.start().await;
     assert!(stopped.elapsed() >= Duration::from_secs(10));
     completed_exactly(&cluster, &job.job_id).await;
+}
+
+/// RabbitMQ's application stopped until [`BrokerStopped::start`], or until dropped: a
+/// failing assertion during the outage must not leave the broker down for the tests after it.
+struct BrokerStopped(bool);
+
+impl BrokerStopped {
+    async fn stop() -> Self {
+        run("rabbitmqctl", &["stop_app"]).await;
+        Self(true)
+    }
+
+    async fn start(mut self) {
+        run("rabbitmqctl", &["start_app"]).await;
+        self.0 = false;
+    }
+}
+
+impl Drop for BrokerStopped {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::process::Command::new("rabbitmqctl")
+                .arg("start_app")
+                .status();
+        }
+    }
 }
