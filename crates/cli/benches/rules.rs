@@ -61,6 +61,7 @@ async fn bench(storage: Storage, users: usize) -> anyhow::Result<()> {
         auto_import: false,
         sync_groups: vec![GROUP.to_owned()],
         delta_interval_secs: 0,
+        console: None,
     })
     .await?;
     let emulator = stack.emulator.as_ref().context("no emulator")?;

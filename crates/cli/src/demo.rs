@@ -69,6 +69,7 @@ pub async fn run(storage: Storage, users: usize) -> anyhow::Result<()> {
         auto_import: false,
         sync_groups: Vec::new(),
         delta_interval_secs: 0,
+        console: None,
     })
     .await?;
     let endpoints = Endpoints {

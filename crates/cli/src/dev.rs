@@ -23,7 +23,8 @@ pub struct DevArgs {
     /// real tenant).
     #[arg(long, default_value_t = 500)]
     pub users: usize,
-    /// Ports of directory-sync, user-registry and import-worker: this one and the next two.
+    /// Ports of directory-sync, user-registry and import-worker: this one and the next two;
+    /// the web console listens on the one after them.
     #[arg(long, default_value_t = 50051)]
     pub port_base: u16,
     /// Extra companies, as CODE or CODE=Name (DAT always exists).
@@ -168,6 +169,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         auto_import: false,
         sync_groups: args.sync_groups.clone(),
         delta_interval_secs: args.delta_interval,
+        console: Some(args.port_base + 3),
     })
     .await?;
     // Only once every port is ours: a second `dev` in the same folder fails to bind above and
@@ -188,6 +190,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  directory-sync   {}", stack.directory_url);
     println!("  user-registry    {}", stack.registry_url);
     println!("  import-worker    {}", stack.importer_url);
+    if let Some(console) = &stack.console_url {
+        println!("  web console      {console}/  (open it in a browser; sign in as admin)");
+    }
     match (&stack.emulator, emulated) {
         (Some(emulator), true) => {
             println!(

@@ -78,6 +78,8 @@ pub struct StackOptions {
     pub sync_groups: Vec<String>,
     /// Seconds between scheduled delta rounds (0: none).
     pub delta_interval_secs: u64,
+    /// Serve the web console on this loopback port (0 picks a free one); `None`: no console.
+    pub console: Option<u16>,
 }
 
 /// How the services of a stack authenticate.
@@ -157,6 +159,37 @@ impl LocalTokens {
 }
 
 impl StackAuth {
+    /// How people sign in to the stack's console: a button per local person (their tokens
+    /// stay in this process), or a pasted token for custom settings.
+    fn console_sign_in(&self) -> admin_console::config::SignInConfig {
+        use admin_console::config::{DevPerson, SignInConfig};
+        match self {
+            StackAuth::Insecure => SignInConfig {
+                token_form: false,
+                dev_people: vec![DevPerson {
+                    principal: "admin".to_owned(),
+                    token: None,
+                }],
+            },
+            StackAuth::Local(tokens) => SignInConfig {
+                token_form: true,
+                dev_people: std::iter::once(DevPerson {
+                    principal: "admin".to_owned(),
+                    token: Some(tokens.admin.clone()),
+                })
+                .chain(tokens.people.iter().map(|(name, _, token)| DevPerson {
+                    principal: name.clone(),
+                    token: Some(token.clone()),
+                }))
+                .collect(),
+            },
+            StackAuth::Custom(_) => SignInConfig {
+                token_form: true,
+                dev_people: Vec::new(),
+            },
+        }
+    }
+
     /// The settings of (registry, directory-sync, import-worker).
     fn configs(&self) -> (AuthConfig, AuthConfig, AuthConfig) {
         match self {
@@ -188,6 +221,8 @@ pub struct Stack {
     pub importer_url: String,
     /// The Prometheus endpoint (every service of the stack shares the process's recorder).
     pub metrics_url: String,
+    /// The web console, when asked for (`http://127.0.0.1:port`).
+    pub console_url: Option<String>,
     /// The emulator, when the stack reads one.
     pub emulator: Option<Emulator>,
     /// The directory-sync use cases, to run the first sync in-process.
@@ -370,10 +405,27 @@ impl Stack {
             .context("the stack's metrics endpoint did not start")?;
         tasks.spawn(importer.run(shutdown.clone()));
 
+        let console_url = match options.console {
+            Some(port) => {
+                let listener = bind(port).await?;
+                let url = url_of(&listener)?;
+                let mut config =
+                    admin_console::Config::local(&directory_url, &registry_url, &importer_url)?;
+                // The console verifies a person's token as the services do.
+                config.auth = options.auth.configs().0;
+                config.sign_in = options.auth.console_sign_in();
+                let console = admin_console::App::build(config, listener).await?;
+                tasks.spawn(console.run(shutdown.clone()));
+                Some(url)
+            }
+            None => None,
+        };
+
         Ok(Self {
             directory_url,
             registry_url,
             importer_url,
+            console_url,
             metrics_url,
             emulator,
             directory: directory_service,

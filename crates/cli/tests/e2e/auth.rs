@@ -95,6 +95,7 @@ async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::Path
         // Engineering: every user of a tenant this small, through a nested group.
         sync_groups: vec![graph_emulator::SYNTHETIC_GROUP_IDS[1].to_owned()],
         delta_interval_secs: 0,
+        console: None,
     })
     .await
     .unwrap();
@@ -628,6 +629,7 @@ async fn debug_logs_and_job_reports_hold_no_client_secret_and_no_token() {
         auto_import: false,
         sync_groups: Vec::new(),
         delta_interval_secs: 0,
+        console: None,
     })
     .await
     .unwrap();

@@ -437,6 +437,7 @@ async fn as_names_one_of_the_people_dev_knows_and_a_private_job_is_theirs_alone(
         auto_import: false,
         sync_groups: Vec::new(),
         delta_interval_secs: 0,
+        console: None,
     })
     .await
     .unwrap();

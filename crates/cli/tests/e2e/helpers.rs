@@ -68,6 +68,7 @@ impl EndToEnd {
             auto_import: setup.auto_import,
             sync_groups: setup.groups.iter().map(|(id, _)| id.clone()).collect(),
             delta_interval_secs: 0,
+            console: None,
         })
         .await
         .unwrap();

@@ -58,6 +58,7 @@ async fn a_batch_import_is_one_trace_across_grpc_hops_and_queue_messages() {
         auto_import: false,
         sync_groups: Vec::new(),
         delta_interval_secs: 0,
+        console: None,
     })
     .await
     .unwrap();

@@ -1,0 +1,217 @@
+//! Sign-in: an access token verified exactly as the services verify it (so the console knows
+//! the person and their roles), kept in a server-side session; in `userimport dev`, one
+//! button per local person. Sign-in forms are tied to the browser that loaded them by a
+//! cookie of their own (login CSRF).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse as _, Redirect, Response};
+use maud::{DOCTYPE, html};
+use secrecy::{ExposeSecret as _, SecretString};
+use service_runtime::auth::PRINCIPAL_HEADER;
+
+use super::{Query, param};
+use crate::AppState;
+use crate::session::{self, COOKIE, Form, SIGN_IN_COOKIE, cookie, random, same_secret, set_cookie};
+use crate::web::{PageError, PageResult};
+
+/// Only a path of this console: never an open redirect to another site.
+fn local_path(next: &str) -> String {
+    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+        next.to_owned()
+    } else {
+        "/import".to_owned()
+    }
+}
+
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    axum::extract::Query(query): Query,
+) -> PageResult {
+    let binding = random().map_err(PageError::Internal)?;
+    let next = local_path(param(&query, "next"));
+    let sign_in = &state.config.sign_in;
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in – userimport" }
+                link rel="stylesheet" href="/assets/console.css";
+            }
+            body {
+                main id="main" class="narrow" {
+                    h1 { "Sign in to userimport" }
+                    @if !param(&query, "expired").is_empty() {
+                        p role="alert" class="notice" { "Your session has ended or your token is no longer accepted. Sign in again." }
+                    }
+                    @if !sign_in.dev_people.is_empty() {
+                        h2 { "People of this development stack" }
+                        ul class="people" {
+                            @for person in &sign_in.dev_people {
+                                li {
+                                    form method="post" action="/sign-in/dev" {
+                                        input type="hidden" name="sign_in" value=(binding);
+                                        input type="hidden" name="next" value=(next);
+                                        input type="hidden" name="principal" value=(person.principal);
+                                        button type="submit" id=(format!("sign-in-{}", person.principal.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))) {
+                                            "Sign in as " (person.principal)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if sign_in.token_form {
+                        h2 { "With an access token" }
+                        form method="post" action="/sign-in" {
+                            input type="hidden" name="sign_in" value=(binding);
+                            input type="hidden" name="next" value=(next);
+                            div class="field" {
+                                label for="token" { "Access token for the userimport API" }
+                                input type="password" id="token" name="token" autocomplete="off" required;
+                            }
+                            button type="submit" { "Sign in" }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let mut response = body.into_response();
+    let cookie = set_cookie(SIGN_IN_COOKIE, &binding, 600, state.config.secure_cookies);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| PageError::Internal(e.into()))?,
+    );
+    Ok(response)
+}
+
+/// The posted sign-in form's fields, when the form came from this browser's sign-in page.
+fn sign_in_fields(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, PageError> {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = fields
+        .iter()
+        .find(|(k, _)| k == "sign_in")
+        .map(|(_, v)| v.as_str());
+    match (cookie(headers, SIGN_IN_COOKIE), field) {
+        (Some(a), Some(b)) if same_secret(a, b) => Ok(fields),
+        _ => Err(PageError::Forbidden(
+            "this sign-in form did not come from this browser's sign-in page; open the sign-in \
+             page again"
+                .to_owned(),
+        )),
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// Verifies `token` as the services would and opens a session for its principal.
+async fn open_session(
+    state: &AppState,
+    token: Option<SecretString>,
+    claimed: Option<&str>,
+    next: &str,
+) -> PageResult {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = &token {
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| PageError::BadRequest("that is not a token".to_owned()))?;
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    if let Some(name) = claimed
+        && let Ok(value) = HeaderValue::from_str(name)
+    {
+        headers.insert(PRINCIPAL_HEADER, value);
+    }
+    let principal = state
+        .authenticator
+        .authenticate(&headers)
+        .await
+        .map_err(|status| PageError::Forbidden(format!("not signed in: {}", status.message())))?;
+    tracing::info!(principal = principal.name, "signed in to the console");
+    let id = state
+        .sessions
+        .open(principal, token, &state.config.default_company)
+        .map_err(PageError::Internal)?;
+    let mut response = Redirect::to(&local_path(next)).into_response();
+    let secure = state.config.secure_cookies;
+    let headers = response.headers_mut();
+    for value in [
+        set_cookie(COOKIE, &id, state.config.session_minutes * 60, secure),
+        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
+    ] {
+        headers.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?,
+        );
+    }
+    Ok(response)
+}
+
+pub(crate) async fn with_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    if !state.config.sign_in.token_form {
+        return Err(PageError::NotFound("no token sign-in here".to_owned()));
+    }
+    let fields = sign_in_fields(&headers, &body)?;
+    let token = field(&fields, "token").trim();
+    if token.is_empty() {
+        return Err(PageError::BadRequest("paste an access token".to_owned()));
+    }
+    open_session(
+        &state,
+        Some(SecretString::from(token.to_owned())),
+        None,
+        field(&fields, "next"),
+    )
+    .await
+}
+
+pub(crate) async fn as_dev_person(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> PageResult {
+    let fields = sign_in_fields(&headers, &body)?;
+    let principal = field(&fields, "principal");
+    let person = state
+        .config
+        .sign_in
+        .dev_people
+        .iter()
+        .find(|p| p.principal == principal)
+        .ok_or_else(|| PageError::Forbidden(format!("no person {principal:?} here")))?;
+    open_session(
+        &state,
+        person.token.clone(),
+        Some(&person.principal),
+        field(&fields, "next"),
+    )
+    .await
+}
+
+pub(crate) async fn sign_out(
+    State(state): State<AppState>,
+    form: Form,
+) -> Result<Response, PageError> {
+    state.sessions.close(&form.person.session_id);
+    let mut response = Redirect::to("/sign-in").into_response();
+    let value = session::set_cookie(COOKIE, "", 0, state.config.secure_cookies);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?,
+    );
+    Ok(response)
+}
