@@ -308,7 +308,19 @@ impl Directory {
             format!("approved after it halted ({})", run.error)
         };
         sync::record(ctx, &run).await;
+        self.decided(&run);
         Ok(run)
+    }
+
+    /// Tells the followers of a round this process still holds how it was decided, so a
+    /// watch after approval or rejection reports the run as recorded, not as it ended.
+    fn decided(&self, run: &SyncRun) {
+        if let Ok(rounds) = self.inner.rounds.lock()
+            && let Some(progress) = rounds.by_id.get(&run.run_id)
+        {
+            let preview = progress.view().preview;
+            progress.end(run, preview);
+        }
     }
 
     /// Drops the changes of a halted run: the registry keeps its users as they are.
@@ -330,6 +342,7 @@ impl Directory {
             "halted sync run rejected; its changes are dropped"
         );
         sync::record(&self.inner.sync, &run).await;
+        self.decided(&run);
         Ok(run)
     }
 

@@ -279,6 +279,9 @@ test_support::on_both_backends! {
 
         let approved = e2e.directory.clone().approve_sync_run(directory_pb::ApproveSyncRunRequest { run_id: run.run_id.clone() }).await.unwrap().into_inner().run.unwrap();
         assert_eq!(approved.status(), directory_pb::SyncRunStatus::Succeeded, "{approved:?}");
+        // Watching it afterwards reports the decision, not the run as it ended.
+        let watched = e2e.directory.clone().watch_sync_run(directory_pb::WatchSyncRunRequest { run_id: run.run_id.clone() }).await.unwrap().into_inner().message().await.unwrap().unwrap();
+        assert_eq!(watched.run.unwrap().status(), directory_pb::SyncRunStatus::Succeeded);
         assert_eq!(audited(&e2e, &run.run_id).await, previewed, "approving did exactly what the dry run said");
         let renamed = e2e.registry_users().await.into_iter().find(|u| u.object_id == id(members[2])).unwrap();
         assert_eq!(renamed.network_alias, "renamed.person@contoso.com");
