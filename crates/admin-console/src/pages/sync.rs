@@ -165,7 +165,15 @@ pub(crate) async fn run_page(
             dt { "Started" } dd { (when(run.started_at_ms)) }
             dt { "Finished" } dd { (when(run.finished_at_ms)) }
             dt { "Users seen" } dd { (run.users_seen) }
-            @if !run.error.is_empty() { dt { "Error" } dd class="error" { (run.error) } }
+            @if !run.error.is_empty() {
+                @if awaiting {
+                    dt { "Why it waits" } dd id="run-reason" { (run.error) }
+                } @else if run.status() == dpb::SyncRunStatus::Failed {
+                    dt { "Error" } dd class="error" id="run-reason" { (run.error) }
+                } @else {
+                    dt { "Note" } dd id="run-reason" { (run.error) }
+                }
+            }
             @if run.fell_back_from_delta { dt { "Fell back to a full read" } dd { (run.fallback_reason) } }
         }
         @if run.status() == dpb::SyncRunStatus::Running {

@@ -6,6 +6,7 @@ mod access_table;
 mod auth;
 mod bad_input;
 mod cli_binary;
+mod console;
 mod edge;
 mod error_details;
 mod health_and_reflection;
