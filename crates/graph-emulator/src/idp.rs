@@ -92,6 +92,9 @@ pub(crate) async fn discovery(State(state): State<AppState>) -> Json<Value> {
     let tenant = &state.tenant_id;
     Json(json!({
         "issuer": format!("{base}/{tenant}/v2.0"),
+        "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
+        "code_challenge_methods_supported": ["S256"],
         "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
         "id_token_signing_alg_values_supported": ["RS256"],
     }))
@@ -160,4 +163,186 @@ pub(crate) fn sign(
         exp: now + spec.expires_in,
     };
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// Sign-in with the authorization code flow (PKCE, S256), as a web app signs people in with
+/// Entra: `/authorize` answers at once for the person a test named with
+/// [`crate::Emulator::sign_in_as`] (Entra would show its sign-in page), and the token
+/// endpoint trades the code for that person's access token.
+#[derive(Default)]
+pub(crate) struct SignIn {
+    person: Mutex<Option<AccessTokenSpec>>,
+    codes: Mutex<std::collections::HashMap<String, Grant>>,
+}
+
+struct Grant {
+    person: AccessTokenSpec,
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    issued: std::time::Instant,
+}
+
+/// How long a code may wait for its exchange (Entra: about ten minutes).
+const CODE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl SignIn {
+    pub(crate) fn set(&self, person: Option<AccessTokenSpec>) {
+        *self.person.lock().unwrap_or_else(PoisonError::into_inner) = person;
+    }
+}
+
+fn redirect_with(uri: &str, pairs: &[(&str, &str)]) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut url = match url::Url::parse(uri) {
+        Ok(url) => url,
+        Err(_) => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                "redirect_uri is not a URL",
+            )
+                .into_response();
+        }
+    };
+    url.query_pairs_mut().extend_pairs(pairs);
+    (
+        axum::http::StatusCode::FOUND,
+        [(axum::http::header::LOCATION, url.to_string())],
+    )
+        .into_response()
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize`.
+pub(crate) async fn authorize(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let get = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    let (client_id, redirect_uri, challenge) =
+        (get("client_id"), get("redirect_uri"), get("code_challenge"));
+    if client_id.is_empty() || redirect_uri.is_empty() {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "AADSTS900144: The request body must contain the parameters client_id and redirect_uri.",
+        )
+            .into_response();
+    }
+    let state_param = get("state");
+    if get("response_type") != "code" {
+        return redirect_with(
+            redirect_uri,
+            &[
+                ("error", "unsupported_response_type"),
+                ("state", state_param),
+            ],
+        );
+    }
+    if challenge.is_empty() || get("code_challenge_method") != "S256" {
+        return redirect_with(
+            redirect_uri,
+            &[
+                ("error", "invalid_request"),
+                (
+                    "error_description",
+                    "AADSTS501491: a code_challenge with method S256 is required",
+                ),
+                ("state", state_param),
+            ],
+        );
+    }
+    let person = state
+        .sign_in
+        .person
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(person) = person else {
+        return redirect_with(
+            redirect_uri,
+            &[
+                ("error", "access_denied"),
+                (
+                    "error_description",
+                    "nobody signs in to the emulator (sign_in_as)",
+                ),
+                ("state", state_param),
+            ],
+        );
+    };
+    let code = format!("code.{}", uuid::Uuid::new_v4().simple());
+    state
+        .sign_in
+        .codes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            code.clone(),
+            Grant {
+                person,
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                challenge: challenge.to_owned(),
+                issued: std::time::Instant::now(),
+            },
+        );
+    redirect_with(redirect_uri, &[("code", &code), ("state", state_param)])
+}
+
+/// The token endpoint's `grant_type=authorization_code`: one exchange per code, by the client
+/// it was issued to, for the same redirect URI, with the verifier of its challenge.
+pub(crate) fn exchange_code(state: &AppState, body: &[u8]) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let fields: std::collections::HashMap<String, String> = url::form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let refused = |description: &str| {
+        (
+            axum::http::StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_grant", "error_description": description })),
+        )
+            .into_response()
+    };
+    let grant = state
+        .sign_in
+        .codes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(get("code"));
+    let Some(grant) = grant else {
+        return refused("AADSTS70008: the code is unknown, expired or already redeemed");
+    };
+    if grant.issued.elapsed() > CODE_LIFETIME {
+        return refused("AADSTS70008: the code has expired");
+    }
+    if grant.client_id != get("client_id") || grant.redirect_uri != get("redirect_uri") {
+        return refused("AADSTS50148: the code was issued to another client or redirect URI");
+    }
+    use base64::Engine as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, get("code_verifier").as_bytes());
+    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+    if computed != grant.challenge {
+        return refused("AADSTS501481: the code_verifier does not match the code_challenge");
+    }
+    let base = state.base_url.as_str().trim_end_matches('/');
+    let issuer = format!("{base}/{}/v2.0", state.tenant_id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    match sign(&grant.person, &issuer, now) {
+        Ok(token) => Json(json!({
+            "token_type": "Bearer",
+            "expires_in": grant.person.expires_in,
+            "access_token": token,
+            "scope": get("scope"),
+        }))
+        .into_response(),
+        Err(error) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot sign: {error}"),
+        )
+            .into_response(),
+    }
 }

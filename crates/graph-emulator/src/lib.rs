@@ -224,6 +224,12 @@ impl Emulator {
         idp::sign(spec, &self.issuer(), i64::try_from(now)?)
     }
 
+    /// The person the emulated sign-in page signs in (authorization code flow), with the
+    /// access token they get; `None`: sign-in is refused (`access_denied`).
+    pub fn sign_in_as(&self, person: Option<AccessTokenSpec>) {
+        self.state.sign_in.set(person);
+    }
+
     /// Rolls the published signing keys: rsa-2 appears, rsa-1 goes.
     pub fn rotate_signing_keys(&self) {
         self.state.idp.rotate();
@@ -436,6 +442,7 @@ fn router(state: AppState) -> Router {
     ));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::issue_token))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(idp::authorize))
         .route("/{tenant}/discovery/v2.0/keys", get(idp::keys))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     directory: RwLock<Directory>,
     /// The signing keys the emulated identity provider publishes.
     pub(crate) idp: crate::idp::Published,
+    /// Who the emulated sign-in page signs in, and its codes.
+    pub(crate) sign_in: crate::idp::SignIn,
     tokens: Mutex<HashMap<String, Instant>>,
     requests: Mutex<Vec<RecordedRequest>>,
     /// The `scope` of every token request, in arrival order.
@@ -111,6 +113,7 @@ impl Shared {
             base_url: settings.base_url,
             directory: RwLock::new(directory),
             idp: crate::idp::Published::default(),
+            sign_in: crate::idp::SignIn::default(),
             tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             token_scopes: Mutex::new(Vec::new()),

@@ -135,6 +135,9 @@ pub(crate) async fn issue_token(
         crate::users::origin(&state, &headers)
     );
     let request = TokenRequest::parse(&headers, &body);
+    if request.grant_type.as_deref() == Some("authorization_code") {
+        return crate::idp::exchange_code(&state, &body);
+    }
     if let Some(scope) = &request.scope {
         state.record_token_scope(scope);
     }
