@@ -44,11 +44,36 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignInConfig {
+    /// OpenID Connect sign-in (authorization code with PKCE) at the identity provider whose
+    /// access tokens the services accept.
+    pub oidc: Option<OidcSignIn>,
     /// Offer a field to paste an access token (for a service account or a token from the
     /// identity provider's own tools).
     pub token_form: bool,
     /// One button per person, each signing in with its token: `userimport dev` only.
     pub dev_people: Vec<DevPerson>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSignIn {
+    /// The issuer; its `/.well-known/openid-configuration` names the endpoints (Entra:
+    /// `https://login.microsoftonline.com/<tenant>/v2.0`).
+    pub issuer: String,
+    /// The console's application (client) id at the identity provider.
+    pub client_id: String,
+    /// A confidential client's secret; a public client relies on PKCE alone.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// This console's `/sign-in/callback` as registered at the identity provider.
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`: the one whose access tokens the services accept
+    /// (Entra: `api://userimport/.default` or the API's scope).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Allow `http://` on loopback hosts (tests and the emulator).
+    #[serde(default)]
+    pub allow_http_loopback: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,8 +118,10 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.client_tls.validate()?;
         anyhow::ensure!(
-            self.sign_in.token_form || !self.sign_in.dev_people.is_empty(),
-            "nobody can sign in: set sign_in.token_form = true"
+            self.sign_in.oidc.is_some()
+                || self.sign_in.token_form
+                || !self.sign_in.dev_people.is_empty(),
+            "nobody can sign in: set sign_in.oidc (or sign_in.token_form = true)"
         );
         anyhow::ensure!(
             !self.batch_groups.is_empty(),

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+mod oidc;
 mod pages;
 mod services;
 mod session;
@@ -24,6 +25,7 @@ pub(crate) struct State {
     pub(crate) sessions: session::Sessions,
     pub(crate) services: services::Services,
     pub(crate) authenticator: service_runtime::auth::Authenticator,
+    pub(crate) oidc: Option<oidc::OidcClient>,
 }
 
 pub(crate) type AppState = Arc<State>;
@@ -43,11 +45,19 @@ impl App {
         let authenticator =
             service_runtime::auth::Authenticator::from_config(&config.auth, "admin-console")
                 .context("auth")?;
+        let oidc = config
+            .sign_in
+            .oidc
+            .as_ref()
+            .map(oidc::OidcClient::new)
+            .transpose()
+            .context("sign_in.oidc")?;
         let metrics = service_runtime::metrics::bind(&config.metrics).await?;
         let state = Arc::new(State {
             sessions: session::Sessions::new(Duration::from_secs(config.session_minutes * 60)),
             services: services::Services::new(&config)?,
             authenticator,
+            oidc,
             config,
         });
         Ok(Self {

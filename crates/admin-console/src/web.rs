@@ -24,6 +24,8 @@ pub(crate) fn router(state: AppState) -> Router {
             get(pages::sign_in::page).post(pages::sign_in::with_token),
         )
         .route("/sign-in/dev", post(pages::sign_in::as_dev_person))
+        .route("/sign-in/oidc", get(pages::sign_in::oidc_start))
+        .route("/sign-in/callback", get(pages::sign_in::oidc_callback))
         .route("/sign-out", post(pages::sign_in::sign_out))
         .route("/company", post(pages::company::change))
         .route("/import", get(pages::import::page).post(pages::import::run))

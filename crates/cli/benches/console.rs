@@ -25,10 +25,9 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(100_000);
     let sqlite = std::env::var("BENCH_BACKEND").is_ok_and(|b| b == "sqlite");
     let storage = if sqlite {
-        Storage::Sqlite(std::env::temp_dir().join(format!(
-            "bench-console-{}",
-            uuid::Uuid::new_v4().simple()
-        )))
+        Storage::Sqlite(
+            std::env::temp_dir().join(format!("bench-console-{}", uuid::Uuid::new_v4().simple())),
+        )
     } else {
         Storage::Postgres {
             url: std::env::var("USERIMPORT_TEST_DATABASE_URL")
@@ -67,7 +66,11 @@ impl Browser {
         let signed = http
             .post(format!("{base}/sign-in/dev"))
             .header("cookie", format!("userimport_sign_in={binding}"))
-            .form(&[("sign_in", binding.as_str()), ("principal", "admin"), ("next", "/import")])
+            .form(&[
+                ("sign_in", binding.as_str()),
+                ("principal", "admin"),
+                ("next", "/import"),
+            ])
             .send()
             .await?;
         let cookie = signed
@@ -172,13 +175,21 @@ async fn bench(storage: Storage, users: usize) -> anyhow::Result<()> {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
 
     println!("\nNobody imported yet:");
-    measure(&browser, "Import users page (first page of 50)", |_| "/import".to_owned()).await?;
+    measure(&browser, "Import users page (first page of 50)", |_| {
+        "/import".to_owned()
+    })
+    .await?;
     for letters in 1..=3 {
         let texts = prefixes(&names, letters);
         measure(
             &browser,
             &format!("  search as you type, {letters} letter(s) (list only)"),
-            |i| format!("/import?search={}&fragment=results", enc(&texts[i % texts.len()])),
+            |i| {
+                format!(
+                    "/import?search={}&fragment=results",
+                    enc(&texts[i % texts.len()])
+                )
+            },
         )
         .await?;
     }
@@ -222,7 +233,10 @@ async fn bench(storage: Storage, users: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    measure(&browser, "Users page (first page of 50)", |_| "/users".to_owned()).await?;
+    measure(&browser, "Users page (first page of 50)", |_| {
+        "/users".to_owned()
+    })
+    .await?;
     measure(&browser, "Users page, without roles", |_| {
         "/users?without_roles=1".to_owned()
     })

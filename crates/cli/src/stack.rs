@@ -165,6 +165,7 @@ impl StackAuth {
         use admin_console::config::{DevPerson, SignInConfig};
         match self {
             StackAuth::Insecure => SignInConfig {
+                oidc: None,
                 token_form: false,
                 dev_people: vec![DevPerson {
                     principal: "admin".to_owned(),
@@ -172,6 +173,7 @@ impl StackAuth {
                 }],
             },
             StackAuth::Local(tokens) => SignInConfig {
+                oidc: None,
                 token_form: true,
                 dev_people: std::iter::once(DevPerson {
                     principal: "admin".to_owned(),
@@ -184,6 +186,7 @@ impl StackAuth {
                 .collect(),
             },
             StackAuth::Custom(_) => SignInConfig {
+                oidc: None,
                 token_form: true,
                 dev_people: Vec::new(),
             },

@@ -46,6 +46,16 @@ pub(crate) async fn page(
                     @if !param(&query, "expired").is_empty() {
                         p role="alert" class="notice" { "Your session has ended or your token is no longer accepted. Sign in again." }
                     }
+                    @if let Some(message) = query.iter().find(|(k, _)| k == "error").map(|(_, v)| v) {
+                        p role="alert" class="error" { (message) }
+                    }
+                    @if sign_in.oidc.is_some() {
+                        p {
+                            a class="button" id="sign-in-oidc" href=(format!("/sign-in/oidc?next={}", crate::web::enc(&next))) {
+                                "Sign in with your organization account"
+                            }
+                        }
+                    }
                     @if !sign_in.dev_people.is_empty() {
                         h2 { "People of this development stack" }
                         ul class="people" {
@@ -214,4 +224,61 @@ pub(crate) async fn sign_out(
         HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?,
     );
     Ok(response)
+}
+
+/// Sends the browser to the identity provider, bound to it by a fresh sign-in cookie.
+pub(crate) async fn oidc_start(
+    State(state): State<AppState>,
+    axum::extract::Query(query): Query,
+) -> PageResult {
+    let oidc = state
+        .oidc
+        .as_ref()
+        .ok_or_else(|| PageError::NotFound("no OpenID Connect sign-in here".to_owned()))?;
+    let binding = random().map_err(PageError::Internal)?;
+    let next = local_path(param(&query, "next"));
+    let to = oidc.start(&next, &binding).await.map_err(|error| {
+        tracing::warn!(error = format!("{error:#}"), "cannot start an OIDC sign-in");
+        PageError::Status(tonic::Status::unavailable(format!(
+            "the identity provider cannot be reached: {error:#}"
+        )))
+    })?;
+    let mut response = Redirect::to(&to).into_response();
+    let cookie = set_cookie(SIGN_IN_COOKIE, &binding, 600, state.config.secure_cookies);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| PageError::Internal(e.into()))?,
+    );
+    Ok(response)
+}
+
+/// Where the identity provider sends the browser back: the code for a token, then a session.
+pub(crate) async fn oidc_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): Query,
+) -> PageResult {
+    let oidc = state
+        .oidc
+        .as_ref()
+        .ok_or_else(|| PageError::NotFound("no OpenID Connect sign-in here".to_owned()))?;
+    let refused = |why: String| {
+        let why: String = why.chars().take(300).collect();
+        Redirect::to(&format!("/sign-in?error={}", crate::web::enc(&why))).into_response()
+    };
+    if !param(&query, "error").is_empty() {
+        return Ok(refused(format!(
+            "the identity provider did not sign you in: {} {}",
+            param(&query, "error"),
+            param(&query, "error_description")
+        )));
+    }
+    let browser = cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
+    match oidc
+        .finish(param(&query, "state"), param(&query, "code"), browser)
+        .await
+    {
+        Ok((token, next)) => open_session(&state, Some(token), None, &next).await,
+        Err(error) => Ok(refused(format!("{error:#}"))),
+    }
 }

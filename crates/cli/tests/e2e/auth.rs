@@ -19,17 +19,17 @@ use service_runtime::auth::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-const AUDIENCE: &str = "api://userimport";
+pub(crate) const AUDIENCE: &str = "api://userimport";
 
 /// The tenant's identity provider (an emulator that serves nothing else here).
-async fn identity_provider() -> Emulator {
+pub(crate) async fn identity_provider() -> Emulator {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Emulator::start(EmulatorConfig::synthetic(1), listener)
         .await
         .unwrap()
 }
 
-fn spec(subject: &str, roles: &[&str]) -> AccessTokenSpec {
+pub(crate) fn spec(subject: &str, roles: &[&str]) -> AccessTokenSpec {
     AccessTokenSpec {
         subject: subject.to_owned(),
         username: subject.to_owned(),
@@ -41,7 +41,7 @@ fn spec(subject: &str, roles: &[&str]) -> AccessTokenSpec {
     }
 }
 
-fn oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConfig {
+pub(crate) fn oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConfig {
     AuthConfig {
         oidc: Some(OidcConfig {
             issuers: vec![idp.issuer()],
@@ -70,7 +70,7 @@ fn discovering_oidc_config(idp: &Emulator, outbound: Option<String>) -> AuthConf
 }
 
 /// The three services on SQLite in a temporary folder, trusting `idp`.
-async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::PathBuf) {
+pub(crate) async fn stack_trusting(idp: &Emulator, users: usize) -> (Stack, std::path::PathBuf) {
     let dir =
         std::env::temp_dir().join(format!("userimport-auth-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();

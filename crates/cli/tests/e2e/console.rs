@@ -37,6 +37,67 @@ impl Drop for Driver {
     }
 }
 
+/// chromedriver on a free port and a headless Chromium session through it.
+async fn launch(chromedriver: &str) -> (Client, Driver) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let capabilities: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_value(serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                // Background networking off: this machine's closed network refuses
+                // Chromium's own connections.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--no-first-run",
+                         "--window-size=1366,900"]
+            }
+        }))
+        .unwrap();
+    let started = Instant::now();
+    let browser = loop {
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        match builder
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => break client,
+            Err(error) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "chromedriver did not start a browser: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    (browser, driver)
+}
+
+/// The chromedriver of this machine; `None` (the test skips) where there is none, except in CI.
+fn chromedriver() -> Option<&'static str> {
+    let found = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs the browser tests: install chromium and chromium-driver (.ci/run does)"
+        );
+        eprintln!("skipped: no chromedriver (apt-get install chromium chromium-driver)");
+    }
+    found
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -49,17 +110,7 @@ impl Console {
     /// A stack of `users` emulated users (synced once), its console, and a signed-out browser;
     /// `None` (skipped) where chromedriver is missing outside CI.
     async fn start(users: usize, chunk_size: u32) -> Option<Self> {
-        let Some(chromedriver) = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-        else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI runs the browser tests: install chromium and chromium-driver (.ci/run does)"
-            );
-            eprintln!("skipped: no chromedriver (apt-get install chromium chromium-driver)");
-            return None;
-        };
+        let chromedriver = chromedriver()?;
         let one = ONE_BROWSER.lock().await;
         let data = tempfile::tempdir().unwrap();
         let tokens = LocalTokens::generate().unwrap();
@@ -85,47 +136,7 @@ impl Console {
             .unwrap();
         let url = stack.console_url.clone().unwrap();
 
-        let port = free_port();
-        let driver = Driver(
-            Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let capabilities: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_value(serde_json::json!({
-                "goog:chromeOptions": {
-                    "binary": "/usr/bin/chromium",
-                    // Background networking off: this machine's closed network refuses
-                    // Chromium's own connections.
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--disable-dev-shm-usage", "--disable-background-networking",
-                             "--disable-component-update", "--disable-sync", "--no-first-run",
-                             "--window-size=1366,900"]
-                }
-            }))
-            .unwrap();
-        let started = Instant::now();
-        let browser = loop {
-            let mut builder =
-                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-            match builder
-                .capabilities(capabilities.clone())
-                .connect(&format!("http://127.0.0.1:{port}"))
-                .await
-            {
-                Ok(client) => break client,
-                Err(error) => {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(30),
-                        "chromedriver did not start a browser: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
+        let (browser, driver) = launch(chromedriver).await;
         let admin = Outbound::new(&TokenSource::inline(admin_token)).unwrap();
         Some(Self {
             stack,
@@ -178,7 +189,7 @@ impl Console {
     async fn sign_in(&self, who: &str) {
         self.open("/sign-in").await;
         self.shot("sign-in").await;
-        self.click(&format!("#sign-in-{who}")).await;
+        self.click_to_load(&format!("#sign-in-{who}")).await;
         self.wait_for_path("/import").await;
     }
 
@@ -194,16 +205,37 @@ impl Console {
             .unwrap();
     }
 
+    /// Clicks what submits a form or follows a link, and waits for the page it loads.
+    async fn click_to_load(&self, css: &str) {
+        self.js("window.beforeClick = true; return null;").await;
+        self.click(css).await;
+        self.until(
+            &format!("the page after clicking {css}"),
+            "return window.beforeClick !== true && document.readyState === 'complete';",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
     async fn text(&self, css: &str) -> String {
-        self.browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        let started = Instant::now();
+        loop {
+            let found = self
+                .browser
+                .wait()
+                .at_most(Duration::from_secs(20))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"));
+            match found.text().await {
+                Ok(text) => return text,
+                // The page changed between finding and reading: read the new one.
+                Err(error) if started.elapsed() < Duration::from_secs(20) => {
+                    eprintln!("reading {css} again: {error}");
+                }
+                Err(error) => panic!("cannot read {css}: {error}"),
+            }
+        }
     }
 
     async fn exists(&self, css: &str) -> bool {
@@ -333,7 +365,7 @@ async fn importing_three_ticked_users_creates_two_skips_the_guest_without_mail_w
             .click(&format!("input[name=object_id][value='{id}']"))
             .await;
     }
-    console.click("#import-button").await;
+    console.click_to_load("#import-button").await;
     assert_eq!(console.text("#count-created").await, "2 created");
     assert_eq!(console.text("#count-present").await, "0 already present");
     assert_eq!(console.text("#count-skipped").await, "1 skipped");
@@ -350,7 +382,7 @@ async fn importing_three_ticked_users_creates_two_skips_the_guest_without_mail_w
 
     // The first tab still shows them ticked; importing again finds them present.
     console.browser.switch_to_window(first_tab).await.unwrap();
-    console.click("#import-button").await;
+    console.click_to_load("#import-button").await;
     assert_eq!(console.text("#count-created").await, "0 created");
     assert_eq!(console.text("#count-present").await, "2 already present");
     assert_eq!(console.text("#count-skipped").await, "1 skipped");
@@ -381,7 +413,7 @@ async fn a_critical_batch_import_with_a_monitoring_category_fills_its_progress_b
         .send_keys("nightly-hr")
         .await
         .unwrap();
-    console.click("#start-batch").await;
+    console.click_to_load("#start-batch").await;
     console.wait_for_path("/jobs/").await;
     console.js("window.notReloaded = true; return null;").await;
     assert_eq!(
@@ -464,7 +496,7 @@ async fn assigning_a_role_on_the_users_page_takes_the_user_off_the_without_roles
     console.shot("users").await;
     let link = format!("#users a[href='/users/{user_id}']");
     assert!(console.exists(&link).await, "listed without roles");
-    console.click(&link).await;
+    console.click_to_load(&link).await;
     console.wait_for_path(&format!("/users/{user_id}")).await;
     console
         .browser
@@ -474,7 +506,7 @@ async fn assigning_a_role_on_the_users_page_takes_the_user_off_the_without_roles
         .select_by_value("ACCOUNTANT")
         .await
         .unwrap();
-    console.click("#assign-button").await;
+    console.click_to_load("#assign-button").await;
     let roles = console.text("#roles tbody").await;
     assert!(
         roles.contains("ACCOUNTANT") && roles.contains("DAT"),
@@ -532,7 +564,7 @@ async fn a_round_halted_by_the_disable_limit_is_approved_in_the_console_and_then
         .select_by_value("delta")
         .await
         .unwrap();
-    console.click("#run-round").await;
+    console.click_to_load("#run-round").await;
     console.wait_for_path("/sync/runs/").await;
     let run_page = console.browser.current_url().await.unwrap();
     let started = Instant::now();
@@ -551,7 +583,7 @@ async fn a_round_halted_by_the_disable_limit_is_approved_in_the_console_and_then
         console.registry_users().await.iter().all(|u| u.enabled),
         "nothing applied before approval"
     );
-    console.click("#approve-round").await;
+    console.click_to_load("#approve-round").await;
     let started = Instant::now();
     while console.text("#run-status").await != "succeeded" {
         assert!(
@@ -633,7 +665,7 @@ async fn a_form_posted_without_its_csrf_token_is_refused_and_imports_nothing() {
     console
         .js("document.querySelectorAll('#import-form input[name=csrf]').forEach(e => e.remove()); return null;")
         .await;
-    console.click("#import-button").await;
+    console.click_to_load("#import-button").await;
     let refused = console.text("main").await;
     assert!(
         refused.contains("Forbidden") && refused.contains("CSRF"),
@@ -645,4 +677,145 @@ async fn a_form_posted_without_its_csrf_token_is_refused_and_imports_nothing() {
         "nothing imported"
     );
     console.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_with_the_organization_account_calls_the_services_as_that_person() {
+    use crate::auth::{identity_provider, oidc_config, spec, stack_trusting};
+    let Some(chromedriver) = chromedriver() else {
+        return;
+    };
+    let _one = ONE_BROWSER.lock().await;
+    let idp = identity_provider().await;
+    let (stack, dir) = stack_trusting(&idp, 30).await;
+    stack
+        .directory
+        .sync_now(directory_sync::domain::SyncMode::Full, false)
+        .await
+        .unwrap();
+    // The console, signing people in at the provider the services trust.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = admin_console::Config::local(
+        &stack.directory_url,
+        &stack.registry_url,
+        &stack.importer_url,
+    )
+    .unwrap();
+    config.auth = oidc_config(&idp, None);
+    config.sign_in.oidc = Some(admin_console::config::OidcSignIn {
+        issuer: idp.issuer(),
+        client_id: "userimport-console".into(),
+        client_secret: None,
+        redirect_url: format!("{url}/sign-in/callback"),
+        scopes: vec![format!("{}/.default", crate::auth::AUDIENCE)],
+        allow_http_loopback: true,
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let console = admin_console::App::build(config, listener).await.unwrap();
+    tokio::spawn(console.run(shutdown.clone()));
+    let (browser, _driver) = launch(chromedriver).await;
+
+    idp.sign_in_as(Some(spec(
+        "megan@contoso.com",
+        &[service_runtime::auth::ADMIN],
+    )));
+    browser.goto(&format!("{url}/import")).await.unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#sign-in-oidc"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let who = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("header .who span"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(who, "megan@contoso.com (administrator)");
+    assert_eq!(browser.current_url().await.unwrap().path(), "/import");
+    // An import from the console is the person's own: the registry audits them as its actor.
+    browser
+        .find(Locator::Css("input[name=object_id]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#import-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#import-result"))
+        .await
+        .unwrap();
+    let checker = idp
+        .sign_access_token(&spec("checker", &[service_runtime::auth::ADMIN]))
+        .unwrap();
+    let mut request = tonic::Request::new(registry_pb::ListAuditEventsRequest {
+        page_size: 100,
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {checker}").parse().unwrap(),
+    );
+    let events = RegistryServiceClient::connect(stack.registry_url.clone())
+        .await
+        .unwrap()
+        .list_audit_events(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events.iter().any(|e| e.actor == "megan@contoso.com"),
+        "the import is audited as the person: {events:?}"
+    );
+
+    // Signed out, and the provider refusing: back on the sign-in page, saying why.
+    browser
+        .find(Locator::Css("header .who button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    idp.sign_in_as(None);
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#sign-in-oidc"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("p.error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(refused.contains("access_denied"), "{refused}");
+    browser.close().await.unwrap();
+    shutdown.cancel();
+    stack.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }
