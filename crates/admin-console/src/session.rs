@@ -245,3 +245,63 @@ impl axum::extract::FromRequest<AppState> for Form {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_a_lookalike_name_is_not_taken() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append(
+            axum::http::header::COOKIE,
+            "theme=dark; userimport_session_old=stale; userimport_session=abc"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
+        assert_eq!(cookie(&headers, COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn a_cookie_is_http_only_same_site_and_secure_when_asked() {
+        let secure = set_cookie(COOKIE, "v", 60, true);
+        assert!(secure.contains("HttpOnly") && secure.contains("SameSite=Lax"));
+        assert!(secure.ends_with("; Secure"));
+        assert!(!set_cookie(COOKIE, "v", 60, false).contains("Secure"));
+    }
+
+    #[test]
+    fn an_expired_session_lets_nobody_in_and_is_forgotten() {
+        let sessions = Sessions::new(Duration::from_millis(0));
+        let principal = auth::Principal {
+            name: "alice".to_owned(),
+            roles: [auth::ADMIN.to_owned()].into(),
+        };
+        let id = sessions
+            .open(principal, None, "DAT")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(sessions.person(&id).is_none());
+        assert!(sessions.lock().is_empty());
+    }
+
+    #[test]
+    fn a_reader_may_not_write_and_an_administrator_may() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let open = |role: &str| {
+            let principal = auth::Principal {
+                name: role.to_owned(),
+                roles: [role.to_owned()].into(),
+            };
+            let id = sessions
+                .open(principal, None, "DAT")
+                .unwrap_or_else(|e| panic!("{e}"));
+            sessions.person(&id).unwrap_or_else(|| panic!("a session"))
+        };
+        assert!(open(auth::ADMIN).require_writer().is_ok());
+        assert!(matches!(
+            open(auth::READER).require_writer(),
+            Err(PageError::Forbidden(_))
+        ));
+    }
+}

@@ -282,3 +282,22 @@ pub(crate) async fn oidc_callback(
         Err(error) => Ok(refused(format!("{error:#}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn after_sign_in_only_a_path_of_this_console_is_followed() {
+        assert_eq!(local_path("/jobs/42?x=1"), "/jobs/42?x=1");
+        for elsewhere in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "jobs",
+            "",
+        ] {
+            assert_eq!(local_path(elsewhere), "/import", "{elsewhere}");
+        }
+    }
+}
