@@ -309,6 +309,11 @@ pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<
                     "sync round halted: it would disable too many users; approve or reject it"
                 );
                 effects.halted = Some((found.disabled, found.total_users));
+                // What approving it would write, for the administrator who decides.
+                effects.updated = found.changing.len() as u64;
+                effects.disabled = found.disabled;
+                effects.updates = found.listed;
+                effects.truncated = found.truncated;
                 return Ok(effects);
             }
         }

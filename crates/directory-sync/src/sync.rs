@@ -293,12 +293,13 @@ pub async fn run_round(
     progress.take_end_time(&mut run, &clock);
     let mut preview = None;
     match result {
-        Ok(Effects {
-            halted: Some((would_disable, total_users)),
-            ..
-        }) => {
+        Ok(effects) if effects.halted.is_some() => {
+            let (would_disable, total_users) = effects.halted.unwrap_or_default();
             run.status = SyncRunStatus::AwaitingApproval;
             run.error = halted_reason(would_disable, total_users, &ctx.provisioning);
+            // Its registry changes, listed for the decision (the rules and auto-import run
+            // only once it is approved).
+            preview = Some(effects);
         }
         // A dry run with nothing to write holds nothing to approve.
         Ok(effects) if dry_run && effects.is_empty() => {

@@ -578,6 +578,8 @@ async fn a_round_halted_by_the_disable_limit_is_approved_in_the_console_and_then
     }
     let reason = console.text("#run-reason").await;
     assert!(reason.contains("would disable 5 of"), "{reason}");
+    // The preview lists what approving writes.
+    assert_eq!(console.text("#would-disable").await, "5");
     console.shot("sync-round-halted").await;
     assert!(
         console.registry_users().await.iter().all(|u| u.enabled),

@@ -4,6 +4,7 @@
 use graph_emulator::{EmulatedUser, Fault, UserUpdate};
 use proto::directory::v1 as pb;
 use proto::registry::v1 as registry_pb;
+use std::collections::BTreeSet;
 use tonic::Code;
 
 use crate::helpers::Stack;
@@ -141,9 +142,15 @@ test_support::on_both_backends! {
             stack.emulator.update_user(&user.id, disable()).unwrap();
         }
         stack.emulator.update_user(&users[10].id, UserUpdate { display_name: Some("Also Renamed".into()), ..UserUpdate::default() }).unwrap();
-        let run = stack.sync(pb::SyncMode::Delta).await;
+        let halted = crate::helpers::run_to_end(&mut stack.directory.clone(), pb::SyncNowRequest { mode: pb::SyncMode::Delta.into(), ..Default::default() }).await;
+        let run = halted.run.unwrap();
         assert_eq!(run.status(), pb::SyncRunStatus::AwaitingApproval, "30% of the registry: {run:?}");
         assert!(run.error.contains("would disable 6 of the registry's 20 users"), "{}", run.error);
+        // Its preview lists what approving it writes: the six disabled and the rename.
+        let preview = halted.preview.expect("a halted round's preview");
+        assert_eq!((preview.would_disable, preview.would_update), (6, 7), "{preview:?}");
+        let disabled: BTreeSet<&str> = preview.updates.iter().filter(|u| !u.enabled).map(|u| u.object_id.as_str()).collect();
+        assert_eq!(disabled, users[..6].iter().map(|u| u.id.as_str()).collect::<BTreeSet<_>>());
         assert_eq!(enabled_count(&stack).await, 20, "nothing disabled");
         assert_ne!(registry_user(&stack, &users[10].id).await.name, "Also Renamed", "nothing written at all");
 
