@@ -147,6 +147,21 @@ async fn open_session(
         .authenticate(&headers)
         .await
         .map_err(|status| PageError::Forbidden(format!("not signed in: {}", status.message())))?;
+    // The console is for people: a service's token (or one with no role of ours) signs in
+    // nobody, so a leaked service token cannot be used through it.
+    if principal.is_service()
+        || !principal.has_any(&[service_runtime::auth::ADMIN, service_runtime::auth::READER])
+    {
+        tracing::warn!(
+            principal = principal.name,
+            "refused a console sign-in without a person's role"
+        );
+        return Err(PageError::Forbidden(format!(
+            "{} is not a person with a role in userimport (administrator or reader): the \
+             console signs in people, not services",
+            principal.name
+        )));
+    }
     tracing::info!(principal = principal.name, "signed in to the console");
     let id = state
         .sessions

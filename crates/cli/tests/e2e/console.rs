@@ -12,6 +12,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1 as registry_pb;
 use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use secrecy::ExposeSecret as _;
 use service_runtime::auth::{AuthedChannel, Outbound, TokenSource};
 
 /// One browser at a time: two cores do not run several Chromiums and a stack well.
@@ -23,6 +24,8 @@ struct Console {
     browser: Client,
     _driver: Driver,
     admin: Outbound,
+    /// import-worker's token, which must not sign anyone in to the console.
+    service_token: secrecy::SecretString,
     _data: tempfile::TempDir,
     _one: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -115,6 +118,7 @@ impl Console {
         let data = tempfile::tempdir().unwrap();
         let tokens = LocalTokens::generate().unwrap();
         let admin_token = tokens.admin.clone();
+        let service_token = tokens.import_worker.clone();
         let stack = Stack::start(StackOptions {
             storage: Storage::Sqlite(data.path().to_owned()),
             directory: DirectorySource::Emulator { users },
@@ -144,6 +148,7 @@ impl Console {
             browser,
             _driver: driver,
             admin,
+            service_token,
             _data: data,
             _one: one,
         })
@@ -606,10 +611,26 @@ async fn a_round_halted_by_the_disable_limit_is_approved_in_the_console_and_then
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_sees_no_write_controls_and_a_forged_post_is_refused() {
+async fn a_service_token_signs_nobody_in_and_a_reader_sees_no_write_controls_and_a_forged_post_is_refused()
+ {
     let Some(console) = Console::start(60, 50).await else {
         return;
     };
+    // A service's token signs nobody in.
+    console.open("/sign-in").await;
+    console
+        .browser
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(console.service_token.expose_secret())
+        .await
+        .unwrap();
+    console
+        .click_to_load("form[action='/sign-in'] button")
+        .await;
+    let refused = console.text("main").await;
+    assert!(refused.contains("not a person"), "{refused}");
     let someone = console.stack.emulator.as_ref().unwrap().users()[0]
         .id
         .clone();
