@@ -15,8 +15,6 @@ const REBUILD_AFTER_MARKS: usize = 50_000;
 use anyhow::Context as _;
 use graph::GraphClient;
 use proto::directory::v1::directory_service_server::DirectoryServiceServer;
-use proto::importer::v1::importer_service_client::ImporterServiceClient;
-use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +49,11 @@ impl App {
         service_runtime::metrics::handle()?;
         let metrics = service_runtime::metrics::bind(&config.metrics).await?;
         let outbound = service_runtime::auth::Outbound::new(&config.auth.outbound)?;
-        let registry = RegistryServiceClient::new(service_runtime::grpc::channel(
+        let registry = crate::clients::Registry::connect_lazy(
             &config.registry_url,
             &config.registry_tls,
             outbound,
-        )?)
-        .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
+        )?;
         let groups = config
             .sync
             .groups
@@ -68,11 +65,11 @@ impl App {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let importer = match config.importer_url.trim() {
             "" => None,
-            url => Some(ImporterServiceClient::new(service_runtime::grpc::channel(
+            url => Some(crate::clients::Importer::connect_lazy(
                 url,
                 &config.registry_tls,
                 service_runtime::auth::Outbound::new(&config.auth.outbound)?,
-            )?)),
+            )?),
         };
         let directory = Directory::new(
             db,

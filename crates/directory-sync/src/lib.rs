@@ -7,11 +7,11 @@
 //! registry's tables.
 
 pub mod app;
+pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
-mod peers;
 pub mod provision;
 pub mod service;
 pub mod store;

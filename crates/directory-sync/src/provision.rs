@@ -18,13 +18,11 @@
 use std::collections::HashSet;
 
 use proto::importer::v1 as importer_pb;
-use proto::importer::v1::importer_service_client::ImporterServiceClient;
 use proto::registry::v1 as registry_pb;
 
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser};
 use crate::error::Error;
-use crate::peers::retrying;
 use crate::store;
 use crate::sync::SyncContext;
 
@@ -155,14 +153,10 @@ async fn pass(
                 count_users: dry_run && first,
             };
             first = false;
-            let response = retrying("user-registry", ctx.peer_retry(), || {
-                let mut registry = ctx.registry.clone();
-                let request = request.clone();
-                async move { registry.update_users(request).await }
-            })
-            .await
-            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
-            .into_inner();
+            let response = ctx
+                .registry
+                .update_users(&request, ctx.peer_retry())
+                .await?;
             result.total_users = result.total_users.max(response.total_users);
             for (outcome, change) in response.outcomes.into_iter().zip(&request.changes) {
                 let disables = match outcome.kind() {
@@ -195,7 +189,7 @@ async fn pass(
 /// repeats, what it did. Answers the users created (or, with `dry_run`, that would be).
 async fn auto_import(
     ctx: &SyncContext,
-    importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
+    importer: &crate::clients::Importer,
     run_id: &str,
     dry_run: bool,
     effects: &mut Effects,
@@ -228,14 +222,7 @@ async fn auto_import(
             // A user gone from the mirror since the page was read is that user's outcome.
             all_or_nothing: false,
         };
-        let response = retrying("import-worker", ctx.peer_retry(), || {
-            let mut importer = importer.clone();
-            let request = request.clone();
-            async move { importer.import_selected(request).await }
-        })
-        .await
-        .map_err(|status| Error::ImporterUnavailable(format!("auto-import: {}", status.message())))?
-        .into_inner();
+        let response = importer.import_selected(&request, ctx.peer_retry()).await?;
         for outcome in response.outcomes {
             if outcome.kind() != registry_pb::OutcomeKind::Created {
                 continue;
@@ -260,23 +247,13 @@ async fn auto_import(
 /// Has import-worker reconcile the group-to-role rules, as made through `run_id`.
 async fn reconcile_rules(
     ctx: &SyncContext,
-    importer: &ImporterServiceClient<service_runtime::auth::AuthedChannel>,
+    importer: &crate::clients::Importer,
     run_id: &str,
     dry_run: bool,
 ) -> Result<registry_pb::RuleChanges, Error> {
-    let request = importer_pb::ReconcileRoleRulesRequest {
-        via: run_id.to_owned(),
-        dry_run,
-    };
-    let response = retrying("import-worker", ctx.peer_retry(), || {
-        let mut importer = importer.clone();
-        let request = request.clone();
-        async move { importer.reconcile_role_rules(request).await }
-    })
-    .await
-    .map_err(|status| Error::ImporterUnavailable(format!("role rules: {}", status.message())))?
-    .into_inner();
-    Ok(response.changes.unwrap_or_default())
+    importer
+        .reconcile_role_rules(run_id, dry_run, ctx.peer_retry())
+        .await
 }
 
 /// True while no full round of the tenant has succeeded yet (this one still runs).

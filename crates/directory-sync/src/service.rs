@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use graph::GraphClient;
-use proto::registry::v1 as registry_pb;
-use proto::registry::v1::registry_service_client::RegistryServiceClient;
 use service_runtime::storage::Database;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +29,6 @@ pub const FEED_PAGE: u32 = 10_000;
 /// on Postgres when full); the rest is the background follower's. A mark that lags is safe:
 /// pages are confirmed with the registry, so it costs time, never a wrong row.
 const LISTING_FEED_PAGE: u32 = 1_000;
-/// Timeout of one call to the registry.
-const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ended rounds kept in memory for their followers (a dry run's preview lives only there, and
 /// holds up to 10,000 entries per kind: a few rounds, not a history).
 const ENDED_ROUNDS_KEPT: usize = 8;
@@ -59,7 +55,7 @@ pub struct Directory {
 
 struct Inner {
     sync: SyncContext,
-    registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+    registry: crate::clients::Registry,
     // One sync round (or approval) at a time per directory; a round's task holds it to its end.
     sync_lock: Arc<tokio::sync::Mutex<()>>,
     /// The rounds this process started: the running one and the last ended ones.
@@ -91,14 +87,10 @@ impl Directory {
     pub fn new(
         db: Database,
         graph: GraphClient,
-        registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+        registry: crate::clients::Registry,
         groups: Vec<String>,
         provisioning: crate::config::ProvisioningConfig,
-        importer: Option<
-            proto::importer::v1::importer_service_client::ImporterServiceClient<
-                service_runtime::auth::AuthedChannel,
-            >,
-        >,
+        importer: Option<crate::clients::Importer>,
     ) -> Self {
         let tenant_id = graph.tenant_id().to_ascii_lowercase();
         Self {
@@ -546,29 +538,11 @@ impl Directory {
         drop(conn);
         let mut pages = 0;
         while max_pages.is_none_or(|max| pages < max) {
-            let mut request = tonic::Request::new(registry_pb::ListImportChangesRequest {
-                tenant_id: tenant_id.clone(),
-                after_seq: u64::try_from(position.seq).unwrap_or(0),
-                after_object_id: position.object_id.clone(),
-                page_size,
-            });
-            request.set_timeout(REGISTRY_TIMEOUT);
-            let changes: Vec<store::imported::ImportChange> = self
+            let changes = self
                 .inner
                 .registry
-                .clone()
-                .list_import_changes(request)
-                .await
-                .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
-                .into_inner()
-                .changes
-                .into_iter()
-                .map(|c| store::imported::ImportChange {
-                    seq: i64::try_from(c.seq).unwrap_or(i64::MAX),
-                    object_id: c.object_id,
-                    imported: c.imported,
-                })
-                .collect();
+                .list_import_changes(tenant_id, &position, page_size)
+                .await?;
             let Some(last) = changes.last() else {
                 break;
             };
@@ -609,23 +583,10 @@ impl Directory {
         if object_ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut request = tonic::Request::new(registry_pb::CheckImportedRequest {
-            tenant_id: self.inner.sync.tenant_id.clone(),
-            object_ids: object_ids.to_vec(),
-        });
-        request.set_timeout(REGISTRY_TIMEOUT);
-        let response = self
-            .inner
+        self.inner
             .registry
-            .clone()
-            .check_imported(request)
+            .check_imported(&self.inner.sync.tenant_id, object_ids)
             .await
-            .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?;
-        Ok(response
-            .into_inner()
-            .imported_object_ids
-            .into_iter()
-            .collect())
     }
 
     /// Looks users up by object id (lower-case GUIDs) and by UPN: from the mirror first, then

@@ -17,8 +17,6 @@ use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, S
 use crate::error::Error;
 use crate::provision::{Effects, Mode, after_round};
 use crate::store;
-use proto::importer::v1::importer_service_client::ImporterServiceClient;
-use proto::registry::v1::registry_service_client::RegistryServiceClient;
 
 /// Pages read ahead of the database writer: Graph latency and writes overlap, and memory stays
 /// bounded by this many pages whatever the tenant size.
@@ -83,10 +81,10 @@ pub struct SyncContext {
     /// Groups whose transitive user members are mirrored.
     pub groups: Vec<String>,
     /// Where the rounds' changes go, and the limits on them.
-    pub registry: RegistryServiceClient<service_runtime::auth::AuthedChannel>,
+    pub registry: crate::clients::Registry,
     pub provisioning: ProvisioningConfig,
     /// import-worker, for auto-import; `None` when no importer_url is configured.
-    pub importer: Option<ImporterServiceClient<service_runtime::auth::AuthedChannel>>,
+    pub importer: Option<crate::clients::Importer>,
 }
 
 impl SyncContext {
