@@ -18,6 +18,9 @@ use service_runtime::grpc::{MAX_MESSAGE_BYTES, channel};
 use service_runtime::retry::RetryPolicy;
 use service_runtime::tls::ClientTls;
 
+use crate::domain::{
+    ImportKind, ImportOutcome, RuleChange, RuleChanges, UpdateKind, UpdateOutcome, UserChange,
+};
 use crate::error::Error;
 use crate::store::imported::{FeedPosition, ImportChange};
 
@@ -129,21 +132,64 @@ impl Registry {
             .collect())
     }
 
-    /// A round's changes to registry users (or, `dry_run`, what they would be), retried for
-    /// up to `patience`.
+    /// A round's changes to registry users (or, `dry_run`, what they would be), made as
+    /// `change_id` (the run), retried for up to `patience`: one outcome per change, in order,
+    /// and with `count_users` the registry's size.
     pub async fn update_users(
         &self,
-        request: &registry_pb::UpdateUsersRequest,
+        change_id: &str,
+        changes: &[UserChange],
+        dry_run: bool,
+        count_users: bool,
         patience: Duration,
-    ) -> Result<registry_pb::UpdateUsersResponse, Error> {
-        retrying("user-registry", patience, || {
+    ) -> Result<(Vec<UpdateOutcome>, u64), Error> {
+        let request = registry_pb::UpdateUsersRequest {
+            change_id: change_id.to_owned(),
+            changes: changes.iter().map(change_to_pb).collect(),
+            dry_run,
+            count_users,
+        };
+        let response = retrying("user-registry", patience, || {
             let mut client = self.client.clone();
             let request = request.clone();
             async move { client.update_users(request).await }
         })
         .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))
+        .map_err(|status| Error::RegistryUnavailable(status.message().to_owned()))?
+        .into_inner();
+        let outcomes = response
+            .outcomes
+            .into_iter()
+            .map(|o| UpdateOutcome {
+                kind: match o.kind() {
+                    registry_pb::UpdateKind::Updated => UpdateKind::Updated,
+                    registry_pb::UpdateKind::Unchanged => UpdateKind::Unchanged,
+                    registry_pb::UpdateKind::NotFound => UpdateKind::NotFound,
+                    registry_pb::UpdateKind::Deleted => UpdateKind::Deleted,
+                    registry_pb::UpdateKind::Failed | registry_pb::UpdateKind::Unspecified => {
+                        UpdateKind::Failed
+                    }
+                },
+                object_id: o.object_id,
+                user_id: o.user_id,
+                changed: o.changed,
+                reason: o.reason,
+                enabled: o.enabled,
+            })
+            .collect();
+        Ok((outcomes, response.total_users))
+    }
+}
+
+fn change_to_pb(change: &UserChange) -> registry_pb::UserChange {
+    registry_pb::UserChange {
+        tenant_id: change.tenant_id.clone(),
+        object_id: change.object_id.clone(),
+        name: change.name.clone(),
+        network_alias: change.network_alias.clone(),
+        enabled: change.enabled,
+        deleted_in_directory: change.deleted_in_directory,
+        delete: change.delete,
     }
 }
 
@@ -160,20 +206,50 @@ impl Importer {
         Ok(Self { client })
     }
 
-    /// A select import made by a round, retried for up to `patience`.
+    /// A select import made by a round (`request_id` derived from it, so a retry reports
+    /// rather than repeats), retried for up to `patience`: one outcome per user.
     pub async fn import_selected(
         &self,
-        request: &importer_pb::ImportSelectedRequest,
+        object_ids: Vec<String>,
+        company: &str,
+        dry_run: bool,
+        request_id: String,
         patience: Duration,
-    ) -> Result<importer_pb::ImportSelectedResponse, Error> {
-        retrying("import-worker", patience, || {
+    ) -> Result<Vec<ImportOutcome>, Error> {
+        let request = importer_pb::ImportSelectedRequest {
+            object_ids,
+            company: company.to_owned(),
+            dry_run,
+            request_id,
+            // A user gone from the mirror since the page was read is that user's outcome.
+            all_or_nothing: false,
+        };
+        let response = retrying("import-worker", patience, || {
             let mut client = self.client.clone();
             let request = request.clone();
             async move { client.import_selected(request).await }
         })
         .await
-        .map(tonic::Response::into_inner)
-        .map_err(|status| Error::ImporterUnavailable(format!("auto-import: {}", status.message())))
+        .map_err(|status| Error::ImporterUnavailable(format!("auto-import: {}", status.message())))?
+        .into_inner();
+        Ok(response
+            .outcomes
+            .into_iter()
+            .map(|o| ImportOutcome {
+                kind: match o.kind() {
+                    registry_pb::OutcomeKind::Created => ImportKind::Created,
+                    registry_pb::OutcomeKind::AlreadyPresent => ImportKind::AlreadyPresent,
+                    registry_pb::OutcomeKind::Skipped => ImportKind::Skipped,
+                    registry_pb::OutcomeKind::Failed | registry_pb::OutcomeKind::Unspecified => {
+                        ImportKind::Failed
+                    }
+                },
+                object_id: o.object_id,
+                user_id: o.user_id,
+                reason: o.reason,
+                note: o.note,
+            })
+            .collect())
     }
 
     /// Has import-worker reconcile the group-to-role rules as made through `via` (a run id),
@@ -183,7 +259,7 @@ impl Importer {
         via: &str,
         dry_run: bool,
         patience: Duration,
-    ) -> Result<registry_pb::RuleChanges, Error> {
+    ) -> Result<RuleChanges, Error> {
         let request = importer_pb::ReconcileRoleRulesRequest {
             via: via.to_owned(),
             dry_run,
@@ -197,6 +273,23 @@ impl Importer {
         .map_err(|status| {
             Error::ImporterUnavailable(format!("role rules: {}", status.message()))
         })?;
-        Ok(response.into_inner().changes.unwrap_or_default())
+        let changes = response.into_inner().changes.unwrap_or_default();
+        Ok(RuleChanges {
+            granted: changes.granted,
+            revoked: changes.revoked,
+            truncated: changes.truncated,
+            changes: changes
+                .changes
+                .into_iter()
+                .map(|c| RuleChange {
+                    rule_id: c.rule_id,
+                    role_id: c.role_id,
+                    company: c.company,
+                    object_id: c.object_id,
+                    user_id: c.user_id,
+                    granted: c.granted,
+                })
+                .collect(),
+        })
     }
 }

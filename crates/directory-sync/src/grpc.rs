@@ -109,13 +109,65 @@ fn to_pb(user: MirrorUser, imported: bool) -> pb::DirectoryUser {
 }
 
 fn preview_to_pb(effects: Effects) -> pb::SyncPreview {
+    use crate::domain::{ImportKind, UpdateKind};
+    use proto::registry::v1 as registry_pb;
     pb::SyncPreview {
-        updates: effects.updates,
+        updates: effects
+            .updates
+            .into_iter()
+            .map(|u| registry_pb::UserUpdateOutcome {
+                kind: match u.kind {
+                    UpdateKind::Updated => registry_pb::UpdateKind::Updated,
+                    UpdateKind::Unchanged => registry_pb::UpdateKind::Unchanged,
+                    UpdateKind::NotFound => registry_pb::UpdateKind::NotFound,
+                    UpdateKind::Failed => registry_pb::UpdateKind::Failed,
+                    UpdateKind::Deleted => registry_pb::UpdateKind::Deleted,
+                }
+                .into(),
+                object_id: u.object_id,
+                user_id: u.user_id,
+                changed: u.changed,
+                reason: u.reason,
+                enabled: u.enabled,
+            })
+            .collect(),
         would_update: effects.updated,
         would_disable: effects.disabled,
-        imports: effects.imports,
+        imports: effects
+            .imports
+            .into_iter()
+            .map(|o| registry_pb::ImportOutcome {
+                kind: match o.kind {
+                    ImportKind::Created => registry_pb::OutcomeKind::Created,
+                    ImportKind::AlreadyPresent => registry_pb::OutcomeKind::AlreadyPresent,
+                    ImportKind::Skipped => registry_pb::OutcomeKind::Skipped,
+                    ImportKind::Failed => registry_pb::OutcomeKind::Failed,
+                }
+                .into(),
+                object_id: o.object_id,
+                user_id: o.user_id,
+                reason: o.reason,
+                note: o.note,
+            })
+            .collect(),
         would_import: effects.imported,
-        rules: effects.rules,
+        rules: effects.rules.map(|r| registry_pb::RuleChanges {
+            granted: r.granted,
+            revoked: r.revoked,
+            truncated: r.truncated,
+            changes: r
+                .changes
+                .into_iter()
+                .map(|c| registry_pb::RuleChange {
+                    rule_id: c.rule_id,
+                    role_id: c.role_id,
+                    company: c.company,
+                    object_id: c.object_id,
+                    user_id: c.user_id,
+                    granted: c.granted,
+                })
+                .collect(),
+        }),
         truncated: effects.truncated,
     }
 }

@@ -17,11 +17,11 @@
 
 use std::collections::HashSet;
 
-use proto::importer::v1 as importer_pb;
-use proto::registry::v1 as registry_pb;
-
 use crate::config::ProvisioningConfig;
-use crate::domain::{AccountType, DeletionState, MirrorUser};
+use crate::domain::{
+    AccountType, DeletionState, ImportKind, ImportOutcome, MirrorUser, RuleChanges, UpdateKind,
+    UpdateOutcome, UserChange,
+};
 use crate::error::Error;
 use crate::store;
 use crate::sync::SyncContext;
@@ -46,13 +46,13 @@ pub struct Effects {
     /// The safety rail stopped the run before it wrote: (would disable, registry size).
     pub halted: Option<(u64, u64)>,
     /// Registry users updated (listed up to [`LISTED`]).
-    pub updates: Vec<registry_pb::UserUpdateOutcome>,
+    pub updates: Vec<UpdateOutcome>,
     pub updated: u64,
     pub disabled: u64,
     /// Users auto-import created (CREATED outcomes, listed up to [`LISTED`]).
-    pub imports: Vec<registry_pb::ImportOutcome>,
+    pub imports: Vec<ImportOutcome>,
     pub imported: u64,
-    pub rules: Option<registry_pb::RuleChanges>,
+    pub rules: Option<RuleChanges>,
     pub truncated: bool,
 }
 
@@ -72,17 +72,13 @@ impl Effects {
 /// marked, or deleted under the opt-in policy; only Graph's own word makes a user
 /// hard-deleted in the mirror (see `sync.rs`), so the policy never deletes a user the
 /// directory can restore. A user present again loses its mark.
-fn change_of(
-    user: &MirrorUser,
-    in_scope: bool,
-    config: &ProvisioningConfig,
-) -> registry_pb::UserChange {
+fn change_of(user: &MirrorUser, in_scope: bool, config: &ProvisioningConfig) -> UserChange {
     let alias = match user.account_type {
         AccountType::Member => user.user_principal_name.clone(),
         AccountType::Guest => user.mail.clone(),
     };
     let hard_deleted = user.deletion_state == DeletionState::HardDeleted;
-    registry_pb::UserChange {
+    UserChange {
         tenant_id: user.tenant_id.clone(),
         object_id: user.object_id.clone(),
         name: (!user.display_name.is_empty()).then(|| user.display_name.clone()),
@@ -106,7 +102,7 @@ struct Pass {
     disabled: u64,
     total_users: u64,
     /// The outcomes that change something, up to [`LISTED`].
-    listed: Vec<registry_pb::UserUpdateOutcome>,
+    listed: Vec<UpdateOutcome>,
     truncated: bool,
 }
 
@@ -140,28 +136,23 @@ async fn pass(
         };
         after = last.0.object_id.clone();
         let full_page = page.len() == PAGE as usize;
-        let changes: Vec<registry_pb::UserChange> = page
+        let changes: Vec<UserChange> = page
             .iter()
             .filter(|(u, _)| only.is_none_or(|ids| ids.contains(&u.object_id)))
             .map(|(u, in_scope)| change_of(u, *in_scope, &ctx.provisioning))
             .collect();
         if !changes.is_empty() {
-            let request = registry_pb::UpdateUsersRequest {
-                change_id: run_id.to_owned(),
-                changes,
-                dry_run,
-                count_users: dry_run && first,
-            };
+            let count_users = dry_run && first;
             first = false;
-            let response = ctx
+            let (outcomes, total_users) = ctx
                 .registry
-                .update_users(&request, ctx.peer_retry())
+                .update_users(run_id, &changes, dry_run, count_users, ctx.peer_retry())
                 .await?;
-            result.total_users = result.total_users.max(response.total_users);
-            for (outcome, change) in response.outcomes.into_iter().zip(&request.changes) {
-                let disables = match outcome.kind() {
-                    registry_pb::UpdateKind::Deleted => true,
-                    registry_pb::UpdateKind::Updated => {
+            result.total_users = result.total_users.max(total_users);
+            for (outcome, change) in outcomes.into_iter().zip(&changes) {
+                let disables = match outcome.kind {
+                    UpdateKind::Deleted => true,
+                    UpdateKind::Updated => {
                         outcome.changed.iter().any(|c| c == "enabled")
                             && change.enabled == Some(false)
                     }
@@ -214,17 +205,17 @@ async fn auto_import(
         };
         after = last.clone();
         let full_page = ids.len() == PAGE as usize;
-        let request = importer_pb::ImportSelectedRequest {
-            object_ids: ids,
-            company: company.clone(),
-            dry_run,
-            request_id: format!("sync-{run_id}-{page_no}"),
-            // A user gone from the mirror since the page was read is that user's outcome.
-            all_or_nothing: false,
-        };
-        let response = importer.import_selected(&request, ctx.peer_retry()).await?;
-        for outcome in response.outcomes {
-            if outcome.kind() != registry_pb::OutcomeKind::Created {
+        let outcomes = importer
+            .import_selected(
+                ids,
+                company,
+                dry_run,
+                format!("sync-{run_id}-{page_no}"),
+                ctx.peer_retry(),
+            )
+            .await?;
+        for outcome in outcomes {
+            if outcome.kind != ImportKind::Created {
                 continue;
             }
             effects.imported += 1;
@@ -250,7 +241,7 @@ async fn reconcile_rules(
     importer: &crate::clients::Importer,
     run_id: &str,
     dry_run: bool,
-) -> Result<registry_pb::RuleChanges, Error> {
+) -> Result<RuleChanges, Error> {
     importer
         .reconcile_role_rules(run_id, dry_run, ctx.peer_retry())
         .await
