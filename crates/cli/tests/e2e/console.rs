@@ -101,6 +101,40 @@ fn chromedriver() -> Option<&'static str> {
     found
 }
 
+/// Clicks what `css` finds once it is there (20 s at most).
+async fn click(browser: &Client, css: &str) {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The text of what `css` finds once it is there, read again when the page changed between
+/// finding and reading.
+async fn text(browser: &Client, css: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let found = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match found.text().await {
+            Ok(text) => return text,
+            Err(error) if started.elapsed() < Duration::from_secs(20) => {
+                eprintln!("reading {css} again: {error}");
+            }
+            Err(error) => panic!("cannot read {css}: {error}"),
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -199,15 +233,7 @@ impl Console {
     }
 
     async fn click(&self, css: &str) {
-        self.browser
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        click(&self.browser, css).await;
     }
 
     /// Clicks what submits a form or follows a link, and waits for the page it loads.
@@ -223,24 +249,7 @@ impl Console {
     }
 
     async fn text(&self, css: &str) -> String {
-        let started = Instant::now();
-        loop {
-            let found = self
-                .browser
-                .wait()
-                .at_most(Duration::from_secs(20))
-                .for_element(Locator::Css(css))
-                .await
-                .unwrap_or_else(|e| panic!("no {css}: {e}"));
-            match found.text().await {
-                Ok(text) => return text,
-                // The page changed between finding and reading: read the new one.
-                Err(error) if started.elapsed() < Duration::from_secs(20) => {
-                    eprintln!("reading {css} again: {error}");
-                }
-                Err(error) => panic!("cannot read {css}: {error}"),
-            }
-        }
+        text(&self.browser, css).await
     }
 
     async fn exists(&self, css: &str) -> bool {
@@ -744,47 +753,15 @@ async fn signing_in_with_the_organization_account_calls_the_services_as_that_per
         &[service_runtime::auth::ADMIN],
     )));
     browser.goto(&format!("{url}/import")).await.unwrap();
-    browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#sign-in-oidc"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let who = browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("header .who span"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&browser, "#sign-in-oidc").await;
+    let who = text(&browser, "header .who span").await;
     assert_eq!(who, "megan@contoso.com (administrator)");
     assert_eq!(browser.current_url().await.unwrap().path(), "/import");
     // An import from the console is the person's own: the registry audits them as its actor.
-    browser
-        .find(Locator::Css("input[name=object_id]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("#import-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#import-result"))
-        .await
-        .unwrap();
+    click(&browser, "input[name=object_id]").await;
+    click(&browser, "#import-button").await;
+    // The result panel is shown once the import answered.
+    text(&browser, "#import-result").await;
     let checker = idp
         .sign_access_token(&spec("checker", &[service_runtime::auth::ADMIN]))
         .unwrap();
@@ -810,32 +787,10 @@ async fn signing_in_with_the_organization_account_calls_the_services_as_that_per
     );
 
     // Signed out, and the provider refusing: back on the sign-in page, saying why.
-    browser
-        .find(Locator::Css("header .who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "header .who button").await;
     idp.sign_in_as(None);
-    browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("#sign-in-oidc"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let refused = browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&browser, "#sign-in-oidc").await;
+    let refused = text(&browser, "p.error").await;
     assert!(refused.contains("access_denied"), "{refused}");
     browser.close().await.unwrap();
     shutdown.cancel();
