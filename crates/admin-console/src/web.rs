@@ -33,8 +33,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/jobs", get(pages::jobs::list))
         .route("/jobs/{job_id}", get(pages::jobs::page))
         .route("/jobs/{job_id}/events", get(pages::jobs::events))
-        .route("/jobs/{job_id}/cancel", post(pages::jobs::cancel))
-        .route("/jobs/{job_id}/retry", post(pages::jobs::retry))
+        .route("/jobs/{job_id}/{action}", post(pages::jobs::act))
         .route("/jobs/{job_id}/outcomes.csv", get(pages::jobs::csv))
         .route("/users", get(pages::users::list))
         .route("/users/{user_id}", get(pages::users::page))
@@ -159,7 +158,18 @@ impl IntoResponse for PageError {
                     }
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                (code, status.message().to_owned())
+                let message = if code == StatusCode::SERVICE_UNAVAILABLE {
+                    // A transport error says only "tcp connect error": say what it means.
+                    format!(
+                        "a service this page calls did not answer ({}); try again in a moment, \
+                         and if it lasts, check the health of directory-sync, user-registry and \
+                         import-worker",
+                        status.message()
+                    )
+                } else {
+                    status.message().to_owned()
+                };
+                (code, message)
             }
             PageError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "a page failed");

@@ -307,35 +307,35 @@ pub(crate) async fn events(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-pub(crate) async fn cancel(
+/// `POST /jobs/{id}/cancel` and `/jobs/{id}/retry`, then back to the job's page.
+pub(crate) async fn act(
     State(state): State<AppState>,
-    Path(job_id): Path<String>,
+    Path((job_id, action)): Path<(String, String)>,
     form: Form,
 ) -> PageResult {
     form.person.require_writer()?;
-    state
-        .services
-        .importer(&form.person)?
-        .cancel_job(ipb::CancelJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await?;
-    Ok(Redirect::to(&format!("/jobs/{}", enc(&job_id))).into_response())
-}
-
-pub(crate) async fn retry(
-    State(state): State<AppState>,
-    Path(job_id): Path<String>,
-    form: Form,
-) -> PageResult {
-    form.person.require_writer()?;
-    state
-        .services
-        .importer(&form.person)?
-        .retry_job(ipb::RetryJobRequest {
-            job_id: job_id.clone(),
-        })
-        .await?;
+    let mut importer = state.services.importer(&form.person)?;
+    match action.as_str() {
+        "cancel" => {
+            importer
+                .cancel_job(ipb::CancelJobRequest {
+                    job_id: job_id.clone(),
+                })
+                .await?;
+        }
+        "retry" => {
+            importer
+                .retry_job(ipb::RetryJobRequest {
+                    job_id: job_id.clone(),
+                })
+                .await?;
+        }
+        _ => {
+            return Err(PageError::NotFound(format!(
+                "no action {action:?} on a job"
+            )));
+        }
+    }
     Ok(Redirect::to(&format!("/jobs/{}", enc(&job_id))).into_response())
 }
 
