@@ -114,7 +114,11 @@ pub async fn follow(
     let mut pause = Duration::from_millis(500);
     let mut attempt = 0;
     let result = loop {
-        match watch_once(endpoints, run_id, |update| {
+        // A watch that brought news before it broke is a new start: only breaks in a row,
+        // with nothing heard between them, count towards giving up.
+        let mut heard = false;
+        let watched = watch_once(endpoints, run_id, |update| {
+            heard = true;
             let ended = update
                 .run
                 .as_ref()
@@ -139,8 +143,12 @@ pub async fn follow(
                 }
             }
         })
-        .await
-        {
+        .await;
+        if heard {
+            attempt = 0;
+            pause = Duration::from_millis(500);
+        }
+        match watched {
             Ok(Some(ended)) => break Ok(ended),
             // The stream ended (or broke) before the round: take it up again.
             Ok(None) if attempt < REFOLLOW_ATTEMPTS => {}
