@@ -4,13 +4,15 @@
 //! changes since the stored deltaLink (`@removed` reason `changed` is a soft deletion,
 //! `deleted` a hard one). Both then refresh the members of the configured groups.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
 
 use std::time::{Duration, Instant};
 
 use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
 use service_runtime::storage::Database;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::config::ProvisioningConfig;
 use crate::domain::{AccountType, DeletionState, MirrorUser, SyncMode, SyncRun, SyncRunStatus};
@@ -21,6 +23,36 @@ use crate::store;
 /// Pages read ahead of the database writer: Graph latency and writes overlap, and memory stays
 /// bounded by this many pages whatever the tenant size.
 const PAGES_IN_FLIGHT: usize = 2;
+
+/// Pages of a full round written at once, each in its own transaction. One writer left a
+/// two-core database server half idle at 1M users (the page's statement is the round's whole
+/// cost); two keep both cores busy. More would only wait for each other and for listings on
+/// the pool.
+const FULL_ROUND_WRITERS: usize = 2;
+
+/// A page writer's result; a writer that panicked wrote nothing (its transaction rolled back).
+fn joined(
+    joined: Result<(Result<Applied, Error>, Vec<String>), tokio::task::JoinError>,
+) -> (Result<Applied, Error>, Vec<String>) {
+    joined.unwrap_or_else(|error| {
+        (
+            Err(Error::Internal(anyhow::anyhow!("page writer failed: {error}"))),
+            Vec::new(),
+        )
+    })
+}
+
+/// Ends a written page's claim on its users.
+fn release(in_flight: &mut HashMap<String, u32>, ids: &[String]) {
+    for id in ids {
+        if let Some(n) = in_flight.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(id);
+            }
+        }
+    }
+}
 
 /// Maps a Graph user to its mirror form, or says why it cannot be mirrored (the user is then
 /// rejected alone). Absent strings become empty; control characters in names become spaces; a
@@ -486,30 +518,70 @@ async fn full(
             }
         }
     });
+    // Pages are written by up to FULL_ROUND_WRITERS transactions at once. A page that holds
+    // a user another page still being written holds too waits for it, so of a user Graph
+    // listed twice the later entry still wins.
     let mut outcome = Ok(());
-    while let Some(next) = pages_rx.recv().await {
-        match next {
-            Ok(Some(page)) => {
-                let changes = Changes {
-                    users: page.users,
-                    rejected: page.rejected,
-                    ..Changes::default()
-                };
-                match apply(ctx, &run.run_id, changes, clock()).await {
-                    Ok(applied) => {
-                        applied.count_into(run);
-                        progress.page(ctx, run).await;
-                    }
-                    Err(error) => {
-                        outcome = Err(error);
-                        break;
-                    }
-                }
-            }
+    // Each page is written by a task of its own, so that one waiting for the database (as
+    // SQLite's single writer makes it) never holds up another, or the round's progress record.
+    let shared = std::sync::Arc::new(ctx.clone());
+    let mut writing: JoinSet<(Result<Applied, Error>, Vec<String>)> = JoinSet::new();
+    let mut in_flight: HashMap<String, u32> = HashMap::new();
+    'pages: while let Some(next) = pages_rx.recv().await {
+        let page = match next {
+            Ok(Some(page)) => page,
             Ok(None) => break,
             Err(error) => {
                 outcome = Err(Error::from(error));
                 break;
+            }
+        };
+        let ids: Vec<String> = page
+            .users
+            .iter()
+            .map(|u| u.id.to_ascii_lowercase())
+            .collect();
+        while writing.len() >= FULL_ROUND_WRITERS
+            || (!writing.is_empty() && ids.iter().any(|id| in_flight.contains_key(id)))
+        {
+            let Some((written, done)) = writing.join_next().await.map(joined) else {
+                break;
+            };
+            release(&mut in_flight, &done);
+            match written {
+                Ok(applied) => {
+                    applied.count_into(run);
+                    progress.page(ctx, run).await;
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break 'pages;
+                }
+            }
+        }
+        for id in &ids {
+            *in_flight.entry(id.clone()).or_default() += 1;
+        }
+        let changes = Changes {
+            users: page.users,
+            rejected: page.rejected,
+            ..Changes::default()
+        };
+        let (run_id, now_ms) = (run.run_id.clone(), clock());
+        let ctx = shared.clone();
+        writing.spawn(async move { (apply(&ctx, &run_id, changes, now_ms).await, ids) });
+    }
+    // Pages already being written finish (and count) whatever happened meanwhile.
+    while let Some((written, _)) = writing.join_next().await.map(joined) {
+        match written {
+            Ok(applied) => {
+                applied.count_into(run);
+                progress.page(ctx, run).await;
+            }
+            Err(error) => {
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
             }
         }
     }
