@@ -82,6 +82,7 @@ impl App {
         // One process runs the tenant's rounds (one replica): a run still recorded as running
         // was left by a process that died, and is closed before this one starts any.
         directory.close_abandoned_runs().await?;
+        directory.build_set_aside_indexes().await?;
         let delta_interval = (config.sync.delta_interval_secs > 0)
             .then(|| Duration::from_secs(config.sync.delta_interval_secs));
         Ok(Self {

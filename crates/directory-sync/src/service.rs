@@ -262,6 +262,21 @@ impl Directory {
         Ok(closed)
     }
 
+    /// Builds the search indexes a first load set aside when its process died before it
+    /// built them; called once at start-up, before any round of this process.
+    pub async fn build_set_aside_indexes(&self) -> Result<(), Error> {
+        let mut conn = self.conn().await?;
+        let built =
+            store::deferred::build_set_aside(&mut conn, self.inner.sync.db.backend()).await?;
+        if built > 0 {
+            tracing::warn!(
+                built,
+                "search indexes a stopped first load set aside were built"
+            );
+        }
+        Ok(())
+    }
+
     /// Stops the round in progress (it is recorded as stopped) and waits for it.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

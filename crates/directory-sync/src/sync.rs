@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-
 use std::time::{Duration, Instant};
 
 use graph::{DeltaStart, GraphClient, GraphUser, RejectedUser, RemovedReason, RemovedUser};
@@ -36,7 +35,9 @@ fn joined(
 ) -> (Result<Applied, Error>, Vec<String>) {
     joined.unwrap_or_else(|error| {
         (
-            Err(Error::Internal(anyhow::anyhow!("page writer failed: {error}"))),
+            Err(Error::Internal(anyhow::anyhow!(
+                "page writer failed: {error}"
+            ))),
             Vec::new(),
         )
     })
@@ -141,6 +142,8 @@ pub enum Phase {
     ReadingUsers,
     ReadingChanges,
     ReadingGroups,
+    /// Building the mirror's search indexes after a first load.
+    BuildingIndexes,
     /// Writing the round's changes to user-registry and import-worker.
     Provisioning,
     Ended,
@@ -152,6 +155,7 @@ impl Phase {
             Self::ReadingUsers => "reading users",
             Self::ReadingChanges => "reading changes",
             Self::ReadingGroups => "reading groups",
+            Self::BuildingIndexes => "building search indexes",
             Self::Provisioning => "provisioning",
             Self::Ended => "",
         }
@@ -507,6 +511,11 @@ async fn full(
         Err(error) => return Err(error.into()),
     };
 
+    // A first load of an empty mirror builds its search indexes after the users are in.
+    let set_aside = {
+        let mut conn = ctx.conn().await?;
+        store::deferred::set_aside_if_empty(&mut conn, ctx.db.backend()).await?
+    };
     let (pages_tx, mut pages_rx) = mpsc::channel(PAGES_IN_FLIGHT);
     let mut pages = ctx.graph.list_users();
     let reader = tokio::spawn(async move {
@@ -589,6 +598,28 @@ async fn full(
     reader
         .await
         .map_err(|e| anyhow::anyhow!("directory reader task failed: {e}"))?;
+    // Whatever the pages' outcome: listings need the indexes, and the rest of the round (the
+    // sweep, the groups, the registry's updates) reads through them. Indexes an earlier
+    // round could not build are built here too.
+    if set_aside {
+        progress.phase(run, Phase::BuildingIndexes);
+    }
+    let started = Instant::now();
+    let built = {
+        let mut conn = ctx.conn().await?;
+        store::deferred::build_set_aside(&mut conn, ctx.db.backend()).await?
+    };
+    if built > 0 {
+        tracing::info!(
+            built,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "search indexes built after the first load"
+        );
+    }
+    if set_aside {
+        // The deleted items are read next.
+        progress.phase(run, Phase::ReadingUsers);
+    }
     outcome?;
 
     {

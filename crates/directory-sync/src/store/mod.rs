@@ -17,6 +17,7 @@ use crate::domain::{
 };
 use crate::error::Error;
 
+pub mod deferred;
 mod delta;
 mod groups;
 pub mod imported;

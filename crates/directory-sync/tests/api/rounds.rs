@@ -40,6 +40,27 @@ async fn recorded(
     runs.into_iter().find(|r| r.run_id == run_id).unwrap()
 }
 
+/// The mirror's indexes on users, by name, and the definitions set aside.
+async fn mirror_indexes(url: &str) -> (Vec<String>, Vec<String>) {
+    let db = Database::connect(url, 1).await.unwrap();
+    let sql = match db.backend() {
+        service_runtime::storage::Backend::Postgres => {
+            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'directory_users' AND schemaname = current_schema() ORDER BY 1"
+        }
+        service_runtime::storage::Backend::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'directory_users' ORDER BY 1"
+        }
+    };
+    let indexes: Vec<String> = sqlx::query_scalar(sql).fetch_all(db.pool()).await.unwrap();
+    let set_aside: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM directory_deferred_indexes ORDER BY name")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    db.close().await;
+    (indexes, set_aside)
+}
+
 test_support::on_both_backends! {
     async fn a_full_round_started_by_a_client_with_a_5_second_deadline_completes_on_the_server_and_the_client_follows_it_to_the_end(db) {
         let mut stack = Stack::spawn(&db, 600).await;
@@ -140,6 +161,73 @@ test_support::on_both_backends! {
         // Nothing holds the next round back, and it reads the whole tenant.
         let run = run_to_end(&mut next, full()).await.run.unwrap();
         assert_eq!((run.status(), run.users_seen), (pb::SyncRunStatus::Succeeded, 300), "{}", run.error);
+    }
+
+    async fn a_first_load_that_dies_midway_leaves_its_search_indexes_to_the_next_start_which_builds_them(db) {
+        let mut stack = Stack::spawn(&db, 300).await;
+        let (migrated, none) = mirror_indexes(&db.url).await;
+        assert!(migrated.len() >= 8, "{migrated:?}");
+        assert!(none.is_empty());
+        stack.emulator.set_latency(Duration::from_millis(250));
+        let config = stack.config_reading(&db.url, paged(&stack, 20));
+        // A first load in a process that dies part-way (its runtime dropped mid-round).
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async {
+                let db = Database::connect(&config.database.url, 2).await.unwrap();
+                let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let app = App::build(&config, db, listener, graph).await.unwrap();
+                let (_, mut follower) = app.directory().start_round(SyncMode::Full, false).await.unwrap();
+                while follower.borrow().run.pages_read < 5 {
+                    follower.changed().await.unwrap();
+                }
+            });
+            runtime.shutdown_background();
+        })
+        .await
+        .unwrap();
+        let (during, set_aside) = mirror_indexes(&db.url).await;
+        if db.backend == "postgres" {
+            // Only the primary key stays while the users pour in; the rest wait to be built.
+            assert_eq!(during, ["directory_users_pkey"]);
+            assert_eq!(set_aside.len(), migrated.len() - 1, "{set_aside:?}");
+        } else {
+            assert_eq!((during, set_aside.len()), (migrated.clone(), 0), "SQLite keeps its indexes");
+        }
+
+        // The next start builds them; the mirror ends with exactly the migrations' indexes.
+        stack.emulator.set_latency(Duration::ZERO);
+        let mut next = stack.directory_reading(directory_config(&stack.emulator)).await;
+        assert_eq!(mirror_indexes(&db.url).await, (migrated.clone(), Vec::new()));
+        let run = run_to_end(&mut next, full()).await.run.unwrap();
+        assert_eq!((run.status(), run.users_seen), (pb::SyncRunStatus::Succeeded, 300), "{}", run.error);
+        assert_eq!(mirror_indexes(&db.url).await, (migrated, Vec::new()));
+    }
+
+    async fn a_first_load_builds_the_search_indexes_once_its_users_are_in(db) {
+        let mut stack = Stack::spawn(&db, 300).await;
+        let (migrated, _) = mirror_indexes(&db.url).await;
+        let mut directory = stack.directory_reading(paged(&stack, 20)).await;
+        let run = run_to_end(&mut directory, full()).await.run.unwrap();
+        assert_eq!((run.status(), run.users_seen), (pb::SyncRunStatus::Succeeded, 300), "{}", run.error);
+        assert_eq!(mirror_indexes(&db.url).await, (migrated, Vec::new()));
+        // A search is answered through them.
+        let found = directory
+            .list_users(pb::ListUsersRequest { search: "a".into(), page_size: 1000, not_imported_only: Some(false), ..Default::default() })
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|u| [&u.display_name, &u.user_principal_name, &u.mail]
+            .iter()
+            .any(|f| f.to_lowercase().starts_with('a'))), "{found:?}");
+        // A second full round over a full mirror keeps them in place.
+        let run = run_to_end(&mut directory, full()).await.run.unwrap();
+        assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{}", run.error);
+        let (indexes, set_aside) = mirror_indexes(&db.url).await;
+        assert!(set_aside.is_empty() && indexes.len() >= 8);
     }
 
     async fn durations_are_never_negative(db) {

@@ -1,0 +1,115 @@
+//! Search indexes set aside while a tenant's first full round loads an empty mirror
+//! (Postgres). Random inserts into the mirror's eight wide search indexes were most of a
+//! first round's cost at 1M users; building each index once from the loaded table is a sort.
+//! The definitions are kept in `directory_deferred_indexes`, written in the transaction that
+//! drops the indexes, so whatever happens to the round they are built again: at the round's
+//! end, or at the next start of the service.
+
+use service_runtime::storage::Backend;
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use crate::error::Error;
+
+/// The mirror's secondary indexes on users: every index of `directory_users` that backs no
+/// constraint (the primary key stays, for the upsert).
+const SEARCH_INDEXES: &str = "SELECT c.relname::text AS name, pg_get_indexdef(i.indexrelid) AS definition \
+     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+     WHERE i.indrelid = 'directory_users'::regclass AND NOT i.indisprimary AND NOT i.indisunique";
+
+/// Sets the search indexes aside when the mirror holds no user at all (a first load); true
+/// when it did. Nothing on SQLite.
+pub async fn set_aside_if_empty(conn: &mut AnyConnection, backend: Backend) -> Result<bool, Error> {
+    if backend != Backend::Postgres {
+        return Ok(false);
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn)
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+    // The lock keeps a concurrent writer from adding users between the check and the drop.
+    sqlx::query("LOCK TABLE directory_users IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM directory_users)")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+    if !empty {
+        return Ok(false);
+    }
+    let indexes = sqlx::query(SEARCH_INDEXES)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+    for index in &indexes {
+        let name: String = index
+            .try_get("name")
+            .map_err(Error::internal("set the search indexes aside"))?;
+        let definition: String = index
+            .try_get("definition")
+            .map_err(Error::internal("set the search indexes aside"))?;
+        sqlx::query(
+            "INSERT INTO directory_deferred_indexes (name, definition) VALUES ($1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&name)
+        .bind(&definition)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+        // The name comes from the catalog, quoted as an identifier.
+        let drop = format!("DROP INDEX IF EXISTS \"{}\"", name.replace('"', "\"\""));
+        sqlx::query(AssertSqlSafe(drop))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::internal("set the search indexes aside"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(Error::internal("set the search indexes aside"))?;
+    Ok(!indexes.is_empty())
+}
+
+/// Builds every index set aside and forgets its definition; answers how many. Each is built
+/// and forgotten in one transaction, so a build cut short is redone whole.
+pub async fn build_set_aside(conn: &mut AnyConnection, backend: Backend) -> Result<usize, Error> {
+    if backend != Backend::Postgres {
+        return Ok(0);
+    }
+    let pending =
+        sqlx::query("SELECT name, definition FROM directory_deferred_indexes ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(Error::internal("read the indexes set aside"))?;
+    for index in &pending {
+        let name: String = index
+            .try_get("name")
+            .map_err(Error::internal("read the indexes set aside"))?;
+        let definition: String = index
+            .try_get("definition")
+            .map_err(Error::internal("read the indexes set aside"))?;
+        // The definition is the catalog's own (`pg_get_indexdef`), written by this service.
+        let create = definition.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1);
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(Error::internal("build the indexes set aside"))?;
+        // A sort of a million keys fits in memory with this much (this transaction only).
+        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::internal("build an index set aside"))?;
+        sqlx::query(AssertSqlSafe(create))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::internal("build an index set aside"))?;
+        sqlx::query("DELETE FROM directory_deferred_indexes WHERE name = $1")
+            .bind(&name)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::internal("build an index set aside"))?;
+        tx.commit()
+            .await
+            .map_err(Error::internal("build an index set aside"))?;
+    }
+    Ok(pending.len())
+}
