@@ -88,7 +88,7 @@ impl App {
             planning_lease: Duration::from_secs(config.worker.planning_lease_secs.max(1)),
             concurrent_plans: config.worker.concurrent_plans.max(1),
             batch_groups: config.worker.batch_groups.clone(),
-            instance_id: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+            instance_id: format!("{}-{}", crate::replica(), uuid::Uuid::new_v4().simple()),
             chunk_retry_hold: Duration::from_secs(config.worker.chunk_retry_hold_secs.max(1)),
         };
         let importer = Importer::new(
@@ -167,11 +167,4 @@ impl App {
         }
         served
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "import-worker".to_owned())
 }

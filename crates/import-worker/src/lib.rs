@@ -23,3 +23,12 @@ pub mod store;
 pub use app::App;
 pub use config::Config;
 pub use error::Error;
+
+/// This replica's name: the host (the pod, in Kubernetes), or `import-worker` without one. It
+/// names the replica's planning leases and its broker connections.
+pub(crate) fn replica() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "import-worker".to_owned())
+}

@@ -168,7 +168,20 @@ async fn a_worker_hung_longer_than_the_heartbeat_timeout_has_its_chunks_finished
     let Some((cluster, job)) = job_under_way().await else {
         return;
     };
-    // Worker b freezes with chunks in hand (and maybe the planning lease).
+    // Worker b freezes with chunks in hand (and maybe the planning lease): the broker shows
+    // deliveries it has not acknowledged before it is stopped.
+    let b = format!(
+        "{} import-worker consumer on {}",
+        cluster.prefix, cluster.workers[1].name
+    );
+    let waiting = Instant::now();
+    while crate::rabbit::unacked_on(&b).await == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "worker b never held a chunk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     cluster.workers[1].signal("STOP");
     let job_now = cluster.wait_ended(0, &job.job_id).await;
     assert_eq!(job_now.status(), pb::JobStatus::Completed, "{job_now:?}");

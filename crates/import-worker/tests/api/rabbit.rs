@@ -101,3 +101,31 @@ fn user_of(url: &str) -> String {
         None => "guest".to_owned(),
     }
 }
+
+/// Deliveries not yet acknowledged on the broker connections whose client-given name (shown
+/// by the management UI; import-worker names its connections by prefix, role and replica)
+/// contains `name`.
+pub(crate) async fn unacked_on(name: &str) -> u64 {
+    let connections = rabbitmqctl(&["list_connections", "-s", "pid", "client_properties"]).await;
+    let pids: Vec<&str> = connections
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split('\t').next())
+        .collect();
+    let channels = rabbitmqctl(&[
+        "list_channels",
+        "-s",
+        "connection",
+        "messages_unacknowledged",
+    ])
+    .await;
+    channels
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let pid = fields.next()?;
+            let unacked: u64 = fields.next()?.trim().parse().ok()?;
+            pids.contains(&pid).then_some(unacked)
+        })
+        .sum()
+}

@@ -73,10 +73,12 @@ impl RabbitQueue {
     pub async fn connect(url: &str, config: QueueConfig) -> Result<Self, QueueError> {
         config.validate()?;
         let url = with_heartbeat(url, config.heartbeat_secs);
+        // Named by replica too, so an operator (or a test) can tell whose deliveries are unacked.
+        let replica = crate::replica();
         let slot = |role: &'static str| Slot {
             role,
             url: url.clone(),
-            name: format!("{} import-worker {role}", config.prefix),
+            name: format!("{} import-worker {role} on {replica}", config.prefix),
             state: tokio::sync::Mutex::new(SlotState::default()),
         };
         let shared = Arc::new(Shared {
