@@ -24,6 +24,18 @@ fn local_path(next: &str) -> String {
     }
 }
 
+/// `response` setting each of `cookies` (`Set-Cookie` values).
+fn with_cookies<const N: usize>(
+    mut response: Response,
+    cookies: [String; N],
+) -> Result<Response, PageError> {
+    for value in cookies {
+        let value = HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?;
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
 pub(crate) async fn page(
     State(state): State<AppState>,
     axum::extract::Query(query): Query,
@@ -89,13 +101,9 @@ pub(crate) async fn page(
             }
         }
     };
-    let mut response = body.into_response();
+    let response = body.into_response();
     let cookie = set_cookie(SIGN_IN_COOKIE, &binding, 600, state.config.secure_cookies);
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| PageError::Internal(e.into()))?,
-    );
-    Ok(response)
+    with_cookies(response, [cookie])
 }
 
 /// The posted sign-in form's fields, when the form came from this browser's sign-in page.
@@ -167,19 +175,14 @@ async fn open_session(
         .sessions
         .open(principal, token, &state.config.default_company)
         .map_err(PageError::Internal)?;
-    let mut response = Redirect::to(&local_path(next)).into_response();
     let secure = state.config.secure_cookies;
-    let headers = response.headers_mut();
-    for value in [
-        set_cookie(COOKIE, &id, state.config.session_minutes * 60, secure),
-        set_cookie(SIGN_IN_COOKIE, "", 0, secure),
-    ] {
-        headers.append(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?,
-        );
-    }
-    Ok(response)
+    with_cookies(
+        Redirect::to(&local_path(next)).into_response(),
+        [
+            set_cookie(COOKIE, &id, state.config.session_minutes * 60, secure),
+            set_cookie(SIGN_IN_COOKIE, "", 0, secure),
+        ],
+    )
 }
 
 pub(crate) async fn with_token(
@@ -232,13 +235,8 @@ pub(crate) async fn sign_out(
     form: Form,
 ) -> Result<Response, PageError> {
     state.sessions.close(&form.person.session_id);
-    let mut response = Redirect::to("/sign-in").into_response();
     let value = session::set_cookie(COOKIE, "", 0, state.config.secure_cookies);
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&value).map_err(|e| PageError::Internal(e.into()))?,
-    );
-    Ok(response)
+    with_cookies(Redirect::to("/sign-in").into_response(), [value])
 }
 
 /// Sends the browser to the identity provider, bound to it by a fresh sign-in cookie.
@@ -258,13 +256,9 @@ pub(crate) async fn oidc_start(
             "the identity provider cannot be reached: {error:#}"
         )))
     })?;
-    let mut response = Redirect::to(&to).into_response();
+    let response = Redirect::to(&to).into_response();
     let cookie = set_cookie(SIGN_IN_COOKIE, &binding, 600, state.config.secure_cookies);
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| PageError::Internal(e.into()))?,
-    );
-    Ok(response)
+    with_cookies(response, [cookie])
 }
 
 /// Where the identity provider sends the browser back: the code for a token, then a session.
