@@ -23,6 +23,10 @@ pub enum Error {
     /// Rule grants for a rule import-worker never registered, or with another role or company.
     #[error("{0}")]
     RuleNotRegistered(String),
+    /// An import that kept losing races for the same users or ids to concurrent imports of
+    /// other replicas; retrying it is safe.
+    #[error("{0}")]
+    LostRace(String),
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
     #[error(transparent)]
@@ -55,6 +59,7 @@ impl Error {
             Error::UserIdTaken(_) => "USER_ID_TAKEN",
             Error::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             Error::RuleNotRegistered(_) => "RULE_NOT_REGISTERED",
+            Error::LostRace(_) => reason::TRANSACTION_ABORTED,
             Error::Unimplemented(_) => reason::UNIMPLEMENTED,
             Error::Internal(_) => reason::INTERNAL,
         }
@@ -77,6 +82,7 @@ impl From<Error> for Status {
                 Code::FailedPrecondition
             }
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::LostRace(_) => Code::Aborted,
         };
         status(code, error.reason(), error.to_string())
     }

@@ -181,9 +181,9 @@ static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
                 ("account_type", "text"),
             ],
         );
-        // The caller has checked both keys in this transaction; a row that still clashes on
-        // either (a concurrent import won a race) is skipped and looked at again by the caller.
-        // `WHERE true` resolves SQLite's upsert parsing ambiguity.
+        // The caller has checked both keys in this transaction and claimed the user keys in
+        // this process; a row that still clashes (another replica's import won a race) fails
+        // the statement with a unique violation, and the caller runs the transaction again.
         format!(
             "INSERT INTO users (tenant_id, object_id, user_id, user_key, network_alias, \
              network_domain, email, name, enabled, company, account_type, created_at_ms, \
@@ -191,15 +191,15 @@ static INSERT_USERS: LazyLock<Dialects> = LazyLock::new(|| {
              SELECT r.tenant_id, r.object_id, r.user_id, r.user_key, r.network_alias, \
              r.network_domain, r.email, r.name, r.enabled, $2, r.account_type, $3, $3, $4, \
              {feed_seq} \
-             FROM {rows} WHERE true ON CONFLICT DO NOTHING RETURNING tenant_id, object_id",
+             FROM {rows}",
             feed_seq = feed::transaction_number(backend)
         )
     })
 });
 
-/// Inserts new users in one statement, skipping any that clash; returns the identities that
-/// went in. Each is in the import feed under this transaction's number
-/// ([`feed::number_transaction`] first).
+/// Inserts new users in one statement, all or none: a user whose identity or user key is
+/// taken fails it with a unique violation. Each is in the import feed under this
+/// transaction's number ([`feed::number_transaction`] first).
 pub async fn insert_users(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -207,7 +207,7 @@ pub async fn insert_users(
     company: &CompanyCode,
     import_id: &str,
     now_ms: i64,
-) -> Result<HashSet<ObjectKey>, Error> {
+) -> Result<(), Error> {
     let param = rows_text(
         backend,
         rows.iter().map(|r| {
@@ -231,19 +231,17 @@ pub async fn insert_users(
         .bind(company.as_str())
         .bind(now_ms)
         .bind(import_id)
-        .fetch_all(conn)
+        .execute(conn)
         .await
         .map_err(Error::internal("insert users"))?;
-    inserted
-        .iter()
-        .map(|row| {
-            Ok(ObjectKey {
-                tenant_id: row.try_get("tenant_id")?,
-                object_id: row.try_get("object_id")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Error::internal("read inserted users"))
+    if inserted.rows_affected() != rows.len() as u64 {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "inserted {} of {} users",
+            inserted.rows_affected(),
+            rows.len()
+        )));
+    }
+    Ok(())
 }
 
 static PROBE: LazyLock<Dialects> = LazyLock::new(|| {

@@ -163,6 +163,45 @@ test_support::on_both_backends! {
         assert_eq!(app.user_count().await, 400);
     }
 
+    async fn two_replicas_importing_the_same_users_and_colliding_aliases_at_once_create_each_user_once(db) {
+        // Two registry replicas on one database: their claims of user ids are per process, so
+        // only the database's unique keys stop them racing for the same person or id.
+        let first = TestApp::spawn(&db).await;
+        let second = TestApp::spawn(&db).await;
+        let shared: Vec<pb::NewUser> =
+            (0..150).map(|i| member(i, &format!("pat.lee{}@contoso.com", i % 5))).collect();
+        let own = |offset: u32| -> Vec<pb::NewUser> {
+            (0..50).map(|i| member(offset + i, &format!("pat.lee{}@contoso.com", i % 5))).collect()
+        };
+        let mut rounds = Vec::new();
+        for round in 0..4_u32 {
+            let a = [shared.clone(), own(1000 + round * 100)].concat();
+            let b = [own(5000 + round * 100), shared.clone()].concat();
+            let (id_a, id_b) = (format!("a-{round}"), format!("b-{round}"));
+            let (a, b) = tokio::join!(first.import(&id_a, "DAT", a), second.import(&id_b, "DAT", b));
+            rounds.push((a.expect("the first replica's import succeeds"), b.expect("the second's succeeds")));
+        }
+        let (a, b) = &rounds[0];
+        // Each shared user was created by exactly one of the two imports, under one id.
+        for (i, user) in shared.iter().enumerate() {
+            let from_a = a.iter().find(|o| o.object_id == user.object_id).unwrap();
+            let from_b = b.iter().find(|o| o.object_id == user.object_id).unwrap();
+            let mut kinds = [from_a.kind(), from_b.kind()];
+            kinds.sort_by_key(|k| *k as i32);
+            assert!(kinds.contains(&Created) && kinds.contains(&AlreadyPresent), "user {i}: {kinds:?}");
+            assert_eq!(from_a.user_id, from_b.user_id, "user {i}");
+        }
+        let outcomes: Vec<&pb::ImportOutcome> =
+            rounds.iter().flat_map(|(a, b)| a.iter().chain(b)).collect();
+        assert!(outcomes.iter().all(|o| o.kind() != Failed), "no import failed a user");
+        let created: Vec<&&pb::ImportOutcome> = outcomes.iter().filter(|o| o.kind() == Created).collect();
+        // 150 shared users (once) and 4 rounds of 50 + 50 users of their own.
+        assert_eq!(created.len(), 150 + 4 * 100);
+        let ids: HashSet<String> = created.iter().map(|o| o.user_id.to_lowercase()).collect();
+        assert_eq!(ids.len(), created.len(), "every created user has an id of its own");
+        assert_eq!(first.user_count().await, 550);
+    }
+
     async fn more_concurrent_imports_needing_numbered_ids_than_pooled_connections_all_succeed(db) {
         // Every import holds a pooled connection for its transaction while it reserves numbers;
         // 12 at once on a pool of 5 must not wait on each other for a connection.
