@@ -47,7 +47,7 @@ pub(crate) async fn process_chunk(
     let started = std::time::Instant::now();
     let job = {
         let mut conn = importer.conn().await?;
-        store::job(&mut conn, &chunk.job_id).await?
+        store::job_settings(&mut conn, &chunk.job_id).await?
     };
     let Some(job) = job else {
         return Err(Error::NotFound(format!(
@@ -87,8 +87,13 @@ pub(crate) async fn process_chunk(
         now_ms,
     )
     .await?;
-    let ended = store::end_if_settled(&mut tx, &job.job_id, now_ms).await?;
     tx.commit().await.map_err(Error::internal("commit chunk"))?;
+    // After the commit, so that of two last chunks committing at once the later sees both; a
+    // redelivery (this process stopped before asking) asks again.
+    let ended = {
+        let mut conn = importer.conn().await?;
+        store::end_if_settled(&mut conn, &job.job_id, now_ms).await?
+    };
 
     if counted {
         let category = job.options.monitoring_category.clone();
@@ -383,10 +388,13 @@ async fn record_dead_letter(importer: &Importer, delivery: &Delivery) -> Result<
         }
     };
     metrics::counter!("import_chunks_dead_lettered_total").increment(1);
-    let ended = store::end_if_settled(&mut tx, &job_id, now).await?;
     tx.commit()
         .await
         .map_err(Error::internal("commit dead letter"))?;
+    let ended = {
+        let mut conn = importer.conn().await?;
+        store::end_if_settled(&mut conn, &job_id, now).await?
+    };
     if let Some(ended) = ended {
         events::announce(importer, &ended).await;
         crate::rules::after_job(importer, &ended);

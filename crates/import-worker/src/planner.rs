@@ -106,6 +106,7 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
                 span,
             ));
         }
+        end_settled_jobs(&importer).await;
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = importer.wakeup().notified() => {}
@@ -131,6 +132,35 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
 }
 
 /// Plans a run-now job within the request and returns it ended.
+/// Ends the jobs that are settled but were not ended: the chunk or planning that settled one
+/// asks after its commit, and a process can stop in between (its chunk is redelivered, but a
+/// finished planning is not run again).
+async fn end_settled_jobs(importer: &Importer) {
+    let ended = async {
+        let mut conn = importer.conn().await?;
+        let mut ended = Vec::new();
+        for job_id in store::settled_unended_jobs(&mut conn).await? {
+            if let Some(job) =
+                store::end_if_settled(&mut conn, &job_id, service_runtime::now_ms()).await?
+            {
+                ended.push(job);
+            }
+        }
+        Ok::<_, Error>(ended)
+    }
+    .await;
+    match ended {
+        Ok(jobs) => {
+            for job in jobs {
+                tracing::info!(job_id = %job.job_id, "a settled job left unended is ended");
+                events::announce(importer, &job).await;
+                crate::rules::after_job(importer, &job);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot look for settled jobs"),
+    }
+}
+
 pub(crate) async fn run_in_request(
     importer: &Importer,
     job: &Job,
@@ -184,11 +214,11 @@ async fn plan_and_settle(
                     .map_err(Error::internal("begin fail planning"))?;
                 store::fail_planning(&mut tx, &job.job_id, &error.to_string(), clock())
                     .await?;
-                let ended = store::end_if_settled(&mut tx, &job.job_id, clock()).await?;
                 tx.commit()
                     .await
                     .map_err(Error::internal("commit fail planning"))?;
-                Ok(ended)
+                let mut conn = importer.conn().await?;
+                store::end_if_settled(&mut conn, &job.job_id, clock()).await
             }
         }
     }

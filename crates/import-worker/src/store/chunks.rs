@@ -2,8 +2,11 @@
 
 use super::*;
 
-/// Records a processed chunk once: its counts join the job's and the users not created join
-/// the report. False (nothing written) when the chunk was recorded before — a redelivery.
+/// Records a processed chunk once: its counts go on its own row (summed into the job's when
+/// the job is read) and the users not created join the report. False (nothing written) when
+/// the chunk was recorded before — a redelivery. The job's row is not written, so chunks of
+/// one job commit without waiting on each other; whether the job has ended is asked after
+/// the commit ([`end_if_settled`]).
 pub async fn record_chunk(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -12,23 +15,26 @@ pub async fn record_chunk(
     outcomes: &[Outcome],
     now_ms: i64,
 ) -> Result<bool, Error> {
+    let counts = Counts::of(outcomes);
     let claimed = sqlx::query(
-        "UPDATE job_chunks SET state = 'done', processed_at_ms = $3 \
+        "UPDATE job_chunks SET state = 'done', processed_at_ms = $3, tallied = 1, created = $4, \
+         already_present = $5, skipped = $6, failed = $7 \
          WHERE job_id = $1 AND seq = $2 AND state IN ('planned', 'published')",
     )
     .bind(job_id)
     .bind(as_i64(seq))
     .bind(now_ms)
+    .bind(as_i64(counts.created))
+    .bind(as_i64(counts.already_present))
+    .bind(as_i64(counts.skipped))
+    .bind(as_i64(counts.failed))
     .execute(&mut *conn)
     .await
     .map_err(Error::internal("record chunk"))?;
     if claimed.rows_affected() != 1 {
         return Ok(false);
     }
-    // The report first: the job row stays locked from its update to the commit, and every
-    // chunk and the planner update it.
     insert_outcomes(conn, backend, job_id, outcomes).await?;
-    add_to_job(conn, job_id, Counts::of(outcomes), 1, 0).await?;
     Ok(true)
 }
 
@@ -119,9 +125,9 @@ pub async fn record_dead_letter(
     Ok(true)
 }
 
-/// Adds a settled chunk to its job's counts. A completed or failed job's counts never move
-/// again; a cancelled job still counts the chunks that were inside the registry call when
-/// the cancel came, so its counts stay what the registry holds.
+/// Adds to a job's own counts what no chunk row keeps: dead-lettered chunks and messages, and
+/// chunks failed with their planning (processed chunks keep theirs, [`record_chunk`]). A
+/// completed or failed job's counts never move again.
 async fn add_to_job(
     conn: &mut AnyConnection,
     job_id: &str,
@@ -153,10 +159,10 @@ async fn add_to_job(
 /// exactly one caller announces it); a completed job that gains a dead letter later turns
 /// failed.
 ///
-/// Every chunk of a job that is not cancelled is settled as done or dead-lettered, each
-/// counted once, so the counters must cover the planned chunks before the chunks themselves
-/// are looked at: that cheap test keeps each chunk's call from scanning the job's chunks,
-/// which grew quadratically with the tenant.
+/// Ask it after the commit that settled a chunk or finished planning, never inside that
+/// transaction: the last two chunks of a job commit concurrently, and each, inside its own
+/// transaction, would still see the other unsettled. After both commits, the later question
+/// sees both. Whether any chunk is unsettled is one probe of a partial index.
 pub async fn end_if_settled(
     conn: &mut AnyConnection,
     job_id: &str,
@@ -167,7 +173,6 @@ pub async fn end_if_settled(
          finished_at_ms = $2 \
          WHERE job_id = $1 AND planning_done = $3 AND cancel_requested = $4 \
          AND (status IN ('planning', 'running') OR (status = 'completed' AND chunks_dead_lettered > 0)) \
-         AND chunks_done + chunks_dead_lettered >= chunks_planned \
          AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = $1 AND c.state IN ('planned', 'published')) \
          RETURNING {JOB_COLUMNS}"
     );
@@ -183,6 +188,22 @@ pub async fn end_if_settled(
         .map(job_from_row)
         .transpose()
         .map_err(Error::internal("read job"))
+}
+
+/// Jobs whose planning is done and whose chunks are all settled but that have not ended:
+/// left so by a process that stopped between a commit and its [`end_if_settled`].
+pub async fn settled_unended_jobs(conn: &mut AnyConnection) -> Result<Vec<String>, Error> {
+    sqlx::query_scalar(
+        "SELECT job_id FROM jobs j WHERE status IN ('planning', 'running') \
+         AND planning_done = $1 AND cancel_requested = $2 \
+         AND NOT EXISTS (SELECT 1 FROM job_chunks c WHERE c.job_id = j.job_id \
+         AND c.state IN ('planned', 'published'))",
+    )
+    .bind(true)
+    .bind(false)
+    .fetch_all(conn)
+    .await
+    .map_err(Error::internal("find settled jobs"))
 }
 
 /// Cancels a job that has not ended: planning stops at its next chunk and chunks not yet

@@ -32,10 +32,44 @@ pub static MIGRATIONS: Migrations = Migrations {
     sqlite: &SQLITE,
 };
 
-const JOB_COLUMNS: &str = "job_id, kind, status, company, created_by, planned, created, already_present, \
-     skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error, scope_group, batch_group, \
-     private, critical, monitoring_category, chunks_planned, chunks_done, chunks_dead_lettered, \
-     planning_done, cancel_requested, trace_parent";
+/// The columns of a job's row, as written.
+macro_rules! job_fields {
+    () => {
+        "job_id, kind, status, company, created_by, planned, created, already_present, \
+         skipped, failed, created_at_ms, started_at_ms, finished_at_ms, error, scope_group, \
+         batch_group, private, critical, monitoring_category, chunks_planned, chunks_done, \
+         chunks_dead_lettered, planning_done, cancel_requested, trace_parent"
+    };
+}
+const JOB_FIELDS: &str = job_fields!();
+
+/// A job as read: its row and the counts its processed chunks keep (migration 0006), summed
+/// in one subquery (`done,created,already_present,skipped,failed`) that works in `SELECT` and
+/// `RETURNING` alike on both backends.
+const JOB_COLUMNS: &str = concat!(
+    job_fields!(),
+    ", (SELECT CAST(COUNT(*) AS TEXT) || ',' || CAST(COALESCE(SUM(c.created), 0) AS TEXT) || ',' \
+     || CAST(COALESCE(SUM(c.already_present), 0) AS TEXT) || ',' \
+     || CAST(COALESCE(SUM(c.skipped), 0) AS TEXT) || ',' || CAST(COALESCE(SUM(c.failed), 0) AS TEXT) \
+     FROM job_chunks c WHERE c.job_id = jobs.job_id AND c.tallied = 1) AS tallies"
+);
+
+/// A job's row alone, its chunks' counts left out (see [`job_settings`]).
+const JOB_ROW_COLUMNS: &str = concat!(job_fields!(), ", '0,0,0,0,0' AS tallies");
+
+/// The counts of a job's tallied chunks: chunks done, then the four outcome counts.
+fn tallies(row: &AnyRow) -> Result<[u64; 5], sqlx::Error> {
+    let text: String = row.try_get("tallies")?;
+    let mut numbers = text.split(',').map(|n| n.parse::<u64>());
+    let mut out = [0; 5];
+    for slot in &mut out {
+        *slot = numbers
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| sqlx::Error::Decode(format!("job tallies {text:?}").into()))?;
+    }
+    Ok(out)
+}
 
 fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
@@ -43,6 +77,7 @@ fn count(row: &AnyRow, column: &str) -> Result<u64, sqlx::Error> {
 
 fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
     let scope_group: String = row.try_get("scope_group")?;
+    let chunks = tallies(row)?;
     Ok(Job {
         job_id: row.try_get("job_id")?,
         kind: known(row, "kind", JobKind::parse)?,
@@ -58,13 +93,13 @@ fn job_from_row(row: &AnyRow) -> Result<Job, sqlx::Error> {
         },
         planned: count(row, "planned")?,
         counts: Counts {
-            created: count(row, "created")?,
-            already_present: count(row, "already_present")?,
-            skipped: count(row, "skipped")?,
-            failed: count(row, "failed")?,
+            created: count(row, "created")? + chunks[1],
+            already_present: count(row, "already_present")? + chunks[2],
+            skipped: count(row, "skipped")? + chunks[3],
+            failed: count(row, "failed")? + chunks[4],
         },
         chunks_planned: count(row, "chunks_planned")?,
-        chunks_done: count(row, "chunks_done")?,
+        chunks_done: count(row, "chunks_done")? + chunks[0],
         chunks_dead_lettered: count(row, "chunks_dead_lettered")?,
         planning_done: flag(row, "planning_done")?,
         trace_parent: row.try_get("trace_parent")?,
@@ -90,7 +125,7 @@ fn as_i64(n: u64) -> i64 {
 /// Records a job unless one with its id exists (a retried request); true when inserted.
 pub async fn insert_job(conn: &mut AnyConnection, job: &Job) -> Result<bool, Error> {
     let sql = format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+        "INSERT INTO jobs ({JOB_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (job_id) DO NOTHING"
     );
     let result = sqlx::query(AssertSqlSafe(sql))
@@ -189,6 +224,22 @@ pub async fn insert_outcomes(
 /// The job with this id.
 pub async fn job(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, Error> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(job_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(Error::internal("get job"))?;
+    row.as_ref()
+        .map(job_from_row)
+        .transpose()
+        .map_err(Error::internal("read job"))
+}
+
+/// The job with this id as its row holds it, without the counts its processed chunks keep:
+/// for the chunk path, which reads only the job's settings (company, caller, options, cancel)
+/// once per chunk, where summing the job's chunks would cost a walk over them per chunk.
+pub async fn job_settings(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, Error> {
+    let sql = format!("SELECT {JOB_ROW_COLUMNS} FROM jobs WHERE job_id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(job_id)
         .fetch_optional(conn)

@@ -95,4 +95,72 @@ test_support::on_both_backends! {
         assert_eq!(ids(store::list_jobs(&mut conn, "bob@contoso.com", None, None, 10).await.unwrap()), ["shared"]);
         assert_eq!(store::job(&mut conn, "mine").await.unwrap().unwrap(), private, "options round-trip");
     }
+
+    async fn the_last_two_chunks_committing_at_once_end_their_job_once_when_asked_after_their_commits(db) {
+        let database = Database::connect(&db.url, 4).await.unwrap();
+        database.migrate(&store::MIGRATIONS).await.unwrap();
+        let mut conn = database.pool().acquire().await.unwrap();
+        let mut batch = Job::new("b1".into(), JobKind::Batch, "DAT".into(), "admin@contoso.com".into(), 1_000);
+        batch.status = JobStatus::Planning;
+        store::insert_job(&mut conn, &batch).await.unwrap();
+        store::take_lease(&mut conn, "b1", "planner", 1_000, 60_000).await.unwrap();
+        for seq in 0..2 {
+            let chunk = store::ChunkPlan { seq, after_object_id: format!("{seq}"), last_object_id: format!("{}", seq + 1), users: 2 };
+            assert!(store::plan_chunk(&mut conn, "b1", "planner", &chunk, 1_000, 60_000).await.unwrap());
+            store::mark_published(&mut conn, "b1", seq).await.unwrap();
+        }
+        assert!(store::finish_planning(&mut conn, "b1", "planner").await.unwrap());
+        let backend = database.backend();
+        let first = [outcome("a", OutcomeKind::Created), outcome("b", OutcomeKind::Skipped)];
+        let second = [outcome("c", OutcomeKind::Created), outcome("d", OutcomeKind::AlreadyPresent)];
+
+        let mut one = database.begin_write().await.unwrap();
+        assert!(store::record_chunk(&mut one, backend, "b1", 0, &first, 2_000).await.unwrap());
+        assert_eq!(store::end_if_settled(&mut one, "b1", 2_000).await.unwrap(), None, "chunk 1 is not settled yet");
+        if backend == service_runtime::storage::Backend::Postgres {
+            // Both chunks' transactions are open at once: neither sees the other settled.
+            let mut two = database.begin_write().await.unwrap();
+            assert!(store::record_chunk(&mut two, backend, "b1", 1, &second, 2_001).await.unwrap());
+            assert_eq!(store::end_if_settled(&mut two, "b1", 2_001).await.unwrap(), None, "chunk 0 is not committed");
+            one.commit().await.unwrap();
+            two.commit().await.unwrap();
+        } else {
+            // SQLite has one writer at a time.
+            one.commit().await.unwrap();
+            let mut two = database.begin_write().await.unwrap();
+            assert!(store::record_chunk(&mut two, backend, "b1", 1, &second, 2_001).await.unwrap());
+            two.commit().await.unwrap();
+        }
+        assert!(!store::record_chunk(&mut conn, backend, "b1", 1, &second, 2_002).await.unwrap(), "a redelivery counts nothing");
+
+        // Asked after both commits, the job ends once, with both chunks' counts.
+        let ended = store::end_if_settled(&mut conn, "b1", 3_000).await.unwrap().expect("the job ends");
+        assert_eq!(ended.status, JobStatus::Completed);
+        assert_eq!(ended.chunks_done, 2);
+        assert_eq!(ended.counts, Counts { created: 2, already_present: 1, skipped: 1, failed: 0 });
+        assert_eq!(store::end_if_settled(&mut conn, "b1", 3_001).await.unwrap(), None, "ended once");
+        assert_eq!(store::job(&mut conn, "b1").await.unwrap().unwrap(), ended);
+        assert!(store::settled_unended_jobs(&mut conn).await.unwrap().is_empty());
+        let listed = store::list_jobs(&mut conn, "admin@contoso.com", None, None, 10).await.unwrap();
+        assert_eq!(listed[0].counts, ended.counts);
+    }
+
+    async fn a_settled_job_left_unended_is_found_by_the_sweep(db) {
+        let database = database(&db).await;
+        let mut conn = database.pool().acquire().await.unwrap();
+        let mut batch = Job::new("b2".into(), JobKind::Batch, "DAT".into(), "admin@contoso.com".into(), 1_000);
+        batch.status = JobStatus::Planning;
+        store::insert_job(&mut conn, &batch).await.unwrap();
+        store::take_lease(&mut conn, "b2", "planner", 1_000, 60_000).await.unwrap();
+        let chunk = store::ChunkPlan { seq: 0, after_object_id: String::new(), last_object_id: "z".into(), users: 1 };
+        assert!(store::plan_chunk(&mut conn, "b2", "planner", &chunk, 1_000, 60_000).await.unwrap());
+        assert!(store::settled_unended_jobs(&mut conn).await.unwrap().is_empty(), "planning is not done");
+        assert!(store::finish_planning(&mut conn, "b2", "planner").await.unwrap());
+        assert!(store::settled_unended_jobs(&mut conn).await.unwrap().is_empty(), "its chunk is not settled");
+        // The chunk commits and its process stops before asking whether the job ended.
+        store::record_chunk(&mut conn, database.backend(), "b2", 0, &[outcome("a", OutcomeKind::Created)], 2_000).await.unwrap();
+        assert_eq!(store::settled_unended_jobs(&mut conn).await.unwrap(), ["b2"]);
+        let ended = store::end_if_settled(&mut conn, "b2", 3_000).await.unwrap().unwrap();
+        assert_eq!((ended.status, ended.counts.created, ended.chunks_done), (JobStatus::Completed, 1, 1));
+    }
 }
