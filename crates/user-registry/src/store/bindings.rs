@@ -20,12 +20,17 @@ pub struct ImportBinding {
 }
 
 /// Binds `binding.import_id` when it is new, and answers the binding it has (this one, or
-/// the one an earlier call made).
+/// the one an earlier call made). Read first: every chunk of a batch job after its first finds
+/// the binding, and a read waits on nobody, where the insert waits for any chunk of the job
+/// that is still inserting it.
 pub async fn bind_import(
     conn: &mut AnyConnection,
     binding: &ImportBinding,
     now_ms: i64,
 ) -> Result<ImportBinding, Error> {
+    if let Some(bound) = read_binding(conn, &binding.import_id).await? {
+        return Ok(bound);
+    }
     sqlx::query(
         "INSERT INTO imports (import_id, principal, actor, company, private, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5 = '1', $6) ON CONFLICT (import_id) DO NOTHING",
@@ -39,14 +44,23 @@ pub async fn bind_import(
     .execute(&mut *conn)
     .await
     .map_err(Error::internal("bind an import id"))?;
+    read_binding(conn, &binding.import_id)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("import id bound and not found")))
+}
+
+async fn read_binding(
+    conn: &mut AnyConnection,
+    import_id: &str,
+) -> Result<Option<ImportBinding>, Error> {
     let row = sqlx::query(
         "SELECT import_id, principal, actor, company, private FROM imports WHERE import_id = $1",
     )
-    .bind(&binding.import_id)
-    .fetch_one(conn)
+    .bind(import_id)
+    .fetch_optional(conn)
     .await
     .map_err(Error::internal("read an import id"))?;
-    (|| {
+    row.map(|row| {
         Ok::<_, sqlx::Error>(ImportBinding {
             import_id: row.try_get("import_id")?,
             principal: row.try_get("principal")?,
@@ -54,7 +68,8 @@ pub async fn bind_import(
             company: row.try_get("company")?,
             private: flag(&row, "private")?,
         })
-    })()
+    })
+    .transpose()
     .map_err(Error::internal("read an import id"))
 }
 
