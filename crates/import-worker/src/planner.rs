@@ -131,7 +131,6 @@ pub async fn run(importer: Importer, shutdown: CancellationToken) {
     }
 }
 
-/// Plans a run-now job within the request and returns it ended.
 /// Ends the jobs that are settled but were not ended: the chunk or planning that settled one
 /// asks after its commit, and a process can stop in between (its chunk is redelivered, but a
 /// finished planning is not run again).
@@ -161,6 +160,7 @@ async fn end_settled_jobs(importer: &Importer) {
     }
 }
 
+/// Plans a run-now job within the request and returns it ended.
 pub(crate) async fn run_in_request(
     importer: &Importer,
     job: &Job,
