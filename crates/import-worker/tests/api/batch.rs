@@ -46,6 +46,40 @@ async fn two_workers_import_every_user_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_left_unended_by_a_process_stopped_after_its_last_commit_is_ended_by_a_planner() {
+    let Some(mut cluster) = Cluster::start(2_000, WorkerSettings::default()).await else {
+        return;
+    };
+    cluster.spawn_worker("a").await;
+    let job = cluster
+        .start_job(0, "admin", pb::BatchOptions::default())
+        .await;
+    let ended = cluster.wait_ended(0, &job.job_id).await;
+    assert_eq!(ended.status(), pb::JobStatus::Completed, "{ended:?}");
+    // What a worker leaves when it stops between its last chunk's commit and asking whether
+    // the job has ended: every chunk settled, the job still running.
+    let database = service_runtime::storage::Database::connect(&cluster.importer_db_url, 1)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE jobs SET status = 'running', finished_at_ms = 0 WHERE job_id = $1")
+        .bind(&job.job_id)
+        .execute(database.pool())
+        .await
+        .unwrap();
+    database.close().await;
+    let again = cluster.wait_ended(0, &job.job_id).await;
+    assert_eq!(again.status(), pb::JobStatus::Completed, "{again:?}");
+    assert_eq!(again.counts, ended.counts, "the counts are the chunks' own");
+    assert_exact(&cluster, &again).await;
+    assert!(
+        cluster
+            .worker_log("a")
+            .contains("a settled job left unended is ended"),
+        "the planner's sweep ended it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_job_loses_and_duplicates_nothing() {
     let Some(mut cluster) = Cluster::start(USERS, WorkerSettings::default()).await else {
         return;
