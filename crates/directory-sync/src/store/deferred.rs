@@ -6,7 +6,7 @@
 //! end, or at the next start of the service.
 
 use service_runtime::storage::Backend;
-use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::error::Error;
 
@@ -37,23 +37,18 @@ pub async fn set_aside_if_empty(conn: &mut AnyConnection, backend: Backend) -> R
     if !empty {
         return Ok(false);
     }
-    let indexes = sqlx::query(SEARCH_INDEXES)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(Error::internal("set the search indexes aside"))?;
-    for index in &indexes {
-        let name: String = index
-            .try_get("name")
+    let indexes: Vec<(String, String)> =
+        sqlx::query_as(SEARCH_INDEXES)
+            .fetch_all(&mut *tx)
+            .await
             .map_err(Error::internal("set the search indexes aside"))?;
-        let definition: String = index
-            .try_get("definition")
-            .map_err(Error::internal("set the search indexes aside"))?;
+    for (name, definition) in &indexes {
         sqlx::query(
             "INSERT INTO directory_deferred_indexes (name, definition) VALUES ($1, $2) \
              ON CONFLICT (name) DO NOTHING",
         )
-        .bind(&name)
-        .bind(&definition)
+        .bind(name)
+        .bind(definition)
         .execute(&mut *tx)
         .await
         .map_err(Error::internal("set the search indexes aside"))?;
@@ -76,18 +71,12 @@ pub async fn build_set_aside(conn: &mut AnyConnection, backend: Backend) -> Resu
     if backend != Backend::Postgres {
         return Ok(0);
     }
-    let pending =
-        sqlx::query("SELECT name, definition FROM directory_deferred_indexes ORDER BY name")
+    let pending: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, definition FROM directory_deferred_indexes ORDER BY name")
             .fetch_all(&mut *conn)
             .await
             .map_err(Error::internal("read the indexes set aside"))?;
-    for index in &pending {
-        let name: String = index
-            .try_get("name")
-            .map_err(Error::internal("read the indexes set aside"))?;
-        let definition: String = index
-            .try_get("definition")
-            .map_err(Error::internal("read the indexes set aside"))?;
+    for (name, definition) in &pending {
         // The definition is the catalog's own (`pg_get_indexdef`), written by this service.
         let create = definition.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1);
         let mut tx = sqlx::Connection::begin(&mut *conn)
@@ -103,7 +92,7 @@ pub async fn build_set_aside(conn: &mut AnyConnection, backend: Backend) -> Resu
             .await
             .map_err(Error::internal("build an index set aside"))?;
         sqlx::query("DELETE FROM directory_deferred_indexes WHERE name = $1")
-            .bind(&name)
+            .bind(name)
             .execute(&mut *tx)
             .await
             .map_err(Error::internal("build an index set aside"))?;

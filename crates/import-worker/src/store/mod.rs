@@ -223,23 +223,22 @@ pub async fn insert_outcomes(
 
 /// The job with this id.
 pub async fn job(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, Error> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(job_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(Error::internal("get job"))?;
-    row.as_ref()
-        .map(job_from_row)
-        .transpose()
-        .map_err(Error::internal("read job"))
+    job_with(conn, JOB_COLUMNS, job_id).await
 }
 
 /// The job with this id as its row holds it, without the counts its processed chunks keep:
 /// for the chunk path, which reads only the job's settings (company, caller, options, cancel)
 /// once per chunk, where summing the job's chunks would cost a walk over them per chunk.
 pub async fn job_settings(conn: &mut AnyConnection, job_id: &str) -> Result<Option<Job>, Error> {
-    let sql = format!("SELECT {JOB_ROW_COLUMNS} FROM jobs WHERE job_id = $1");
+    job_with(conn, JOB_ROW_COLUMNS, job_id).await
+}
+
+async fn job_with(
+    conn: &mut AnyConnection,
+    columns: &'static str,
+    job_id: &str,
+) -> Result<Option<Job>, Error> {
+    let sql = format!("SELECT {columns} FROM jobs WHERE job_id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(job_id)
         .fetch_optional(conn)
