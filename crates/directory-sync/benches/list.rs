@@ -219,7 +219,7 @@ async fn fill_mirror(db: &Database, tenant: &str, n: usize) -> anyhow::Result<()
     // Every mirrored user has its mark row, as a sync gives it (store::imported::track_users).
     execute(
         db,
-        "INSERT INTO directory_import_marks (tenant_id, object_id, search_name) \
+        "INSERT INTO directory_not_imported (tenant_id, object_id, search_name) \
          SELECT tenant_id, object_id, search_name FROM directory_users"
             .to_owned(),
     )

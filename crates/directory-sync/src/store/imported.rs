@@ -2,18 +2,17 @@
 //! service has followed the registry's import feed.
 //!
 //! A mark is a hint that makes "not imported" an index range; listings confirm every page
-//! with the registry. Each mark keeps the feed number it came from (`seq`) and a change
-//! applies only over an older one, so two readers applying overlapping pages in any order end
-//! with the newest state.
-//!
-//! Marks live in `directory_import_marks`, one narrow row per mirror user, not in
-//! `directory_users`: there a mark rewrote the user's row and an entry in each of its ten
-//! indexes (migration 0007). [`track_users`] gives every newly mirrored user its row.
+//! with the registry. The marks are a table of the users not (yet) known imported,
+//! `directory_not_imported`: marking a user imported deletes its row, which writes no index
+//! entry (an update of a flag wrote a new row version and key entry, migration 0009).
+//! [`track_users`] gives every newly mirrored user its row. Readers of the feed apply its
+//! pages in turn, in feed order; a row keeps the feed number that (re)added it (`seq`), so a
+//! listing's confirmation never removes a row newer than what the listing had followed.
 
 use std::sync::LazyLock;
 
 use anyhow::Context as _;
-use service_runtime::storage::{Backend, Dialects, RowsParam, flag_text, rows_from, rows_text};
+use service_runtime::storage::{Backend, Dialects, rows_from, rows_text};
 use sqlx::{AnyConnection, Row as _};
 
 use crate::error::Error;
@@ -56,24 +55,48 @@ pub async fn feed_position(
     }
 }
 
-static APPLY_CHANGES: LazyLock<Dialects> = LazyLock::new(|| {
+/// Postgres locks the tenant's position row for the transaction; SQLite's write transaction
+/// (`BEGIN IMMEDIATE`) already holds the database.
+static LOCK_POSITION: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
-        // The tenant travels in each row rather than as a constant: SQLite plans
-        // `tenant_id = $n` as a scan of the whole tenant with the batch inside.
+        let lock = match backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        format!("SELECT seq, object_id FROM import_feed_positions WHERE tenant_id = $1{lock}")
+    })
+});
+
+static FORGET_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        match backend {
+            Backend::Postgres => format!(
+                "DELETE FROM directory_not_imported n USING {rows} \
+                 WHERE n.tenant_id = r.tenant_id AND n.object_id = r.object_id AND n.seq <= $2"
+            ),
+            // SQLite has no `DELETE … USING`.
+            Backend::Sqlite => format!(
+                "DELETE FROM directory_not_imported WHERE seq <= $2 \
+                 AND (tenant_id, object_id) IN (SELECT r.tenant_id, r.object_id FROM {rows})"
+            ),
+        }
+    })
+});
+
+static ADD_NOT_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
         let rows = rows_from(
             backend,
-            &[
-                ("tenant_id", "text"),
-                ("object_id", "text"),
-                ("seq", "bigint"),
-                ("imported", "boolean"),
-            ],
+            &[("tenant_id", "text"), ("object_id", "text"), ("seq", "bigint")],
         );
+        // The mirror's row gives the name; users not mirrored yet are skipped (they get their
+        // row when they are mirrored).
         format!(
-            "UPDATE directory_import_marks SET imported = r.imported, seq = r.seq FROM {rows} \
-             WHERE directory_import_marks.tenant_id = r.tenant_id \
-             AND directory_import_marks.object_id = r.object_id \
-             AND directory_import_marks.seq < r.seq"
+            "INSERT INTO directory_not_imported (tenant_id, object_id, search_name, seq) \
+             SELECT u.tenant_id, u.object_id, u.search_name, r.seq FROM {rows} \
+             JOIN directory_users u ON u.tenant_id = r.tenant_id AND u.object_id = r.object_id \
+             WHERE true ON CONFLICT (tenant_id, object_id) DO UPDATE SET seq = excluded.seq"
         )
     })
 });
@@ -84,9 +107,12 @@ const ADVANCE_POSITION: &str = "INSERT INTO import_feed_positions (tenant_id, se
      WHERE (import_feed_positions.seq, import_feed_positions.object_id) \
      < (excluded.seq, excluded.object_id)";
 
-/// Applies one page of feed changes to the marks and moves the tenant's position to its last
-/// change (never back). Users the mirror does not hold yet are skipped: they arrive unmarked,
-/// which a listing's confirmation corrects.
+/// Applies one page of feed changes (in feed order) to the marks and moves the tenant's
+/// position to its last change. Readers apply in turn, holding the position for their
+/// transaction, and skip what an earlier reader already applied, so the marks are always the
+/// feed applied in order: a page read before another reader moved on cannot bring back a
+/// user that a later change marked imported. Users the mirror does not hold yet are skipped:
+/// they arrive unmarked, which a listing's confirmation corrects.
 pub async fn apply_import_changes(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -96,23 +122,62 @@ pub async fn apply_import_changes(
     let Some(last) = changes.last() else {
         return Ok(());
     };
-    let mut param = RowsParam::new(backend);
-    for change in changes {
-        let seq = change.seq.to_string();
-        param
-            .push(&[
-                tenant_id,
-                change.object_id.as_str(),
-                seq.as_str(),
-                flag_text(change.imported),
-            ])
-            .context("encode import changes")?;
-    }
-    sqlx::query(APPLY_CHANGES.get(backend))
-        .bind(param.into_text())
-        .execute(&mut *conn)
+    // A first reader creates the row, so that a second waits for it as for any other.
+    sqlx::query(
+        "INSERT INTO import_feed_positions (tenant_id, seq, object_id) VALUES ($1, 0, '') \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::internal("read the import feed position"))?;
+    let position = sqlx::query_as::<_, (i64, String)>(LOCK_POSITION.get(backend))
+        .bind(tenant_id)
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(Error::internal("apply import changes"))?;
+        .map_err(Error::internal("read the import feed position"))?
+        .unwrap_or_default();
+    // A user's last change in the page is its state; one statement per kind of change.
+    let mut latest: std::collections::HashMap<&str, &ImportChange> =
+        std::collections::HashMap::with_capacity(changes.len());
+    for change in changes {
+        if (change.seq, change.object_id.as_str()) > (position.0, position.1.as_str()) {
+            latest.insert(change.object_id.as_str(), change);
+        }
+    }
+    let (imported, not_imported): (Vec<&ImportChange>, Vec<&ImportChange>) =
+        latest.into_values().partition(|change| change.imported);
+    if !imported.is_empty() {
+        let param = rows_text(
+            backend,
+            imported.iter().map(|c| [tenant_id, c.object_id.as_str()]),
+        )
+        .context("encode import changes")?;
+        // Every row of these users is older than the changes (rows are added by changes
+        // before them in the feed, or by mirroring with 0).
+        sqlx::query(FORGET_IMPORTED.get(backend))
+            .bind(param)
+            .bind(i64::MAX)
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::internal("apply import changes"))?;
+    }
+    if !not_imported.is_empty() {
+        let seqs: Vec<String> = not_imported.iter().map(|c| c.seq.to_string()).collect();
+        let param = rows_text(
+            backend,
+            not_imported
+                .iter()
+                .zip(&seqs)
+                .map(|(c, seq)| [tenant_id, c.object_id.as_str(), seq.as_str()]),
+        )
+        .context("encode import changes")?;
+        sqlx::query(ADD_NOT_IMPORTED.get(backend))
+            .bind(param)
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::internal("apply import changes"))?;
+    }
     sqlx::query(ADVANCE_POSITION)
         .bind(tenant_id)
         .bind(last.seq)
@@ -123,21 +188,9 @@ pub async fn apply_import_changes(
     Ok(())
 }
 
-static MARK_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
-    Dialects::new(|backend| {
-        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
-        format!(
-            "UPDATE directory_import_marks SET imported = true FROM {rows} \
-             WHERE directory_import_marks.tenant_id = r.tenant_id \
-             AND directory_import_marks.object_id = r.object_id \
-             AND directory_import_marks.imported = false AND directory_import_marks.seq <= $2"
-        )
-    })
-});
-
 /// Marks users the registry just confirmed imported. `read_up_to` is the feed number the
-/// caller had followed before it asked: a mark that a later change has set since (a deletion
-/// after the confirmation) is newer and stays.
+/// caller had followed before it asked: a user that a later change made not imported again
+/// (a deletion after the confirmation) keeps its row.
 pub async fn mark_imported(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -153,7 +206,7 @@ pub async fn mark_imported(
         object_ids.iter().map(|id| [tenant_id, id.as_str()]),
     )
     .context("encode imported users")?;
-    sqlx::query(MARK_IMPORTED.get(backend))
+    sqlx::query(FORGET_IMPORTED.get(backend))
         .bind(param)
         .bind(read_up_to)
         .execute(conn)
@@ -162,7 +215,7 @@ pub async fn mark_imported(
     Ok(())
 }
 
-/// Rebuilds the partial index of unmarked users (Postgres; nothing on SQLite). Postgres keeps
+/// Rebuilds the index of unmarked users by name (Postgres; nothing on SQLite). Postgres keeps
 /// an index's pages after their entries die: marking 999,000 of 1,000,000 users left the
 /// index at 25,000 pages for 1,000 entries, and once statistics caught up the planner costed
 /// it by its pages and chose a full scan (1.2 s) over the index (0.9 ms). Rebuilt
@@ -172,11 +225,11 @@ pub async fn rebuild_unmarked_index(
     backend: Backend,
 ) -> Result<(), Error> {
     if backend == Backend::Postgres {
-        sqlx::query("REINDEX INDEX CONCURRENTLY directory_import_marks_not_imported")
+        sqlx::query("REINDEX INDEX CONCURRENTLY directory_not_imported_by_name")
             .execute(&mut *conn)
             .await
             .map_err(Error::internal("rebuild the index of unmarked users"))?;
-        sqlx::query("ANALYZE directory_import_marks")
+        sqlx::query("ANALYZE directory_not_imported")
             .execute(conn)
             .await
             .map_err(Error::internal("analyze the mirror"))?;
@@ -184,7 +237,7 @@ pub async fn rebuild_unmarked_index(
     Ok(())
 }
 
-static TRACK_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+static TRACK_NEW_USERS: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(
             backend,
@@ -194,40 +247,62 @@ static TRACK_USERS: LazyLock<Dialects> = LazyLock::new(|| {
                 ("search_name", "text"),
             ],
         );
-        // `WHERE true` resolves SQLite's upsert parsing ambiguity.
+        // `WHERE true` resolves SQLite's upsert parsing ambiguity. A replayed page finds
+        // its rows there already.
         format!(
-            "INSERT INTO directory_import_marks (tenant_id, object_id, search_name) \
+            "INSERT INTO directory_not_imported (tenant_id, object_id, search_name) \
              SELECT r.tenant_id, r.object_id, r.search_name FROM {rows} WHERE true \
-             ON CONFLICT (tenant_id, object_id) DO UPDATE SET search_name = excluded.search_name \
-             WHERE directory_import_marks.search_name <> excluded.search_name"
+             ON CONFLICT (tenant_id, object_id) DO NOTHING"
         )
     })
 });
 
-/// Gives users just mirrored or changed (object id, lower-cased display name) their mark row,
-/// not imported until the feed says otherwise, and keeps a renamed user's row in its place in
-/// name order.
+static RENAME_USERS: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(
+            backend,
+            &[
+                ("tenant_id", "text"),
+                ("object_id", "text"),
+                ("search_name", "text"),
+            ],
+        );
+        format!(
+            "UPDATE directory_not_imported SET search_name = r.search_name FROM {rows} \
+             WHERE directory_not_imported.tenant_id = r.tenant_id \
+             AND directory_not_imported.object_id = r.object_id \
+             AND directory_not_imported.search_name <> r.search_name"
+        )
+    })
+});
+
+/// Gives users just mirrored (object id, lower-cased display name) their row among the not
+/// imported, until the feed says otherwise, and keeps a changed user's row (if it has one: it
+/// is not imported) in its place in name order.
 pub async fn track_users(
     conn: &mut AnyConnection,
     backend: Backend,
     tenant_id: &str,
-    users: &[(&str, &str)],
+    created: &[(&str, &str)],
+    changed: &[(&str, &str)],
 ) -> Result<(), Error> {
-    if users.is_empty() {
-        return Ok(());
+    for (users, statement) in [(created, &TRACK_NEW_USERS), (changed, &RENAME_USERS)] {
+        if users.is_empty() {
+            continue;
+        }
+        let param = rows_text(
+            backend,
+            users
+                .iter()
+                .map(|(object_id, name)| [tenant_id, *object_id, *name]),
+        )
+        .context("encode mirrored users")?;
+        sqlx::query(statement.get(backend))
+            .bind(param)
+            .execute(&mut *conn)
+            .await
+            .map_err(Error::internal("track mirrored users' marks"))?;
     }
-    let param = rows_text(
-        backend,
-        users
-            .iter()
-            .map(|(object_id, name)| [tenant_id, *object_id, *name]),
-    )
-    .context("encode mirrored users")?;
-    sqlx::query(TRACK_USERS.get(backend))
-        .bind(param)
-        .execute(conn)
-        .await
-        .map_err(Error::internal("track mirrored users' marks"))?;
     Ok(())
 }
 
@@ -237,10 +312,9 @@ pub async fn count_unmarked(
     tenant_id: &str,
     upto: u64,
 ) -> Result<u64, Error> {
-    // `imported = false` as a literal, the partial index's condition (SQLite needs it).
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM directory_import_marks \
-         WHERE tenant_id = $1 AND imported = false LIMIT $2) AS unmarked",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM directory_not_imported \
+         WHERE tenant_id = $1 LIMIT $2) AS unmarked",
     )
     .bind(tenant_id)
     .bind(i64::try_from(upto).unwrap_or(i64::MAX))

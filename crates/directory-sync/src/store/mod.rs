@@ -187,22 +187,25 @@ pub async fn upsert_users(
         .await
         .map_err(Error::internal("upsert mirrored users"))?;
     let mut counts = UpsertCounts::default();
-    // New and changed users (a rename moves a user in name order), for their marks.
-    let mut tracked: Vec<(String, String)> = Vec::new();
+    // New users get their mark; changed ones keep theirs in name order (a rename moves a user).
+    let mut created: Vec<(String, String)> = Vec::new();
+    let mut changed: Vec<(String, String)> = Vec::new();
     for row in &returned {
         let first: String = row
             .try_get("first_seen_run")
             .map_err(Error::internal("read upsert"))?;
-        let changed: String = row
+        let changed_run: String = row
             .try_get("changed_run")
             .map_err(Error::internal("read upsert"))?;
-        if first == run_id {
+        let tracked = if first == run_id {
             counts.created += 1;
-        } else if changed == run_id {
+            &mut created
+        } else if changed_run == run_id {
             counts.updated += 1;
+            &mut changed
         } else {
             continue;
-        }
+        };
         tracked.push((
             row.try_get("object_id")
                 .map_err(Error::internal("read upsert"))?,
@@ -210,12 +213,15 @@ pub async fn upsert_users(
                 .map_err(Error::internal("read upsert"))?,
         ));
     }
-    let tracked: Vec<(&str, &str)> = tracked
+    imported::track_users(conn, backend, tenant_id, &pairs(&created), &pairs(&changed)).await?;
+    Ok(counts)
+}
+
+fn pairs(users: &[(String, String)]) -> Vec<(&str, &str)> {
+    users
         .iter()
         .map(|(id, name)| (id.as_str(), name.as_str()))
-        .collect();
-    imported::track_users(conn, backend, tenant_id, &tracked).await?;
-    Ok(counts)
+        .collect()
 }
 
 fn id_rows(backend: Backend, ids: &[String]) -> Result<String, Error> {
@@ -362,7 +368,7 @@ pub async fn analyze(conn: &mut AnyConnection) -> Result<(), Error> {
         .execute(&mut *conn)
         .await
         .map_err(Error::internal("analyze mirror"))?;
-    sqlx::query("ANALYZE directory_import_marks")
+    sqlx::query("ANALYZE directory_not_imported")
         .execute(conn)
         .await
         .map_err(Error::internal("analyze imported marks"))?;
@@ -538,8 +544,8 @@ pub async fn list_users(
     // Searching the unmarked among many (`few_unmarked` covers the rest): each branch's
     // matches, in its index's order, joined to their marks by key.
     let unmarked = if unmarked_only {
-        "JOIN directory_import_marks k ON k.tenant_id = u.tenant_id \
-         AND k.object_id = u.object_id AND k.imported = false"
+        "JOIN directory_not_imported k ON k.tenant_id = u.tenant_id \
+         AND k.object_id = u.object_id"
     } else {
         ""
     };
@@ -555,8 +561,8 @@ pub async fn list_users(
             .collect();
         // Materialised and cross-joined, so both backends read the marks first.
         format!(
-            "WITH k AS MATERIALIZED (SELECT tenant_id, object_id FROM directory_import_marks \
-             WHERE tenant_id = {tenant} AND imported = false) \
+            "WITH k AS MATERIALIZED (SELECT tenant_id, object_id FROM directory_not_imported \
+             WHERE tenant_id = {tenant}) \
              SELECT {USER_COLUMNS} FROM k CROSS JOIN directory_users u \
              WHERE u.tenant_id = k.tenant_id AND u.object_id = k.object_id AND {shared} \
              AND {after_cursor} AND ({}) \
@@ -564,13 +570,11 @@ pub async fn list_users(
             matches.join(" OR ")
         )
     } else if search.is_empty() && unmarked_only {
-        // The marks lead, in their partial index's order. `k.imported = false` is a literal,
-        // as the index's condition: SQLite uses a partial index only when the query states its
-        // condition, which a bound parameter does not.
+        // The not imported lead, in their name index's order.
         format!(
-            "SELECT {USER_COLUMNS} FROM directory_import_marks k \
+            "SELECT {USER_COLUMNS} FROM directory_not_imported k \
              JOIN directory_users u ON u.tenant_id = k.tenant_id AND u.object_id = k.object_id \
-             WHERE k.tenant_id = {tenant} AND k.imported = false \
+             WHERE k.tenant_id = {tenant} \
              AND (k.search_name, k.object_id) > ({after_name}, {after_id}) AND {shared} \
              ORDER BY k.search_name, k.object_id LIMIT {limit}"
         )

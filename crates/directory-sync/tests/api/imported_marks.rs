@@ -34,7 +34,10 @@ async fn not_imported(stack: &Stack, page_size: u32) -> Vec<(String, String)> {
 
 async fn marked_imported(stack: &Stack) -> i64 {
     let mut conn = stack.db.pool().acquire().await.unwrap();
-    sqlx::query("SELECT COUNT(*) AS n FROM directory_import_marks WHERE imported = true")
+    sqlx::query(
+        "SELECT COUNT(*) AS n FROM directory_users u WHERE NOT EXISTS \
+         (SELECT 1 FROM directory_not_imported k WHERE k.tenant_id = u.tenant_id AND k.object_id = u.object_id)",
+    )
         .fetch_one(&mut *conn)
         .await
         .unwrap()
@@ -135,7 +138,10 @@ test_support::on_both_backends! {
         assert_eq!(not_imported(&stack, 1000).await.len(), 40);
         // Marks as if the feed had never told us (a user mirrored after its import).
         let mut conn = stack.db.pool().acquire().await.unwrap();
-        sqlx::query("UPDATE directory_import_marks SET imported = false, seq = 0")
+        sqlx::query(
+            "INSERT INTO directory_not_imported (tenant_id, object_id, search_name) \
+             SELECT tenant_id, object_id, search_name FROM directory_users WHERE true ON CONFLICT DO NOTHING",
+        )
             .execute(&mut *conn)
             .await
             .unwrap();
@@ -145,5 +151,40 @@ test_support::on_both_backends! {
         assert_eq!(marked_imported(&stack).await, 10, "marked on the spot");
         let everyone = stack.list(pb::ListUsersRequest { page_size: 1000, not_imported_only: Some(false), ..Default::default() }).await;
         assert_eq!(everyone.users.iter().filter(|u| u.imported).count(), 10);
+    }
+}
+
+/// Applies one page of feed changes as a reader of the feed does, in its own transaction.
+async fn apply_page(stack: &Stack, changes: &[directory_sync::store::imported::ImportChange]) {
+    let mut tx = stack.db.begin_write().await.unwrap();
+    directory_sync::store::imported::apply_import_changes(&mut tx, stack.db.backend(), stack.emulator.tenant_id(), changes)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+test_support::on_both_backends! {
+    async fn a_page_of_the_feed_applied_after_a_reader_went_past_it_brings_back_no_imported_user(db) {
+        let stack = Stack::spawn(&db, 10).await;
+        stack.full_sync().await;
+        let user = stack.emulator.users()[0].id.clone();
+        let change = |seq: i64, imported: bool| directory_sync::store::imported::ImportChange { seq, object_id: user.clone(), imported };
+        // The user was imported (feed number 1), deleted (2) and imported again (3). One reader
+        // applies the first page and the next; a second reader, which read the first page
+        // before, applies it last.
+        apply_page(&stack, &[change(1, true), change(2, false)]).await;
+        assert_eq!(marked_imported(&stack).await, 0, "deleted again: the page's last change wins");
+        apply_page(&stack, &[change(3, true)]).await;
+        assert_eq!(marked_imported(&stack).await, 1);
+        apply_page(&stack, &[change(1, true), change(2, false)]).await;
+        assert_eq!(marked_imported(&stack).await, 1, "the stale page changed nothing");
+        // A listing's confirmation does not remove a row newer than what it had followed.
+        apply_page(&stack, &[change(4, false)]).await;
+        let mut conn = stack.db.pool().acquire().await.unwrap();
+        directory_sync::store::imported::mark_imported(&mut conn, stack.db.backend(), stack.emulator.tenant_id(), std::slice::from_ref(&user), 3)
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(marked_imported(&stack).await, 0, "deleted at 4, after the listing's position 3");
     }
 }

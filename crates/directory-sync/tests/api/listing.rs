@@ -59,7 +59,10 @@ test_support::on_both_backends! {
         let imported_ids: std::collections::HashSet<&str> = imported.iter().map(|u| u.id.as_str()).collect();
         // Until the marks have followed, so that the few unmarked are read all at once.
         for _ in 0..200 {
-            let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM directory_import_marks WHERE imported = true")
+            let marked: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM directory_users u WHERE NOT EXISTS \
+                 (SELECT 1 FROM directory_not_imported k WHERE k.tenant_id = u.tenant_id AND k.object_id = u.object_id)",
+            )
                 .fetch_one(stack.db.pool())
                 .await
                 .unwrap();
