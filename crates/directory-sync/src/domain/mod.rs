@@ -2,6 +2,7 @@
 //! tonic, sqlx or reqwest.
 
 pub mod effects;
+pub mod scim;
 pub mod sync_run;
 pub mod user;
 
