@@ -157,9 +157,14 @@ test_support::on_both_backends! {
 /// Applies one page of feed changes as a reader of the feed does, in its own transaction.
 async fn apply_page(stack: &Stack, changes: &[directory_sync::store::imported::ImportChange]) {
     let mut tx = stack.db.begin_write().await.unwrap();
-    directory_sync::store::imported::apply_import_changes(&mut tx, stack.db.backend(), stack.emulator.tenant_id(), changes)
-        .await
-        .unwrap();
+    directory_sync::store::imported::apply_import_changes(
+        &mut tx,
+        stack.db.backend(),
+        stack.emulator.tenant_id(),
+        changes,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 
