@@ -84,6 +84,27 @@ static FORGET_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
     })
 });
 
+static CONFIRM_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
+    Dialects::new(|backend| {
+        let rows = rows_from(backend, &[("tenant_id", "text"), ("object_id", "text")]);
+        match backend {
+            // A reader of the feed applying a page holds some of these rows, and takes them in
+            // its own order: waiting for them could deadlock. The rows it holds are being set
+            // by changes at least as new as the listing's position; they are skipped, and a
+            // later listing confirms them again if need be.
+            Backend::Postgres => format!(
+                "DELETE FROM directory_not_imported n USING \
+                 (SELECT k.tenant_id, k.object_id FROM directory_not_imported k JOIN {rows} \
+                  ON k.tenant_id = r.tenant_id AND k.object_id = r.object_id WHERE k.seq <= $2 \
+                  FOR UPDATE OF k SKIP LOCKED) AS s \
+                 WHERE n.tenant_id = s.tenant_id AND n.object_id = s.object_id"
+            ),
+            // SQLite's writers take turns.
+            Backend::Sqlite => FORGET_IMPORTED.get(backend).0.to_owned(),
+        }
+    })
+});
+
 static ADD_NOT_IMPORTED: LazyLock<Dialects> = LazyLock::new(|| {
     Dialects::new(|backend| {
         let rows = rows_from(
@@ -210,7 +231,7 @@ pub async fn mark_imported(
         object_ids.iter().map(|id| [tenant_id, id.as_str()]),
     )
     .context("encode imported users")?;
-    sqlx::query(FORGET_IMPORTED.get(backend))
+    sqlx::query(CONFIRM_IMPORTED.get(backend))
         .bind(param)
         .bind(read_up_to)
         .execute(conn)
