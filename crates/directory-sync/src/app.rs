@@ -33,6 +33,12 @@ pub struct App {
     metrics: Option<TcpListener>,
     full_sync_on_start: bool,
     delta_interval: Option<Duration>,
+    /// The SCIM endpoint, when the tenant is pushed (`scim.enabled`).
+    scim: Option<(
+        TcpListener,
+        crate::scim::ScimApi,
+        service_runtime::tls::ServerTls,
+    )>,
 }
 
 impl App {
@@ -83,22 +89,47 @@ impl App {
         // was left by a process that died, and is closed before this one starts any.
         directory.close_abandoned_runs().await?;
         directory.build_set_aside_indexes().await?;
-        let delta_interval = (config.sync.delta_interval_secs > 0)
+        let mut delta_interval = (config.sync.delta_interval_secs > 0)
             .then(|| Duration::from_secs(config.sync.delta_interval_secs));
+        let mut full_sync_on_start = config.sync.full_sync_on_start;
+        let scim = if config.scim.enabled {
+            // Pulled or pushed, never both: the Graph schedule does not run.
+            if full_sync_on_start || delta_interval.is_some() {
+                tracing::info!(
+                    "scim.enabled: the Graph sync schedule (sync.full_sync_on_start, sync.delta_interval_secs) is off for this pushed tenant"
+                );
+            }
+            full_sync_on_start = false;
+            delta_interval = None;
+            config.scim.tls.validate()?;
+            let listener = TcpListener::bind(config.scim.listen_addr)
+                .await
+                .with_context(|| format!("scim: cannot listen on {}", config.scim.listen_addr))?;
+            let api = directory.scim_api(config.scim.clone());
+            Some((listener, api, config.scim.tls.clone()))
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             directory,
             guard: service_runtime::auth::Guard::new(authenticator, crate::grpc::ACCESS),
             tls: config.tls.clone(),
             metrics,
-            full_sync_on_start: config.sync.full_sync_on_start,
+            full_sync_on_start,
             delta_interval,
+            scim,
         })
     }
 
     /// Where the Prometheus endpoint listens, when it is on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the SCIM endpoint listens, when the tenant is pushed.
+    pub fn scim_addr(&self) -> Option<SocketAddr> {
+        self.scim.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -172,6 +203,9 @@ impl App {
             stopper.1.cancelled().await;
             stopper.0.shutdown().await;
         });
+        let scim = self
+            .scim
+            .map(|(listener, api, tls)| tokio::spawn(api.serve(listener, tls, shutdown.clone())));
         let service = DirectoryServiceServer::new(GrpcApi::new(self.directory))
             .max_decoding_message_size(service_runtime::grpc::MAX_MESSAGE_BYTES);
         let name = <DirectoryServiceServer<GrpcApi> as tonic::server::NamedService>::NAME;
@@ -191,6 +225,13 @@ impl App {
         rounds_stopper.abort();
         // Also when serving failed before any shutdown: no round outlives the service.
         rounds.shutdown().await;
+        if let Some(scim) = scim {
+            match scim.await {
+                Ok(Err(error)) => tracing::error!(%error, "the SCIM endpoint failed"),
+                Err(error) => tracing::error!(%error, "the SCIM endpoint panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
         served
     }
 }

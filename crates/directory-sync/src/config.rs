@@ -39,6 +39,45 @@ pub struct Config {
     /// What a round's changes do to the registry.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// The SCIM endpoint Entra's provisioning service pushes to (issue 18).
+    #[serde(default)]
+    pub scim: ScimConfig,
+}
+
+/// A tenant is pulled from Graph or pushed over SCIM, never both: with `enabled`, this
+/// service serves the SCIM endpoint and starts no Graph round (nor lets one be started), and
+/// the Graph credentials in `directory` are not used (`directory.tenant_id` still names the
+/// tenant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScimConfig {
+    pub enabled: bool,
+    pub listen_addr: SocketAddr,
+    /// The URL Entra reaches this endpoint at, for `meta.location` (empty: from the request's
+    /// Host header).
+    pub public_url: String,
+    /// TLS of the SCIM listener (Entra requires HTTPS); off unless `tls.cert_file` is set.
+    pub tls: service_runtime::tls::ServerTls,
+    /// Largest request body; larger ones are refused with 413 before they are read.
+    pub max_body_bytes: usize,
+    /// Requests handled at once; more are refused with 429 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// How often the changes pushed since the last round are provisioned as a round.
+    pub round_interval_secs: u64,
+}
+
+impl Default for ScimConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            public_url: String::new(),
+            tls: service_runtime::tls::ServerTls::default(),
+            max_body_bytes: 1024 * 1024,
+            max_concurrent_requests: 64,
+            round_interval_secs: 10,
+        }
+    }
 }
 
 /// After each sync round, the changes of users the registry holds flow to it: names, aliases
@@ -188,6 +227,7 @@ impl Config {
             registry_tls: service_runtime::tls::ClientTls::default(),
             metrics: service_runtime::metrics::MetricsConfig { listen_addr: None },
             provisioning: ProvisioningConfig::default(),
+            scim: ScimConfig::default(),
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum Error {
         None => String::new(),
     })]
     SyncBusy(Option<String>),
+    /// The tenant is pushed over SCIM (`scim.enabled`): no Graph round runs.
+    #[error(
+        "this tenant is provisioned by Entra over SCIM (scim.enabled); Graph rounds do not run"
+    )]
+    PushedTenant,
     /// Microsoft Graph refused or failed; `retryable` says whether asking again may help.
     #[error("directory error: {message}")]
     Directory { message: String, retryable: bool },
@@ -77,6 +82,7 @@ impl Error {
             Error::RunNotFound(_) => "SYNC_RUN_NOT_FOUND",
             Error::RunNotAwaitingApproval(..) => "SYNC_RUN_NOT_AWAITING_APPROVAL",
             Error::SyncBusy(_) => "SYNC_BUSY",
+            Error::PushedTenant => "PUSHED_TENANT",
             Error::Directory {
                 retryable: true, ..
             } => "DIRECTORY_UNAVAILABLE",
@@ -103,6 +109,7 @@ impl From<Error> for Status {
             Error::SyncBusy(_) => Code::Aborted,
             Error::RunNotFound(_) => Code::NotFound,
             Error::RunNotAwaitingApproval(..)
+            | Error::PushedTenant
             | Error::GroupNotSynced(_)
             | Error::DeltaUnavailable(_)
             | Error::Directory {

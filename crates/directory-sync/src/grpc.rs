@@ -197,6 +197,7 @@ fn run_to_pb(run: SyncRun) -> pb::SyncRun {
     let mode = match run.mode {
         SyncMode::Full => pb::SyncMode::Full,
         SyncMode::Delta => pb::SyncMode::Delta,
+        SyncMode::Scim => pb::SyncMode::Scim,
     };
     let status = match run.status {
         SyncRunStatus::Running => pb::SyncRunStatus::Running,
@@ -443,6 +444,11 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
         let mode = match request.mode() {
             pb::SyncMode::Delta => SyncMode::Delta,
             pb::SyncMode::Full | pb::SyncMode::Unspecified => SyncMode::Full,
+            pb::SyncMode::Scim => {
+                return Err(Status::invalid_argument(
+                    "mode: SCIM rounds gather what Entra pushes; they are not started",
+                ));
+            }
         };
         // The round is the service's: this call only starts it, and its deadline or
         // cancellation no longer reaches it.

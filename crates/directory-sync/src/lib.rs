@@ -4,7 +4,8 @@
 //! user for batch planning, and sync control (`userimport.directory.v1.DirectoryService`).
 //!
 //! It asks user-registry over gRPC which users are imported already; it never reads the
-//! registry's tables.
+//! registry's tables. A tenant that cannot be read from Graph pushes its users instead, over
+//! the SCIM 2.0 endpoint of `scim.rs` (Entra's app provisioning).
 
 pub mod app;
 pub mod clients;
@@ -13,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod provision;
+pub mod scim;
 pub mod service;
 pub mod store;
 pub mod sync;

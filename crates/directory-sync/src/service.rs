@@ -66,6 +66,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// When the scheduled delta round runs next (Unix ms); 0 when none is scheduled.
     next_run_at_ms: AtomicI64,
+    /// The tenant is pushed over SCIM: no Graph round runs.
+    pushed: std::sync::atomic::AtomicBool,
 }
 
 /// Rounds by run id, for their followers.
@@ -110,12 +112,27 @@ impl Directory {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 next_run_at_ms: AtomicI64::new(0),
+                pushed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
 
     pub fn tenant_id(&self) -> &str {
         &self.inner.sync.tenant_id
+    }
+
+    /// Turns this directory into a pushed one (`scim.enabled`): from now on no Graph round
+    /// starts, and the SCIM endpoint's runs are provisioned under the same lock as rounds and
+    /// approvals.
+    pub fn scim_api(&self, config: crate::config::ScimConfig) -> crate::scim::ScimApi {
+        self.inner
+            .pushed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        crate::scim::ScimApi::new(
+            self.inner.sync.clone(),
+            config,
+            Arc::clone(&self.inner.sync_lock),
+        )
     }
 
     pub fn database(&self) -> &Database {
@@ -131,6 +148,9 @@ impl Directory {
         mode: SyncMode,
         dry_run: bool,
     ) -> Result<(SyncRun, watch::Receiver<RoundView>), Error> {
+        if self.inner.pushed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::PushedTenant);
+        }
         let guard = self
             .inner
             .sync_lock

@@ -187,7 +187,7 @@ impl Progress {
     pub fn new(run: &SyncRun) -> Self {
         let phase = match run.mode {
             SyncMode::Full => Phase::ReadingUsers,
-            SyncMode::Delta => Phase::ReadingChanges,
+            SyncMode::Delta | SyncMode::Scim => Phase::ReadingChanges,
         };
         let (view, _) = watch::channel(RoundView {
             run: run.clone(),
@@ -283,6 +283,10 @@ pub async fn run_round(
             }
             other => other,
         },
+        // SCIM runs are gathered by the SCIM endpoint (`scim.rs`), never read here.
+        SyncMode::Scim => Err(Error::Internal(anyhow::anyhow!(
+            "a SCIM run is not a round to read"
+        ))),
     };
     let result = match result {
         Ok(()) => {

@@ -28,6 +28,7 @@ fn mode_text(mode: dpb::SyncMode) -> &'static str {
     match mode {
         dpb::SyncMode::Full => "full",
         dpb::SyncMode::Delta => "delta",
+        dpb::SyncMode::Scim => "scim",
         dpb::SyncMode::Unspecified => "",
     }
 }

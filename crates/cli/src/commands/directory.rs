@@ -241,6 +241,7 @@ pub fn describe_run(run: &directory_pb::SyncRun) -> String {
     let seconds = run_seconds(run);
     let mode = match (run.mode(), run.fell_back_from_delta) {
         (directory_pb::SyncMode::Delta, _) => "delta",
+        (directory_pb::SyncMode::Scim, _) => "scim (pushed by Entra)",
         (_, true) => "full (fell back from delta)",
         _ => "full",
     };

@@ -1075,6 +1075,145 @@ pub fn project(resource: &mut Map<String, Value>, attributes: &[String], exclude
     }
 }
 
+/// One attribute of a published schema.
+fn attribute(name: &str, kind: &str, multi: bool, required: bool, extra: Value) -> Value {
+    let mut attribute = serde_json::json!({
+        "name": name,
+        "type": kind,
+        "multiValued": multi,
+        "description": name,
+        "required": required,
+        "caseExact": false,
+        "mutability": "readWrite",
+        "returned": "default",
+        "uniqueness": "none",
+    });
+    if let (Value::Object(attribute), Value::Object(extra)) = (&mut attribute, extra) {
+        attribute.extend(extra);
+    }
+    attribute
+}
+
+fn string(name: &str) -> Value {
+    attribute(name, "string", false, false, Value::Null)
+}
+
+fn schema_resource(id: &str, name: &str, attributes: Vec<Value>) -> Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+        "id": id,
+        "name": name,
+        "description": name,
+        "attributes": attributes,
+        "meta": {"resourceType": "Schema", "location": format!("/scim/v2/Schemas/{id}")},
+    })
+}
+
+/// The schemas this endpoint publishes: what it keeps and answers with. The User attributes
+/// are those Entra's default mapping sends and the mirror reads, and a few Entra commonly
+/// maps besides; anything else a client sends is kept and answered as sent.
+pub fn schema_definitions() -> Vec<Value> {
+    let email_types = serde_json::json!({"canonicalValues": ["work", "home", "other"]});
+    let user = schema_resource(
+        USER_SCHEMA,
+        "User",
+        vec![
+            attribute(
+                "userName",
+                "string",
+                false,
+                true,
+                serde_json::json!({"uniqueness": "server"}),
+            ),
+            attribute(
+                "name",
+                "complex",
+                false,
+                false,
+                serde_json::json!({"subAttributes": [
+                    string("formatted"), string("familyName"), string("givenName")
+                ]}),
+            ),
+            string("displayName"),
+            string("title"),
+            string("userType"),
+            string("preferredLanguage"),
+            attribute("active", "boolean", false, false, Value::Null),
+            attribute(
+                "emails",
+                "complex",
+                true,
+                false,
+                serde_json::json!({"subAttributes": [
+                    string("value"),
+                    attribute("type", "string", false, false, email_types),
+                    attribute("primary", "boolean", false, false, Value::Null),
+                ]}),
+            ),
+        ],
+    );
+    let enterprise = schema_resource(
+        ENTERPRISE_SCHEMA,
+        "EnterpriseUser",
+        vec![
+            string("employeeNumber"),
+            string("department"),
+            string("costCenter"),
+            string("organization"),
+            string("division"),
+        ],
+    );
+    let group = schema_resource(
+        GROUP_SCHEMA,
+        "Group",
+        vec![
+            attribute(
+                "displayName",
+                "string",
+                false,
+                true,
+                serde_json::json!({"uniqueness": "server"}),
+            ),
+            attribute(
+                "members",
+                "complex",
+                true,
+                false,
+                serde_json::json!({"subAttributes": [
+                    attribute("value", "string", false, false, serde_json::json!({"mutability": "immutable"})),
+                    attribute("type", "string", false, false, serde_json::json!({"canonicalValues": ["User"], "mutability": "immutable"})),
+                ]}),
+            ),
+        ],
+    );
+    vec![user, enterprise, group]
+}
+
+/// The resource types this endpoint serves.
+pub fn resource_type_definitions() -> Vec<Value> {
+    vec![
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "User",
+            "name": "User",
+            "endpoint": "/Users",
+            "description": "Directory users, mirrored for import",
+            "schema": USER_SCHEMA,
+            "schemaExtensions": [{"schema": ENTERPRISE_SCHEMA, "required": false}],
+            "meta": {"resourceType": "ResourceType", "location": "/scim/v2/ResourceTypes/User"},
+        }),
+        serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": "Group",
+            "name": "Group",
+            "endpoint": "/Groups",
+            "description": "Directory groups, for the group-to-role rules",
+            "schema": GROUP_SCHEMA,
+            "meta": {"resourceType": "ResourceType", "location": "/scim/v2/ResourceTypes/Group"},
+        }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,11 @@
 pub enum SyncMode {
     Full,
     Delta,
+    /// Changes Entra pushed over SCIM, gathered over an interval (`scim.round_interval_secs`).
+    Scim,
 }
 
-service_runtime::text_enum!(SyncMode { Full => "full", Delta => "delta" });
+service_runtime::text_enum!(SyncMode { Full => "full", Delta => "delta", Scim => "scim" });
 
 /// Where a sync round stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ mod delta;
 mod groups;
 pub mod imported;
 mod runs;
+pub mod scim;
 
 pub use delta::*;
 pub use groups::*;

@@ -10,3 +10,4 @@ mod listing;
 mod lookups;
 mod provisioning;
 mod rounds;
+mod scim;

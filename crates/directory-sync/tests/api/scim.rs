@@ -1,0 +1,328 @@
+//! The SCIM endpoint as Entra's provisioning service uses it (issue 18): a real
+//! directory-sync with `scim.enabled`, a real user-registry, requests over HTTP.
+
+use std::time::Duration;
+
+use directory_sync::store;
+use directory_sync::{App, Config};
+use proto::directory::v1 as pb;
+use proto::directory::v1::directory_service_client::DirectoryServiceClient;
+use proto::registry::v1 as registry_pb;
+use proto::registry::v1::registry_service_client::RegistryServiceClient;
+use serde_json::{Value, json};
+use service_runtime::storage::Database;
+use test_support::TestDatabase;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tonic::transport::Channel;
+
+const TENANT: &str = "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a";
+const SECRET: &str = "test-secret-0123456789";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+struct Pushed {
+    base: String,
+    http: reqwest::Client,
+    db: Database,
+    directory: DirectoryServiceClient<Channel>,
+    registry: RegistryServiceClient<Channel>,
+    _registry_db: TestDatabase,
+    _guards: Vec<DropGuard>,
+}
+
+impl Pushed {
+    async fn spawn(db: &TestDatabase) -> Self {
+        let registry_db = TestDatabase::sqlite().await;
+        let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
+        registry_database
+            .migrate(&user_registry::store::MIGRATIONS)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let registry_app = user_registry::App::build(
+            &user_registry::Config::local(&registry_db.url),
+            registry_database,
+            listener,
+        )
+        .await
+        .unwrap();
+        let registry_url = format!("http://{}", registry_app.local_addr());
+        let registry_shutdown = CancellationToken::new();
+        tokio::spawn(registry_app.run(registry_shutdown.clone()));
+
+        let database = Database::connect(&db.url, 5).await.unwrap();
+        database.migrate(&store::MIGRATIONS).await.unwrap();
+        // No Graph behind this tenant: its credentials are never used.
+        let directory_config = directory_sync::config::DirectoryConfig::single_host(
+            "http://127.0.0.1:9",
+            TENANT,
+            "unused",
+            "unused",
+        );
+        let mut config = Config::local("unused", &registry_url, directory_config);
+        config.scim.enabled = true;
+        config.scim.listen_addr = "127.0.0.1:0".parse().unwrap();
+        config.scim.round_interval_secs = 1;
+        config.scim.max_body_bytes = 64 * 1024;
+        // One registry user: any disable is more than the default share (a test of its own).
+        config.provisioning.max_disable_share = 1.0;
+        let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = App::build(&config, database.clone(), listener, graph)
+            .await
+            .unwrap();
+        let addr = app.local_addr();
+        let scim_addr = app.scim_addr().expect("the SCIM endpoint listens");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+
+        let mut conn = database.pool().acquire().await.unwrap();
+        let token = store::scim::TokenRow {
+            token_id: "t1".into(),
+            name: "entra".into(),
+            created_ms: 1,
+            created_by: "test".into(),
+            last_used_ms: None,
+            revoked_ms: None,
+        };
+        store::scim::create_token(
+            &mut conn,
+            TENANT,
+            &token,
+            &directory_sync::scim::token_digest(SECRET),
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        Self {
+            base: format!("http://{scim_addr}/scim/v2"),
+            http: reqwest::Client::new(),
+            db: database,
+            directory: DirectoryServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap(),
+            registry: RegistryServiceClient::connect(registry_url).await.unwrap(),
+            _registry_db: registry_db,
+            _guards: vec![shutdown.drop_guard(), registry_shutdown.drop_guard()],
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(SECRET);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/scim+json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn registry_user(&self, object_id: &str) -> registry_pb::RegistryUser {
+        let request = registry_pb::GetUserRequest {
+            key: Some(registry_pb::get_user_request::Key::Object(
+                registry_pb::ObjectKey {
+                    tenant_id: TENANT.into(),
+                    object_id: object_id.into(),
+                },
+            )),
+        };
+        self.registry
+            .clone()
+            .get_user(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
+    /// Waits (the SCIM round closes every second) until the registry user satisfies `done`.
+    async fn registry_user_becomes(
+        &self,
+        object_id: &str,
+        done: impl Fn(&registry_pb::RegistryUser) -> bool,
+    ) -> registry_pb::RegistryUser {
+        for _ in 0..100 {
+            let user = self.registry_user(object_id).await;
+            if done(&user) {
+                return user;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the registry user {object_id} did not change: {:?}",
+            self.registry_user(object_id).await
+        );
+    }
+}
+
+fn entra_user(object_id: &str, user_name: &str) -> Value {
+    json!({
+        "schemas": [USER, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+        "externalId": object_id,
+        "userName": user_name,
+        "active": true,
+        "emails": [{"primary": true, "type": "work", "value": user_name}],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": "Ann Lee", "familyName": "Lee", "givenName": "Ann"},
+        "roles": []
+    })
+}
+
+fn patch(ops: Value) -> Value {
+    json!({"schemas": [PATCH], "Operations": ops})
+}
+
+test_support::on_both_backends! {
+    async fn an_entra_provisioning_cycle_changes_the_mirror_and_the_registry_as_a_round_would(db) {
+        let pushed = Pushed::spawn(&db).await;
+        let ann = "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef";
+        let bob = "1b32a1a3-9e3b-4f9f-8a09-8474d5bfe5f0";
+
+        // Entra probes by the matching attribute before it creates.
+        let (status, probe) = pushed.get("/Users?filter=userName+eq+%22ann%40contoso.com%22").await;
+        assert_eq!((status, probe["totalResults"].clone()), (200, json!(0)));
+        let (status, created) = pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(ann, "ann@contoso.com"))).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["id"], json!(ann), "Entra's objectId is the id");
+        assert_eq!(created["meta"]["resourceType"], json!("User"));
+        let (_, created_bob) = pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(bob, "bob@contoso.com"))).await;
+        assert_eq!(created_bob["id"], json!(bob));
+        let (status, found) = pushed.get(&format!("/Users?filter=externalId+eq+%22{ann}%22")).await;
+        assert_eq!((status, found["totalResults"].clone(), found["Resources"][0]["userName"].clone()), (200, json!(1), json!("ann@contoso.com")));
+
+        // Ann is imported (the administrator's select import).
+        let request = registry_pb::ImportUsersRequest {
+            import_id: "scim-test".into(),
+            company: "DAT".into(),
+            users: vec![registry_pb::NewUser {
+                tenant_id: TENANT.into(),
+                object_id: ann.into(),
+                network_alias: "ann@contoso.com".into(),
+                network_domain: "https://sts.windows.net/".into(),
+                email: "ann@contoso.com".into(),
+                name: "Ann Lee".into(),
+                enabled: true,
+                account_type: registry_pb::AccountType::Member.into(),
+            }],
+            dry_run: false,
+            private: false,
+        };
+        pushed.registry.clone().import_users(request).await.unwrap();
+
+        // A rename reaches the registry at the round's close, as a delta round's would.
+        let rename = patch(json!([{"op": "Replace", "path": "displayName", "value": "Ann Lee-Smith"}, {"op": "Replace", "path": "name.familyName", "value": "Lee-Smith"}]));
+        let (status, renamed) = pushed.send(reqwest::Method::PATCH, &format!("/Users/{ann}"), Some(rename)).await;
+        assert_eq!((status, renamed["displayName"].clone()), (200, json!("Ann Lee-Smith")));
+        pushed.registry_user_becomes(ann, |u| u.name == "Ann Lee-Smith").await;
+
+        // Entra's soft delete: active as the string "False".
+        let disable = patch(json!([{"op": "Replace", "path": "active", "value": "False"}]));
+        let (status, disabled) = pushed.send(reqwest::Method::PATCH, &format!("/Users/{ann}"), Some(disable)).await;
+        assert_eq!((status, disabled["active"].clone()), (200, json!(false)));
+        pushed.registry_user_becomes(ann, |u| !u.enabled).await;
+
+        // A group with both, then members removed in each shape Entra sends.
+        let group = json!({"schemas": [GROUP], "externalId": "5d1e7c9a-0b1f-4c2d-8e3f-a4b5c6d7e8f9", "displayName": "Sales", "members": [{"value": ann}]});
+        let (status, created_group) = pushed.send(reqwest::Method::POST, "/Groups", Some(group)).await;
+        assert_eq!(status, 201, "{created_group}");
+        let group_id = created_group["id"].as_str().unwrap().to_owned();
+        let add = patch(json!([{"op": "Add", "path": "members", "value": [{"value": bob}]}]));
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Groups/{group_id}"), Some(add)).await.0, 204);
+        let (_, read_group) = pushed.get(&format!("/Groups/{group_id}")).await;
+        let mut members: Vec<&str> = read_group["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+        members.sort_unstable();
+        assert_eq!(members, vec![ann, bob]);
+        let remove = patch(json!([{"op": "Remove", "path": "members", "value": [{"value": ann}]}, {"op": "remove", "path": format!("members[value eq \"{bob}\"]")}]));
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Groups/{group_id}"), Some(remove)).await.0, 204);
+        assert_eq!(pushed.count("SELECT COUNT(*) FROM directory_group_members").await, 0);
+
+        // Hard delete: the mirror's user is gone for good and the registry marks it.
+        let (status, _) = pushed.send(reqwest::Method::DELETE, &format!("/Users/{ann}"), None).await;
+        assert_eq!(status, 204);
+        assert_eq!(pushed.get(&format!("/Users/{ann}")).await.0, 404);
+        let deleted: String = sqlx::query_scalar("SELECT deletion_state FROM directory_users WHERE object_id = $1")
+            .bind(ann)
+            .fetch_one(pushed.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(deleted, "hard_deleted");
+        pushed.registry_user_becomes(ann, |u| u.deleted_in_directory_at_ms > 0).await;
+
+        // Bob, never imported, is listed for import like any mirrored user.
+        let listed = pushed.directory.clone().list_users(pb::ListUsersRequest { page_size: 10, ..Default::default() }).await.unwrap().into_inner();
+        let names: Vec<&str> = listed.users.iter().map(|u| u.user_principal_name.as_str()).collect();
+        assert_eq!(names, vec!["bob@contoso.com"]);
+        // And the changes were provisioned as SCIM runs.
+        assert!(pushed.count("SELECT COUNT(*) FROM sync_runs WHERE mode = 'scim' AND status = 'succeeded'").await >= 1);
+    }
+
+    async fn bad_requests_are_answered_with_scim_errors_and_write_nothing(db) {
+        let pushed = Pushed::spawn(&db).await;
+        let ann = "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef";
+        assert_eq!(pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(ann, "ann@contoso.com"))).await.0, 201);
+
+        let raw = |body: &'static str| pushed.http.post(format!("{}/Users", pushed.base)).bearer_auth(SECRET).body(body).send();
+        let malformed = raw("{\"schemas\": [").await.unwrap();
+        assert_eq!(malformed.status().as_u16(), 400);
+        let body: Value = malformed.json().await.unwrap();
+        assert_eq!((body["scimType"].clone(), body["status"].clone()), (json!("invalidSyntax"), json!("400")));
+
+        let mut unknown = entra_user("2c43b2b4-af4c-4a0a-9b1a-9585e6c0f6a1", "cy@contoso.com");
+        unknown["schemas"] = json!([USER, "urn:example:evil"]);
+        let (status, body) = pushed.send(reqwest::Method::POST, "/Users", Some(unknown)).await;
+        assert_eq!((status, body["scimType"].clone()), (400, json!("invalidValue")));
+
+        let (status, body) = pushed.get("/Users?filter=userName+eq+%22x%22+or+1+eq+1").await;
+        assert_eq!((status, body["scimType"].clone()), (400, json!("invalidFilter")));
+
+        let big = format!("{{\"schemas\": [\"{USER}\"], \"userName\": \"big@contoso.com\", \"title\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
+        let response = pushed.http.post(format!("{}/Users", pushed.base)).bearer_auth(SECRET).body(big).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 413);
+
+        let (status, body) = pushed.send(reqwest::Method::POST, "/Users", Some(entra_user("3d54c3c5-b05d-4b1b-8c2b-a696f7d1a7b2", "ANN@contoso.com"))).await;
+        assert_eq!((status, body["scimType"].clone()), (409, json!("uniqueness")), "userName is unique without case");
+
+        for token in ["wrong", ""] {
+            let response = pushed.http.get(format!("{}/Users", pushed.base)).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 401, "token {token:?}");
+        }
+        let revoked = pushed.http.get(format!("{}/Users", pushed.base)).send().await.unwrap();
+        assert_eq!(revoked.status().as_u16(), 401, "no token");
+
+        assert_eq!(pushed.count("SELECT COUNT(*) FROM scim_resources").await, 1);
+        assert_eq!(pushed.count("SELECT COUNT(*) FROM directory_users").await, 1);
+    }
+
+    async fn a_pushed_tenant_starts_no_graph_round(db) {
+        let pushed = Pushed::spawn(&db).await;
+        let request = pb::SyncNowRequest { mode: pb::SyncMode::Delta.into(), dry_run: false };
+        let status = pushed.directory.clone().sync_now(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    }
+}
