@@ -121,7 +121,18 @@ impl ScimApi {
             .route("/Schemas/{id}", get(schema))
             .route("/ResourceTypes", get(resource_types))
             .route("/ResourceTypes/{id}", get(resource_type))
+            .route(
+                "/.search",
+                axum::routing::post(|| async {
+                    scim_error(&ScimError::status(
+                        501,
+                        "searching several resource types at once is not supported; \
+                         POST /Users/.search or /Groups/.search",
+                    ))
+                }),
+            )
             .route("/Users", get(list_users).post(create_user))
+            .route("/Users/.search", axum::routing::post(search_users))
             .route(
                 "/Users/{id}",
                 get(get_user)
@@ -130,6 +141,7 @@ impl ScimApi {
                     .delete(delete_user),
             )
             .route("/Groups", get(list_groups).post(create_group))
+            .route("/Groups/.search", axum::routing::post(search_groups))
             .route(
                 "/Groups/{id}",
                 get(get_group)
@@ -411,7 +423,11 @@ fn rendered(
     let mut body = resource.body.clone();
     body.insert("id".into(), Value::from(resource.id.clone()));
     if let Some(members) = members {
-        let members: Vec<Value> = members.into_iter().map(|id| json!({"value": id})).collect();
+        // Members are users (Entra does not provision nested groups).
+        let members: Vec<Value> = members
+            .into_iter()
+            .map(|id| json!({"value": id, "type": "User"}))
+            .collect();
         body.insert("members".into(), Value::Array(members));
     }
     body.insert(
@@ -779,10 +795,21 @@ async fn apply_member_op(
                 .await
         }
         MemberOp::Replace(ids) => {
-            // Everyone now a member is seen by this run; the others leave.
-            store::add_group_members(conn, backend, tenant_id, group_id, &ids, run_id).await?;
-            store::remove_unseen_members(conn, tenant_id, group_id, run_id).await?;
-            Ok(())
+            // The members not in the new list leave (they may have joined in this same run,
+            // so "not seen by this run" would not tell them apart).
+            let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let mut leaving = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = store::scim::group_member_ids(conn, tenant_id, group_id, &after, 10_000)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = last.clone();
+                leaving.extend(page.into_iter().filter(|id| !wanted.contains(id.as_str())));
+            }
+            store::scim::remove_group_members(conn, backend, tenant_id, group_id, &leaving, run_id)
+                .await?;
+            store::add_group_members(conn, backend, tenant_id, group_id, &ids, run_id).await
         }
     }
 }
@@ -917,6 +944,60 @@ async fn list_groups(
 ) -> Response {
     respond(list(api, Kind::Group, headers, params).await)
 }
+async fn search_users(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
+    respond(search(api, Kind::User, headers, body).await)
+}
+async fn search_groups(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
+    respond(search(api, Kind::Group, headers, body).await)
+}
+
+/// `POST …/.search` (RFC 7644 §3.4.3): a query in the body, answered as a list.
+async fn search(
+    api: ScimApi,
+    kind: Kind,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Failure> {
+    let request = read_json(&api, body).await?;
+    let Value::Object(request) = request else {
+        return Err(ScimError::invalid_syntax("the body must be a JSON object").into());
+    };
+    let text =
+        |name: &str| -> Result<Option<String>, ScimError> { model::string_of(&request, name) };
+    let names = |name: &str| -> Result<Option<String>, ScimError> {
+        match model::get_ci(&request, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )),
+            Some(other) => Err(ScimError::invalid_value(format!(
+                "{name} must be a list, not {other}"
+            ))),
+        }
+    };
+    let number = |name: &str| -> Result<Option<i64>, ScimError> {
+        match model::get_ci(&request, name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ScimError::invalid_value(format!("{name} must be an integer"))),
+        }
+    };
+    let params = ListParams {
+        filter: text("filter")?,
+        start_index: number("startIndex")?,
+        count: number("count")?,
+        attributes: names("attributes")?,
+        excluded_attributes: names("excludedAttributes")?,
+    };
+    list(api, kind, headers, params).await
+}
+
 async fn get_user(
     State(api): State<ScimApi>,
     Path(id): Path<String>,

@@ -608,6 +608,18 @@ fn patch_all(
     if !matches!(string_of(resource, unique)?, Some(name) if !name.trim().is_empty()) {
         return Err(ScimError::invalid_value(format!("{unique} is required")));
     }
+    // `schemas` names the extensions the resource holds, after the patch as before.
+    let mut schemas = vec![Value::from(kind.schema())];
+    for extension in &kind.schemas()[1..] {
+        if let Some(Value::Object(attributes)) = get_ci(resource, extension) {
+            if attributes.is_empty() {
+                remove_ci(resource, extension);
+            } else {
+                schemas.push(Value::from(*extension));
+            }
+        }
+    }
+    set_ci(resource, "schemas", Value::Array(schemas));
     Ok(member_ops)
 }
 
@@ -741,6 +753,23 @@ fn patch_path(
     text: &str,
     value: Option<Value>,
 ) -> Result<(), ScimError> {
+    // A whole extension (`urn:…:enterprise:2.0:User`): its URN does not parse as a path (the
+    // grammar would read `User` as an attribute of `urn:…:2.0`).
+    if kind.schemas()[1..]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(text))
+    {
+        if op == Op::Remove {
+            remove_ci(resource, text);
+            return Ok(());
+        }
+        let value =
+            value.ok_or_else(|| ScimError::invalid_value(format!("{text} needs a value")))?;
+        if op == Op::Replace {
+            remove_ci(resource, text);
+        }
+        return patch_attribute(kind, resource, member_ops, op, text, value);
+    }
     let path = parse_path(text)?;
     let attr = match &path {
         PatchPath::Attr(attr) => attr,
