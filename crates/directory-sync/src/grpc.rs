@@ -59,6 +59,19 @@ pub const ACCESS: AccessRules = &[
         "/userimport.directory.v1.DirectoryService/RejectSyncRun",
         WRITE,
     ),
+    // Who holds a SCIM secret writes the mirror: administrators only.
+    (
+        "/userimport.directory.v1.DirectoryService/CreateScimToken",
+        &[ADMIN],
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/ListScimTokens",
+        &[ADMIN],
+    ),
+    (
+        "/userimport.directory.v1.DirectoryService/RevokeScimToken",
+        &[ADMIN],
+    ),
 ];
 
 /// Largest page of a listing.
@@ -190,6 +203,17 @@ fn watched_to_pb(run: SyncRun, phase: &str, preview: Option<Effects>) -> pb::Wat
 
 fn view_to_pb(view: RoundView) -> pb::WatchSyncRunResponse {
     watched_to_pb(view.run, view.phase.as_str(), view.preview)
+}
+
+fn token_to_pb(token: crate::store::scim::TokenRow) -> pb::ScimToken {
+    pb::ScimToken {
+        token_id: token.token_id,
+        name: token.name,
+        created_at_ms: token.created_ms,
+        created_by: token.created_by,
+        last_used_at_ms: token.last_used_ms.unwrap_or(0),
+        revoked_at_ms: token.revoked_ms.unwrap_or(0),
+    }
 }
 
 fn run_to_pb(run: SyncRun) -> pb::SyncRun {
@@ -595,6 +619,52 @@ impl pb::directory_service_server::DirectoryService for GrpcApi {
             .await?;
         Ok(Response::new(pb::RejectSyncRunResponse {
             run: Some(run_to_pb(run)),
+        }))
+    }
+
+    async fn create_scim_token(
+        &self,
+        request: Request<pb::CreateScimTokenRequest>,
+    ) -> Result<Response<pb::CreateScimTokenResponse>, Status> {
+        let created_by = service_runtime::grpc::principal(&request);
+        let request = request.into_inner();
+        bounded("name", &request.name, MAX_FILTER_LEN)?;
+        if request.name.trim().is_empty() {
+            return Err(Error::Invalid {
+                field: "name",
+                reason: "name the token (what it is for, e.g. entra-prod)".into(),
+            }
+            .into());
+        }
+        let (token, secret) = self
+            .directory
+            .create_scim_token(request.name.trim(), &created_by)
+            .await?;
+        Ok(Response::new(pb::CreateScimTokenResponse {
+            token: Some(token_to_pb(token)),
+            secret,
+        }))
+    }
+
+    async fn list_scim_tokens(
+        &self,
+        _request: Request<pb::ListScimTokensRequest>,
+    ) -> Result<Response<pb::ListScimTokensResponse>, Status> {
+        let tokens = self.directory.scim_tokens().await?;
+        Ok(Response::new(pb::ListScimTokensResponse {
+            tokens: tokens.into_iter().map(token_to_pb).collect(),
+        }))
+    }
+
+    async fn revoke_scim_token(
+        &self,
+        request: Request<pb::RevokeScimTokenRequest>,
+    ) -> Result<Response<pb::RevokeScimTokenResponse>, Status> {
+        let request = request.into_inner();
+        bounded("token_id", &request.token_id, MAX_FILTER_LEN)?;
+        let token = self.directory.revoke_scim_token(&request.token_id).await?;
+        Ok(Response::new(pb::RevokeScimTokenResponse {
+            token: Some(token_to_pb(token)),
         }))
     }
 }

@@ -121,6 +121,61 @@ impl Directory {
         &self.inner.sync.tenant_id
     }
 
+    /// Makes a SCIM bearer token: answers it and its secret (shown once; its digest is kept).
+    pub async fn create_scim_token(
+        &self,
+        name: &str,
+        created_by: &str,
+    ) -> Result<(store::scim::TokenRow, String), Error> {
+        let secret = crate::scim::new_token_secret()?;
+        let token = store::scim::TokenRow {
+            token_id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            created_ms: service_runtime::now_ms(),
+            created_by: created_by.to_owned(),
+            last_used_ms: None,
+            revoked_ms: None,
+        };
+        let mut conn = self.conn().await?;
+        store::scim::create_token(
+            &mut conn,
+            &self.inner.sync.tenant_id,
+            &token,
+            &crate::scim::token_digest(&secret),
+        )
+        .await?;
+        tracing::info!(token_id = %token.token_id, name, created_by, "SCIM token created");
+        Ok((token, secret))
+    }
+
+    /// The tenant's SCIM tokens (never their secrets), newest first.
+    pub async fn scim_tokens(&self) -> Result<Vec<store::scim::TokenRow>, Error> {
+        let mut conn = self.conn().await?;
+        store::scim::list_tokens(&mut conn, &self.inner.sync.tenant_id).await
+    }
+
+    /// Revokes a SCIM token: requests bearing its secret are refused from now on.
+    pub async fn revoke_scim_token(&self, token_id: &str) -> Result<store::scim::TokenRow, Error> {
+        let mut conn = self.conn().await?;
+        store::scim::revoke_token(
+            &mut conn,
+            &self.inner.sync.tenant_id,
+            token_id,
+            service_runtime::now_ms(),
+        )
+        .await?;
+        let tokens = store::scim::list_tokens(&mut conn, &self.inner.sync.tenant_id).await?;
+        let token = tokens
+            .into_iter()
+            .find(|t| t.token_id == token_id)
+            .ok_or_else(|| Error::Invalid {
+                field: "token_id",
+                reason: format!("no SCIM token {token_id:?}"),
+            })?;
+        tracing::info!(token_id, "SCIM token revoked");
+        Ok(token)
+    }
+
     /// Turns this directory into a pushed one (`scim.enabled`): from now on no Graph round
     /// starts, and the SCIM endpoint's runs are provisioned under the same lock as rounds and
     /// approvals.

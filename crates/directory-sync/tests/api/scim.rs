@@ -388,3 +388,33 @@ test_support::on_both_backends! {
         assert!(statuses.len() > 50, "too few checks ran:\n{report}");
     }
 }
+
+test_support::on_both_backends! {
+    async fn a_token_made_over_grpc_opens_the_endpoint_until_it_is_revoked(db) {
+        let pushed = Pushed::spawn(&db).await;
+        let mut directory = pushed.directory.clone();
+        let created = directory.create_scim_token(pb::CreateScimTokenRequest { name: "entra-prod".into() }).await.unwrap().into_inner();
+        let token = created.token.unwrap();
+        assert_eq!(created.secret.len(), 64, "32 random bytes, hex");
+        let users = |secret: String| pushed.http.get(format!("{}/Users", pushed.base)).bearer_auth(secret).send();
+        assert_eq!(users(created.secret.clone()).await.unwrap().status().as_u16(), 200);
+
+        let listed = directory.list_scim_tokens(pb::ListScimTokensRequest {}).await.unwrap().into_inner().tokens;
+        let mine = listed.iter().find(|t| t.token_id == token.token_id).unwrap();
+        assert_eq!((mine.name.as_str(), mine.revoked_at_ms), ("entra-prod", 0));
+        assert!(mine.last_used_at_ms > 0, "its use is noted");
+        let stored: String = sqlx::query_scalar("SELECT digest FROM scim_tokens WHERE token_id = $1")
+            .bind(&token.token_id)
+            .fetch_one(pushed.db.pool())
+            .await
+            .unwrap();
+        assert_ne!(stored, created.secret, "only a digest is kept");
+
+        let revoked = directory.revoke_scim_token(pb::RevokeScimTokenRequest { token_id: token.token_id.clone() }).await.unwrap().into_inner().token.unwrap();
+        assert!(revoked.revoked_at_ms > 0);
+        assert_eq!(users(created.secret).await.unwrap().status().as_u16(), 401);
+        assert_eq!(users(SECRET.to_owned()).await.unwrap().status().as_u16(), 200, "the other token still works");
+        let empty = directory.create_scim_token(pb::CreateScimTokenRequest { name: " ".into() }).await.unwrap_err();
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    }
+}

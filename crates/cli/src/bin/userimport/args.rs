@@ -165,6 +165,31 @@ pub(crate) enum Command {
     /// Group-to-role rules: members of a directory group get a role.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The SCIM endpoint Entra's app provisioning pushes to (directory-sync's scim.enabled).
+    #[command(subcommand)]
+    Scim(ScimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScimCommand {
+    /// Bearer secrets for Entra's "Secret Token" field (administrators only).
+    #[command(subcommand)]
+    Tokens(ScimTokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScimTokensCommand {
+    /// Makes a token and prints its secret, once: paste it into Entra's "Secret Token".
+    Create {
+        /// What the token is for, e.g. entra-prod.
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the tokens (never their secrets), newest first.
+    List,
+    /// Revokes a token: requests bearing its secret are refused from now on. Rotate by
+    /// creating the next token in Entra before revoking the last.
+    Revoke { token_id: String },
 }
 
 #[derive(Debug, Subcommand)]

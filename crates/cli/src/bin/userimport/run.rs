@@ -10,7 +10,8 @@ use cli::output::{Format, note, print};
 
 use crate::args::{
     AuditCommand, BatchCommand, Cli, Command, CompaniesCommand, CompanyCommand, DirectoryCommand,
-    JobsCommand, RolesCommand, RulesCommand, SyncCommand, UsersCommand,
+    JobsCommand, RolesCommand, RulesCommand, ScimCommand, ScimTokensCommand, SyncCommand,
+    UsersCommand,
 };
 
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -179,6 +180,27 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 note(format, commands::describe_job(&job));
             }
             Ok(())
+        }
+        Command::Scim(ScimCommand::Tokens(ScimTokensCommand::Create { name })) => {
+            let (token, secret) = commands::scim_token_create(&endpoints, &name).await?;
+            match format {
+                Format::Json => {
+                    println!("{}", serde_json::json!({"token": token, "secret": secret}))
+                }
+                Format::Table | Format::Csv => {
+                    println!("token {} ({}) created.", token.token_id, token.name);
+                    println!("secret (shown once; paste it into Entra's Secret Token field):");
+                    println!("{secret}");
+                }
+            }
+            Ok(())
+        }
+        Command::Scim(ScimCommand::Tokens(ScimTokensCommand::List)) => {
+            print(format, &commands::scim_token_list(&endpoints).await?)
+        }
+        Command::Scim(ScimCommand::Tokens(ScimTokensCommand::Revoke { token_id })) => {
+            let token = commands::scim_token_revoke(&endpoints, &token_id).await?;
+            print(format, &[token])
         }
         Command::Rules(RulesCommand::List) => {
             print(format, &cli::changes::rules_list(&endpoints).await?)
