@@ -64,6 +64,9 @@ pub struct ScimConfig {
     pub max_concurrent_requests: usize,
     /// How often the changes pushed since the last round are provisioned as a round.
     pub round_interval_secs: u64,
+    /// The safety rail (`provisioning.max_disable_count`/`_share`) counts the users disabled
+    /// by the SCIM runs of this many seconds before a run, with the run's own.
+    pub safety_window_secs: u64,
 }
 
 impl Default for ScimConfig {
@@ -76,6 +79,7 @@ impl Default for ScimConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 64,
             round_interval_secs: 10,
+            safety_window_secs: 3600,
         }
     }
 }

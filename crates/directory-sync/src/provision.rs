@@ -260,6 +260,18 @@ async fn first_full_sync(ctx: &SyncContext) -> bool {
 /// The steps after a complete round `run_id`: registry updates (unless the safety rail halts
 /// them and the run is not approved), auto-import, then the group-to-role rules.
 pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<Effects, Error> {
+    after_round_within(ctx, run_id, mode, 0).await
+}
+
+/// [`after_round`], with the safety rail counting `recent_disables` (users disabled by the
+/// runs of a sliding window before this one: SCIM pushes come a few at a time, and a mass
+/// disable pushed over an hour must halt as one round would).
+pub async fn after_round_within(
+    ctx: &SyncContext,
+    run_id: &str,
+    mode: Mode,
+    recent_disables: u64,
+) -> Result<Effects, Error> {
     let config = &ctx.provisioning;
     let mut effects = Effects::default();
     if config.update_registry {
@@ -267,10 +279,12 @@ pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<
         let found = pass(ctx, run_id, None).await?;
         if mode == (Mode::Apply { approved: false }) {
             let by_share = (found.total_users as f64 * config.max_disable_share).floor() as u64;
-            if found.disabled > config.max_disable_count || found.disabled > by_share {
+            let disabled = found.disabled + recent_disables;
+            if found.disabled > 0 && (disabled > config.max_disable_count || disabled > by_share) {
                 tracing::warn!(
                     run_id,
                     would_disable = found.disabled,
+                    recent_disables,
                     total_users = found.total_users,
                     max_count = config.max_disable_count,
                     max_share = config.max_disable_share,

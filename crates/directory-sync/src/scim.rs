@@ -4,7 +4,9 @@
 //! A SCIM write is a change to the mirror, recorded under the open SCIM run (a sync run of
 //! mode `scim`); every `round_interval_secs` a run that holds changes is closed and its
 //! changes go through the same provisioning as a delta round's (registry updates with the
-//! safety rail, auto-import, group-to-role rules). User ids are mirror object ids: Entra's
+//! safety rail, auto-import, group-to-role rules). Entra pushes a few changes at a time, so
+//! the safety rail counts the users disabled over a sliding window (`safety_window_secs`):
+//! a mass disable spread over many small runs halts as one round would. User ids are mirror object ids: Entra's
 //! objectId when it sends one as `externalId` (its default mapping), else a new one.
 
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use crate::domain::scim::{
 };
 use crate::domain::{DeletionState, SyncMode, SyncRun, SyncRunStatus};
 use crate::error::Error;
-use crate::provision::{Mode, after_round};
+use crate::provision::{Mode, after_round_within};
 use crate::store::{self, scim::StoredResource};
 use crate::sync::{SyncContext, halted_reason, mirror_user, record};
 
@@ -94,6 +96,9 @@ struct Inner {
     in_flight: Semaphore,
     /// One provisioning pass at a time (with the directory's rounds and approvals).
     sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Users disabled by the SCIM runs of the safety window: (when, how many), oldest first.
+    /// Kept by this process; a restart starts a new window.
+    recent_disables: std::sync::Mutex<std::collections::VecDeque<(i64, u64)>>,
 }
 
 impl ScimApi {
@@ -110,6 +115,7 @@ impl ScimApi {
                 open: RwLock::new(OpenRun::start()),
                 in_flight,
                 sync_lock,
+                recent_disables: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -172,8 +178,33 @@ impl ScimApi {
         run.users_removed = closed.removed.load(Ordering::SeqCst);
         run.users_seen = run.users_created + run.users_updated + run.users_removed;
         let _lock = self.inner.sync_lock.lock().await;
-        let result = after_round(ctx, &run.run_id, Mode::Apply { approved: false }).await;
+        let window_ms = i64::try_from(self.inner.config.safety_window_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let recent: u64 = {
+            let mut recent = self
+                .inner
+                .recent_disables
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let since = service_runtime::now_ms().saturating_sub(window_ms);
+            while recent.front().is_some_and(|(at, _)| *at < since) {
+                recent.pop_front();
+            }
+            recent.iter().map(|(_, n)| n).sum()
+        };
+        let result =
+            after_round_within(ctx, &run.run_id, Mode::Apply { approved: false }, recent).await;
         run.finished_at_ms = service_runtime::now_ms();
+        if let Ok(effects) = &result
+            && effects.halted.is_none()
+            && effects.disabled > 0
+        {
+            self.inner
+                .recent_disables
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push_back((run.finished_at_ms, effects.disabled));
+        }
         match result {
             Ok(effects) if effects.halted.is_some() => {
                 let (would_disable, total_users) = effects.halted.unwrap_or_default();

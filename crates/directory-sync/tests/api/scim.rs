@@ -33,6 +33,10 @@ struct Pushed {
 
 impl Pushed {
     async fn spawn(db: &TestDatabase) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    async fn spawn_with(db: &TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let registry_db = TestDatabase::sqlite().await;
         let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
         registry_database
@@ -67,6 +71,7 @@ impl Pushed {
         config.scim.max_body_bytes = 64 * 1024;
         // One registry user: any disable is more than the default share (a test of its own).
         config.provisioning.max_disable_share = 1.0;
+        adjust(&mut config);
         let graph = graph::GraphClient::new(config.directory.graph_config().unwrap()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let app = App::build(&config, database.clone(), listener, graph)
@@ -179,6 +184,30 @@ impl Pushed {
             self.registry_user(object_id).await
         );
     }
+}
+
+/// Imports these (object id, user name) into the registry, as a select import would.
+async fn import(pushed: &Pushed, users: &[(&str, &str)]) {
+    let request = registry_pb::ImportUsersRequest {
+        import_id: "scim-test".into(),
+        company: "DAT".into(),
+        users: users
+            .iter()
+            .map(|(object_id, name)| registry_pb::NewUser {
+                tenant_id: TENANT.into(),
+                object_id: (*object_id).into(),
+                network_alias: (*name).into(),
+                network_domain: "https://sts.windows.net/".into(),
+                email: (*name).into(),
+                name: (*name).into(),
+                enabled: true,
+                account_type: registry_pb::AccountType::Member.into(),
+            })
+            .collect(),
+        dry_run: false,
+        private: false,
+    };
+    pushed.registry.clone().import_users(request).await.unwrap();
 }
 
 fn entra_user(object_id: &str, user_name: &str) -> Value {
@@ -416,5 +445,45 @@ test_support::on_both_backends! {
         assert_eq!(users(SECRET.to_owned()).await.unwrap().status().as_u16(), 200, "the other token still works");
         let empty = directory.create_scim_token(pb::CreateScimTokenRequest { name: " ".into() }).await.unwrap_err();
         assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    }
+}
+
+test_support::on_both_backends! {
+    async fn disables_pushed_a_few_at_a_time_halt_once_the_window_holds_more_than_the_threshold(db) {
+        let pushed = Pushed::spawn_with(&db, |config| config.provisioning.max_disable_count = 2).await;
+        let users = [
+            ("0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef", "ann@contoso.com"),
+            ("1b32a1a3-9e3b-4f9f-8a09-8474d5bfe5f0", "bob@contoso.com"),
+            ("2c43b2b4-af4c-4a0a-9b1a-9585e6c0f6a1", "cy@contoso.com"),
+        ];
+        for (id, name) in users {
+            assert_eq!(pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(id, name))).await.0, 201);
+        }
+        import(&pushed, &users).await;
+        let disable = || patch(json!([{"op": "Replace", "path": "active", "value": "False"}]));
+        // Two disables in two rounds: within the threshold of 2.
+        for (id, _) in &users[..2] {
+            assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{id}"), Some(disable())).await.0, 200);
+            pushed.registry_user_becomes(id, |u| !u.enabled).await;
+        }
+        // The third in a round of its own makes three in the window: that round halts.
+        let (cy, _) = users[2];
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{cy}"), Some(disable())).await.0, 200);
+        let mut halted = 0;
+        for _ in 0..100 {
+            halted = pushed.count("SELECT COUNT(*) FROM sync_runs WHERE mode = 'scim' AND status = 'awaiting_approval'").await;
+            if halted > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(halted, 1, "the third disable's round waits for approval");
+        assert!(pushed.registry_user(cy).await.enabled, "nothing written before approval");
+        let run_id: String = sqlx::query_scalar("SELECT run_id FROM sync_runs WHERE status = 'awaiting_approval'")
+            .fetch_one(pushed.db.pool())
+            .await
+            .unwrap();
+        pushed.directory.clone().approve_sync_run(pb::ApproveSyncRunRequest { run_id }).await.unwrap();
+        pushed.registry_user_becomes(cy, |u| !u.enabled).await;
     }
 }
