@@ -214,8 +214,10 @@ impl ScimApi {
             Ok(_) => run.status = SyncRunStatus::Succeeded,
             Err(error) => {
                 run.status = SyncRunStatus::Failed;
-                run.error = error.to_string();
-                tracing::warn!(run_id = %run.run_id, %error, "provisioning SCIM changes failed");
+                run.error = format!("{error}; its changes are provisioned with the next SCIM run");
+                tracing::warn!(run_id = %run.run_id, %error, "provisioning SCIM changes failed; they move to the next run");
+                // What was pushed is only in the mirror: the next run provisions it.
+                self.carry_over(Some(&run.run_id)).await;
             }
         }
         record(ctx, &run).await;
@@ -229,9 +231,35 @@ impl ScimApi {
         );
     }
 
+    /// Moves the mirror changes of a SCIM run that will not be provisioned into the open run:
+    /// of `failed`, or (`None`) of every SCIM run never closed (its process stopped first).
+    pub async fn carry_over(&self, failed: Option<&str>) {
+        let open = self.inner.open.write().await;
+        let ctx = &self.inner.ctx;
+        let moved = async {
+            let mut conn = ctx.conn().await?;
+            store::scim::carry_over_changes(&mut conn, &ctx.tenant_id, failed, &open.run.run_id)
+                .await
+        }
+        .await;
+        match moved {
+            Ok(0) => {}
+            Ok(users) => {
+                open.changed.store(true, Ordering::SeqCst);
+                open.updated.fetch_add(users, Ordering::SeqCst);
+                tracing::info!(users, run_id = %open.run.run_id, "SCIM changes not yet provisioned moved to the open run");
+            }
+            Err(error) => {
+                tracing::error!(%error, "SCIM changes could not be moved to the open run")
+            }
+        }
+    }
+
     /// Closes rounds on the configured interval until `shutdown`, then closes the last one.
     pub async fn run_rounds(self, shutdown: tokio_util::sync::CancellationToken) {
         let interval = Duration::from_secs(self.inner.config.round_interval_secs.max(1));
+        // Changes a stopped process pushed but never provisioned.
+        self.carry_over(None).await;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,

@@ -364,3 +364,42 @@ pub async fn authenticate(
     }
     Ok(Some(token_id))
 }
+
+/// Moves the users changed by a SCIM run into run `to` (those it first mirrored stay new in
+/// `to`, for auto-import): those of run `from`, or (`None`) those
+/// of every SCIM run never recorded (the open run of a process that stopped). Answers how many.
+pub async fn carry_over_changes(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    from: Option<&str>,
+    to: &str,
+) -> Result<u64, Error> {
+    let result = match from {
+        Some(from) => {
+            sqlx::query(
+                "UPDATE directory_users SET changed_run = $3, first_seen_run = CASE \
+                 WHEN first_seen_run = $2 THEN $3 ELSE first_seen_run END \
+                 WHERE tenant_id = $1 AND changed_run = $2",
+            )
+            .bind(tenant_id)
+            .bind(from)
+            .bind(to)
+            .execute(conn)
+            .await
+        }
+        None => {
+            sqlx::query(
+                "UPDATE directory_users SET changed_run = $2, first_seen_run = CASE \
+                 WHEN first_seen_run = changed_run THEN $2 ELSE first_seen_run END \
+                 WHERE tenant_id = $1 AND changed_run LIKE 'scim-%' AND changed_run <> $2 \
+                 AND NOT EXISTS (SELECT 1 FROM sync_runs r WHERE r.run_id = directory_users.changed_run)",
+            )
+            .bind(tenant_id)
+            .bind(to)
+            .execute(conn)
+            .await
+        }
+    }
+    .map_err(Error::internal("move SCIM changes to the open run"))?;
+    Ok(result.rows_affected())
+}

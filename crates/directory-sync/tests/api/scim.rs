@@ -28,6 +28,13 @@ struct Pushed {
     directory: DirectoryServiceClient<Channel>,
     registry: RegistryServiceClient<Channel>,
     _registry_db: TestDatabase,
+    registry_addr: std::net::SocketAddr,
+    registry_stop: std::sync::Mutex<
+        Option<(
+            CancellationToken,
+            tokio::task::JoinHandle<anyhow::Result<()>>,
+        )>,
+    >,
     _guards: Vec<DropGuard>,
 }
 
@@ -51,9 +58,10 @@ impl Pushed {
         )
         .await
         .unwrap();
-        let registry_url = format!("http://{}", registry_app.local_addr());
+        let registry_addr = registry_app.local_addr();
+        let registry_url = format!("http://{registry_addr}");
         let registry_shutdown = CancellationToken::new();
-        tokio::spawn(registry_app.run(registry_shutdown.clone()));
+        let registry_task = tokio::spawn(registry_app.run(registry_shutdown.clone()));
 
         let database = Database::connect(&db.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();
@@ -109,7 +117,9 @@ impl Pushed {
                 .unwrap(),
             registry: RegistryServiceClient::connect(registry_url).await.unwrap(),
             _registry_db: registry_db,
-            _guards: vec![shutdown.drop_guard(), registry_shutdown.drop_guard()],
+            registry_addr,
+            registry_stop: std::sync::Mutex::new(Some((registry_shutdown, registry_task))),
+            _guards: vec![shutdown.drop_guard()],
         }
     }
 
@@ -134,6 +144,31 @@ impl Pushed {
                 serde_json::from_str(&text).unwrap()
             },
         )
+    }
+
+    /// Stops the registry (it answers nothing until [`Pushed::start_registry`]).
+    async fn stop_registry(&self) {
+        let (stop, task) = self.registry_stop.lock().unwrap().take().expect("running");
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    /// Starts the registry again, on its address and database.
+    async fn start_registry(&self) {
+        let database = Database::connect(&self._registry_db.url, 2).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(self.registry_addr)
+            .await
+            .unwrap();
+        let app = user_registry::App::build(
+            &user_registry::Config::local(&self._registry_db.url),
+            database,
+            listener,
+        )
+        .await
+        .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run(stop.clone()));
+        *self.registry_stop.lock().unwrap() = Some((stop, task));
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -485,5 +520,28 @@ test_support::on_both_backends! {
             .unwrap();
         pushed.directory.clone().approve_sync_run(pb::ApproveSyncRunRequest { run_id }).await.unwrap();
         pushed.registry_user_becomes(cy, |u| !u.enabled).await;
+    }
+}
+
+test_support::on_both_backends! {
+    async fn changes_whose_round_failed_are_provisioned_by_the_next_round(db) {
+        let pushed = Pushed::spawn_with(&db, |config| config.provisioning.peer_retry_secs = 1).await;
+        let ann = "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef";
+        assert_eq!(pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(ann, "ann@contoso.com"))).await.0, 201);
+        import(&pushed, &[(ann, "ann@contoso.com")]).await;
+        pushed.stop_registry().await;
+        let rename = patch(json!([{"op": "Replace", "path": "displayName", "value": "Ann Renamed"}]));
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{ann}"), Some(rename)).await.0, 200);
+        let mut failed = 0;
+        for _ in 0..100 {
+            failed = pushed.count("SELECT COUNT(*) FROM sync_runs WHERE mode = 'scim' AND status = 'failed'").await;
+            if failed > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(failed > 0, "the round failed while the registry was down");
+        pushed.start_registry().await;
+        pushed.registry_user_becomes(ann, |u| u.name == "Ann Renamed").await;
     }
 }
