@@ -38,6 +38,11 @@ pub struct DevArgs {
     /// Seconds between scheduled delta rounds (0: only rounds you start).
     #[arg(long, default_value_t = 60)]
     pub delta_interval: u64,
+    /// A tenant that pushes over SCIM instead of the emulator: directory-sync serves the SCIM
+    /// endpoint on the port after the console's (create a token with `userimport scim tokens
+    /// create`) and reads no Graph.
+    #[arg(long)]
+    pub scim: bool,
     #[command(subcommand)]
     pub command: Option<DevCommand>,
 }
@@ -122,6 +127,9 @@ pub fn tempfile_dir() -> anyhow::Result<PathBuf> {
 
 /// Reads the directory the services would read: a real tenant when the directory-sync
 /// environment names one, else the built-in emulator.
+/// The tenant of `userimport dev --scim`.
+const DEV_SCIM_TENANT: &str = "5c0e5e1d-0000-4000-8000-000000005c1a";
+
 fn directory_source(users: usize) -> anyhow::Result<DirectorySource> {
     let tenant_configured =
         std::env::var("DIRECTORY_SYNC_DIRECTORY__TENANT_ID").is_ok_and(|v| !v.is_empty());
@@ -141,7 +149,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         None => Storage::Sqlite(args.data_dir.clone()),
     };
-    let directory = directory_source(args.users)?;
+    let directory = if args.scim {
+        DirectorySource::Scim {
+            tenant_id: DEV_SCIM_TENANT.to_owned(),
+            port: args.port_base + 4,
+        }
+    } else {
+        directory_source(args.users)?
+    };
+    let pushed = args.scim;
     let companies = args
         .companies
         .iter()
@@ -212,6 +228,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        _ if pushed => println!(
+            "  SCIM endpoint    {} (tenant {DEV_SCIM_TENANT}; `userimport scim tokens create --name test` makes its bearer secret)",
+            stack.scim_url.as_deref().unwrap_or_default()
+        ),
         _ => println!("  directory        Microsoft Graph (configured tenant)"),
     }
     match &storage {
@@ -220,17 +240,19 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             "  data             Postgres, schemas userimport_directory/_registry/_importer"
         ),
     }
-    println!("\nReading the directory…");
-    let run = stack
-        .directory
-        .sync_now(directory_sync::domain::SyncMode::Full, false)
-        .await;
-    match run {
-        Ok((run, _)) => println!(
-            "full sync: {} users read ({} new, {} changed, {} removed)",
-            run.users_seen, run.users_created, run.users_updated, run.users_removed
-        ),
-        Err(error) => println!("the first sync did not run: {error}"),
+    if !pushed {
+        println!("\nReading the directory…");
+        let run = stack
+            .directory
+            .sync_now(directory_sync::domain::SyncMode::Full, false)
+            .await;
+        match run {
+            Ok((run, _)) => println!(
+                "full sync: {} users read ({} new, {} changed, {} removed)",
+                run.users_seen, run.users_created, run.users_updated, run.users_removed
+            ),
+            Err(error) => println!("the first sync did not run: {error}"),
+        }
     }
     println!(
         "  admin token      {} (new on every start; the CLI reads it from there)",

@@ -34,6 +34,9 @@ pub enum DirectorySource {
     Emulator { users: usize },
     /// A real tenant (or any Graph endpoint).
     Graph(Box<DirectoryConfig>),
+    /// A tenant that pushes over SCIM (`scim.enabled`): directory-sync serves the SCIM
+    /// endpoint on this loopback port (0 picks a free one) and reads no Graph.
+    Scim { tenant_id: String, port: u16 },
 }
 
 /// Ports of the three services; 0 picks free ones.
@@ -226,6 +229,8 @@ pub struct Stack {
     pub metrics_url: String,
     /// The web console, when asked for (`http://127.0.0.1:port`).
     pub console_url: Option<String>,
+    /// The SCIM endpoint of a pushed tenant (`…/scim/v2`).
+    pub scim_url: Option<String>,
     /// The emulator, when the stack reads one.
     pub emulator: Option<Emulator>,
     /// The directory-sync use cases, to run the first sync in-process.
@@ -338,6 +343,11 @@ impl Stack {
                 (Some(emulator), config)
             }
             DirectorySource::Graph(config) => (None, (**config).clone()),
+            // No Graph behind a pushed tenant: its credentials are never used.
+            DirectorySource::Scim { tenant_id, .. } => (
+                None,
+                DirectoryConfig::single_host("http://127.0.0.1:9", tenant_id, "unused", "unused"),
+            ),
         };
 
         let registry_listener = bind(options.ports.registry).await?;
@@ -377,12 +387,19 @@ impl Stack {
         directory_config.provisioning.auto_import = options.auto_import;
         directory_config.sync.groups = options.sync_groups.clone();
         directory_config.sync.delta_interval_secs = options.delta_interval_secs;
+        if let DirectorySource::Scim { port, .. } = &options.directory {
+            directory_config.scim.enabled = true;
+            directory_config.scim.listen_addr = SocketAddr::from(([127, 0, 0, 1], *port));
+        }
         let graph = graph::GraphClient::new(directory_config.directory.graph_config()?)
             .context("invalid directory settings")?;
         let directory =
             directory_sync::App::build(&directory_config, directory_db, directory_listener, graph)
                 .await?;
         let directory_service = directory.directory();
+        let scim_url = directory
+            .scim_addr()
+            .map(|addr| format!("http://{addr}/scim/v2"));
         tasks.spawn(directory.run(shutdown.clone()));
 
         let (importer_db, importer_db_url) = options
@@ -429,6 +446,7 @@ impl Stack {
             registry_url,
             importer_url,
             console_url,
+            scim_url,
             metrics_url,
             emulator,
             directory: directory_service,

@@ -260,18 +260,21 @@ async fn first_full_sync(ctx: &SyncContext) -> bool {
 /// The steps after a complete round `run_id`: registry updates (unless the safety rail halts
 /// them and the run is not approved), auto-import, then the group-to-role rules.
 pub async fn after_round(ctx: &SyncContext, run_id: &str, mode: Mode) -> Result<Effects, Error> {
-    after_round_within(ctx, run_id, mode, 0).await
+    after_round_within(ctx, run_id, mode, None).await
 }
 
-/// [`after_round`], with the safety rail counting `recent_disables` (users disabled by the
-/// runs of a sliding window before this one: SCIM pushes come a few at a time, and a mass
-/// disable pushed over an hour must halt as one round would).
+/// [`after_round`] for a SCIM run (`pushed`: the users disabled by the SCIM runs of a sliding
+/// window before this one). The safety rail counts them with the run's own: pushes come a few
+/// at a time, and a mass disable pushed over an hour must halt as one round would. Auto-import
+/// applies to every SCIM run: users Entra pushes are the ones assigned to the application,
+/// and there is no first full read to leave to an administrator's batch import.
 pub async fn after_round_within(
     ctx: &SyncContext,
     run_id: &str,
     mode: Mode,
-    recent_disables: u64,
+    pushed: Option<u64>,
 ) -> Result<Effects, Error> {
+    let recent_disables = pushed.unwrap_or(0);
     let config = &ctx.provisioning;
     let mut effects = Effects::default();
     if config.update_registry {
@@ -327,7 +330,7 @@ pub async fn after_round_within(
     };
     // The tenant's first full read finds everyone "new": that is a batch import for an
     // administrator to start, not an automatic one.
-    if config.auto_import && !first_full_sync(ctx).await {
+    if config.auto_import && (pushed.is_some() || !first_full_sync(ctx).await) {
         auto_import(ctx, importer, run_id, dry_run, &mut effects).await?;
     }
     if config.apply_role_rules {

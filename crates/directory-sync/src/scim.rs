@@ -192,8 +192,13 @@ impl ScimApi {
             }
             recent.iter().map(|(_, n)| n).sum()
         };
-        let result =
-            after_round_within(ctx, &run.run_id, Mode::Apply { approved: false }, recent).await;
+        let result = after_round_within(
+            ctx,
+            &run.run_id,
+            Mode::Apply { approved: false },
+            Some(recent),
+        )
+        .await;
         run.finished_at_ms = service_runtime::now_ms();
         if let Ok(effects) = &result
             && effects.halted.is_none()

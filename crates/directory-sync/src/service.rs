@@ -370,10 +370,13 @@ impl Directory {
             .map_err(|_| Error::SyncBusy(self.running_run_id()))?;
         let mut run = self.awaiting_approval(run_id).await?;
         let ctx = &self.inner.sync;
-        let applied = crate::provision::after_round(
+        // A SCIM run is approved as it was provisioned (auto-import as for every push).
+        let pushed = (run.mode == SyncMode::Scim).then_some(0);
+        let applied = crate::provision::after_round_within(
             ctx,
             run_id,
             crate::provision::Mode::Apply { approved: true },
+            pushed,
         )
         .await?;
         tracing::info!(

@@ -15,5 +15,6 @@ mod metrics;
 mod readme;
 mod rounds;
 mod rules;
+mod scim;
 mod select_import;
 mod traces;
