@@ -545,3 +545,115 @@ test_support::on_both_backends! {
         pushed.registry_user_becomes(ann, |u| u.name == "Ann Renamed").await;
     }
 }
+
+/// What a registry user's directory-driven fields are: (name, alias, enabled, marked deleted).
+async fn registry_state(
+    registry: &RegistryServiceClient<Channel>,
+    tenant: &str,
+    object_id: &str,
+) -> (String, String, bool, bool) {
+    let request = registry_pb::GetUserRequest {
+        key: Some(registry_pb::get_user_request::Key::Object(
+            registry_pb::ObjectKey {
+                tenant_id: tenant.into(),
+                object_id: object_id.into(),
+            },
+        )),
+    };
+    let user = registry
+        .clone()
+        .get_user(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    (
+        user.name,
+        user.network_alias,
+        user.enabled,
+        user.deleted_in_directory_at_ms > 0,
+    )
+}
+
+test_support::on_both_backends! {
+    async fn the_same_changes_pushed_over_scim_and_read_by_a_delta_round_leave_the_registry_alike(db) {
+        // The Graph side: a tenant of four, imported, then changed and read by a delta round.
+        let emulator = crate::helpers::start_emulator(graph_emulator::synthetic_users(4, "contoso.com")).await;
+        let users = emulator.users();
+        let provisioning = directory_sync::config::ProvisioningConfig { max_disable_share: 1.0, ..Default::default() };
+        let graph_db = TestDatabase::sqlite().await;
+        let graph = crate::helpers::Stack::spawn_provisioned(&graph_db, emulator, crate::helpers::no_schedule(), provisioning).await;
+        graph.full_sync().await;
+        graph.import_into_registry(&users.iter().collect::<Vec<_>>()).await;
+        let (renamed, disabled, soft_deleted, deleted) = (&users[0], &users[1], &users[2], &users[3]);
+        let new_upn = format!("renamed.{}", renamed.user_principal_name);
+        graph.emulator.update_user(&renamed.id, graph_emulator::UserUpdate { display_name: Some("Renamed Person".into()), user_principal_name: Some(new_upn.clone()), ..Default::default() }).unwrap();
+        graph.emulator.update_user(&disabled.id, graph_emulator::UserUpdate { account_enabled: Some(false), ..Default::default() }).unwrap();
+        graph.emulator.soft_delete_user(&soft_deleted.id).unwrap();
+        graph.emulator.hard_delete_user(&deleted.id).unwrap();
+        let run = graph.sync(pb::SyncMode::Delta).await;
+        assert_eq!(run.status(), pb::SyncRunStatus::Succeeded, "{run:?}");
+
+        // The SCIM side (the backend under test): the same users pushed, imported, then the
+        // same changes as Entra sends them.
+        let pushed = Pushed::spawn(&db).await;
+        for user in &users {
+            // Entra's default mapping of the same directory user.
+            let mut body = json!({
+                "schemas": [USER],
+                "externalId": user.id,
+                "userName": user.user_principal_name,
+                "displayName": user.display_name,
+                "active": user.account_enabled,
+                "userType": user.user_type,
+                "name": {"givenName": user.given_name, "familyName": user.surname},
+            });
+            if let Some(mail) = &user.mail {
+                body["emails"] = json!([{"value": mail, "type": "work", "primary": true}]);
+            }
+            let (status, answer) = pushed.send(reqwest::Method::POST, "/Users", Some(body)).await;
+            assert_eq!(status, 201, "{answer}");
+        }
+        // Imported exactly as the Graph side imported them.
+        let request = registry_pb::ImportUsersRequest {
+            import_id: "test".into(),
+            company: "DAT".into(),
+            users: users
+                .iter()
+                .map(|u| registry_pb::NewUser {
+                    tenant_id: TENANT.into(),
+                    object_id: u.id.clone(),
+                    network_alias: u.user_principal_name.clone(),
+                    network_domain: "https://sts.windows.net/".into(),
+                    email: u.user_principal_name.clone(),
+                    name: u.display_name.clone(),
+                    enabled: true,
+                    account_type: registry_pb::AccountType::Member.into(),
+                })
+                .collect(),
+            dry_run: false,
+            private: false,
+        };
+        pushed.registry.clone().import_users(request).await.unwrap();
+        let rename = patch(json!([{"op": "Replace", "path": "displayName", "value": "Renamed Person"}, {"op": "Replace", "path": "userName", "value": new_upn}]));
+        let disable = patch(json!([{"op": "Replace", "path": "active", "value": "False"}]));
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{}", renamed.id), Some(rename)).await.0, 200);
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{}", disabled.id), Some(disable.clone())).await.0, 200);
+        // Entra's soft delete is a disable; its hard delete a DELETE.
+        assert_eq!(pushed.send(reqwest::Method::PATCH, &format!("/Users/{}", soft_deleted.id), Some(disable)).await.0, 200);
+        assert_eq!(pushed.send(reqwest::Method::DELETE, &format!("/Users/{}", deleted.id), None).await.0, 204);
+        pushed.registry_user_becomes(&deleted.id, |u| u.deleted_in_directory_at_ms > 0).await;
+
+        for user in &users {
+            let by_graph = registry_state(&graph.registry, graph.emulator.tenant_id(), &user.id).await;
+            let by_scim = registry_state(&pushed.registry, TENANT, &user.id).await;
+            assert_eq!(by_scim, by_graph, "{}", user.user_principal_name);
+        }
+        assert_eq!(registry_state(&pushed.registry, TENANT, &renamed.id).await, ("Renamed Person".to_owned(), new_upn.clone(), true, false));
+        assert!(!registry_state(&pushed.registry, TENANT, &disabled.id).await.2, "disabled");
+        assert!(!registry_state(&pushed.registry, TENANT, &soft_deleted.id).await.2, "soft-deleted: disabled");
+        let gone = registry_state(&pushed.registry, TENANT, &deleted.id).await;
+        assert!(!gone.2 && gone.3, "hard-deleted: disabled and marked");
+    }
+}
