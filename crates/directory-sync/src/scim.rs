@@ -59,12 +59,25 @@ pub fn new_token_secret() -> Result<String, Error> {
 struct OpenRun {
     run: SyncRun,
     changed: AtomicBool,
+    /// When its first change landed (Unix ms; 0: none yet): the run starts there.
+    first_change_ms: std::sync::atomic::AtomicI64,
     created: AtomicU64,
     updated: AtomicU64,
     removed: AtomicU64,
 }
 
 impl OpenRun {
+    /// Notes a committed change.
+    fn changed(&self) {
+        self.changed.store(true, Ordering::SeqCst);
+        let _ = self.first_change_ms.compare_exchange(
+            0,
+            service_runtime::now_ms(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
     fn start() -> Self {
         Self {
             run: SyncRun::start(
@@ -73,6 +86,7 @@ impl OpenRun {
                 service_runtime::now_ms(),
             ),
             changed: AtomicBool::new(false),
+            first_change_ms: std::sync::atomic::AtomicI64::new(0),
             created: AtomicU64::new(0),
             updated: AtomicU64::new(0),
             removed: AtomicU64::new(0),
@@ -173,6 +187,10 @@ impl ScimApi {
         };
         let ctx = &self.inner.ctx;
         let mut run = closed.run;
+        let first_change = closed.first_change_ms.load(Ordering::SeqCst);
+        if first_change > 0 {
+            run.started_at_ms = first_change;
+        }
         run.users_created = closed.created.load(Ordering::SeqCst);
         run.users_updated = closed.updated.load(Ordering::SeqCst);
         run.users_removed = closed.removed.load(Ordering::SeqCst);
@@ -250,7 +268,7 @@ impl ScimApi {
         match moved {
             Ok(0) => {}
             Ok(users) => {
-                open.changed.store(true, Ordering::SeqCst);
+                open.changed();
                 open.updated.fetch_add(users, Ordering::SeqCst);
                 tracing::info!(users, run_id = %open.run.run_id, "SCIM changes not yet provisioned moved to the open run");
             }
@@ -838,7 +856,7 @@ async fn write(
         ),
         _ => Failure::Internal(Error::internal("commit a SCIM write")(e)),
     })?;
-    open.changed.store(true, Ordering::SeqCst);
+    open.changed();
     Ok(resource)
 }
 
@@ -990,7 +1008,7 @@ async fn remove(api: ScimApi, kind: Kind, id: String) -> Result<Response, Failur
     tx.commit()
         .await
         .map_err(Error::internal("commit a SCIM delete"))?;
-    open.changed.store(true, Ordering::SeqCst);
+    open.changed();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
