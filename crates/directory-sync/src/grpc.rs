@@ -118,6 +118,12 @@ fn to_pb(user: MirrorUser, imported: bool) -> pb::DirectoryUser {
         account_type: account_type.into(),
         imported,
         deletion_state: deletion_state.into(),
+        source: if user.pushed {
+            pb::UserSource::Scim
+        } else {
+            pb::UserSource::Graph
+        }
+        .into(),
     }
 }
 

@@ -102,6 +102,7 @@ pub fn mirror_user(tenant_id: &str, user: &GraphUser) -> Result<MirrorUser, Stri
         account_enabled: user.account_enabled.unwrap_or(true),
         account_type: AccountType::classify(user.user_type.as_deref(), upn),
         deletion_state: DeletionState::Present,
+        pushed: false,
     })
 }
 

@@ -172,6 +172,7 @@ async fn results(
                     th scope="col" { "Email" }
                     th scope="col" { "Type" }
                     th scope="col" { "Enabled" }
+                    th scope="col" { "Source" }
                 } }
                 tbody {
                     @for (i, user) in page.users.iter().enumerate() {
@@ -185,10 +186,11 @@ async fn results(
                             td { (user.mail) }
                             td { (if user.account_type() == dpb::AccountType::Guest { "Guest" } else { "Member" }) }
                             td { (if user.account_enabled { "Yes" } else { "No" }) }
+                            td { (if user.source() == dpb::UserSource::Scim { "SCIM push" } else { "Graph" }) }
                         }
                     }
                     @if page.users.is_empty() {
-                        tr { td colspan="6" { "No user matches: everyone who matches is imported already, or nobody matches." } }
+                        tr { td colspan="7" { "No user matches: everyone who matches is imported already, or nobody matches." } }
                     }
                 }
             }

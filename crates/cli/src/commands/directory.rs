@@ -12,6 +12,8 @@ pub struct DirectoryRow {
     pub account_type: String,
     pub enabled: bool,
     pub imported: bool,
+    /// `graph` (read by a sync round) or `scim` (pushed by Entra's provisioning).
+    pub source: String,
 }
 
 impl Record for DirectoryRow {
@@ -23,6 +25,7 @@ impl Record for DirectoryRow {
         "TYPE",
         "ENABLED",
         "IMPORTED",
+        "SOURCE",
     ];
 
     fn cells(&self) -> Vec<String> {
@@ -34,6 +37,7 @@ impl Record for DirectoryRow {
             self.account_type.clone(),
             yes_no(self.enabled),
             yes_no(self.imported),
+            self.source.clone(),
         ]
     }
 }
@@ -44,6 +48,10 @@ impl From<directory_pb::DirectoryUser> for DirectoryRow {
             directory_pb::AccountType::Guest => "guest",
             _ => "member",
         };
+        let source = match user.source() {
+            directory_pb::UserSource::Scim => "scim",
+            _ => "graph",
+        };
         Self {
             account_type: account_type.to_owned(),
             object_id: user.object_id,
@@ -52,6 +60,7 @@ impl From<directory_pb::DirectoryUser> for DirectoryRow {
             mail: user.mail,
             enabled: user.account_enabled,
             imported: user.imported,
+            source: source.to_owned(),
         }
     }
 }

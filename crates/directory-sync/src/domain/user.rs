@@ -52,6 +52,9 @@ pub struct MirrorUser {
     pub account_enabled: bool,
     pub account_type: AccountType,
     pub deletion_state: DeletionState,
+    /// Last written by a SCIM push (Entra's app provisioning), not read from Graph. Not part
+    /// of the content: the same user from either source is the same user.
+    pub pushed: bool,
 }
 
 impl MirrorUser {
@@ -124,7 +127,17 @@ mod tests {
             account_enabled: true,
             account_type: AccountType::Member,
             deletion_state: DeletionState::Present,
+            pushed: false,
         };
+        let pushed = MirrorUser {
+            pushed: true,
+            ..user.clone()
+        };
+        assert_eq!(
+            pushed.content_hash(),
+            user.content_hash(),
+            "the source is not content"
+        );
         let renamed = MirrorUser {
             display_name: "B".into(),
             ..user.clone()

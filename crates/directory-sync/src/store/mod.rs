@@ -38,7 +38,7 @@ pub static MIGRATIONS: Migrations = Migrations {
 };
 
 const USER_COLUMNS: &str = "u.tenant_id, u.object_id, u.user_principal_name, u.mail, u.display_name, \
-     u.given_name, u.surname, u.account_enabled, u.account_type, u.deletion_state";
+     u.given_name, u.surname, u.account_enabled, u.account_type, u.deletion_state, u.last_seen_run";
 
 fn user_from_row(row: &AnyRow) -> Result<MirrorUser, sqlx::Error> {
     Ok(MirrorUser {
@@ -52,6 +52,10 @@ fn user_from_row(row: &AnyRow) -> Result<MirrorUser, sqlx::Error> {
         account_enabled: flag(row, "account_enabled")?,
         account_type: known(row, "account_type", AccountType::parse)?,
         deletion_state: known(row, "deletion_state", DeletionState::parse)?,
+        // SCIM runs are named `scim-…` (scim.rs); a write of either source sets last_seen_run.
+        pushed: row
+            .try_get::<String, _>("last_seen_run")?
+            .starts_with("scim-"),
     })
 }
 

@@ -342,6 +342,7 @@ test_support::on_both_backends! {
         let listed = pushed.directory.clone().list_users(pb::ListUsersRequest { page_size: 10, ..Default::default() }).await.unwrap().into_inner();
         let names: Vec<&str> = listed.users.iter().map(|u| u.user_principal_name.as_str()).collect();
         assert_eq!(names, vec!["bob@contoso.com"]);
+        assert_eq!(listed.users[0].source(), pb::UserSource::Scim, "the mirror says where the user came from");
         // And the changes were provisioned as SCIM runs.
         assert!(pushed.count("SELECT COUNT(*) FROM sync_runs WHERE mode = 'scim' AND status = 'succeeded'").await >= 1);
     }
@@ -645,6 +646,8 @@ test_support::on_both_backends! {
         assert_eq!(pushed.send(reqwest::Method::DELETE, &format!("/Users/{}", deleted.id), None).await.0, 204);
         pushed.registry_user_becomes(&deleted.id, |u| u.deleted_in_directory_at_ms > 0).await;
 
+        let read = graph.list(pb::ListUsersRequest { page_size: 10, not_imported_only: Some(false), ..Default::default() }).await;
+        assert!(read.users.iter().all(|u| u.source() == pb::UserSource::Graph), "read by a round: {read:?}");
         for user in &users {
             let by_graph = registry_state(&graph.registry, graph.emulator.tenant_id(), &user.id).await;
             let by_scim = registry_state(&pushed.registry, TENANT, &user.id).await;
