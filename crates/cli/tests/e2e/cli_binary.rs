@@ -158,7 +158,7 @@ test_support::on_both_backends! {
         let tenant = e2e.tenant();
         let listed = stdout(&userimport(&e2e, &["directory", "list", "--limit", "100", "--output", "csv"]));
         let mut lines = listed.lines();
-        assert_eq!(lines.next().unwrap(), "OBJECT ID,DISPLAY NAME,USER PRINCIPAL NAME,MAIL,TYPE,ENABLED,IMPORTED");
+        assert_eq!(lines.next().unwrap(), "OBJECT ID,DISPLAY NAME,USER PRINCIPAL NAME,MAIL,TYPE,ENABLED,IMPORTED,SOURCE");
         assert_eq!(lines.count(), 40);
 
         let upn = tenant[1].user_principal_name.clone();
