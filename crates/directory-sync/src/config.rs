@@ -62,6 +62,9 @@ pub struct ScimConfig {
     pub max_body_bytes: usize,
     /// Requests handled at once; more are refused with 429 and `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Requests per second one token may send (a burst of as many more is allowed); more
+    /// are refused with 429 and `Retry-After`.
+    pub max_requests_per_second: u32,
     /// How often the changes pushed since the last round are provisioned as a round.
     pub round_interval_secs: u64,
     /// The safety rail (`provisioning.max_disable_count`/`_share`) counts the users disabled
@@ -78,6 +81,7 @@ impl Default for ScimConfig {
             tls: service_runtime::tls::ServerTls::default(),
             max_body_bytes: 1024 * 1024,
             max_concurrent_requests: 64,
+            max_requests_per_second: 1000,
             round_interval_secs: 10,
             safety_window_secs: 3600,
         }

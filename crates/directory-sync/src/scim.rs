@@ -110,6 +110,8 @@ struct Inner {
     in_flight: Semaphore,
     /// One provisioning pass at a time (with the directory's rounds and approvals).
     sync_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Each token's request allowance (a token bucket: tokens left, when last filled).
+    allowance: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
     /// Users disabled by the SCIM runs of the safety window: (when, how many), oldest first.
     /// Kept by this process; a restart starts a new window.
     recent_disables: std::sync::Mutex<std::collections::VecDeque<(i64, u64)>>,
@@ -130,6 +132,7 @@ impl ScimApi {
                 in_flight,
                 sync_lock,
                 recent_disables: std::sync::Mutex::new(std::collections::VecDeque::new()),
+                allowance: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -325,6 +328,29 @@ impl ScimApi {
         Ok(served?)
     }
 
+    /// Takes one request from a token's allowance: `max_requests_per_second` refill every
+    /// second, up to twice that held. False when none is left.
+    fn allow(&self, token_id: &str) -> bool {
+        let rate = f64::from(self.inner.config.max_requests_per_second.max(1));
+        let now = std::time::Instant::now();
+        let mut allowance = self
+            .inner
+            .allowance
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (left, filled) = allowance
+            .entry(token_id.to_owned())
+            .or_insert((2.0 * rate, now));
+        *left = (*left + now.duration_since(*filled).as_secs_f64() * rate).min(2.0 * rate);
+        *filled = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     fn tenant(&self) -> &str {
         &self.inner.ctx.tenant_id
     }
@@ -413,6 +439,14 @@ async fn guard(State(api): State<ScimApi>, request: Request, next: Next) -> Resp
     }
     .await;
     match found {
+        Ok(Some(token_id)) if !api.allow(&token_id) => {
+            let mut response =
+                scim_error(&ScimError::status(429, "too many requests for this token"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Ok(Some(token_id)) => {
             tracing::debug!(%token_id, method = %request.method(), path = %request.uri().path(), "SCIM request");
             next.run(request).await

@@ -660,3 +660,27 @@ test_support::on_both_backends! {
         assert!(!gone.2 && gone.3, "hard-deleted: disabled and marked");
     }
 }
+
+test_support::on_both_backends! {
+    async fn a_token_sending_faster_than_its_rate_is_told_to_retry_and_others_are_not(db) {
+        let pushed = Pushed::spawn_with(&db, |config| config.scim.max_requests_per_second = 5).await;
+        // A burst of twice the rate passes; the rest of a quick run of requests is refused.
+        let mut answers = Vec::new();
+        for _ in 0..30 {
+            let response = pushed.http.get(format!("{}/Users", pushed.base)).bearer_auth(SECRET).send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            answers.push((status, retry_after, body["status"].clone()));
+        }
+        let refused: Vec<_> = answers.iter().filter(|(status, _, _)| *status == 429).collect();
+        assert!(answers[..10].iter().all(|(status, _, _)| *status == 200), "{answers:?}");
+        assert!(refused.len() >= 15, "{answers:?}");
+        assert!(refused.iter().all(|(_, retry, body)| retry.as_deref() == Some("1") && *body == json!("429")));
+
+        let mut directory = pushed.directory.clone();
+        let other = directory.create_scim_token(pb::CreateScimTokenRequest { name: "other".into() }).await.unwrap().into_inner().secret;
+        let response = pushed.http.get(format!("{}/Users", pushed.base)).bearer_auth(other).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "each token has its own allowance");
+    }
+}
