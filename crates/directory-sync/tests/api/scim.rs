@@ -684,3 +684,30 @@ test_support::on_both_backends! {
         assert_eq!(response.status().as_u16(), 200, "each token has its own allowance");
     }
 }
+
+test_support::on_both_backends! {
+    async fn the_endpoint_serves_https_with_the_configured_certificate(db) {
+        service_runtime::install_crypto_provider();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_file, key_file) = (dir.path().join("scim.crt"), dir.path().join("scim.key"));
+        std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+        std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+        let pushed = Pushed::spawn_with(&db, |config| {
+            config.scim.tls.cert_file = Some(cert_file.clone());
+            config.scim.tls.key_file = Some(key_file.clone());
+        })
+        .await;
+        let port = pushed.base.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let response = client.get(format!("https://localhost:{port}/scim/v2/Users")).bearer_auth(SECRET).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["schemas"], json!(["urn:ietf:params:scim:api:messages:2.0:ListResponse"]));
+        let plain = pushed.http.get(format!("http://localhost:{port}/scim/v2/Users")).bearer_auth(SECRET).send().await;
+        assert!(plain.is_err() || !plain.unwrap().status().is_success(), "no plain HTTP beside TLS");
+    }
+}
