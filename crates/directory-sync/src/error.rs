@@ -19,6 +19,8 @@ pub enum Error {
     /// No sync run has this id.
     #[error("sync run {0} not found")]
     RunNotFound(String),
+    #[error("SCIM token {0} not found")]
+    ScimTokenNotFound(String),
     /// Only a run halted by the safety threshold can be approved or rejected.
     #[error("sync run {0} is {1}, not awaiting approval")]
     RunNotAwaitingApproval(String, &'static str),
@@ -80,6 +82,7 @@ impl Error {
             Error::GroupNotSynced(_) => "GROUP_NOT_SYNCED",
             Error::DeltaUnavailable(_) => "DELTA_UNAVAILABLE",
             Error::RunNotFound(_) => "SYNC_RUN_NOT_FOUND",
+            Error::ScimTokenNotFound(_) => "SCIM_TOKEN_NOT_FOUND",
             Error::RunNotAwaitingApproval(..) => "SYNC_RUN_NOT_AWAITING_APPROVAL",
             Error::SyncBusy(_) => "SYNC_BUSY",
             Error::PushedTenant => "PUSHED_TENANT",
@@ -107,7 +110,7 @@ impl From<Error> for Status {
             Error::Internal(inner) => return internal_status(inner),
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::SyncBusy(_) => Code::Aborted,
-            Error::RunNotFound(_) => Code::NotFound,
+            Error::RunNotFound(_) | Error::ScimTokenNotFound(_) => Code::NotFound,
             Error::RunNotAwaitingApproval(..)
             | Error::PushedTenant
             | Error::GroupNotSynced(_)

@@ -140,10 +140,26 @@ impl ScimApi {
     pub fn router(&self) -> Router {
         let api = Router::new()
             .route("/ServiceProviderConfig", get(service_provider_config))
-            .route("/Schemas", get(schemas))
-            .route("/Schemas/{id}", get(schema))
-            .route("/ResourceTypes", get(resource_types))
-            .route("/ResourceTypes/{id}", get(resource_type))
+            .route(
+                "/Schemas",
+                get(|| async { listed(model::schema_definitions()) }),
+            )
+            .route(
+                "/Schemas/{id}",
+                get(|Path(id): Path<String>| async move {
+                    one_of(model::schema_definitions(), "schema", &id)
+                }),
+            )
+            .route(
+                "/ResourceTypes",
+                get(|| async { listed(model::resource_type_definitions()) }),
+            )
+            .route(
+                "/ResourceTypes/{id}",
+                get(|Path(id): Path<String>| async move {
+                    one_of(model::resource_type_definitions(), "resource type", &id)
+                }),
+            )
             .route(
                 "/.search",
                 axum::routing::post(|| async {
@@ -154,24 +170,8 @@ impl ScimApi {
                     ))
                 }),
             )
-            .route("/Users", get(list_users).post(create_user))
-            .route("/Users/.search", axum::routing::post(search_users))
-            .route(
-                "/Users/{id}",
-                get(get_user)
-                    .put(replace_user)
-                    .patch(patch_user)
-                    .delete(delete_user),
-            )
-            .route("/Groups", get(list_groups).post(create_group))
-            .route("/Groups/.search", axum::routing::post(search_groups))
-            .route(
-                "/Groups/{id}",
-                get(get_group)
-                    .put(replace_group)
-                    .patch(patch_group)
-                    .delete(delete_group),
-            )
+            .nest("/Users", resource_routes(Kind::User))
+            .nest("/Groups", resource_routes(Kind::Group))
             .fallback(|| async { scim_error(&ScimError::status(404, "no such endpoint")) })
             .layer(middleware::from_fn_with_state(self.clone(), guard))
             .with_state(self.clone());
@@ -621,29 +621,14 @@ async fn list(
     let matching: Vec<StoredResource> = match &filter {
         None => {
             let total = store::scim::count(&mut conn, api.tenant(), kind).await?;
-            let skip = u64::try_from(start - 1).unwrap_or(0);
-            // Offset paging by walking ids: the page after the first `skip`.
-            let mut after = String::new();
-            let mut skipped = 0u64;
-            while skipped < skip {
-                let step = u32::try_from((skip - skipped).min(10_000)).unwrap_or(10_000);
-                let page = store::scim::page(&mut conn, api.tenant(), kind, &after, step).await?;
-                let Some(last) = page.last() else { break };
-                after = last.id.clone();
-                skipped += page.len() as u64;
-            }
-            let page = if count == 0 {
-                Vec::new()
-            } else {
-                store::scim::page(
-                    &mut conn,
-                    api.tenant(),
-                    kind,
-                    &after,
-                    u32::try_from(count).unwrap_or(MAX_RESULTS),
-                )
-                .await?
-            };
+            let page = store::scim::page_at(
+                &mut conn,
+                api.tenant(),
+                kind,
+                start - 1,
+                u32::try_from(count).unwrap_or(MAX_RESULTS),
+            )
+            .await?;
             drop(conn);
             return list_response(&api, &headers, kind, total, start, page, &params).await;
         }
@@ -1046,27 +1031,6 @@ async fn remove(api: ScimApi, kind: Kind, id: String) -> Result<Response, Failur
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_users(
-    State(api): State<ScimApi>,
-    headers: HeaderMap,
-    Query(params): Query<ListParams>,
-) -> Response {
-    respond(list(api, Kind::User, headers, params).await)
-}
-async fn list_groups(
-    State(api): State<ScimApi>,
-    headers: HeaderMap,
-    Query(params): Query<ListParams>,
-) -> Response {
-    respond(list(api, Kind::Group, headers, params).await)
-}
-async fn search_users(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
-    respond(search(api, Kind::User, headers, body).await)
-}
-async fn search_groups(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
-    respond(search(api, Kind::Group, headers, body).await)
-}
-
 /// `POST …/.search` (RFC 7644 §3.4.3): a query in the body, answered as a list.
 async fn search(
     api: ScimApi,
@@ -1114,65 +1078,65 @@ async fn search(
     list(api, kind, headers, params).await
 }
 
-async fn get_user(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Query<ReadParams>,
-) -> Response {
-    respond(read(api, Kind::User, id, headers, params).await)
-}
-async fn get_group(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Query(params): Query<ReadParams>,
-) -> Response {
-    respond(read(api, Kind::Group, id, headers, params).await)
-}
-async fn create_user(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
-    respond(create(api, Kind::User, headers, body).await)
-}
-async fn create_group(State(api): State<ScimApi>, headers: HeaderMap, body: Body) -> Response {
-    respond(create(api, Kind::Group, headers, body).await)
-}
-async fn replace_user(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(replace(api, Kind::User, id, headers, body).await)
-}
-async fn replace_group(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(replace(api, Kind::Group, id, headers, body).await)
-}
-async fn patch_user(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(patch(api, Kind::User, id, headers, body).await)
-}
-async fn patch_group(
-    State(api): State<ScimApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    respond(patch(api, Kind::Group, id, headers, body).await)
-}
-async fn delete_user(State(api): State<ScimApi>, Path(id): Path<String>) -> Response {
-    respond(remove(api, Kind::User, id).await)
-}
-async fn delete_group(State(api): State<ScimApi>, Path(id): Path<String>) -> Response {
-    respond(remove(api, Kind::Group, id).await)
+/// The endpoints of one resource type, each answering its use case's result.
+fn resource_routes(kind: Kind) -> Router<ScimApi> {
+    use axum::routing::post;
+    Router::new()
+        .route(
+            "/",
+            get(
+                move |State(api): State<ScimApi>,
+                      headers: HeaderMap,
+                      Query(params): Query<ListParams>| async move {
+                    respond(list(api, kind, headers, params).await)
+                },
+            )
+            .post(
+                move |State(api): State<ScimApi>, headers: HeaderMap, body: Body| async move {
+                    respond(create(api, kind, headers, body).await)
+                },
+            ),
+        )
+        .route(
+            "/.search",
+            post(
+                move |State(api): State<ScimApi>, headers: HeaderMap, body: Body| async move {
+                    respond(search(api, kind, headers, body).await)
+                },
+            ),
+        )
+        .route(
+            "/{id}",
+            get(
+                move |State(api): State<ScimApi>,
+                      Path(id): Path<String>,
+                      headers: HeaderMap,
+                      Query(params): Query<ReadParams>| async move {
+                    respond(read(api, kind, id, headers, params).await)
+                },
+            )
+            .put(
+                move |State(api): State<ScimApi>,
+                      Path(id): Path<String>,
+                      headers: HeaderMap,
+                      body: Body| async move {
+                    respond(replace(api, kind, id, headers, body).await)
+                },
+            )
+            .patch(
+                move |State(api): State<ScimApi>,
+                      Path(id): Path<String>,
+                      headers: HeaderMap,
+                      body: Body| async move {
+                    respond(patch(api, kind, id, headers, body).await)
+                },
+            )
+            .delete(
+                move |State(api): State<ScimApi>, Path(id): Path<String>| async move {
+                    respond(remove(api, kind, id).await)
+                },
+            ),
+        )
 }
 
 async fn service_provider_config() -> Response {
@@ -1198,8 +1162,8 @@ async fn service_provider_config() -> Response {
     )
 }
 
-async fn schemas() -> Response {
-    let all = model::schema_definitions();
+/// A discovery collection as a list response.
+fn listed(all: Vec<Value>) -> Response {
     scim_json(
         StatusCode::OK,
         json!({
@@ -1212,41 +1176,13 @@ async fn schemas() -> Response {
     )
 }
 
-async fn schema(Path(id): Path<String>) -> Response {
-    match model::schema_definitions().into_iter().find(|s| {
-        s["id"]
-            .as_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case(&id))
-    }) {
-        Some(schema) => scim_json(StatusCode::OK, schema),
-        None => scim_error(&ScimError::status(404, format!("schema {id:?} not found"))),
-    }
-}
-
-async fn resource_types() -> Response {
-    let all = model::resource_type_definitions();
-    scim_json(
-        StatusCode::OK,
-        json!({
-            "schemas": [model::LIST_SCHEMA],
-            "totalResults": all.len(),
-            "startIndex": 1,
-            "itemsPerPage": all.len(),
-            "Resources": all,
-        }),
-    )
-}
-
-async fn resource_type(Path(id): Path<String>) -> Response {
-    match model::resource_type_definitions().into_iter().find(|s| {
-        s["id"]
-            .as_str()
-            .is_some_and(|s| s.eq_ignore_ascii_case(&id))
-    }) {
+/// One discovery resource by its id (without case), or 404.
+fn one_of(all: Vec<Value>, what: &str, id: &str) -> Response {
+    match all
+        .into_iter()
+        .find(|r| r["id"].as_str().is_some_and(|r| r.eq_ignore_ascii_case(id)))
+    {
         Some(found) => scim_json(StatusCode::OK, found),
-        None => scim_error(&ScimError::status(
-            404,
-            format!("resource type {id:?} not found"),
-        )),
+        None => scim_error(&ScimError::status(404, format!("{what} {id:?} not found"))),
     }
 }

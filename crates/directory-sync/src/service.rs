@@ -164,14 +164,9 @@ impl Directory {
             service_runtime::now_ms(),
         )
         .await?;
-        let tokens = store::scim::list_tokens(&mut conn, &self.inner.sync.tenant_id).await?;
-        let token = tokens
-            .into_iter()
-            .find(|t| t.token_id == token_id)
-            .ok_or_else(|| Error::Invalid {
-                field: "token_id",
-                reason: format!("no SCIM token {token_id:?}"),
-            })?;
+        let token = store::scim::token(&mut conn, &self.inner.sync.tenant_id, token_id)
+            .await?
+            .ok_or_else(|| Error::ScimTokenNotFound(token_id.to_owned()))?;
         tracing::info!(token_id, "SCIM token revoked");
         Ok(token)
     }

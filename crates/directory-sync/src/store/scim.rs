@@ -101,6 +101,29 @@ pub async fn page(
     rows.into_iter().map(from_row).collect()
 }
 
+/// Resources of a kind in id order, from the `offset`-th (SCIM's `startIndex` paging).
+pub async fn page_at(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    kind: Kind,
+    offset: i64,
+    limit: u32,
+) -> Result<Vec<StoredResource>, Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM scim_resources WHERE tenant_id = $1 AND kind = $2 \
+         ORDER BY id LIMIT $3 OFFSET $4"
+    );
+    let rows: Vec<ResourceRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(kind.as_str())
+        .bind(i64::from(limit))
+        .bind(offset.max(0))
+        .fetch_all(conn)
+        .await
+        .map_err(Error::internal("list SCIM resources"))?;
+    rows.into_iter().map(from_row).collect()
+}
+
 /// How many resources of a kind the tenant holds.
 pub async fn count(conn: &mut AnyConnection, tenant_id: &str, kind: Kind) -> Result<u64, Error> {
     let n: i64 = sqlx::query_scalar(
@@ -293,27 +316,47 @@ pub async fn list_tokens(
     conn: &mut AnyConnection,
     tenant_id: &str,
 ) -> Result<Vec<TokenRow>, Error> {
-    let rows: Vec<TokenTuple> = sqlx::query_as(
-        "SELECT token_id, name, created_ms, created_by, last_used_ms, revoked_ms FROM scim_tokens \
-         WHERE tenant_id = $1 ORDER BY created_ms DESC, token_id",
-    )
+    let rows: Vec<TokenTuple> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TOKEN_COLUMNS} FROM scim_tokens WHERE tenant_id = $1 \
+         ORDER BY created_ms DESC, token_id"
+    )))
     .bind(tenant_id)
     .fetch_all(conn)
     .await
     .map_err(Error::internal("list SCIM tokens"))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(token_id, name, created_ms, created_by, last_used_ms, revoked_ms)| TokenRow {
-                token_id,
-                name,
-                created_ms,
-                created_by,
-                last_used_ms,
-                revoked_ms,
-            },
-        )
-        .collect())
+    Ok(rows.into_iter().map(token_from_row).collect())
+}
+
+/// One of the tenant's tokens.
+pub async fn token(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    token_id: &str,
+) -> Result<Option<TokenRow>, Error> {
+    let row: Option<TokenTuple> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {TOKEN_COLUMNS} FROM scim_tokens WHERE tenant_id = $1 AND token_id = $2"
+    )))
+    .bind(tenant_id)
+    .bind(token_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(Error::internal("read a SCIM token"))?;
+    Ok(row.map(token_from_row))
+}
+
+const TOKEN_COLUMNS: &str = "token_id, name, created_ms, created_by, last_used_ms, revoked_ms";
+
+fn token_from_row(
+    (token_id, name, created_ms, created_by, last_used_ms, revoked_ms): TokenTuple,
+) -> TokenRow {
+    TokenRow {
+        token_id,
+        name,
+        created_ms,
+        created_by,
+        last_used_ms,
+        revoked_ms,
+    }
 }
 
 /// Revokes a token; false when the tenant has no such live token.

@@ -54,6 +54,32 @@ pub(crate) fn no_schedule() -> SyncConfig {
     }
 }
 
+/// A user-registry served on `addr` over `db` (migrated), until `stop`.
+pub(crate) struct ServedRegistry {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) stop: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub(crate) async fn serve_registry(
+    db: &TestDatabase,
+    addr: std::net::SocketAddr,
+) -> ServedRegistry {
+    let database = Database::connect(&db.url, 2).await.unwrap();
+    database
+        .migrate(&user_registry::store::MIGRATIONS)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let app = user_registry::App::build(&user_registry::Config::local(&db.url), database, listener)
+        .await
+        .unwrap();
+    let addr = app.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    ServedRegistry { addr, stop, task }
+}
+
 async fn spawn_directory(
     db: &Database,
     registry_url: &str,
@@ -106,22 +132,9 @@ impl Stack {
         provisioning: ProvisioningConfig,
     ) -> Self {
         let registry_db = TestDatabase::sqlite().await;
-        let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
-        registry_database
-            .migrate(&user_registry::store::MIGRATIONS)
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry_app = user_registry::App::build(
-            &user_registry::Config::local(&registry_db.url),
-            registry_database,
-            listener,
-        )
-        .await
-        .unwrap();
-        let registry_url = format!("http://{}", registry_app.local_addr());
-        let registry_shutdown = CancellationToken::new();
-        tokio::spawn(registry_app.run(registry_shutdown.clone()));
+        let registry = serve_registry(&registry_db, "127.0.0.1:0".parse().unwrap()).await;
+        let registry_url = format!("http://{}", registry.addr);
+        let registry_shutdown = registry.stop;
 
         let database = Database::connect(&db.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();

@@ -15,6 +15,8 @@ use test_support::TestDatabase;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 
+use crate::helpers::serve_registry;
+
 const TENANT: &str = "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a";
 const SECRET: &str = "test-secret-0123456789";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -45,23 +47,10 @@ impl Pushed {
 
     async fn spawn_with(db: &TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
         let registry_db = TestDatabase::sqlite().await;
-        let registry_database = Database::connect(&registry_db.url, 2).await.unwrap();
-        registry_database
-            .migrate(&user_registry::store::MIGRATIONS)
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let registry_app = user_registry::App::build(
-            &user_registry::Config::local(&registry_db.url),
-            registry_database,
-            listener,
-        )
-        .await
-        .unwrap();
-        let registry_addr = registry_app.local_addr();
+        let registry = serve_registry(&registry_db, "127.0.0.1:0".parse().unwrap()).await;
+        let registry_addr = registry.addr;
         let registry_url = format!("http://{registry_addr}");
-        let registry_shutdown = CancellationToken::new();
-        let registry_task = tokio::spawn(registry_app.run(registry_shutdown.clone()));
+        let (registry_shutdown, registry_task) = (registry.stop, registry.task);
 
         let database = Database::connect(&db.url, 5).await.unwrap();
         database.migrate(&store::MIGRATIONS).await.unwrap();
@@ -155,19 +144,8 @@ impl Pushed {
 
     /// Starts the registry again, on its address and database.
     async fn start_registry(&self) {
-        let database = Database::connect(&self._registry_db.url, 2).await.unwrap();
-        let listener = tokio::net::TcpListener::bind(self.registry_addr)
-            .await
-            .unwrap();
-        let app = user_registry::App::build(
-            &user_registry::Config::local(&self._registry_db.url),
-            database,
-            listener,
-        )
-        .await
-        .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(app.run(stop.clone()));
+        let registry = serve_registry(&self._registry_db, self.registry_addr).await;
+        let (stop, task) = (registry.stop, registry.task);
         *self.registry_stop.lock().unwrap() = Some((stop, task));
     }
 
@@ -277,6 +255,10 @@ test_support::on_both_backends! {
         assert_eq!(created["meta"]["resourceType"], json!("User"));
         let (_, created_bob) = pushed.send(reqwest::Method::POST, "/Users", Some(entra_user(bob, "bob@contoso.com"))).await;
         assert_eq!(created_bob["id"], json!(bob));
+        let (status, second) = pushed.get("/Users?startIndex=2&count=1").await;
+        assert_eq!((status, second["totalResults"].clone(), second["startIndex"].clone()), (200, json!(2), json!(2)));
+        assert_eq!(second["Resources"].as_array().map(Vec::len), Some(1));
+        assert_eq!(second["Resources"][0]["id"], json!(bob), "in id order, the second");
         let (status, found) = pushed.get(&format!("/Users?filter=externalId+eq+%22{ann}%22")).await;
         assert_eq!((status, found["totalResults"].clone(), found["Resources"][0]["userName"].clone()), (200, json!(1), json!("ann@contoso.com")));
 
@@ -479,6 +461,8 @@ test_support::on_both_backends! {
         assert!(revoked.revoked_at_ms > 0);
         assert_eq!(users(created.secret).await.unwrap().status().as_u16(), 401);
         assert_eq!(users(SECRET.to_owned()).await.unwrap().status().as_u16(), 200, "the other token still works");
+        let unknown = directory.revoke_scim_token(pb::RevokeScimTokenRequest { token_id: "no-such-token".into() }).await.unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
         let empty = directory.create_scim_token(pb::CreateScimTokenRequest { name: " ".into() }).await.unwrap_err();
         assert_eq!(empty.code(), tonic::Code::InvalidArgument);
     }
