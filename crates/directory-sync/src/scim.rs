@@ -303,6 +303,7 @@ impl ScimApi {
         tls: service_runtime::tls::ServerTls,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
+        tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.enabled(), "serving SCIM");
         let rounds = tokio::spawn(self.clone().run_rounds(shutdown.clone()));
         let router = self.router();
         let stop = shutdown.clone().cancelled_owned();
