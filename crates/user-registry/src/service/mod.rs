@@ -328,6 +328,7 @@ impl Registry {
         tx.commit()
             .await
             .map_err(Error::internal("commit import"))?;
+        claimed.committed();
         Ok(result)
     }
 
