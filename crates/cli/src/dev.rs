@@ -180,7 +180,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         directory,
         ports,
         companies,
-        chunk_size: 500,
+        chunk_size: 1000,
         auth: StackAuth::Local(tokens),
         auto_import: false,
         sync_groups: args.sync_groups.clone(),

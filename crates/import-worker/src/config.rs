@@ -95,7 +95,7 @@ impl Config {
             },
             worker: WorkerConfig {
                 batch_groups: vec![crate::domain::DEFAULT_BATCH_GROUP.to_owned()],
-                chunk_size: 500,
+                chunk_size: 1000,
                 planning_lease_secs: 30,
                 concurrent_plans: 4,
                 chunk_retry_hold_secs: default_chunk_retry_hold_secs(),
