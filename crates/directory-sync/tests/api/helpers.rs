@@ -238,26 +238,17 @@ impl Stack {
     }
 
     async fn import_part(&self, users: &[&EmulatedUser]) {
-        let users = users
+        let users: Vec<_> = users
             .iter()
-            .map(|u| registry_pb::NewUser {
-                tenant_id: self.emulator.tenant_id().into(),
-                object_id: u.id.clone(),
-                network_alias: u.user_principal_name.clone(),
-                network_domain: "https://sts.windows.net/".into(),
-                email: u.user_principal_name.clone(),
-                name: u.display_name.clone(),
-                enabled: true,
-                account_type: registry_pb::AccountType::Member.into(),
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.user_principal_name.as_str(),
+                    u.display_name.as_str(),
+                )
             })
             .collect();
-        let request = registry_pb::ImportUsersRequest {
-            import_id: "test".into(),
-            company: "DAT".into(),
-            users,
-            dry_run: false,
-            private: false,
-        };
+        let request = member_import("test", self.emulator.tenant_id(), &users);
         self.registry.clone().import_users(request).await.unwrap();
     }
 
@@ -364,4 +355,32 @@ pub(crate) fn assert_mirror_equals_directory(
         differences.is_empty(),
         "mirror differs from the directory: {differences:?}"
     );
+}
+
+/// The `ImportUsers` request a select import sends for these members of `tenant_id`, each
+/// given as (object id, user principal name, display name), into company DAT.
+pub(crate) fn member_import(
+    import_id: &str,
+    tenant_id: &str,
+    users: &[(&str, &str, &str)],
+) -> registry_pb::ImportUsersRequest {
+    registry_pb::ImportUsersRequest {
+        import_id: import_id.into(),
+        company: "DAT".into(),
+        users: users
+            .iter()
+            .map(|(object_id, upn, name)| registry_pb::NewUser {
+                tenant_id: tenant_id.into(),
+                object_id: (*object_id).into(),
+                network_alias: (*upn).into(),
+                network_domain: "https://sts.windows.net/".into(),
+                email: (*upn).into(),
+                name: (*name).into(),
+                enabled: true,
+                account_type: registry_pb::AccountType::Member.into(),
+            })
+            .collect(),
+        dry_run: false,
+        private: false,
+    }
 }

@@ -15,7 +15,7 @@ use test_support::TestDatabase;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::Channel;
 
-use crate::helpers::serve_registry;
+use crate::helpers::{member_import, serve_registry};
 
 const TENANT: &str = "8b5a3c1e-2f4d-4c6b-9a7e-0d1f2e3c4b5a";
 const SECRET: &str = "test-secret-0123456789";
@@ -201,25 +201,11 @@ impl Pushed {
 
 /// Imports these (object id, user name) into the registry, as a select import would.
 async fn import(pushed: &Pushed, users: &[(&str, &str)]) {
-    let request = registry_pb::ImportUsersRequest {
-        import_id: "scim-test".into(),
-        company: "DAT".into(),
-        users: users
-            .iter()
-            .map(|(object_id, name)| registry_pb::NewUser {
-                tenant_id: TENANT.into(),
-                object_id: (*object_id).into(),
-                network_alias: (*name).into(),
-                network_domain: "https://sts.windows.net/".into(),
-                email: (*name).into(),
-                name: (*name).into(),
-                enabled: true,
-                account_type: registry_pb::AccountType::Member.into(),
-            })
-            .collect(),
-        dry_run: false,
-        private: false,
-    };
+    let users: Vec<_> = users
+        .iter()
+        .map(|(object_id, name)| (*object_id, *name, *name))
+        .collect();
+    let request = member_import("scim-test", TENANT, &users);
     pushed.registry.clone().import_users(request).await.unwrap();
 }
 
@@ -601,25 +587,11 @@ test_support::on_both_backends! {
             assert_eq!(status, 201, "{answer}");
         }
         // Imported exactly as the Graph side imported them.
-        let request = registry_pb::ImportUsersRequest {
-            import_id: "test".into(),
-            company: "DAT".into(),
-            users: users
-                .iter()
-                .map(|u| registry_pb::NewUser {
-                    tenant_id: TENANT.into(),
-                    object_id: u.id.clone(),
-                    network_alias: u.user_principal_name.clone(),
-                    network_domain: "https://sts.windows.net/".into(),
-                    email: u.user_principal_name.clone(),
-                    name: u.display_name.clone(),
-                    enabled: true,
-                    account_type: registry_pb::AccountType::Member.into(),
-                })
-                .collect(),
-            dry_run: false,
-            private: false,
-        };
+        let members: Vec<_> = users
+            .iter()
+            .map(|u| (u.id.as_str(), u.user_principal_name.as_str(), u.display_name.as_str()))
+            .collect();
+        let request = member_import("test", TENANT, &members);
         pushed.registry.clone().import_users(request).await.unwrap();
         let rename = patch(json!([{"op": "Replace", "path": "displayName", "value": "Renamed Person"}, {"op": "Replace", "path": "userName", "value": new_upn}]));
         let disable = patch(json!([{"op": "Replace", "path": "active", "value": "False"}]));
