@@ -68,6 +68,19 @@ pub async fn set_aside_if_empty(conn: &mut AnyConnection, backend: Backend) -> R
     Ok(!indexes.is_empty())
 }
 
+/// Begins a transaction with more sort memory than the server's default, for that
+/// transaction only: an index of a million keys, or the not-imported rows of a million users,
+/// sorts in memory (the mirror's wider rows still spill to disk).
+async fn begin_with_sort_memory(
+    conn: &mut AnyConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Any>, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// The tables a first load fills, each with the primary key it is put in order of.
 const LOADED_TABLES: [(&str, &str); 2] = [
     ("directory_users", "directory_users_pkey"),
@@ -88,13 +101,7 @@ pub async fn order_by_object_id(conn: &mut AnyConnection, backend: Backend) -> R
         return Ok(());
     }
     for (table, key) in LOADED_TABLES {
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(Error::internal("put the loaded mirror in order"))?;
-        // More sort memory than the default, for this transaction only: the not-imported rows
-        // of a million users sort in memory (the mirror's wider rows still spill to disk).
-        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-            .execute(&mut *tx)
+        let mut tx = begin_with_sort_memory(conn)
             .await
             .map_err(Error::internal("put the loaded mirror in order"))?;
         sqlx::query(AssertSqlSafe(format!("CLUSTER {table} USING {key}")))
@@ -122,12 +129,7 @@ pub async fn build_set_aside(conn: &mut AnyConnection, backend: Backend) -> Resu
     for (name, definition) in &pending {
         // The definition is the catalog's own (`pg_get_indexdef`), written by this service.
         let create = definition.replacen("CREATE INDEX ", "CREATE INDEX IF NOT EXISTS ", 1);
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(Error::internal("build the indexes set aside"))?;
-        // A sort of a million keys fits in memory with this much (this transaction only).
-        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-            .execute(&mut *tx)
+        let mut tx = begin_with_sort_memory(conn)
             .await
             .map_err(Error::internal("build an index set aside"))?;
         sqlx::query(AssertSqlSafe(create))
