@@ -4,8 +4,9 @@
 -- in. Under a language collation (the C.UTF-8 or en_US.utf8 of a stock Postgres image) every
 -- B-tree comparison of these keys copies both strings and calls strcoll; in "C" it is one
 -- memcmp. Every column joined with another changes with it, or the join could not use the
--- other's index. The not-imported names sort as the mirror's names do. The tables are
--- rewritten once, with their indexes.
+-- other's index. The not-imported names sort as the mirror's names do. No table is rewritten
+-- (the type stays text); the indexes on these columns are rebuilt under each table's lock,
+-- about 16 s per million users on two cores.
 ALTER TABLE directory_users
     ALTER COLUMN tenant_id TYPE TEXT COLLATE "C",
     ALTER COLUMN object_id TYPE TEXT COLLATE "C";
