@@ -15,6 +15,8 @@ use crate::store::{self, InsertRow, ObjectKey, UserFilter};
 
 mod changes;
 mod claims;
+mod gates;
+mod lanes;
 mod rules;
 mod updates;
 
@@ -39,6 +41,10 @@ pub struct Registry {
     db: Database,
     /// User ids this process's imports are inserting (see `claims`).
     in_flight: std::sync::Arc<claims::InFlight>,
+    /// Statements of this process's imports that run one at a time (see `lanes`).
+    lanes: std::sync::Arc<lanes::Lanes>,
+    /// Calls of one import id wait here while another makes its binding (see `gates`).
+    gates: std::sync::Arc<gates::Gates>,
 }
 
 /// A user of an import: either valid, or already failed with a reason.
@@ -58,6 +64,8 @@ impl Registry {
         Self {
             db,
             in_flight: Default::default(),
+            lanes: Default::default(),
+            gates: Default::default(),
         }
     }
 
@@ -186,6 +194,8 @@ impl Registry {
         now_ms: i64,
     ) -> Result<Vec<(usize, ImportOutcome)>, Error> {
         let backend = self.db.backend();
+        // Before a connection is taken, so calls waiting here hold none.
+        let mut gate = self.gates.pass(batch.import_id).await;
         let mut tx = self
             .db
             .begin_write()
@@ -194,7 +204,10 @@ impl Registry {
         if !store::lock_company(&mut tx, backend, batch.company).await? {
             return Err(Error::UnknownCompany(batch.company.to_string()));
         }
-        check_import_binding(&mut tx, batch, now_ms).await?;
+        if !check_import_binding(&mut tx, batch, now_ms).await? {
+            // Bound by an earlier call: nothing here for the next call of this id to wait on.
+            gate.open();
+        }
         // The users it inserts enter the import feed under this transaction's number.
         store::feed::number_transaction(&mut tx, backend).await?;
         let mut result = Vec::with_capacity(users.len());
@@ -257,8 +270,15 @@ impl Registry {
         let mut ready: Vec<Pending<'_>> = with_base.into_iter().map(|(p, _)| p).collect();
         let collided: Vec<Pending<'_>> = collided.into_iter().map(|(p, _)| p).collect();
         if !collided.is_empty() {
-            let (assigned, unassigned) =
-                assign_suffixes(&self.db, &mut tx, collided, &mut claimed, batch.dry_run).await?;
+            let (assigned, unassigned) = assign_suffixes(
+                &self.db,
+                &self.lanes,
+                &mut tx,
+                collided,
+                &mut claimed,
+                batch.dry_run,
+            )
+            .await?;
             for p in unassigned {
                 let reason = format!("no free user id derived from {:?}", p.base);
                 result.push((
@@ -290,6 +310,7 @@ impl Registry {
             })
             .collect();
         if !rows.is_empty() {
+            let _lane = self.lanes.users().await;
             store::insert_users(
                 &mut tx,
                 backend,
@@ -317,7 +338,10 @@ impl Registry {
             via: batch.import_id,
             at_ms: now_ms,
         };
-        store::audit::record(&mut tx, backend, origin, &created).await?;
+        {
+            let _lane = self.lanes.audit().await;
+            store::audit::record(&mut tx, backend, origin, &created).await?;
+        }
         if batch.dry_run {
             // Everything was worked out as the import would; none of it stays.
             tx.rollback()
@@ -489,12 +513,13 @@ pub struct ImportCaller {
 
 /// Binds the import id to its caller, person, company and privacy at its first call, and
 /// refuses a later call that differs: an id is an idempotency key of one caller's one import,
-/// never a way to record users against someone else's job.
+/// never a way to record users against someone else's job. True when this call made the
+/// binding.
 async fn check_import_binding(
     tx: &mut sqlx::AnyConnection,
     batch: &Batch<'_>,
     now_ms: i64,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let wanted = store::bindings::ImportBinding {
         import_id: batch.import_id.to_owned(),
         principal: batch.caller.principal.clone(),
@@ -502,9 +527,9 @@ async fn check_import_binding(
         company: batch.company.to_string(),
         private: batch.caller.private,
     };
-    let bound = store::bindings::bind_import(tx, &wanted, now_ms).await?;
+    let (bound, made) = store::bindings::bind_import(tx, &wanted, now_ms).await?;
     if bound == wanted {
-        return Ok(());
+        return Ok(made);
     }
     let what = if bound.principal != wanted.principal || bound.actor != wanted.actor {
         "another caller"
@@ -594,6 +619,7 @@ fn outcome(user: &NewUser, kind: OutcomeKind, user_id: String) -> ImportOutcome 
 /// serial, so there the reservation joins the import's transaction.
 async fn assign_suffixes<'a>(
     db: &Database,
+    lanes: &lanes::Lanes,
     tx: &mut sqlx::AnyConnection,
     collided: Vec<Pending<'a>>,
     handed_out: &mut claims::Held<'_>,
@@ -623,6 +649,7 @@ async fn assign_suffixes<'a>(
             Backend::Postgres if !dry_run => {
                 // Not from the main pool: this transaction holds one of its connections, and
                 // a full pool of such transactions would each wait for one more.
+                let _lane = lanes.suffixes().await;
                 let mut own = db.autonomous().await.map_err(Error::internal("acquire"))?;
                 store::reserve_suffixes(&mut own, backend, &blocks).await?
             }

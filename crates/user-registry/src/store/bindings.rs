@@ -20,18 +20,18 @@ pub struct ImportBinding {
 }
 
 /// Binds `binding.import_id` when it is new, and answers the binding it has (this one, or
-/// the one an earlier call made). Read first: every chunk of a batch job after its first finds
-/// the binding, and a read waits on nobody, where the insert waits for any chunk of the job
-/// that is still inserting it.
+/// the one an earlier call made) and whether this call made it. Read first: every chunk of a
+/// batch job after its first finds the binding, and a read waits on nobody, where the insert
+/// waits for any chunk of the job that is still inserting it.
 pub async fn bind_import(
     conn: &mut AnyConnection,
     binding: &ImportBinding,
     now_ms: i64,
-) -> Result<ImportBinding, Error> {
+) -> Result<(ImportBinding, bool), Error> {
     if let Some(bound) = read_binding(conn, &binding.import_id).await? {
-        return Ok(bound);
+        return Ok((bound, false));
     }
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO imports (import_id, principal, actor, company, private, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5 = '1', $6) ON CONFLICT (import_id) DO NOTHING",
     )
@@ -44,9 +44,10 @@ pub async fn bind_import(
     .execute(&mut *conn)
     .await
     .map_err(Error::internal("bind an import id"))?;
-    read_binding(conn, &binding.import_id)
+    let bound = read_binding(conn, &binding.import_id)
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("import id bound and not found")))
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("import id bound and not found")))?;
+    Ok((bound, inserted.rows_affected() == 1))
 }
 
 async fn read_binding(

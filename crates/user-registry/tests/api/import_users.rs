@@ -202,6 +202,57 @@ test_support::on_both_backends! {
         assert_eq!(first.user_count().await, 550);
     }
 
+    async fn the_first_chunks_of_a_new_import_arriving_together_all_commit_under_its_one_binding(db) {
+        // A batch job's first chunks reach the registry at once, each finding the import id
+        // unbound: one makes the binding and the others, held back until it has committed,
+        // must find it and go on, with colliding aliases numbered across all of them.
+        let app = TestApp::spawn(&db).await;
+        let chunks = (0..8_u32).map(|n| {
+            let app = &app;
+            async move {
+                let users = (0..50)
+                    .map(|i| member(n * 100 + i, &format!("kim.park{}@contoso.com", i % 4)))
+                    .collect();
+                app.import("job-9", "DAT", users).await
+            }
+        });
+        let outcomes = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures::future::join_all(chunks),
+        )
+        .await
+        .expect("no chunk waits forever on another");
+        for outcome in &outcomes {
+            let outcome = outcome.as_ref().expect("every chunk succeeds");
+            assert!(outcome.iter().all(|o| o.kind() == Created));
+        }
+        let under_job: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE created_by_import = 'job-9'")
+                .fetch_one(app.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(under_job, 400);
+        let bindings: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM imports WHERE import_id = 'job-9'")
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(bindings, 1);
+        // The binding made by the first chunk still refuses a call that differs.
+        let private = app
+            .client
+            .clone()
+            .import_users(pb::ImportUsersRequest {
+                import_id: "job-9".into(),
+                company: "DAT".into(),
+                users: vec![member(9999, "lee.chan@contoso.com")],
+                dry_run: false,
+                private: true,
+            })
+            .await
+            .unwrap_err();
+        assert!(private.message().contains("another privacy setting"), "{}", private.message());
+    }
+
     async fn more_concurrent_imports_needing_numbered_ids_than_pooled_connections_all_succeed(db) {
         // Every import holds a pooled connection for its transaction while it reserves numbers;
         // 12 at once on a pool of 5 must not wait on each other for a connection.
