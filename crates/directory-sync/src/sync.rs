@@ -611,8 +611,7 @@ async fn full(
         // Only an optimisation of the batch import that usually follows: a failure leaves the
         // tables as loaded, and the round goes on to build the indexes.
         let started = Instant::now();
-        let mut conn = ctx.conn().await?;
-        match store::deferred::order_by_object_id(&mut conn, ctx.db.backend()).await {
+        match store::deferred::order_by_object_id(ctx.db.pool(), ctx.db.backend()).await {
             Ok(()) => tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "mirror put in object-id order after the first load"

@@ -9,7 +9,7 @@
 //! ([`order_by_object_id`]), which is cheapest then, with no search index to rebuild.
 
 use service_runtime::storage::Backend;
-use sqlx::{AnyConnection, AssertSqlSafe};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use crate::error::Error;
 
@@ -93,26 +93,27 @@ const LOADED_TABLES: [(&str, &str); 2] = [
 /// read the mirror, and the marking of its users deleted from the not-imported table, a row
 /// on a different page for nearly every user, which at 1M users (tables larger than the
 /// server's buffers) was a buffer read, a dirtied page and often a full-page image per user.
-/// In key order a chunk's rows share pages. `CLUSTER` locks the table while it rewrites it
-/// (both tables about 13 s at 1M users on two cores, with only the primary keys and the
-/// not-imported name index to rebuild); a first load's listings wait that long once.
-pub async fn order_by_object_id(conn: &mut AnyConnection, backend: Backend) -> Result<(), Error> {
+/// In key order a chunk's rows share pages. `CLUSTER` locks the table while it rewrites it,
+/// with only the primary keys and the not-imported name index to rebuild; a first load's
+/// listings wait that long once. The two tables are rewritten at once, on two connections of
+/// `pool`: each rewrite sorts in one process, so one alone leaves a core idle.
+pub async fn order_by_object_id(pool: &AnyPool, backend: Backend) -> Result<(), Error> {
     if backend != Backend::Postgres {
         return Ok(());
     }
-    for (table, key) in LOADED_TABLES {
-        let mut tx = begin_with_sort_memory(conn)
-            .await
-            .map_err(Error::internal("put the loaded mirror in order"))?;
+    let rewrites = LOADED_TABLES.map(|(table, key)| async move {
+        let mut conn = pool.acquire().await?;
+        let mut tx = begin_with_sort_memory(&mut conn).await?;
         sqlx::query(AssertSqlSafe(format!("CLUSTER {table} USING {key}")))
             .execute(&mut *tx)
-            .await
-            .map_err(Error::internal("put the loaded mirror in order"))?;
-        tx.commit()
-            .await
-            .map_err(Error::internal("put the loaded mirror in order"))?;
-    }
-    Ok(())
+            .await?;
+        tx.commit().await
+    });
+    let [users, not_imported] = rewrites;
+    let (users, not_imported) = tokio::join!(users, not_imported);
+    users
+        .and(not_imported)
+        .map_err(Error::internal("put the loaded mirror in order"))
 }
 
 /// Builds every index set aside and forgets its definition; answers how many. Each is built
