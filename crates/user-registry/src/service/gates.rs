@@ -17,7 +17,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 /// The gates of the import ids that calls of this process are passing or waiting at.
 #[derive(Debug, Default)]
 pub(super) struct Gates {
-    open: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    by_import_id: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
 }
 
 /// A passed gate: closed to other calls of the same import id until opened or dropped.
@@ -37,7 +37,9 @@ impl Gates {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<AsyncMutex<()>>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        self.by_import_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -253,6 +253,31 @@ test_support::on_both_backends! {
         assert!(private.message().contains("another privacy setting"), "{}", private.message());
     }
 
+    async fn a_first_call_whose_binding_is_rolled_back_lets_the_next_call_of_its_import_id_through(db) {
+        // A dry run makes the import id's binding in its transaction and rolls it back: the
+        // call after it must neither wait for it nor find its binding.
+        let app = TestApp::spawn(&db).await;
+        let request = |dry_run: bool, private: bool| pb::ImportUsersRequest {
+            import_id: "job-11".into(),
+            company: "DAT".into(),
+            users: vec![member(1, "ana.ruiz@contoso.com")],
+            dry_run,
+            private,
+        };
+        let within = std::time::Duration::from_secs(10);
+        let dry = tokio::time::timeout(within, app.client.clone().import_users(request(true, true)))
+            .await
+            .expect("the dry run ends")
+            .unwrap();
+        assert_eq!(kinds(&dry.into_inner().outcomes), [Created]);
+        let real = tokio::time::timeout(within, app.client.clone().import_users(request(false, false)))
+            .await
+            .expect("the call after it does not wait for it")
+            .expect("the dry run's binding did not stay");
+        assert_eq!(kinds(&real.into_inner().outcomes), [Created]);
+        assert_eq!(app.user_count().await, 1);
+    }
+
     async fn more_concurrent_imports_needing_numbered_ids_than_pooled_connections_all_succeed(db) {
         // Every import holds a pooled connection for its transaction while it reserves numbers;
         // 12 at once on a pool of 5 must not wait on each other for a connection.
