@@ -81,12 +81,6 @@ async fn begin_with_sort_memory(
     Ok(tx)
 }
 
-/// The tables a first load fills, each with the primary key it is put in order of.
-const LOADED_TABLES: [(&str, &str); 2] = [
-    ("directory_users", "directory_users_pkey"),
-    ("directory_not_imported", "directory_not_imported_pkey"),
-];
-
 /// Rewrites the mirror and its not-imported table in object-id order after a first load
 /// (Postgres; nothing on SQLite). The pages arrive in the directory's order, which is not the
 /// object id's, while a batch import walks the tenant in object-id order: each of its chunks
@@ -101,19 +95,27 @@ pub async fn order_by_object_id(pool: &AnyPool, backend: Backend) -> Result<(), 
     if backend != Backend::Postgres {
         return Ok(());
     }
-    let rewrites = LOADED_TABLES.map(|(table, key)| async move {
-        let mut conn = pool.acquire().await?;
-        let mut tx = begin_with_sort_memory(&mut conn).await?;
-        sqlx::query(AssertSqlSafe(format!("CLUSTER {table} USING {key}")))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
-    });
-    let [users, not_imported] = rewrites;
-    let (users, not_imported) = tokio::join!(users, not_imported);
+    let (users, not_imported) = tokio::join!(
+        cluster(pool, "directory_users", "directory_users_pkey"),
+        cluster(
+            pool,
+            "directory_not_imported",
+            "directory_not_imported_pkey"
+        ),
+    );
     users
         .and(not_imported)
         .map_err(Error::internal("put the loaded mirror in order"))
+}
+
+/// Rewrites `table` in the order of its index `key`, on a connection of its own.
+async fn cluster(pool: &AnyPool, table: &str, key: &str) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = begin_with_sort_memory(&mut conn).await?;
+    sqlx::query(AssertSqlSafe(format!("CLUSTER {table} USING {key}")))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Builds every index set aside and forgets its definition; answers how many. Each is built
